@@ -1,0 +1,171 @@
+"""Connections: pools, the one path every query takes, error mapping, transient retries.
+
+Operations are built sans-I/O as `Query` values (SQL, parameters, a row parser) in
+`engine/_queries.py`; `Database` and `AsyncDatabase` are the two thin shells that run
+them, so each operation is written once for both the sync and the async API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, LiteralString, NoReturn, TypeVar
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from .errors import SQLSTATE_ERRORS, InvalidArgumentError
+
+T = TypeVar("T")
+Rows = list[DictRow]
+
+
+@dataclass(frozen=True)
+class Query(Generic[T]):
+    """One round trip: a statement, its parameters, and how to turn its rows into a value.
+
+    `idempotent` queries may be re-sent after a connection error; the others are re-sent
+    only after errors that guarantee nothing was committed (serialization, deadlock)."""
+
+    sql: LiteralString
+    params: Sequence[Any]
+    parse: Callable[[Rows], T]
+    idempotent: bool = True
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+
+
+def _retryable(query: Query[Any]) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if _rolled_back(exc):
+            return True
+        return query.idempotent and isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.QueryCanceled
+        )
+
+    return check
+
+
+_RETRY_WAIT = wait_exponential(multiplier=0.05, max=2.0)
+_RETRY_STOP = stop_after_attempt(4)
+
+
+def raise_mapped(exc: psycopg.Error) -> NoReturn:
+    """Re-raise a database error as skiplock's typed error when it is one of ours."""
+    state = exc.sqlstate or ""
+    message = exc.diag.message_primary or str(exc)
+    mapped = SQLSTATE_ERRORS.get(state)
+    if mapped is not None:
+        raise mapped(message) from None
+    if state.startswith("22"):  # data exception: bad cast, NUL byte, out of range...
+        raise InvalidArgumentError(message) from exc
+    raise exc
+
+
+def _execute(conn: psycopg.Connection[Any], query: Query[T]) -> T:
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query.sql, query.params)
+            rows = cur.fetchall() if cur.description is not None else []
+    except psycopg.Error as exc:
+        raise_mapped(exc)
+    return query.parse(rows)
+
+
+async def _execute_async(conn: psycopg.AsyncConnection[Any], query: Query[T]) -> T:
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query.sql, query.params)
+            rows = await cur.fetchall() if cur.description is not None else []
+    except psycopg.Error as exc:
+        raise_mapped(exc)
+    return query.parse(rows)
+
+
+class Database:
+    """Blocking shell: a lazily opened pool of autocommit connections (each query is one
+    function call, so autocommit saves the BEGIN/COMMIT round trips)."""
+
+    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self._max_size = max_size
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.dsn, min_size=1, max_size=self._max_size,
+                        kwargs={"autocommit": True}, open=True, name="skiplock",
+                    )
+        return self._pool
+
+    def run(self, query: Query[T], conn: psycopg.Connection[Any] | None = None) -> T:
+        """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
+        if conn is not None:
+            return _execute(conn, query)
+        for attempt in Retrying(retry=retry_if_exception(_retryable(query)), wait=_RETRY_WAIT,
+                                stop=_RETRY_STOP, reraise=True):
+            with attempt, self.pool.connection() as pooled:
+                return _execute(pooled, query)
+        raise AssertionError("unreachable: tenacity re-raises")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class AsyncDatabase:
+    """Async shell: one pool per event loop (a pool cannot cross loops)."""
+
+    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self._max_size = max_size
+        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+
+    async def pool(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            for stale in [lp for lp in self._pools if lp.is_closed()]:
+                del self._pools[stale]
+            pool = AsyncConnectionPool(
+                self.dsn, min_size=1, max_size=self._max_size,
+                kwargs={"autocommit": True}, open=False, name="skiplock-async",
+            )
+            self._pools[loop] = pool
+            await pool.open()
+        return pool
+
+    async def run(self, query: Query[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
+        if conn is not None:
+            return await _execute_async(conn, query)
+        pool = await self.pool()
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable(query)),
+                                           wait=_RETRY_WAIT, stop=_RETRY_STOP, reraise=True):
+            with attempt:
+                async with pool.connection() as pooled:
+                    return await _execute_async(pooled, query)
+        raise AssertionError("unreachable: tenacity re-raises")
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,84 @@
+"""Schema migrations: numbered files in sql/migrations, function files in sql/functions.
+
+A ledger table (skiplock.migrations) records each file applied with its checksum.
+Migrations are append-only: a changed checksum of an applied migration is an error.
+Function files hold only CREATE OR REPLACE statements and are re-applied when their
+checksum changes. Everything runs in one transaction under an advisory lock, so
+concurrent migrators serialise and each file is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from .errors import MigrationError
+
+_LOCK_KEY = 0x736B69706C6F636B  # "skiplock": the advisory lock all migrators take
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS skiplock.migrations (
+    name       text        PRIMARY KEY,
+    kind       text        NOT NULL CHECK (kind IN ('migration', 'function')),
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    name: str
+    kind: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def sql_dir() -> Path:
+    """sql/ as shipped in the wheel (engine/sql), else the source checkout's sql/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if (candidate / "migrations").is_dir():
+            return candidate
+    raise MigrationError(f"sql/ not found next to {here}")
+
+
+def sql_files(root: Path | None = None) -> list[SqlFile]:
+    root = root or sql_dir()
+    files = [SqlFile(p.name, "migration", p.read_text()) for p in sorted((root / "migrations").glob("*.sql"))]
+    files += [SqlFile(p.name, "function", p.read_text()) for p in sorted((root / "functions").glob("*.sql"))]
+    return files
+
+
+def migrate(conn: psycopg.Connection[object]) -> list[str]:
+    """Apply what is missing or changed; return the names applied (empty when current).
+
+    `conn` must be a connection not inside a transaction; the work commits as one unit."""
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS skiplock")
+        conn.execute(_LEDGER)
+        ledger = dict(conn.execute("SELECT name, checksum FROM skiplock.migrations").fetchall())
+        for f in sql_files():
+            recorded = ledger.get(f.name)
+            if recorded == f.checksum:
+                continue
+            if recorded is not None and f.kind == "migration":
+                raise MigrationError(
+                    f"migration {f.name} was changed after it was applied; migrations are "
+                    "append-only: add a new numbered file instead"
+                )
+            conn.execute(f.text.encode())
+            conn.execute(
+                "INSERT INTO skiplock.migrations (name, kind, checksum) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
+                (f.name, f.kind, f.checksum),
+            )
+            applied_now.append(f.name)
+    return applied_now

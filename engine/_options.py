@@ -1,0 +1,94 @@
+"""Trigger options: checked and normalised in Python before anything is sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from ._durations import Duration, delay_options, parse_seconds
+from .errors import InvalidArgumentError
+from .models import Queue
+
+
+class TriggerOptions(TypedDict, total=False):
+    """Every option `trigger` takes (see API.md)."""
+
+    delay: Duration | datetime
+    ttl: Duration
+    idempotency_key: str
+    idempotency_key_ttl: Duration
+    tags: str | Sequence[str]
+    metadata: dict[str, Any]
+    queue: str | Queue
+    concurrency_key: str
+    priority: int
+    max_attempts: int
+    max_duration: float | timedelta
+    version: str
+
+
+_KNOWN = frozenset(TriggerOptions.__annotations__)
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{name} must not contain NUL characters")
+    return value
+
+
+def _positive(name: str, value: Duration) -> float:
+    seconds = parse_seconds(value, name)
+    if seconds <= 0:
+        raise InvalidArgumentError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+def build(options: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON options for skiplock.trigger(): `options` over the task's `defaults`.
+
+    Raises `InvalidArgumentError` (or a subclass) naming the bad option."""
+    unknown = set(options) - _KNOWN
+    if unknown:
+        raise InvalidArgumentError(f"unknown trigger option(s): {', '.join(sorted(unknown))}")
+    merged = {**(defaults or {}), **{k: v for k, v in options.items() if v is not None}}
+    out: dict[str, Any] = {}
+    out.update(delay_options(merged.get("delay")))
+    if "ttl" in merged:
+        out["ttl"] = _positive("ttl", merged["ttl"])
+    if "idempotency_key" in merged:
+        out["idempotency_key"] = _text("idempotency_key", merged["idempotency_key"])
+    if "idempotency_key_ttl" in merged:
+        out["idempotency_key_ttl"] = _positive("idempotency_key_ttl", merged["idempotency_key_ttl"])
+    if "tags" in merged:
+        tags = merged["tags"]
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        out["tags"] = [_text("tag", t) for t in tags]
+    if "metadata" in merged:
+        metadata = merged["metadata"]
+        if not isinstance(metadata, dict):
+            raise InvalidArgumentError("metadata must be a dict")
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"metadata is not JSON-serialisable: {exc}") from None
+        out["metadata"] = metadata
+    if "queue" in merged:
+        queue = merged["queue"]
+        out["queue"] = queue.name if isinstance(queue, Queue) else _text("queue", queue)
+    if "concurrency_key" in merged:
+        out["concurrency_key"] = _text("concurrency_key", merged["concurrency_key"])
+    for name in ("priority", "max_attempts"):
+        if name in merged:
+            value = merged[name]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
+            out[name] = value
+    if "max_duration" in merged:
+        out["max_duration"] = _positive("max_duration", merged["max_duration"])
+    if "version" in merged:
+        out["version"] = _text("version", merged["version"])
+    return out

@@ -1,0 +1,171 @@
+"""Every statement the Python layer sends, as named sans-I/O `Query` builders.
+
+Each is a call of one SQL function from sql/functions, so the logic lives in SQL and
+any language can drive the same transitions.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ._db import Query, Rows
+from .errors import RunNotFoundError
+from .models import BatchHandle, RunHandle, RunStatus
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _scalar(rows: Rows) -> Any:
+    return next(iter(rows[0].values())) if rows else None
+
+
+def _handle(task: str, row: dict[str, Any]) -> RunHandle:
+    return RunHandle(row["run_id"], task, RunStatus(row["run_status"]), row["is_cached"])
+
+
+# -- triggering ---------------------------------------------------------------------
+
+
+def trigger(task: str, payload_json: str, options: dict[str, Any]) -> Query[RunHandle]:
+    return Query(
+        "SELECT run_id, run_status, is_cached FROM skiplock.trigger(%s, %s::jsonb, %s::jsonb)",
+        (task, payload_json, _json(options)),
+        lambda rows: _handle(task, rows[0]),
+        # with a key, re-sending cannot make a second run
+        idempotent="idempotency_key" in options,
+    )
+
+
+def trigger_batch(task: str, items_json: str, options: dict[str, Any]) -> Query[BatchHandle]:
+    def parse(rows: Rows) -> BatchHandle:
+        return BatchHandle(rows[0]["batch_id"], [_handle(task, r) for r in rows])
+
+    return Query(
+        "SELECT batch_id, run_id, run_status, is_cached "
+        "FROM skiplock.trigger_batch(%s, %s::jsonb, %s::jsonb)",
+        (task, items_json, _json(options)),
+        parse,
+        idempotent=False,
+    )
+
+
+# -- runs API -----------------------------------------------------------------------
+
+
+def retrieve(run_id: str) -> Query[dict[str, Any]]:
+    def parse(rows: Rows) -> dict[str, Any]:
+        if not rows:
+            raise RunNotFoundError(f"run {run_id} does not exist")
+        return dict(rows[0])
+
+    return Query("SELECT * FROM skiplock.run_details WHERE id = %s", (run_id,), parse)
+
+
+def list_runs(
+    *,
+    status: list[str] | None,
+    tasks: list[str] | None,
+    tags: list[str] | None,
+    batch: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    after: str | None,
+    limit: int,
+) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.list_runs(%s::skiplock.run_status[], %s, %s, %s, %s, %s, %s, %s)",
+        (status, tasks, tags, batch, created_from, created_to, after, limit),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
+def cancel(run_id: str) -> Query[RunStatus]:
+    return Query(
+        "SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows))
+    )
+
+
+def replay(run_id: str) -> Query[str]:
+    return Query("SELECT skiplock.replay_run(%s)", (run_id,), _scalar, idempotent=False)
+
+
+def reschedule(run_id: str, delay: dict[str, Any]) -> Query[datetime]:
+    return Query(
+        "SELECT skiplock.reschedule_run(%s, coalesce(%s::timestamptz, "
+        "skiplock.now() + make_interval(secs => %s::double precision)))",
+        (run_id, delay.get("delay_until"), delay.get("delay_seconds")),
+        _scalar,
+    )
+
+
+# -- workers ------------------------------------------------------------------------
+
+
+def register_worker(
+    worker_id: str, version: str, hostname: str, pid: int, queues: list[str] | None,
+    concurrency: int, tasks: list[dict[str, Any]],
+) -> Query[str]:
+    return Query(
+        "SELECT skiplock.register_worker(%s, %s, %s, %s, %s, %s, %s::jsonb)",
+        (worker_id, version, hostname, pid, queues, concurrency, _json(tasks)),
+        _scalar,
+        idempotent=False,
+    )
+
+
+def dequeue(
+    worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
+) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.dequeue(%s, %s, %s, %s, %s)",
+        (worker_id, version, tasks, queues, limit),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
+def start_attempts(worker_id: str, run_ids: list[str]) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.start_attempts(%s, %s)",
+        (worker_id, run_ids),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
+def complete_attempts(results_json: str) -> Query[list[str]]:
+    return Query(
+        "SELECT run_id FROM skiplock.complete_attempts(%s::jsonb)",
+        (results_json,),
+        lambda rows: [r["run_id"] for r in rows],
+    )
+
+
+def fail_attempt(
+    attempt_id: str, error: dict[str, Any], status: str, retry_delay: float | None
+) -> Query[RunStatus | None]:
+    def parse(rows: Rows) -> RunStatus | None:
+        value = _scalar(rows)
+        return None if value is None else RunStatus(value)
+
+    return Query(
+        "SELECT skiplock.fail_attempt(%s, %s::jsonb, %s::skiplock.run_status, %s)",
+        (attempt_id, _json(error), status, retry_delay),
+        parse,
+    )
+
+
+def heartbeat(worker_id: str, attempt_ids: list[str]) -> Query[list[str]]:
+    return Query(
+        "SELECT skiplock.heartbeat(%s, %s)", (worker_id, attempt_ids), lambda r: _scalar(r) or []
+    )
+
+
+def stop_worker(worker_id: str) -> Query[int]:
+    return Query("SELECT skiplock.stop_worker(%s)", (worker_id,), _scalar)
+
+
+def tick() -> Query[dict[str, Any]]:
+    return Query("SELECT skiplock.tick()", (), _scalar)

@@ -1,0 +1,64 @@
+"""Typed errors. Every error skiplock raises on purpose is a `SkiplockError`.
+
+SQL functions raise custom SQLSTATEs (``SLnnn``); `SQLSTATE_ERRORS` maps each to its
+Python class once, so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+
+class SkiplockError(Exception):
+    """Base class of skiplock's errors."""
+
+
+class InvalidArgumentError(SkiplockError, ValueError):
+    """An argument is malformed or out of range; nothing was written."""
+
+
+class PayloadValidationError(InvalidArgumentError):
+    """A payload (or output) does not match the task's annotated type."""
+
+
+class InvalidDurationError(InvalidArgumentError):
+    """A delay, ttl or duration does not parse, or is negative."""
+
+
+class BatchTooLargeError(InvalidArgumentError):
+    """A batch trigger has more items than the limit (1,000)."""
+
+
+class UnknownTaskError(SkiplockError, LookupError):
+    """No task with this id is defined, deployed or has runs."""
+
+
+class RunNotFoundError(SkiplockError, LookupError):
+    """No run with this id exists."""
+
+
+class RunNotDelayedError(SkiplockError):
+    """The run is not DELAYED, so it cannot be rescheduled."""
+
+
+class MigrationError(SkiplockError):
+    """The database schema does not match the migrations shipped with this version."""
+
+
+class EmbeddedPostgresError(SkiplockError):
+    """The embedded PostgreSQL cluster could not be started."""
+
+
+class AbortTaskRunError(Exception):
+    """Raise inside a task to fail the run at once, with no retry."""
+
+
+class TaskRunCanceledError(Exception):
+    """Raised inside a task by `ctx.check_canceled()` once its run was canceled or timed out."""
+
+
+SQLSTATE_ERRORS: dict[str, type[SkiplockError]] = {
+    "SL001": RunNotFoundError,
+    "SL002": RunNotDelayedError,
+    "SL003": UnknownTaskError,
+    "SL004": InvalidArgumentError,
+    "SL005": BatchTooLargeError,
+}

@@ -1,0 +1,185 @@
+"""The data model: statuses, runs, attempts, handles, retry policies and queues.
+
+Models do no I/O: they are built from rows with `model_validate`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import InvalidArgumentError
+
+P = TypeVar("P")
+O = TypeVar("O")  # noqa: E741
+
+
+class RunStatus(StrEnum):
+    PENDING_VERSION = "PENDING_VERSION"
+    DELAYED = "DELAYED"
+    QUEUED = "QUEUED"
+    DEQUEUED = "DEQUEUED"
+    EXECUTING = "EXECUTING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CRASHED = "CRASHED"
+    SYSTEM_FAILURE = "SYSTEM_FAILURE"
+    EXPIRED = "EXPIRED"
+
+
+QUEUED_STATUSES = frozenset({RunStatus.PENDING_VERSION, RunStatus.DELAYED, RunStatus.QUEUED})
+EXECUTING_STATUSES = frozenset({RunStatus.DEQUEUED, RunStatus.EXECUTING})
+FAILED_STATUSES = frozenset(
+    {
+        RunStatus.FAILED,
+        RunStatus.CRASHED,
+        RunStatus.SYSTEM_FAILURE,
+        RunStatus.TIMED_OUT,
+        RunStatus.EXPIRED,
+    }
+)
+FINAL_STATUSES = FAILED_STATUSES | {RunStatus.COMPLETED, RunStatus.CANCELED}
+
+
+class Attempt(BaseModel):
+    """One execution of a run by a worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    number: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    output: Any = None
+    error: Any = None
+    worker_id: str
+
+
+class Run(BaseModel, Generic[P, O]):
+    """A snapshot of a run. `Run[In, Out]` (from `runs.retrieve(..., task=t)`) has its
+    payload and output parsed to the task's types."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task_identifier: str
+    status: RunStatus
+    payload: P
+    output: O | None = None
+    error: Any = None
+    metadata: dict[str, Any]
+    tags: list[str]
+    idempotency_key: str | None = None
+    batch_id: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    depth: int = 0
+    queue: str
+    concurrency_key: str | None = None
+    priority: int = 0
+    version: str | None = None
+    attempt_count: int = 0
+    attempts: list[Attempt] = []
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    delayed_until: datetime | None = None
+    ttl: float | None = None
+    expired_at: datetime | None = None
+
+    @property
+    def is_queued(self) -> bool:
+        return self.status in QUEUED_STATUSES
+
+    @property
+    def is_executing(self) -> bool:
+        return self.status in EXECUTING_STATUSES
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status is RunStatus.WAITING
+
+    @property
+    def is_success(self) -> bool:
+        return self.status is RunStatus.COMPLETED
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    @property
+    def is_canceled(self) -> bool:
+        return self.status is RunStatus.CANCELED
+
+    @property
+    def is_completed(self) -> bool:
+        """True for any final status: the run will never change again."""
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """What a trigger returns. `is_cached` is True when an idempotency key matched an
+    existing run, whose handle this is."""
+
+    id: str
+    task_identifier: str
+    status: RunStatus
+    is_cached: bool = False
+
+
+@dataclass(frozen=True)
+class BatchHandle:
+    id: str
+    runs: list[RunHandle] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry policy. The delay before attempt n+1 is
+    min(max_timeout, min_timeout * factor**(n-1) * (1 + rand if randomize))."""
+
+    max_attempts: int = 3
+    factor: float = 2.0
+    min_timeout: float = 1.0
+    max_timeout: float = 60.0
+    randomize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidArgumentError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.factor < 1 or self.min_timeout < 0 or self.max_timeout < self.min_timeout:
+            raise InvalidArgumentError(
+                "retry needs factor >= 1 and 0 <= min_timeout <= max_timeout"
+            )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        jitter = 1.0 + random.random() if self.randomize else 1.0
+        return float(min(self.max_timeout, self.min_timeout * self.factor ** (attempt - 1) * jitter))
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named queue; tasks sharing one share its concurrency limit (None: unlimited)."""
+
+    name: str
+    concurrency_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.name) <= 256:
+            raise InvalidArgumentError("queue name must be 1 to 256 characters")
+        if self.concurrency_limit is not None and self.concurrency_limit < 1:
+            raise InvalidArgumentError(
+                f"concurrency_limit must be at least 1, got {self.concurrency_limit}"
+            )

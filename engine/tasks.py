@@ -1,0 +1,170 @@
+"""Tasks: a decorated function plus its queue, retry policy and limits, and triggering."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import psycopg
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from . import _options, _queries
+from ._durations import Duration, parse_seconds
+from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
+from .models import BatchHandle, Queue, Retry, RunHandle
+
+if TYPE_CHECKING:
+    from .app import Engine
+
+P = TypeVar("P")
+O = TypeVar("O")  # noqa: E741
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class BatchItem(Generic[P]):
+    """One item of a batch trigger with options of its own."""
+
+    payload: P
+    options: dict[str, Any]
+
+
+class Task(Generic[P, O]):
+    """A task definition. Create with `@app.task(...)`; trigger with `trigger`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        task_id: str,
+        fn: Callable[..., O] | Callable[..., Awaitable[O]],
+        *,
+        queue: Queue | str | None,
+        retry: Retry | None,
+        max_duration: float | timedelta | None,
+        ttl: Duration | None,
+    ) -> None:
+        if not isinstance(task_id, str) or not 1 <= len(task_id) <= 256 or "\x00" in task_id:
+            raise InvalidArgumentError("task id must be 1 to 256 characters")
+        self.engine = engine
+        self.id = task_id
+        self.fn = fn
+        self.queue = Queue(queue) if isinstance(queue, str) else (queue or Queue(task_id))
+        self.retry = retry or Retry()
+        self.max_duration = None if max_duration is None else parse_seconds(max_duration, "max_duration")
+        self.ttl = None if ttl is None else parse_seconds(ttl, "ttl")
+        self.is_async = inspect.iscoroutinefunction(fn)
+        hints = typing.get_type_hints(fn)
+        params = list(inspect.signature(fn).parameters)
+        self.payload_type: Any = hints.get(params[0], Any) if params else Any
+        self.output_type: Any = hints.get("return", Any)
+        self.payload_adapter: TypeAdapter[P] = TypeAdapter(self.payload_type)
+        self.output_adapter: TypeAdapter[O] = TypeAdapter(self.output_type)
+
+    def __repr__(self) -> str:
+        return f"Task({self.id!r})"
+
+    # -- what a worker registers -------------------------------------------------------
+
+    def deployment_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "queue": self.queue.name,
+            "concurrency_limit": self.queue.concurrency_limit,
+            "max_attempts": self.retry.max_attempts,
+            "max_duration": self.max_duration,
+            "ttl": self.ttl,
+        }
+
+    def defaults(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"queue": self.queue.name, "max_attempts": self.retry.max_attempts}
+        if self.max_duration is not None:
+            out["max_duration"] = self.max_duration
+        if self.ttl is not None:
+            out["ttl"] = self.ttl
+        return out
+
+    # -- payloads ------------------------------------------------------------------------
+
+    def payload_json(self, payload: Any) -> str:
+        """Validate `payload` against the task's payload type and return it as JSON."""
+        try:
+            value = self.payload_adapter.validate_python(payload)
+            return self.payload_adapter.dump_json(value).decode()
+        except ValidationError as exc:
+            raise PayloadValidationError(f"payload for task {self.id!r} is invalid: {exc}") from None
+        except PydanticSerializationError as exc:
+            raise PayloadValidationError(
+                f"payload for task {self.id!r} is not JSON-serialisable: {exc}"
+            ) from None
+
+    def parse_payload(self, payload: Any) -> P:
+        return self.payload_adapter.validate_python(payload)
+
+    def output_json(self, output: Any) -> Any:
+        """The task's return value as JSON-ready Python data, checked against its type."""
+        return self.output_adapter.dump_python(
+            self.output_adapter.validate_python(output), mode="json"
+        )
+
+    # -- triggering ----------------------------------------------------------------------
+
+    def _trigger_query(self, payload: P, options: dict[str, Any]) -> _queries.Query[RunHandle]:
+        return _queries.trigger(
+            self.id, self.payload_json(payload), _options.build(options, self.defaults())
+        )
+
+    def trigger(
+        self, payload: P, *, conn: psycopg.Connection[Any] | None = None, **options: Any
+    ) -> RunHandle:
+        """Create a run. Given `conn`, the run commits or rolls back with the caller's
+        transaction and no worker sees it before commit. Invalid payloads or options raise
+        before anything is written."""
+        return self.engine.db.run(self._trigger_query(payload, options), conn)
+
+    async def trigger_async(
+        self, payload: P, *, conn: psycopg.AsyncConnection[Any] | None = None, **options: Any
+    ) -> RunHandle:
+        return await self.engine.adb.run(self._trigger_query(payload, options), conn)
+
+    def _batch_query(
+        self, items: Sequence[P | BatchItem[P]], options: dict[str, Any]
+    ) -> _queries.Query[BatchHandle]:
+        if len(items) > MAX_BATCH:
+            raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
+        if not items:
+            raise InvalidArgumentError("a batch needs at least one item")
+        shared = _options.build(options, self.defaults())
+        encoded = []
+        for item in items:
+            if isinstance(item, BatchItem):
+                payload, own = item.payload, _options.build(item.options)
+            else:
+                payload, own = item, {}
+            encoded.append(f'{{"payload":{self.payload_json(payload)},"options":{json.dumps(own)}}}')
+        return _queries.trigger_batch(self.id, "[" + ",".join(encoded) + "]", shared)
+
+    def batch_trigger(
+        self,
+        items: Sequence[P | BatchItem[P]],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Any,
+    ) -> BatchHandle:
+        """Create up to 1,000 runs in one round trip, all or none, under one batch id."""
+        return self.engine.db.run(self._batch_query(items, options), conn)
+
+    async def batch_trigger_async(
+        self,
+        items: Sequence[P | BatchItem[P]],
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Any,
+    ) -> BatchHandle:
+        return await self.engine.adb.run(self._batch_query(items, options), conn)

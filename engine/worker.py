@@ -1,0 +1,364 @@
+"""The worker: takes runs from the database and executes their attempts.
+
+One asyncio loop per worker process. Dequeue and attempt start go in batches (one
+call each for up to `concurrency` runs); completions are flushed in batches by one
+coroutine, so under load many runs share a commit. `async def` tasks run on the loop,
+`def` tasks in a pool of daemon threads. No transaction is open while user code runs:
+every database call is one autocommit function call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from . import _queries
+from ._threads import DaemonThreadPool
+from .context import TaskContext
+from .errors import (
+    AbortTaskRunError,
+    InvalidArgumentError,
+    PayloadValidationError,
+    TaskRunCanceledError,
+)
+
+if TYPE_CHECKING:
+    from .app import Engine
+    from .tasks import Task
+
+log = logging.getLogger("skiplock.worker")
+
+DEFAULT_VERSION = "dev"
+_CANCELED = "canceled"
+_TIMED_OUT = "max_duration exceeded"
+_SHUTDOWN = "worker shut down"
+
+
+def error_json(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "stack": "".join(traceback.format_exception(exc)),
+    }
+
+
+@dataclass
+class _Attempt:
+    ctx: TaskContext
+    task: Task[Any, Any]
+    payload: Any
+    max_duration: float | None
+    future: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """Executes runs of its engine's tasks. `run()` blocks until SIGTERM or SIGINT (or
+    `stop()`), then stops taking work and lets running attempts finish for up to
+    `shutdown_grace` seconds; attempts still running then are failed as retryable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        version: str | None = None,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        tick_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
+        self.engine = engine
+        self.queues = list(queues) if queues else None
+        self.concurrency = concurrency
+        self.version = version or os.environ.get("SKIPLOCK_VERSION") or DEFAULT_VERSION
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.tick_interval = tick_interval
+        self.shutdown_grace = shutdown_grace
+        self.id = f"worker_{uuid.uuid4().hex}"
+        self._running: dict[str, _Attempt] = {}  # by attempt id
+        self._by_run: dict[str, str] = {}  # run id -> attempt id
+        self._threads = DaemonThreadPool(concurrency)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._completions: asyncio.Queue[tuple[str, Any]] | None = None
+        self._stop_requested = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (when called in the main thread) or `stop()`."""
+        asyncio.run(self.run_async(install_signals=threading.current_thread() is threading.main_thread()))
+
+    def stop(self) -> None:
+        """Ask the worker to drain and stop; safe from any thread or signal handler."""
+        self._stop_requested.set()
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+
+    async def run_async(self, *, install_signals: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping, self._wake = asyncio.Event(), asyncio.Event()
+        self._completions = asyncio.Queue()
+        if self._stop_requested.is_set():
+            self._stopping.set()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stopping.set)
+        db = self.engine.adb
+        tasks = [t.deployment_entry() for t in self.engine.tasks.values()]
+        await db.run(_queries.register_worker(
+            self.id, self.version, socket.gethostname(), os.getpid(), self.queues,
+            self.concurrency, tasks,
+        ))
+        log.info("worker %s started: version %s, %d tasks", self.id, self.version, len(tasks))
+        background = [
+            asyncio.create_task(self._listen(), name="skiplock-listen"),
+            asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
+            asyncio.create_task(self._tick(), name="skiplock-tick"),
+        ]
+        flusher = asyncio.create_task(self._flush_completions(), name="skiplock-flush")
+        try:
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            await self._completions.join()
+            flusher.cancel()
+            for t in background:
+                t.cancel()
+            await asyncio.gather(flusher, *background, return_exceptions=True)
+            try:
+                await db.run(_queries.stop_worker(self.id))
+            finally:
+                self._threads.shutdown()
+                await db.close()
+            log.info("worker %s stopped", self.id)
+
+    async def _drain(self) -> None:
+        """Let running attempts finish within the grace period. Then async attempts are
+        cancelled and every one left is failed as retryable (its run goes back to QUEUED
+        if it has attempts left); a thread's late result is fenced off."""
+        pending = [a.future for a in self._running.values() if a.future is not None]
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d running attempts", self.shutdown_grace, len(pending))
+        _, late = await asyncio.wait(pending, timeout=self.shutdown_grace)
+        for attempt in list(self._running.values()):
+            attempt.ctx.request_stop(_SHUTDOWN)
+            if attempt.task.is_async and attempt.future is not None:
+                attempt.future.cancel()  # _execute reports it
+            else:
+                await self._fail(attempt.ctx, "FAILED", TaskRunCanceledError(_SHUTDOWN), 0.0)
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+
+    # -- taking work -----------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        assert self._stopping is not None and self._wake is not None
+        db = self.engine.adb
+        task_ids = list(self.engine.tasks)
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            found = 0
+            if free > 0:
+                self._wake.clear()
+                try:
+                    rows = await db.run(_queries.dequeue(self.id, self.version, task_ids, self.queues, free))
+                    found = len(rows)
+                    if rows:
+                        await self._start(rows)
+                except psycopg.Error:
+                    log.exception("dequeue failed; retrying after the poll interval")
+                    found = 0
+            if found < free or free <= 0:
+                # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
+                await _wait_any(self._wake, self._stopping, timeout=self.poll_interval)
+
+    async def _start(self, rows: list[dict[str, Any]]) -> None:
+        by_id = {r["run_id"]: r for r in rows}
+        started = await self.engine.adb.run(_queries.start_attempts(self.id, list(by_id)))
+        for s in started:
+            row = by_id[s["run_id"]]
+            task = self.engine.tasks[row["task_identifier"]]
+            ctx = TaskContext(
+                run_id=row["run_id"], attempt=s["attempt_number"], attempt_id=s["attempt_id"],
+                task_id=task.id, worker_id=self.id,
+            )
+            attempt = _Attempt(ctx, task, row["payload"], row["max_duration"])
+            self._running[ctx.attempt_id] = attempt
+            self._by_run[ctx.run_id] = ctx.attempt_id
+            attempt.future = asyncio.create_task(self._execute(attempt), name=f"run {ctx.run_id}")
+
+    # -- executing ---------------------------------------------------------------------------
+
+    async def _execute(self, attempt: _Attempt) -> None:
+        ctx, task = attempt.ctx, attempt.task
+        try:
+            output = await self._call(attempt)
+        except asyncio.CancelledError:
+            if ctx.stop_reason == _SHUTDOWN:
+                await self._fail(ctx, "FAILED", TaskRunCanceledError(_SHUTDOWN), retry_delay=0.0)
+            elif ctx.stop_reason is None:
+                raise
+            # canceled: the run is already CANCELED in the database; nothing to report
+        except TimeoutError as exc:
+            if ctx.stop_reason == _TIMED_OUT:
+                await self._fail(ctx, "TIMED_OUT", exc, retry_delay=None)
+            else:
+                await self._fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+        except (AbortTaskRunError, PayloadValidationError) as exc:
+            await self._fail(ctx, "FAILED", exc, retry_delay=None)
+        except Exception as exc:
+            if ctx.stop_reason == _SHUTDOWN:
+                await self._fail(ctx, "FAILED", exc, retry_delay=0.0)
+            elif ctx.stop_reason != _CANCELED:
+                await self._fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+        else:
+            assert self._completions is not None
+            self._completions.put_nowait((ctx.attempt_id, output))
+        finally:
+            self._running.pop(ctx.attempt_id, None)
+            if self._by_run.get(ctx.run_id) == ctx.attempt_id:
+                del self._by_run[ctx.run_id]
+            assert self._wake is not None
+            self._wake.set()
+
+    async def _call(self, attempt: _Attempt) -> Any:
+        """Run the task function once; return its output as JSON-ready data."""
+        ctx, task = attempt.ctx, attempt.task
+        try:
+            payload = task.parse_payload(attempt.payload)
+        except Exception as exc:
+            raise PayloadValidationError(f"stored payload does not match the task's type: {exc}") from exc
+        if task.is_async:
+            work: asyncio.Future[Any] = asyncio.ensure_future(task.fn(payload, ctx))
+        else:
+            work = self._threads.submit(task.fn, payload, ctx)
+        try:
+            async with asyncio.timeout(attempt.max_duration):
+                result = await asyncio.shield(work) if not task.is_async else await work
+        except TimeoutError:
+            if work.done() and not work.cancelled() and work.exception() is not None:
+                raise  # the task itself raised TimeoutError
+            ctx.request_stop(_TIMED_OUT)
+            if not task.is_async:
+                # hold the slot until the thread returns; its result is ignored
+                await asyncio.wait([work])
+            raise
+        except asyncio.CancelledError:
+            if not task.is_async and ctx.stop_reason is not None:
+                await asyncio.wait([work])
+            raise
+        return task.output_json(result)
+
+    async def _fail(
+        self, ctx: TaskContext, status: str, exc: BaseException, retry_delay: float | None
+    ) -> None:
+        new_status = await self.engine.adb.run(
+            _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
+        )
+        if new_status is not None and new_status.value == "QUEUED" and retry_delay:
+            assert self._loop is not None and self._wake is not None
+            self._loop.call_later(retry_delay, self._wake.set)
+
+    async def _flush_completions(self) -> None:
+        """Send completions in batches: whatever finished while the last batch was in
+        flight goes in the next one."""
+        assert self._completions is not None
+        queue = self._completions
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < 1000:
+                batch.append(queue.get_nowait())
+            body = json.dumps([{"attempt_id": a, "output": o} for a, o in batch])
+            while True:
+                try:
+                    await self.engine.adb.run(_queries.complete_attempts(body))
+                    break
+                except psycopg.Error:
+                    # fenced and idempotent: safe to resend until the database is back
+                    log.exception("could not record %d completions; retrying", len(batch))
+                    await asyncio.sleep(1.0)
+            for _ in batch:
+                queue.task_done()
+
+    # -- signals from the database ----------------------------------------------------------
+
+    def _stop_run(self, run_id: str) -> None:
+        attempt_id = self._by_run.get(run_id)
+        attempt = self._running.get(attempt_id) if attempt_id else None
+        if attempt is None:
+            return
+        attempt.ctx.request_stop(_CANCELED)
+        if attempt.task.is_async and attempt.future is not None:
+            attempt.future.cancel()
+
+    async def _listen(self) -> None:
+        """LISTEN for new work and cancels; reconnect on loss and catch up."""
+        assert self._wake is not None
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.engine.dsn, autocommit=True) as conn:
+                    await conn.execute("LISTEN skiplock_wake")
+                    await conn.execute("LISTEN skiplock_cancel")
+                    self._wake.set()  # catch up on anything sent while not listening
+                    await self._check_current()
+                    async for note in conn.notifies():
+                        if note.channel == "skiplock_cancel":
+                            self._stop_run(note.payload)
+                        elif not note.payload or self.queues is None or note.payload in self.queues:
+                            self._wake.set()
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _check_current(self) -> None:
+        """Heartbeat, and stop attempts the database no longer considers current."""
+        stale = await self.engine.adb.run(_queries.heartbeat(self.id, list(self._running)))
+        for attempt_id in stale:
+            attempt = self._running.get(attempt_id)
+            if attempt is not None:
+                self._stop_run(attempt.ctx.run_id)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._check_current()
+            except psycopg.Error:
+                log.warning("heartbeat failed", exc_info=True)
+
+    async def _tick(self) -> None:
+        """Drive time-based transitions; the SQL side lets one caller work at a time."""
+        while True:
+            try:
+                await self.engine.adb.run(_queries.tick())
+            except psycopg.Error:
+                log.warning("tick failed", exc_info=True)
+            await asyncio.sleep(self.tick_interval)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

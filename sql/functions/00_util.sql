@@ -1,0 +1,47 @@
+-- Shared helpers: the clock, ids, status classes.
+
+-- now: the engine's clock. Every deadline reads it, never a worker's clock.
+-- Tests fake it per session with set_config('skiplock.fake_now', '<timestamptz>', false).
+CREATE OR REPLACE FUNCTION skiplock.now() RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('skiplock.fake_now', true), '')::timestamptz,
+                    pg_catalog.now())
+$$;
+
+-- gen_id: '<prefix>_' || 12 hex digits of milliseconds || 20 random hex digits.
+-- Ids sort by creation time (to the millisecond), which cursor pagination relies on.
+CREATE OR REPLACE FUNCTION skiplock.gen_id(p_prefix text) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT p_prefix || '_'
+        || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)
+$$;
+
+-- is_final: statuses a run never leaves.
+CREATE OR REPLACE FUNCTION skiplock.is_final(p_status skiplock.run_status) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_status IN ('COMPLETED', 'CANCELED', 'FAILED', 'TIMED_OUT', 'CRASHED',
+                        'SYSTEM_FAILURE', 'EXPIRED')
+$$;
+
+-- invalid: raise the typed "invalid argument" error (SL004), mapped in engine/errors.py.
+CREATE OR REPLACE FUNCTION skiplock.invalid(p_message text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SL004', MESSAGE = p_message;
+END;
+$$;
+
+-- run_for_update: lock a run row, or raise SL001 when there is no such run.
+CREATE OR REPLACE FUNCTION skiplock.run_for_update(p_run_id text) RETURNS skiplock.runs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+    RETURN v_run;
+END;
+$$;

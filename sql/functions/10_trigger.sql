@@ -1,0 +1,180 @@
+-- Triggering: create runs, one or a batch, with idempotency keys.
+
+-- trigger: create a run of p_task with p_payload, or return the live run that holds
+-- the same (task, idempotency key).
+-- Options (all optional): delay_seconds | delay_until, ttl (s), idempotency_key,
+--   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
+--   max_attempts, max_duration (s), version, batch_id, parent_id.
+-- Locks: the unique idempotency index entry (concurrent triggers with one key wait
+--   for each other, so exactly one run is made); the parent row FOR SHARE if any.
+-- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
+--   DELAYED when the delay is in the future, QUEUED otherwise.
+-- Returns (run_id, run_status, is_cached). Raises SL004 on bad options.
+CREATE OR REPLACE FUNCTION skiplock.trigger(p_task text, p_payload jsonb, p_options jsonb DEFAULT '{}')
+RETURNS TABLE (run_id text, run_status skiplock.run_status, is_cached boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now        timestamptz := skiplock.now();
+    v_opts       jsonb := coalesce(p_options, '{}');
+    v_key        text := v_opts->>'idempotency_key';
+    v_version    text := v_opts->>'version';
+    v_dep        skiplock.deployment_tasks;
+    v_deployed   boolean;
+    v_delay      timestamptz;
+    v_start      timestamptz;
+    v_status     skiplock.run_status;
+    v_queue      text;
+    v_tags       text[];
+    v_priority   integer;
+    v_parent     skiplock.runs;
+    v_id         text;
+    v_existing   skiplock.runs;
+BEGIN
+    IF p_task IS NULL OR length(p_task) = 0 OR length(p_task) > 256 THEN
+        PERFORM skiplock.invalid('task id must be 1 to 256 characters');
+    END IF;
+    IF p_payload IS NULL THEN
+        PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
+    END IF;
+
+    IF v_opts ? 'delay_seconds' THEN
+        IF (v_opts->>'delay_seconds')::double precision < 0 THEN
+            PERFORM skiplock.invalid(format('delay must not be negative, got %s s', v_opts->>'delay_seconds'));
+        END IF;
+        v_delay := v_now + make_interval(secs => (v_opts->>'delay_seconds')::double precision);
+    ELSIF v_opts ? 'delay_until' THEN
+        v_delay := (v_opts->>'delay_until')::timestamptz;
+    END IF;
+    IF (v_opts->>'ttl')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('ttl must be positive');
+    END IF;
+    IF (v_opts->>'idempotency_key_ttl')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('idempotency_key_ttl must be positive');
+    END IF;
+    IF (v_opts->>'max_attempts')::integer < 1 THEN
+        PERFORM skiplock.invalid('max_attempts must be at least 1');
+    END IF;
+    IF (v_opts->>'max_duration')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('max_duration must be positive');
+    END IF;
+    IF length(v_opts->>'concurrency_key') > 256 THEN
+        PERFORM skiplock.invalid('concurrency_key must be at most 256 characters');
+    END IF;
+    IF length(v_key) > 2048 THEN
+        PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
+    END IF;
+    v_tags := coalesce(ARRAY(SELECT jsonb_array_elements_text(v_opts->'tags')), '{}');
+    IF cardinality(v_tags) > 10 OR EXISTS (SELECT 1 FROM unnest(v_tags) t WHERE length(t) NOT BETWEEN 1 AND 128) THEN
+        PERFORM skiplock.invalid('a run has at most 10 tags of 1 to 128 characters');
+    END IF;
+    IF octet_length((v_opts->'metadata')::text) > 262144 THEN
+        PERFORM skiplock.invalid('metadata must be at most 256 KB');
+    END IF;
+    v_priority := coalesce((v_opts->>'priority')::integer, 0);
+
+    -- the latest deployment of the task (of the pinned version, if one is pinned)
+    SELECT * INTO v_dep FROM skiplock.deployment_tasks d
+     WHERE d.task_identifier = p_task AND (v_version IS NULL OR d.version = v_version)
+     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
+    v_deployed := FOUND;
+
+    v_queue := coalesce(v_opts->>'queue', v_dep.queue, p_task);
+    IF length(v_queue) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('queue name must be 1 to 256 characters');
+    END IF;
+    v_start := greatest(v_now, coalesce(v_delay, v_now));
+    v_status := CASE WHEN NOT v_deployed THEN 'PENDING_VERSION'
+                     WHEN v_delay > v_now THEN 'DELAYED'
+                     ELSE 'QUEUED' END;
+
+    IF v_opts ? 'parent_id' THEN
+        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_opts->>'parent_id' FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'SL001',
+                MESSAGE = format('parent run %s does not exist', v_opts->>'parent_id');
+        END IF;
+    END IF;
+
+    LOOP
+        INSERT INTO skiplock.runs AS r (
+            id, task_identifier, status, payload, metadata, tags,
+            idempotency_key, idempotency_key_expires_at, batch_id,
+            parent_id, root_id, depth, queue, concurrency_key, priority,
+            version, version_pinned, max_attempts, max_duration,
+            order_at, available_at, created_at, updated_at, delayed_until, ttl)
+        VALUES (
+            skiplock.gen_id('run'), p_task, v_status, p_payload,
+            coalesce(v_opts->'metadata', '{}'), v_tags,
+            v_key, v_now + make_interval(secs => (v_opts->>'idempotency_key_ttl')::double precision),
+            v_opts->>'batch_id',
+            v_parent.id, coalesce(v_parent.root_id, v_parent.id),
+            coalesce(v_parent.depth + 1, 0),
+            v_queue, v_opts->>'concurrency_key', v_priority,
+            v_version, v_version IS NOT NULL,
+            coalesce((v_opts->>'max_attempts')::integer, v_dep.max_attempts, 3),
+            coalesce((v_opts->>'max_duration')::double precision, v_dep.max_duration),
+            v_start - make_interval(secs => v_priority), v_start, v_now, v_now,
+            v_delay, coalesce((v_opts->>'ttl')::double precision, v_dep.ttl))
+        ON CONFLICT (task_identifier, idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND NOT idempotency_key_released
+              AND status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
+            DO NOTHING
+        RETURNING r.id INTO v_id;
+
+        IF v_id IS NOT NULL THEN
+            IF v_status = 'QUEUED' THEN
+                PERFORM pg_notify('skiplock_wake', v_queue);
+            END IF;
+            RETURN QUERY SELECT v_id, v_status, false;
+            RETURN;
+        END IF;
+
+        -- the key is held by a live run: return it, unless the key's TTL has passed
+        SELECT * INTO v_existing FROM skiplock.runs r
+         WHERE r.task_identifier = p_task AND r.idempotency_key = v_key
+           AND NOT r.idempotency_key_released
+           AND r.status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
+         FOR UPDATE;
+        IF FOUND THEN
+            IF v_existing.idempotency_key_expires_at IS NULL
+               OR v_existing.idempotency_key_expires_at > v_now THEN
+                RETURN QUERY SELECT v_existing.id, v_existing.status, true;
+                RETURN;
+            END IF;
+            UPDATE skiplock.runs r SET idempotency_key_released = true WHERE r.id = v_existing.id;
+        END IF;
+        -- the holder changed under us (failed, released): try the insert again
+    END LOOP;
+END;
+$$;
+
+-- trigger_batch: create up to 1,000 runs of p_task in one call, grouped under a new
+-- batch id. p_items is a JSON array of {"payload": ..., "options": {...}}; each item's
+-- options override p_options. All or nothing: one bad item writes no run.
+-- Returns (batch_id, run_id, run_status, is_cached) in item order. SL005 over 1,000.
+CREATE OR REPLACE FUNCTION skiplock.trigger_batch(p_task text, p_items jsonb, p_options jsonb DEFAULT '{}')
+RETURNS TABLE (batch_id text, run_id text, run_status skiplock.run_status, is_cached boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_batch text := skiplock.gen_id('batch');
+    v_count integer := jsonb_array_length(p_items);
+    v_item  jsonb;
+BEGIN
+    IF v_count > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL005',
+            MESSAGE = format('a batch holds at most 1000 items, got %s', v_count);
+    END IF;
+    IF v_count = 0 THEN
+        PERFORM skiplock.invalid('a batch needs at least one item');
+    END IF;
+    INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at)
+    VALUES (v_batch, p_task, v_count, skiplock.now());
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY ORDER BY ordinality LOOP
+        RETURN QUERY
+        SELECT v_batch, t.run_id, t.run_status, t.is_cached
+          FROM skiplock.trigger(p_task, v_item->'payload',
+                                coalesce(p_options, '{}') || coalesce(v_item->'options', '{}')
+                                || jsonb_build_object('batch_id', v_batch)) t;
+    END LOOP;
+END;
+$$;

@@ -1,0 +1,134 @@
+-- Workers and deployments: registration, heartbeat, orderly stop.
+
+-- register_worker: record a worker and its deployment (version + task set), create
+-- the queues its tasks declare, and release PENDING_VERSION runs the deployment can
+-- now serve (to DELAYED if their delay is still ahead, else QUEUED); a run triggered
+-- while this registration was in flight is released by the next tick.
+-- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl"}].
+-- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
+-- Returns the deployment id.
+CREATE OR REPLACE FUNCTION skiplock.register_worker(
+    p_worker_id text, p_version text, p_hostname text, p_pid integer,
+    p_queues text[], p_concurrency integer, p_tasks jsonb)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_dep   text := skiplock.gen_id('deployment');
+    v_tasks text[] := ARRAY(SELECT t->>'id' FROM jsonb_array_elements(p_tasks) t);
+BEGIN
+    IF p_version IS NULL OR length(p_version) NOT BETWEEN 1 AND 128 THEN
+        PERFORM skiplock.invalid('version must be 1 to 128 characters');
+    END IF;
+    INSERT INTO skiplock.workers (id, version, hostname, pid, queues, tasks, concurrency,
+                                  started_at, last_heartbeat_at)
+    VALUES (p_worker_id, p_version, p_hostname, p_pid, p_queues, v_tasks, p_concurrency, v_now, v_now);
+
+    INSERT INTO skiplock.deployments (id, version, worker_id, tasks, created_at)
+    VALUES (v_dep, p_version, p_worker_id, v_tasks, v_now);
+
+    INSERT INTO skiplock.deployment_tasks AS d (task_identifier, version, queue, max_attempts,
+                                                max_duration, ttl, deployed_at)
+    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
+           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now
+      FROM jsonb_array_elements(p_tasks) t
+    ON CONFLICT (task_identifier, version) DO UPDATE
+        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+            max_duration = excluded.max_duration, ttl = excluded.ttl;
+
+    -- a limit declared in code is applied on deploy; queues declared without one keep theirs
+    INSERT INTO skiplock.queues AS q (name, concurrency_limit, created_at, updated_at)
+    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer, v_now, v_now
+      FROM jsonb_array_elements(p_tasks) t
+     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST
+    ON CONFLICT (name) DO UPDATE
+        SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
+            updated_at = v_now;
+
+    PERFORM skiplock.release_pending_versions(v_tasks, NULL);
+    RETURN v_dep;
+END;
+$$;
+
+-- heartbeat: mark the worker alive and tell it which of the attempts it believes it is
+-- running are no longer current (canceled, timed out elsewhere): it must stop those.
+-- Locks: the worker row.
+CREATE OR REPLACE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[])
+RETURNS text[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE skiplock.workers SET last_heartbeat_at = skiplock.now() WHERE id = p_worker_id;
+    RETURN ARRAY(
+        SELECT a.id FROM unnest(p_attempt_ids) AS i(id)
+          LEFT JOIN skiplock.attempts a ON a.id = i.id
+         WHERE a.status IS DISTINCT FROM 'EXECUTING');
+END;
+$$;
+
+-- stop_worker: an orderly stop. Runs it dequeued but never started go back to QUEUED
+-- (keeping their place in line); the worker is marked stopped.
+-- Locks: the worker's DEQUEUED runs.
+CREATE OR REPLACE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_n   integer;
+BEGIN
+    UPDATE skiplock.runs
+       SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
+     WHERE worker_id = p_worker_id AND status = 'DEQUEUED';
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        PERFORM pg_notify('skiplock_wake', '');
+    END IF;
+    UPDATE skiplock.workers SET stopped_at = v_now, last_heartbeat_at = v_now WHERE id = p_worker_id;
+    RETURN v_n;
+END;
+$$;
+
+-- release_pending_versions: PENDING_VERSION runs whose task (at its pinned version, if
+-- pinned) now has a deployment become DELAYED (delay still ahead) or QUEUED. A run
+-- triggered without a queue takes the deployed task's queue. At most p_limit runs
+-- (NULL: all) of tasks p_tasks (NULL: all).
+-- Locks: the released runs, SKIP LOCKED. Returns how many were released.
+CREATE OR REPLACE FUNCTION skiplock.release_pending_versions(p_tasks text[], p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_count integer := 0;
+    v_queue text;
+BEGIN
+    FOR v_queue IN
+        WITH due AS (
+            SELECT r.id, dep.queue
+              FROM skiplock.runs r
+             CROSS JOIN LATERAL (
+                   SELECT d.queue FROM skiplock.deployment_tasks d
+                    WHERE d.task_identifier = r.task_identifier
+                      AND (NOT r.version_pinned OR d.version = r.version)
+                    ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) dep
+             WHERE r.status = 'PENDING_VERSION'
+               AND (p_tasks IS NULL OR r.task_identifier = ANY (p_tasks))
+             ORDER BY r.order_at
+             LIMIT p_limit
+             FOR UPDATE OF r SKIP LOCKED),
+        released AS (
+            UPDATE skiplock.runs r
+               SET status = CASE WHEN r.delayed_until > v_now THEN 'DELAYED'::skiplock.run_status
+                                 ELSE 'QUEUED'::skiplock.run_status END,
+                   queue = CASE WHEN r.queue = r.task_identifier THEN due.queue ELSE r.queue END,
+                   updated_at = v_now
+              FROM due
+             WHERE r.id = due.id
+            RETURNING r.status, r.queue)
+        SELECT CASE WHEN status = 'QUEUED' THEN queue END FROM released
+    LOOP
+        v_count := v_count + 1;
+        IF v_queue IS NOT NULL THEN
+            PERFORM pg_notify('skiplock_wake', v_queue);  -- duplicates fold at commit
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;

@@ -1,0 +1,69 @@
+-- Dequeue and attempt start: how a worker takes work.
+
+-- dequeue: lease up to p_limit ready runs to worker p_worker_id (QUEUED -> DEQUEUED).
+-- A worker of version p_version takes runs locked to its version, and unlocked runs of
+-- the tasks for which its version is the latest deployment (locking them to it).
+-- p_queues NULL means every queue.
+-- Locks: runs rows FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each other.
+-- Returns the leased runs with what the worker needs to execute them.
+CREATE OR REPLACE FUNCTION skiplock.dequeue(
+    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
+               attempt_count integer, max_attempts integer, max_duration double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now    timestamptz := skiplock.now();
+    v_latest text[];
+BEGIN
+    -- tasks whose newest deployment is this worker's version
+    v_latest := ARRAY(
+        SELECT t FROM unnest(p_tasks) t
+         WHERE (SELECT d.version FROM skiplock.deployment_tasks d
+                 WHERE d.task_identifier = t
+                 ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) = p_version);
+
+    RETURN QUERY
+    WITH candidates AS (
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.status = 'QUEUED' AND r.available_at <= v_now
+           AND (p_queues IS NULL OR r.queue = ANY (p_queues))
+           AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
+         ORDER BY r.order_at, r.id
+         LIMIT p_limit
+         FOR UPDATE SKIP LOCKED)
+    UPDATE skiplock.runs r
+       SET status = 'DEQUEUED', version = p_version, worker_id = p_worker_id, updated_at = v_now
+      FROM candidates c
+     WHERE r.id = c.id
+    RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.attempt_count,
+              r.max_attempts, r.max_duration;
+END;
+$$;
+
+-- start_attempts: begin the next attempt of each given DEQUEUED run leased to
+-- p_worker_id (DEQUEUED -> EXECUTING), one attempts row each.
+-- Runs no longer DEQUEUED by this worker (canceled meanwhile) are skipped.
+-- Returns (run_id, attempt_id, attempt_number) for the attempts started.
+CREATE OR REPLACE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[])
+RETURNS TABLE (run_id text, attempt_id text, attempt_number integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    RETURN QUERY
+    WITH started AS (
+        UPDATE skiplock.runs r
+           SET status = 'EXECUTING', attempt_count = r.attempt_count + 1,
+               current_attempt_id = skiplock.gen_id('attempt'),
+               started_at = coalesce(r.started_at, v_now), updated_at = v_now
+         WHERE r.id = ANY (p_run_ids) AND r.status = 'DEQUEUED' AND r.worker_id = p_worker_id
+        RETURNING r.id, r.current_attempt_id, r.attempt_count),
+    inserted AS (
+        INSERT INTO skiplock.attempts (id, run_id, number, status, worker_id, started_at)
+        SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
+          FROM started s
+        RETURNING attempts.run_id, attempts.id, attempts.number)
+    SELECT i.run_id, i.id, i.number FROM inserted i;
+END;
+$$;
