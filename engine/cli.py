@@ -1,0 +1,175 @@
+"""The `skiplock` command: migrate, worker, runs, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .app import Engine
+from .errors import SkiplockError
+from .models import Run
+
+
+def load_app(spec: str) -> Engine:
+    """Import 'module:attribute' (the current directory is importable) and return it."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SkiplockError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        app = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SkiplockError(f"cannot load {spec!r}: {exc}") from exc
+    if not isinstance(app, Engine):
+        raise SkiplockError(f"{spec!r} is a {type(app).__name__}, not an engine.Engine")
+    return app
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    return Engine(args.dsn)
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _print_runs(runs: list[Run[Any, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        return
+    header = ["ID", "TASK", "STATUS", "ATTEMPTS", "CREATED", "FINISHED", "TAGS"]
+    rows = [
+        [r.id, r.task_identifier, r.status.value, str(r.attempt_count), _when(r.created_at),
+         _when(r.finished_at), ",".join(r.tags)]
+        for r in runs
+    ]
+    print(_table(rows, header))
+
+
+def _print_run(run: Run[Any, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(run.model_dump(mode="json"), indent=2))
+        return
+    fields = run.model_dump(mode="json", exclude={"attempts"})
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
+    if run.attempts:
+        print()
+        print(_table(
+            [[a.id, str(a.number), a.status, _when(a.started_at), _when(a.finished_at), a.worker_id]
+             for a in run.attempts],
+            ["ATTEMPT", "N", "STATUS", "STARTED", "FINISHED", "WORKER"],
+        ))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    applied = _engine(args).migrate()
+    print(f"applied {len(applied)} file(s): {', '.join(applied)}" if applied else "schema is current")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    if args.dsn:  # for apps built with Engine() and no DSN in code
+        os.environ["SKIPLOCK_DATABASE_URL"] = args.dsn
+    app = load_app(args.app)
+    queues = [q for q in args.queues.split(",") if q] if args.queues else None
+    app.worker(queues=queues, concurrency=args.concurrency, version=args.version,
+               shutdown_grace=args.shutdown_grace).run()
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    app = _engine(args)
+    if args.action == "list":
+        page = app.runs.list(status=args.status, task=args.task, tag=args.tag, batch=args.batch,
+                             limit=args.limit)
+        _print_runs(page.data, args.json)
+        if page.has_next_page() and not args.json:
+            print(f"... more: --limit {args.limit * 2}")
+    elif args.action == "show":
+        _print_run(app.runs.retrieve(args.run_id), args.json)
+    elif args.action == "cancel":
+        status = app.runs.cancel(args.run_id)
+        print(json.dumps({"id": args.run_id, "status": status.value}) if args.json else status.value)
+    elif args.action == "replay":
+        _print_run(app.runs.replay(args.run_id), args.json)
+    elif args.action == "reschedule":
+        _print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import main as demo_main
+
+    demo_main(args.dsn)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skiplock", description=__doc__)
+    p.add_argument("--dsn", help="database URL (default: $SKIPLOCK_DATABASE_URL, else embedded)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply sql/ migrations").set_defaults(fn=cmd_migrate)
+
+    w = sub.add_parser("worker", help="run a worker for MODULE:APP")
+    w.add_argument("app", help="the Engine to serve, as MODULE:ATTRIBUTE")
+    w.add_argument("--concurrency", type=int, default=10)
+    w.add_argument("--queues", help="comma-separated queue names (default: all)")
+    w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")
+    w.add_argument("--shutdown-grace", type=float, default=30.0,
+                   help="seconds running attempts get to finish after SIGTERM")
+    w.set_defaults(fn=cmd_worker)
+
+    r = sub.add_parser("runs", help="inspect and control runs")
+    rs = r.add_subparsers(dest="action", required=True)
+    ls = rs.add_parser("list")
+    ls.add_argument("--status", action="append", help="repeatable")
+    ls.add_argument("--task", action="append", help="repeatable")
+    ls.add_argument("--tag", action="append", help="repeatable")
+    ls.add_argument("--batch")
+    ls.add_argument("--limit", type=int, default=20)
+    for name in ("show", "cancel", "replay", "reschedule"):
+        sp = rs.add_parser(name)
+        sp.add_argument("run_id")
+        if name == "reschedule":
+            sp.add_argument("--delay", required=True, help="e.g. 30s, 10m, 1h")
+    for sp in (ls, *(rs.choices[n] for n in ("show", "cancel", "replay", "reschedule"))):
+        sp.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(fn=cmd_runs)
+
+    sub.add_parser("demo", help="a worker and a few runs on the embedded PostgreSQL").set_defaults(
+        fn=cmd_demo
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.fn(args)
+    except SkiplockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
