@@ -14,8 +14,8 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_unknown text;
 BEGIN
-    IF p_limit NOT BETWEEN 1 AND 1000 THEN
-        PERFORM skiplock.invalid(format('limit must be 1 to 1000, got %s', p_limit));
+    IF p_limit NOT BETWEEN 1 AND 10000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 10000, got %s', p_limit));
     END IF;
     SELECT t INTO v_unknown FROM unnest(p_tasks) t
      WHERE NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.task_identifier = t)
