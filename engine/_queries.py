@@ -84,9 +84,7 @@ def list_runs(
 
 
 def cancel(run_id: str) -> Query[RunStatus]:
-    return Query(
-        "SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows))
-    )
+    return Query("SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows)))
 
 
 def replay(run_id: str) -> Query[str]:
@@ -106,8 +104,13 @@ def reschedule(run_id: str, delay: dict[str, Any]) -> Query[datetime]:
 
 
 def register_worker(
-    worker_id: str, version: str, hostname: str, pid: int, queues: list[str] | None,
-    concurrency: int, tasks: list[dict[str, Any]],
+    worker_id: str,
+    version: str,
+    hostname: str,
+    pid: int,
+    queues: list[str] | None,
+    concurrency: int,
+    tasks: list[dict[str, Any]],
 ) -> Query[str]:
     return Query(
         "SELECT skiplock.register_worker(%s, %s, %s, %s, %s, %s, %s::jsonb)",

@@ -10,6 +10,7 @@ timeout), so `size` threads always suffice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -34,8 +35,9 @@ class DaemonThreadPool:
         future: asyncio.Future[T] = loop.create_future()
         ctx = contextvars.copy_context()
         if len(self._threads) < self._size:
-            thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
         self._jobs.put((loop, future, lambda: ctx.run(fn, *args)))
@@ -48,10 +50,9 @@ class DaemonThreadPool:
                 result, error = call(), None
             except BaseException as exc:  # delivered to the awaiting coroutine
                 result, error = None, exc
-            try:
+            # RuntimeError: the loop closed (worker gone) and nobody waits for this result
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:
-                pass  # the loop closed (worker gone): nobody waits for this result
 
     def shutdown(self) -> None:
         for _ in self._threads:

@@ -126,7 +126,9 @@ class Engine:
 
     # -- triggering by id ------------------------------------------------------------------
 
-    def _trigger_query(self, task_id: str, payload: Any, options: dict[str, Any]) -> Query[RunHandle]:
+    def _trigger_query(
+        self, task_id: str, payload: Any, options: dict[str, Any]
+    ) -> Query[RunHandle]:
         task = self.tasks.get(task_id)
         if task is not None:
             return task._trigger_query(payload, options)
@@ -137,7 +139,11 @@ class Engine:
         return _queries.trigger(task_id, payload_json, _options.build(options))
 
     def trigger(
-        self, task_id: str, payload: Any, *, conn: psycopg.Connection[Any] | None = None,
+        self,
+        task_id: str,
+        payload: Any,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
         **options: Any,
     ) -> RunHandle:
         """Trigger a task by id; its code need not be importable here. A task defined on
@@ -145,7 +151,11 @@ class Engine:
         return self.db.run(self._trigger_query(task_id, payload, options), conn)
 
     async def trigger_async(
-        self, task_id: str, payload: Any, *, conn: psycopg.AsyncConnection[Any] | None = None,
+        self,
+        task_id: str,
+        payload: Any,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Any,
     ) -> RunHandle:
         return await self.adb.run(self._trigger_query(task_id, payload, options), conn)
@@ -153,7 +163,10 @@ class Engine:
     # -- workers ---------------------------------------------------------------------------
 
     def worker(
-        self, queues: list[str] | None = None, concurrency: int = 10, version: str | None = None,
+        self,
+        queues: list[str] | None = None,
+        concurrency: int = 10,
+        version: str | None = None,
         **settings: Any,
     ) -> Worker:
         """A worker for this engine's tasks; `.run()` blocks until SIGTERM/SIGINT."""

@@ -53,8 +53,15 @@ def _print_runs(runs: list[Run[Any, Any]], as_json: bool) -> None:
         return
     header = ["ID", "TASK", "STATUS", "ATTEMPTS", "CREATED", "FINISHED", "TAGS"]
     rows = [
-        [r.id, r.task_identifier, r.status.value, str(r.attempt_count), _when(r.created_at),
-         _when(r.finished_at), ",".join(r.tags)]
+        [
+            r.id,
+            r.task_identifier,
+            r.status.value,
+            str(r.attempt_count),
+            _when(r.created_at),
+            _when(r.finished_at),
+            ",".join(r.tags),
+        ]
         for r in runs
     ]
     print(_table(rows, header))
@@ -71,16 +78,29 @@ def _print_run(run: Run[Any, Any], as_json: bool) -> None:
         print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
     if run.attempts:
         print()
-        print(_table(
-            [[a.id, str(a.number), a.status, _when(a.started_at), _when(a.finished_at), a.worker_id]
-             for a in run.attempts],
-            ["ATTEMPT", "N", "STATUS", "STARTED", "FINISHED", "WORKER"],
-        ))
+        print(
+            _table(
+                [
+                    [
+                        a.id,
+                        str(a.number),
+                        a.status,
+                        _when(a.started_at),
+                        _when(a.finished_at),
+                        a.worker_id,
+                    ]
+                    for a in run.attempts
+                ],
+                ["ATTEMPT", "N", "STATUS", "STARTED", "FINISHED", "WORKER"],
+            )
+        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
     applied = _engine(args).migrate()
-    print(f"applied {len(applied)} file(s): {', '.join(applied)}" if applied else "schema is current")
+    print(
+        f"applied {len(applied)} file(s): {', '.join(applied)}" if applied else "schema is current"
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -88,15 +108,20 @@ def cmd_worker(args: argparse.Namespace) -> None:
         os.environ["SKIPLOCK_DATABASE_URL"] = args.dsn
     app = load_app(args.app)
     queues = [q for q in args.queues.split(",") if q] if args.queues else None
-    app.worker(queues=queues, concurrency=args.concurrency, version=args.version,
-               shutdown_grace=args.shutdown_grace).run()
+    app.worker(
+        queues=queues,
+        concurrency=args.concurrency,
+        version=args.version,
+        shutdown_grace=args.shutdown_grace,
+    ).run()
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
     app = _engine(args)
     if args.action == "list":
-        page = app.runs.list(status=args.status, task=args.task, tag=args.tag, batch=args.batch,
-                             limit=args.limit)
+        page = app.runs.list(
+            status=args.status, task=args.task, tag=args.tag, batch=args.batch, limit=args.limit
+        )
         _print_runs(page.data, args.json)
         if page.has_next_page() and not args.json:
             print(f"... more: --limit {args.limit * 2}")
@@ -104,7 +129,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
         _print_run(app.runs.retrieve(args.run_id), args.json)
     elif args.action == "cancel":
         status = app.runs.cancel(args.run_id)
-        print(json.dumps({"id": args.run_id, "status": status.value}) if args.json else status.value)
+        print(
+            json.dumps({"id": args.run_id, "status": status.value}) if args.json else status.value
+        )
     elif args.action == "replay":
         _print_run(app.runs.replay(args.run_id), args.json)
     elif args.action == "reschedule":
@@ -130,8 +157,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int, default=10)
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")
-    w.add_argument("--shutdown-grace", type=float, default=30.0,
-                   help="seconds running attempts get to finish after SIGTERM")
+    w.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds running attempts get to finish after SIGTERM",
+    )
     w.set_defaults(fn=cmd_worker)
 
     r = sub.add_parser("runs", help="inspect and control runs")

@@ -56,8 +56,17 @@ def main(dsn: str | None = None) -> None:
     print(f"migrations applied: {engine.migrate() or 'none needed'}")
     env = {**os.environ, "SKIPLOCK_DATABASE_URL": engine.dsn}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "engine.demo:app", "--concurrency", "4",
-         "--version", "demo"],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "worker",
+            "engine.demo:app",
+            "--concurrency",
+            "4",
+            "--version",
+            "demo",
+        ],
         env=env,
     )
     try:
@@ -75,8 +84,10 @@ def main(dsn: str | None = None) -> None:
                 run = engine.runs.retrieve(run_id)
                 if run.is_completed:
                     pending.discard(run_id)
-                    print(f"  {run.task_identifier:13} {run.status.value:9} "
-                          f"attempts={run.attempt_count} output={run.output!r}")
+                    print(
+                        f"  {run.task_identifier:13} {run.status.value:9} "
+                        f"attempts={run.attempt_count} output={run.output!r}"
+                    )
             time.sleep(0.1)
         if pending:
             raise SystemExit(f"runs not finished within 60 s: {sorted(pending)}")

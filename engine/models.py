@@ -166,7 +166,9 @@ class Retry:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         jitter = 1.0 + random.random() if self.randomize else 1.0
-        return float(min(self.max_timeout, self.min_timeout * self.factor ** (attempt - 1) * jitter))
+        return float(
+            min(self.max_timeout, self.min_timeout * self.factor ** (attempt - 1) * jitter)
+        )
 
 
 @dataclass(frozen=True)

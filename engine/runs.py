@@ -53,9 +53,14 @@ class ListFilter:
     def query(self, after: str | None) -> Query[list[dict[str, Any]]]:
         # one extra row tells whether a next page exists
         return _queries.list_runs(
-            status=self.status, tasks=self.tasks, tags=self.tags, batch=self.batch,
-            created_from=self.created_from, created_to=self.created_to,
-            after=after, limit=self.limit + 1,
+            status=self.status,
+            tasks=self.tasks,
+            tags=self.tags,
+            batch=self.batch,
+            created_from=self.created_from,
+            created_to=self.created_to,
+            after=after,
+            limit=self.limit + 1,
         )
 
 
@@ -76,7 +81,9 @@ class Page:
         return self.data[-1].id
 
     def get_next_page(self) -> Page:
-        return Page(self._runs, self._filter, self._runs._engine.db.run(self._filter.query(self._cursor())))
+        return Page(
+            self._runs, self._filter, self._runs._engine.db.run(self._filter.query(self._cursor()))
+        )
 
     async def get_next_page_async(self) -> Page:
         rows = await self._runs._engine.adb.run(self._filter.query(self._cursor()))
@@ -108,8 +115,9 @@ class Runs:
     def _model(task: Task[P, O] | None) -> Callable[[dict[str, Any]], Run[Any, Any]]:
         if task is None:
             return Run.model_validate
-        typed = Run[task.payload_type, task.output_type]  # type: ignore[name-defined]
-        return typed.model_validate  # type: ignore[no-any-return]
+        # parametrised at run time with the task's annotated types
+        typed = Run.__class_getitem__((task.payload_type, task.output_type))
+        return typed.model_validate  # type: ignore[union-attr,return-value]
 
     def retrieve(self, run: RunRef, *, task: Task[P, O] | None = None) -> Run[Any, Any]:
         """The run's current state with its attempts; with `task`, payload and output are
@@ -123,9 +131,13 @@ class Runs:
 
     @staticmethod
     def _filter(
-        status: str | Sequence[str] | None, task: str | Sequence[str] | None,
-        tag: str | Sequence[str] | None, batch: str | None, created_from: datetime | None,
-        created_to: datetime | None, limit: int,
+        status: str | Sequence[str] | None,
+        task: str | Sequence[str] | None,
+        tag: str | Sequence[str] | None,
+        batch: str | None,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        limit: int,
     ) -> ListFilter:
         statuses = _strings("status", status)
         for s in statuses or []:
@@ -133,13 +145,26 @@ class Runs:
                 raise InvalidArgumentError(f"unknown status {s!r}")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidArgumentError(f"limit must be 1 to 1000, got {limit!r}")
-        return ListFilter(statuses, _strings("task", task), _strings("tag", tag), batch,
-                          created_from, created_to, limit)
+        return ListFilter(
+            statuses,
+            _strings("task", task),
+            _strings("tag", tag),
+            batch,
+            created_from,
+            created_to,
+            limit,
+        )
 
     def list(
-        self, *, status: str | Sequence[str] | None = None, task: str | Sequence[str] | None = None,
-        tag: str | Sequence[str] | None = None, batch: str | None = None,
-        created_from: datetime | None = None, created_to: datetime | None = None, limit: int = 20,
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task: str | Sequence[str] | None = None,
+        tag: str | Sequence[str] | None = None,
+        batch: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int = 20,
     ) -> Page:
         """Runs newest first, filtered (filters AND together; a list matches any of its
         values). Raises `UnknownTaskError` for a task filter no deployment or run knows."""
@@ -147,9 +172,15 @@ class Runs:
         return Page(self, flt, self._engine.db.run(flt.query(None)))
 
     async def list_async(
-        self, *, status: str | Sequence[str] | None = None, task: str | Sequence[str] | None = None,
-        tag: str | Sequence[str] | None = None, batch: str | None = None,
-        created_from: datetime | None = None, created_to: datetime | None = None, limit: int = 20,
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        task: str | Sequence[str] | None = None,
+        tag: str | Sequence[str] | None = None,
+        batch: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int = 20,
     ) -> Page:
         flt = self._filter(status, task, tag, batch, created_from, created_to, limit)
         return Page(self, flt, await self._engine.adb.run(flt.query(None)))
@@ -170,7 +201,8 @@ class Runs:
         return self.retrieve(self._engine.db.run(_queries.replay(run_id(run))))
 
     async def replay_async(self, run: RunRef) -> Run[Any, Any]:
-        return await self.retrieve_async(await self._engine.adb.run(_queries.replay(run_id(run))))
+        new_id: str = await self._engine.adb.run(_queries.replay(run_id(run)))
+        return await self.retrieve_async(new_id)
 
     def reschedule(self, run: RunRef, *, delay: Duration | datetime) -> Run[Any, Any]:
         """Move a DELAYED run's start; raises `RunNotDelayedError` for any other status."""

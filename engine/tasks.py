@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from . import _options, _queries
+from ._db import Query
 from ._durations import Duration, parse_seconds
 from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
 from .models import BatchHandle, Queue, Retry, RunHandle
@@ -57,15 +58,17 @@ class Task(Generic[P, O]):
         self.fn = fn
         self.queue = Queue(queue) if isinstance(queue, str) else (queue or Queue(task_id))
         self.retry = retry or Retry()
-        self.max_duration = None if max_duration is None else parse_seconds(max_duration, "max_duration")
+        self.max_duration = (
+            None if max_duration is None else parse_seconds(max_duration, "max_duration")
+        )
         self.ttl = None if ttl is None else parse_seconds(ttl, "ttl")
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
         self.payload_type: Any = hints.get(params[0], Any) if params else Any
         self.output_type: Any = hints.get("return", Any)
-        self.payload_adapter: TypeAdapter[P] = TypeAdapter(self.payload_type)
-        self.output_adapter: TypeAdapter[O] = TypeAdapter(self.output_type)
+        self.payload_adapter: TypeAdapter[Any] = TypeAdapter(self.payload_type)
+        self.output_adapter: TypeAdapter[Any] = TypeAdapter(self.output_type)
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -98,14 +101,17 @@ class Task(Generic[P, O]):
             value = self.payload_adapter.validate_python(payload)
             return self.payload_adapter.dump_json(value).decode()
         except ValidationError as exc:
-            raise PayloadValidationError(f"payload for task {self.id!r} is invalid: {exc}") from None
+            raise PayloadValidationError(
+                f"payload for task {self.id!r} is invalid: {exc}"
+            ) from None
         except PydanticSerializationError as exc:
             raise PayloadValidationError(
                 f"payload for task {self.id!r} is not JSON-serialisable: {exc}"
             ) from None
 
     def parse_payload(self, payload: Any) -> P:
-        return self.payload_adapter.validate_python(payload)
+        parsed: P = self.payload_adapter.validate_python(payload)
+        return parsed
 
     def output_json(self, output: Any) -> Any:
         """The task's return value as JSON-ready Python data, checked against its type."""
@@ -115,7 +121,7 @@ class Task(Generic[P, O]):
 
     # -- triggering ----------------------------------------------------------------------
 
-    def _trigger_query(self, payload: P, options: dict[str, Any]) -> _queries.Query[RunHandle]:
+    def _trigger_query(self, payload: P, options: dict[str, Any]) -> Query[RunHandle]:
         return _queries.trigger(
             self.id, self.payload_json(payload), _options.build(options, self.defaults())
         )
@@ -135,7 +141,7 @@ class Task(Generic[P, O]):
 
     def _batch_query(
         self, items: Sequence[P | BatchItem[P]], options: dict[str, Any]
-    ) -> _queries.Query[BatchHandle]:
+    ) -> Query[BatchHandle]:
         if len(items) > MAX_BATCH:
             raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
         if not items:
@@ -147,7 +153,9 @@ class Task(Generic[P, O]):
                 payload, own = item.payload, _options.build(item.options)
             else:
                 payload, own = item, {}
-            encoded.append(f'{{"payload":{self.payload_json(payload)},"options":{json.dumps(own)}}}')
+            encoded.append(
+                f'{{"payload":{self.payload_json(payload)},"options":{json.dumps(own)}}}'
+            )
         return _queries.trigger_batch(self.id, "[" + ",".join(encoded) + "]", shared)
 
     def batch_trigger(

@@ -103,7 +103,9 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (when called in the main thread) or `stop()`."""
-        asyncio.run(self.run_async(install_signals=threading.current_thread() is threading.main_thread()))
+        asyncio.run(
+            self.run_async(install_signals=threading.current_thread() is threading.main_thread())
+        )
 
     def stop(self) -> None:
         """Ask the worker to drain and stop; safe from any thread or signal handler."""
@@ -123,10 +125,17 @@ class Worker:
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
         tasks = [t.deployment_entry() for t in self.engine.tasks.values()]
-        await db.run(_queries.register_worker(
-            self.id, self.version, socket.gethostname(), os.getpid(), self.queues,
-            self.concurrency, tasks,
-        ))
+        await db.run(
+            _queries.register_worker(
+                self.id,
+                self.version,
+                socket.gethostname(),
+                os.getpid(),
+                self.queues,
+                self.concurrency,
+                tasks,
+            )
+        )
         log.info("worker %s started: version %s, %d tasks", self.id, self.version, len(tasks))
         background = [
             asyncio.create_task(self._listen(), name="skiplock-listen"),
@@ -180,7 +189,9 @@ class Worker:
             if free > 0:
                 self._wake.clear()
                 try:
-                    rows = await db.run(_queries.dequeue(self.id, self.version, task_ids, self.queues, free))
+                    rows = await db.run(
+                        _queries.dequeue(self.id, self.version, task_ids, self.queues, free)
+                    )
                     found = len(rows)
                     if rows:
                         await self._start(rows)
@@ -198,8 +209,11 @@ class Worker:
             row = by_id[s["run_id"]]
             task = self.engine.tasks[row["task_identifier"]]
             ctx = TaskContext(
-                run_id=row["run_id"], attempt=s["attempt_number"], attempt_id=s["attempt_id"],
-                task_id=task.id, worker_id=self.id,
+                run_id=row["run_id"],
+                attempt=s["attempt_number"],
+                attempt_id=s["attempt_id"],
+                task_id=task.id,
+                worker_id=self.id,
             )
             attempt = _Attempt(ctx, task, row["payload"], row["max_duration"])
             self._running[ctx.attempt_id] = attempt
@@ -246,7 +260,9 @@ class Worker:
         try:
             payload = task.parse_payload(attempt.payload)
         except Exception as exc:
-            raise PayloadValidationError(f"stored payload does not match the task's type: {exc}") from exc
+            raise PayloadValidationError(
+                f"stored payload does not match the task's type: {exc}"
+            ) from exc
         if task.is_async:
             work: asyncio.Future[Any] = asyncio.ensure_future(task.fn(payload, ctx))
         else:
@@ -315,7 +331,9 @@ class Worker:
         assert self._wake is not None
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.engine.dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self.engine.dsn, autocommit=True
+                ) as conn:
                     await conn.execute("LISTEN skiplock_wake")
                     await conn.execute("LISTEN skiplock_cancel")
                     self._wake.set()  # catch up on anything sent while not listening

@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import RunningWorker, wait_for
 from psycopg import sql
 
 from engine import Engine, Worker
-from helpers import RunningWorker, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,4 +121,7 @@ def start_worker(app: Engine) -> Iterator[Callable[..., Worker]]:
 
 def _registered(app: Engine, worker_id: str) -> bool:
     with psycopg.connect(app.dsn) as c:
-        return c.execute("SELECT 1 FROM skiplock.workers WHERE id = %s", (worker_id,)).fetchone() is not None
+        return (
+            c.execute("SELECT 1 FROM skiplock.workers WHERE id = %s", (worker_id,)).fetchone()
+            is not None
+        )

@@ -58,8 +58,6 @@ class RunningWorker:
             raise self.error
 
 
-
-
 def deploy(app: Any, version: str = "dev", tasks: list[Any] | None = None) -> str:
     """Register a deployment of `tasks` (default: all of the app's) as a worker would,
     without running one. Returns the worker id used."""

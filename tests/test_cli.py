@@ -20,20 +20,43 @@ SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
 
 
 def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SKIPLOCK, "--dsn", dsn, *args], capture_output=True, text=True,
-                          timeout=60, check=False, cwd=TESTS)
+    return subprocess.run(
+        [SKIPLOCK, "--dsn", dsn, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=TESTS,
+    )
 
 
 @pytest.fixture
 def worker_proc(dsn: str) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
     proc = subprocess.Popen(
-        [SKIPLOCK, "worker", "cli_app:app", "--concurrency", "4", "--version", "cli-1",
-         "--shutdown-grace", "10"],
-        cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            SKIPLOCK,
+            "worker",
+            "cli_app:app",
+            "--concurrency",
+            "4",
+            "--version",
+            "cli-1",
+            "--shutdown-grace",
+            "10",
+        ],
+        cwd=TESTS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'cli-1' "
-                                "AND stopped_at IS NULL"), timeout=30)
+    wait_for(
+        lambda: fetch(
+            dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'cli-1' AND stopped_at IS NULL"
+        ),
+        timeout=30,
+    )
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -59,7 +82,9 @@ def test_worker_subprocess_executes_runs_and_sigterm_drains(
     assert worker_proc.returncode == 0, out
     # the running attempt was allowed to finish
     assert app.runs.retrieve(slow).status is RunStatus.COMPLETED
-    assert fetch(dsn, "SELECT stopped_at IS NOT NULL FROM skiplock.workers WHERE version = 'cli-1'") == [(True,)]
+    assert fetch(
+        dsn, "SELECT stopped_at IS NOT NULL FROM skiplock.workers WHERE version = 'cli-1'"
+    ) == [(True,)]
     app.close()
 
 

@@ -54,8 +54,14 @@ def data_dir() -> Iterator[Path]:
 def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_DATABASE_URL"}
     env["SKIPLOCK_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_engine_without_dsn_starts_an_embedded_cluster_that_outlives_the_process(
@@ -74,8 +80,16 @@ def test_two_processes_starting_it_at_once_share_one_cluster(data_dir: Path) -> 
     env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_DATABASE_URL"}
     env["SKIPLOCK_DATA_DIR"] = str(data_dir)
     code = "from engine import Engine; print(Engine().dsn)"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert outs[0][0] == outs[1][0]

@@ -29,8 +29,12 @@ def test_migrate_applies_everything_once_then_nothing(empty_dsn: str) -> None:
     assert applied == [f.name for f in _migrate.sql_files()]
     assert app.migrate() == []
     with psycopg.connect(empty_dsn) as c:
-        tables = {r[0] for r in c.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'skiplock'").fetchall()}
+        tables = {
+            r[0]
+            for r in c.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'skiplock'"
+            ).fetchall()
+        }
         ledger = c.execute("SELECT name, checksum FROM skiplock.migrations").fetchall()
     assert {"runs", "attempts", "queues", "workers", "deployments", "migrations"} <= tables
     assert dict(ledger) == {f.name: f.checksum for f in _migrate.sql_files()}
@@ -60,7 +64,9 @@ def test_concurrent_migrations_apply_each_file_once(empty_dsn: str) -> None:
 def test_a_changed_migration_is_refused(empty_dsn: str) -> None:
     Engine(empty_dsn).migrate()
     with psycopg.connect(empty_dsn, autocommit=True) as c:
-        c.execute("UPDATE skiplock.migrations SET checksum = 'tampered' WHERE name = '0001_init.sql'")
+        c.execute(
+            "UPDATE skiplock.migrations SET checksum = 'tampered' WHERE name = '0001_init.sql'"
+        )
     with pytest.raises(MigrationError, match="append-only"):
         Engine(empty_dsn).migrate()
 
@@ -86,5 +92,11 @@ def test_function_files_only_create_or_replace() -> None:
 def test_sql_files_ship_with_the_package() -> None:
     root = _migrate.sql_dir()
     assert (root / "migrations" / "0001_init.sql").is_file()
-    assert Path(__file__).resolve().parent.parent.joinpath("pyproject.toml").read_text().count(
-        '"sql" = "engine/sql"') == 1
+    assert (
+        Path(__file__)
+        .resolve()
+        .parent.parent.joinpath("pyproject.toml")
+        .read_text()
+        .count('"sql" = "engine/sql"')
+        == 1
+    )

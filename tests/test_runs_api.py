@@ -62,8 +62,16 @@ def test_retrieve_unknown_run_is_a_typed_error(app: Engine) -> None:
 
 
 def test_boolean_helpers_cover_every_status() -> None:
-    base = {"id": "run_x", "task_identifier": "t", "payload": None, "metadata": {}, "tags": [],
-            "queue": "q", "created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)}
+    base = {
+        "id": "run_x",
+        "task_identifier": "t",
+        "payload": None,
+        "metadata": {},
+        "tags": [],
+        "queue": "q",
+        "created_at": datetime.now(UTC),
+        "updated_at": datetime.now(UTC),
+    }
     expect = {
         "is_queued": {"PENDING_VERSION", "DELAYED", "QUEUED"},
         "is_executing": {"DEQUEUED", "EXECUTING"},
@@ -71,8 +79,15 @@ def test_boolean_helpers_cover_every_status() -> None:
         "is_success": {"COMPLETED"},
         "is_failed": {"FAILED", "CRASHED", "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"},
         "is_canceled": {"CANCELED"},
-        "is_completed": {"COMPLETED", "CANCELED", "FAILED", "CRASHED", "SYSTEM_FAILURE",
-                         "TIMED_OUT", "EXPIRED"},
+        "is_completed": {
+            "COMPLETED",
+            "CANCELED",
+            "FAILED",
+            "CRASHED",
+            "SYSTEM_FAILURE",
+            "TIMED_OUT",
+            "EXPIRED",
+        },
     }
     assert len(RunStatus) == 13
     for status in RunStatus:
@@ -103,8 +118,11 @@ def test_list_filters(app: Engine, tasks: Any) -> None:
     combined = ids(app.runs.list(task="note", tag="blue", limit=100))
     assert n1.id in combined and t2.id not in combined
     created = app.runs.retrieve(t2).created_at
-    window = ids(app.runs.list(created_from=created, created_to=created + timedelta(microseconds=1),
-                               limit=100))
+    window = ids(
+        app.runs.list(
+            created_from=created, created_to=created + timedelta(microseconds=1), limit=100
+        )
+    )
     assert t2.id in window and all(app.runs.retrieve(i).created_at == created for i in window)
     assert ids(app.runs.list(created_from=datetime.now(UTC) + timedelta(days=1))) == []
 
@@ -153,7 +171,11 @@ def test_cancel_cascades_to_descendants_and_spares_final_ones(app: Engine, tasks
     child = child_of(parent.id)
     grandchild = child_of(child)
     done_child = child_of(parent.id)
-    fetch(app.dsn, "UPDATE skiplock.runs SET status = 'COMPLETED' WHERE id = %s RETURNING 1", done_child)
+    fetch(
+        app.dsn,
+        "UPDATE skiplock.runs SET status = 'COMPLETED' WHERE id = %s RETURNING 1",
+        done_child,
+    )
     rel = app.runs.retrieve(grandchild)
     assert (rel.parent_id, rel.root_id, rel.depth) == (child, parent.id, 2)
     assert app.runs.cancel(parent) is RunStatus.CANCELED
@@ -184,7 +206,11 @@ def test_reschedule_moves_a_delayed_run_only(app: Engine, tasks: Any) -> None:
     moved = app.runs.reschedule(delayed, delay="3h")
     assert moved.status is RunStatus.DELAYED
     assert before is not None and moved.delayed_until is not None
-    assert timedelta(hours=1, minutes=59) < moved.delayed_until - before < timedelta(hours=2, minutes=1)
+    assert (
+        timedelta(hours=1, minutes=59)
+        < moved.delayed_until - before
+        < timedelta(hours=2, minutes=1)
+    )
     when = datetime.now(UTC) + timedelta(days=1)
     moved = asyncio.run(app.runs.reschedule_async(delayed, delay=when))
     assert moved.delayed_until == when.replace(microsecond=when.microsecond)

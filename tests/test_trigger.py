@@ -67,10 +67,19 @@ def test_every_option_is_stored(app: Engine) -> None:
     resize, _ = define(app)
     deploy(app)
     h = resize.trigger(
-        {"url": "x"}, delay=timedelta(minutes=5), ttl="10m", idempotency_key="k1",
-        idempotency_key_ttl="1d", tags=["user:42", "big"], metadata={"source": "test"},
-        queue="other-queue", concurrency_key="tenant-7", priority=10, max_attempts=5,
-        max_duration=60, version="dev",
+        {"url": "x"},
+        delay=timedelta(minutes=5),
+        ttl="10m",
+        idempotency_key="k1",
+        idempotency_key_ttl="1d",
+        tags=["user:42", "big"],
+        metadata={"source": "test"},
+        queue="other-queue",
+        concurrency_key="tenant-7",
+        priority=10,
+        max_attempts=5,
+        max_duration=60,
+        version="dev",
     )
     run = app.runs.retrieve(h)
     assert run.status is RunStatus.DELAYED
@@ -81,8 +90,12 @@ def test_every_option_is_stored(app: Engine) -> None:
     assert run.priority == 10 and run.version == "dev"
     assert run.delayed_until is not None
     assert timedelta(minutes=4) < run.delayed_until - run.created_at <= timedelta(minutes=5)
-    row = fetch(app.dsn, "SELECT max_attempts, max_duration, version_pinned, "
-                "idempotency_key_expires_at - created_at FROM skiplock.runs WHERE id = %s", h.id)
+    row = fetch(
+        app.dsn,
+        "SELECT max_attempts, max_duration, version_pinned, "
+        "idempotency_key_expires_at - created_at FROM skiplock.runs WHERE id = %s",
+        h.id,
+    )
     assert row == [(5, 60.0, True, timedelta(days=1))]
 
 
@@ -91,8 +104,9 @@ def test_task_defaults_apply_queue_ttl_max_duration(app: Engine) -> None:
     deploy(app)
     run = app.runs.retrieve(resize.trigger({"url": "x"}))
     assert run.queue == "images" and run.ttl == 3600
-    assert fetch(app.dsn, "SELECT max_duration, max_attempts FROM skiplock.runs WHERE id = %s",
-                 run.id) == [(30.0, 3)]
+    assert fetch(
+        app.dsn, "SELECT max_duration, max_attempts FROM skiplock.runs WHERE id = %s", run.id
+    ) == [(30.0, 3)]
     assert app.runs.retrieve(plain.trigger({})).queue == "plain"  # its own default queue
 
 
@@ -249,8 +263,13 @@ def test_batch_with_one_bad_item_writes_nothing(app: Engine) -> None:
     with pytest.raises(InvalidArgumentError):  # caught by SQL: bad per-item option
         from engine import _queries
 
-        app.db.run(_queries.trigger_batch(
-            "resize", '[{"payload": {}, "options": {}}, {"payload": {}, "options": {"ttl": -1}}]', {}))
+        app.db.run(
+            _queries.trigger_batch(
+                "resize",
+                '[{"payload": {}, "options": {}}, {"payload": {}, "options": {"ttl": -1}}]',
+                {},
+            )
+        )
     assert count(app.dsn) == before
     assert fetch(app.dsn, batches) == batches_before
 
@@ -288,14 +307,16 @@ def test_idempotency_key_ttl_expiry_makes_a_new_run(app: Engine) -> None:
     with psycopg.connect(app.dsn, autocommit=True) as c:
         later = datetime.now(UTC) + timedelta(hours=2)
         c.execute("SELECT set_config('skiplock.fake_now', %s, false)", (later.isoformat(),))
-        row = c.execute("SELECT run_id, is_cached FROM skiplock.trigger('plain', '{}', "
-                        "'{\"idempotency_key\": \"ttl-key\"}')").fetchone()
+        row = c.execute(
+            "SELECT run_id, is_cached FROM skiplock.trigger('plain', '{}', "
+            '\'{"idempotency_key": "ttl-key"}\')'
+        ).fetchone()
     assert row is not None and row[0] != h.id and row[1] is False
     assert count(app.dsn, "idempotency_key = 'ttl-key'") == 2
 
 
 def test_32_concurrent_triggers_with_one_key_make_one_run(app: Engine) -> None:
-    _, plain = define(app)
+    define(app)
     barrier = threading.Barrier(32)
     results: list[Any] = []
     errors: list[BaseException] = []

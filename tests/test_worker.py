@@ -33,7 +33,9 @@ def finished(app: Engine, run_id: str, timeout: float = 20.0) -> Any:
     return wait_for(lambda: (r := app.runs.retrieve(run_id)).is_completed and r, timeout)
 
 
-def test_def_and_async_tasks_complete_with_typed_outputs(app: Engine, start_worker: StartWorker) -> None:
+def test_def_and_async_tasks_complete_with_typed_outputs(
+    app: Engine, start_worker: StartWorker
+) -> None:
     threads: list[str] = []
 
     @app.task("add-sync")
@@ -119,6 +121,7 @@ def test_max_duration_exceeded_times_out_without_retry(
 ) -> None:
     stopped = threading.Event()
     if kind == "async":
+
         @app.task("slow-async", retry=FAST, max_duration=0.3)
         async def slow(p: Any, ctx: TaskContext) -> str:
             try:
@@ -127,6 +130,7 @@ def test_max_duration_exceeded_times_out_without_retry(
                 stopped.set()
             return "late"
     else:
+
         @app.task("slow-def", retry=FAST, max_duration=0.3)
         def slow(p: Any, ctx: TaskContext) -> str:
             while not ctx.is_canceled:
@@ -141,7 +145,9 @@ def test_max_duration_exceeded_times_out_without_retry(
     assert stopped.wait(5)
 
 
-def test_a_task_raising_timeout_error_itself_is_retried(app: Engine, start_worker: StartWorker) -> None:
+def test_a_task_raising_timeout_error_itself_is_retried(
+    app: Engine, start_worker: StartWorker
+) -> None:
     @app.task("raises-timeout", retry=FAST, max_duration=30)
     async def raises(p: Any, ctx: TaskContext) -> str:
         if ctx.attempt == 1:
@@ -203,7 +209,9 @@ def test_cancel_flags_a_running_thread_and_its_late_result_is_ignored(
     assert run.attempts[0].status == "CANCELED"
 
 
-def test_canceling_a_queued_run_means_it_never_executes(app: Engine, start_worker: StartWorker) -> None:
+def test_canceling_a_queued_run_means_it_never_executes(
+    app: Engine, start_worker: StartWorker
+) -> None:
     calls: list[int] = []
 
     @app.task("never")
@@ -276,7 +284,9 @@ def test_dequeue_skips_runs_locked_by_another_transaction(app: Engine) -> None:
         holder.rollback()
 
 
-def test_worker_runs_only_runs_locked_to_its_version(app: Engine, start_worker: StartWorker) -> None:
+def test_worker_runs_only_runs_locked_to_its_version(
+    app: Engine, start_worker: StartWorker
+) -> None:
     seen: list[str] = []
 
     @app.task("versioned")
@@ -317,8 +327,11 @@ def test_pending_run_triggered_during_registration_is_released_by_tick(app: Engi
 
     h = racy.trigger(None)
     # a deployment committed without releasing it (the trigger raced the registration)
-    fetch(app.dsn, "INSERT INTO skiplock.deployment_tasks VALUES "
-          "('racy-deploy', 'dev', 'racy-deploy', 3, NULL, NULL, now()) RETURNING 1")
+    fetch(
+        app.dsn,
+        "INSERT INTO skiplock.deployment_tasks VALUES "
+        "('racy-deploy', 'dev', 'racy-deploy', 3, NULL, NULL, now()) RETURNING 1",
+    )
     assert app.runs.retrieve(h).status is RunStatus.PENDING_VERSION
     assert app.db.run(_queries.tick())["released"] >= 1
     assert app.runs.retrieve(h).status is RunStatus.QUEUED
@@ -348,7 +361,9 @@ def test_tick_promotes_due_delayed_runs_by_the_fake_clock(app: Engine) -> None:
     h = faked.trigger(None, delay="2h")
     with psycopg.connect(app.dsn, autocommit=True) as c:
         assert c.execute("SELECT skiplock.tick()").fetchone()[0]["promoted"] == 0  # type: ignore[index]
-        c.execute("SELECT set_config('skiplock.fake_now', (now() + interval '3 hours')::text, false)")
+        c.execute(
+            "SELECT set_config('skiplock.fake_now', (now() + interval '3 hours')::text, false)"
+        )
         assert c.execute("SELECT skiplock.tick()").fetchone()[0]["promoted"] >= 1  # type: ignore[index]
     assert app.runs.retrieve(h).status is RunStatus.QUEUED
 
@@ -387,8 +402,11 @@ def test_no_transaction_stays_open_while_user_code_runs(
     h = holds.trigger(None)
     assert started.wait(10)
     time.sleep(0.3)
-    open_tx = fetch(app.dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")
+    open_tx = fetch(
+        app.dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+    )
     release.set()
     finished(app, h.id)
     assert open_tx == [(0,)]
@@ -408,7 +426,13 @@ def test_many_runs_each_execute_exactly_once_with_two_workers(
     start_worker(concurrency=20)
     start_worker(concurrency=20)
     batch = count_me.batch_trigger(list(range(500)))
-    wait_for(lambda: len(app.runs.list(batch=batch.id, status="COMPLETED", limit=1000).data) == 500, 60)
+    wait_for(
+        lambda: len(app.runs.list(batch=batch.id, status="COMPLETED", limit=1000).data) == 500, 60
+    )
     assert counts == {i: 1 for i in range(500)}
-    assert fetch(app.dsn, "SELECT count(*), count(DISTINCT run_id) FROM skiplock.attempts a "
-                 "JOIN skiplock.runs r ON r.id = a.run_id WHERE r.batch_id = %s", batch.id) == [(500, 500)]
+    assert fetch(
+        app.dsn,
+        "SELECT count(*), count(DISTINCT run_id) FROM skiplock.attempts a "
+        "JOIN skiplock.runs r ON r.id = a.run_id WHERE r.batch_id = %s",
+        batch.id,
+    ) == [(500, 500)]
