@@ -436,3 +436,49 @@ def test_many_runs_each_execute_exactly_once_with_two_workers(
         "JOIN skiplock.runs r ON r.id = a.run_id WHERE r.batch_id = %s",
         batch.id,
     ) == [(500, 500)]
+
+
+def test_stopping_a_worker_requeues_runs_it_dequeued_but_never_started(app: Engine) -> None:
+    @app.task("dequeued-only")
+    def dequeued_only(p: Any, ctx: TaskContext) -> None: ...
+
+    worker_id = deploy(app)
+    h = dequeued_only.trigger(None)
+    order_before = fetch(app.dsn, "SELECT order_at FROM skiplock.runs WHERE id = %s", h.id)
+    app.db.run(_queries.dequeue(worker_id, "dev", ["dequeued-only"], None, 10))
+    assert app.runs.retrieve(h).status is RunStatus.DEQUEUED
+    assert app.db.run(_queries.stop_worker(worker_id)) == 1
+    run = app.runs.retrieve(h)
+    assert run.status is RunStatus.QUEUED and run.attempt_count == 0
+    assert fetch(app.dsn, "SELECT order_at FROM skiplock.runs WHERE id = %s", h.id) == order_before
+
+
+@pytest.mark.parametrize("kind", ["async", "def"])
+def test_attempts_still_running_after_the_grace_period_are_retried(
+    app: Engine, start_worker: StartWorker, kind: str
+) -> None:
+    started = threading.Event()
+    if kind == "async":
+
+        @app.task("outlives-grace-async", retry=FAST)
+        async def outlives(p: Any, ctx: TaskContext) -> str:
+            started.set()
+            await asyncio.sleep(30)
+            return "late"
+    else:
+
+        @app.task("outlives-grace-def", retry=FAST)
+        def outlives(p: Any, ctx: TaskContext) -> str:
+            started.set()
+            deadline = time.monotonic() + 30
+            while not ctx.is_canceled and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return "late"
+
+    worker = start_worker(shutdown_grace=0.3)
+    h = outlives.trigger(None)
+    assert started.wait(10)
+    worker.stop()
+    run = wait_for(lambda: (r := app.runs.retrieve(h)).status is RunStatus.QUEUED and r)
+    assert run.attempt_count == 1 and run.attempts[0].status == "FAILED"
+    assert "worker shut down" in run.attempts[0].error["message"]
