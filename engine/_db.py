@@ -71,7 +71,7 @@ def raise_mapped(exc: psycopg.Error) -> NoReturn:
     mapped = SQLSTATE_ERRORS.get(state)
     if mapped is not None:
         raise mapped(message) from None
-    if state.startswith("22"):  # data exception: bad cast, NUL byte, out of range...
+    if state.startswith("22") or state == "23514":  # bad cast, NUL byte, range; a CHECK
         raise InvalidArgumentError(message) from exc
     raise exc
 

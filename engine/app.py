@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -15,10 +14,10 @@ import psycopg
 from . import _migrate, _options, _queries
 from ._db import AsyncDatabase, Database, Query
 from ._durations import Duration
-from .errors import InvalidArgumentError, PayloadValidationError
+from .errors import InvalidArgumentError
 from .models import Queue, Retry, RunHandle
 from .runs import Runs
-from .tasks import Task
+from .tasks import ANY_PAYLOAD, Task, encode_payload
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -132,10 +131,7 @@ class Engine:
         task = self.tasks.get(task_id)
         if task is not None:
             return task._trigger_query(payload, options)
-        try:
-            payload_json = json.dumps(payload, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise PayloadValidationError(f"payload is not JSON-serialisable: {exc}") from None
+        payload_json = encode_payload(ANY_PAYLOAD, payload, task_id)
         return _queries.trigger(task_id, payload_json, _options.build(options))
 
     def trigger(

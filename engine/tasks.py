@@ -27,6 +27,26 @@ P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 MAX_BATCH = 1000
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # as Trigger.dev; the runs table checks it too
+ANY_PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def encode_payload(adapter: TypeAdapter[Any], payload: Any, task_id: str) -> str:
+    """`payload` validated by `adapter` and encoded as JSON, or `PayloadValidationError`."""
+    try:
+        encoded = adapter.dump_json(adapter.validate_python(payload)).decode()
+    except ValidationError as exc:
+        raise PayloadValidationError(f"payload for task {task_id!r} is invalid: {exc}") from None
+    except PydanticSerializationError as exc:
+        raise PayloadValidationError(
+            f"payload for task {task_id!r} is not JSON-serialisable: {exc}"
+        ) from None
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise PayloadValidationError(
+            f"payload for task {task_id!r} is {len(encoded):,} bytes of JSON; "
+            f"the limit is {MAX_PAYLOAD_BYTES:,}"
+        )
+    return encoded
 
 
 @dataclass(frozen=True)
@@ -97,17 +117,7 @@ class Task(Generic[P, O]):
 
     def payload_json(self, payload: Any) -> str:
         """Validate `payload` against the task's payload type and return it as JSON."""
-        try:
-            value = self.payload_adapter.validate_python(payload)
-            return self.payload_adapter.dump_json(value).decode()
-        except ValidationError as exc:
-            raise PayloadValidationError(
-                f"payload for task {self.id!r} is invalid: {exc}"
-            ) from None
-        except PydanticSerializationError as exc:
-            raise PayloadValidationError(
-                f"payload for task {self.id!r} is not JSON-serialisable: {exc}"
-            ) from None
+        return encode_payload(self.payload_adapter, payload, self.id)
 
     def parse_payload(self, payload: Any) -> P:
         parsed: P = self.payload_adapter.validate_python(payload)

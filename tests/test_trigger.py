@@ -156,7 +156,7 @@ def test_payload_failing_validation_writes_nothing(app: Engine) -> None:
     with pytest.raises(PayloadValidationError):
         resize.trigger({"url": "x", "width": "wide"})
     with pytest.raises(PayloadValidationError):
-        app.trigger("by-id-only", {"x": {1, 2}})  # not JSON
+        app.trigger("by-id-only", {"x": object()})  # not JSON
     assert count(app.dsn) == before
 
 
@@ -340,3 +340,13 @@ def test_32_concurrent_triggers_with_one_key_make_one_run(app: Engine) -> None:
     assert len({r.id for r in results}) == 1
     assert sum(not r.is_cached for r in results) == 1
     assert count(app.dsn, "idempotency_key = 'race'") == 1
+
+
+def test_a_payload_over_10_mb_is_refused_and_writes_nothing(app: Engine) -> None:
+    _, plain = define(app)
+    before = count(app.dsn)
+    with pytest.raises(PayloadValidationError, match="limit"):
+        plain.trigger({"blob": "x" * (50 * 1024 * 1024)})
+    with pytest.raises(PayloadValidationError, match="limit"):
+        app.trigger("by-id-only", "y" * (11 * 1024 * 1024))
+    assert count(app.dsn) == before
