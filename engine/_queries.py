@@ -130,6 +130,19 @@ def dequeue(
     )
 
 
+def claim(
+    worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
+) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.claim(%s, %s, %s, %s, %s)",
+        (worker_id, version, tasks, queues, limit),
+        lambda rows: [dict(r) for r in rows],
+        # a lost reply leaves runs EXECUTING with nobody running them; re-sending would
+        # claim others on top, so it is not retried (the lease tick recovers them)
+        idempotent=False,
+    )
+
+
 def start_attempts(worker_id: str, run_ids: list[str]) -> Query[list[dict[str, Any]]]:
     return Query(
         "SELECT * FROM skiplock.start_attempts(%s, %s)",

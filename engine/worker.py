@@ -1,7 +1,7 @@
 """The worker: takes runs from the database and executes their attempts.
 
-One asyncio loop per worker process. Dequeue and attempt start go in batches (one
-call each for up to `concurrency` runs); completions are flushed in batches by one
+One asyncio loop per worker process. Runs are claimed in batches (one call dequeues
+and starts attempts for up to the free slots); completions are flushed in batches by one
 coroutine, so under load many runs share a commit. `async def` tasks run on the loop,
 `def` tasks in a pool of daemon threads. No transaction is open while user code runs:
 every database call is one autocommit function call.
@@ -190,28 +190,24 @@ class Worker:
                 self._wake.clear()
                 try:
                     rows = await db.run(
-                        _queries.dequeue(self.id, self.version, task_ids, self.queues, free)
+                        _queries.claim(self.id, self.version, task_ids, self.queues, free)
                     )
                     found = len(rows)
-                    if rows:
-                        await self._start(rows)
+                    self._start(rows)
                 except psycopg.Error:
-                    log.exception("dequeue failed; retrying after the poll interval")
+                    log.exception("claim failed; retrying after the poll interval")
                     found = 0
             if found < free or free <= 0:
                 # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
                 await _wait_any(self._wake, self._stopping, timeout=self.poll_interval)
 
-    async def _start(self, rows: list[dict[str, Any]]) -> None:
-        by_id = {r["run_id"]: r for r in rows}
-        started = await self.engine.adb.run(_queries.start_attempts(self.id, list(by_id)))
-        for s in started:
-            row = by_id[s["run_id"]]
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
             task = self.engine.tasks[row["task_identifier"]]
             ctx = TaskContext(
                 run_id=row["run_id"],
-                attempt=s["attempt_number"],
-                attempt_id=s["attempt_id"],
+                attempt=row["attempt_number"],
+                attempt_id=row["attempt_id"],
                 task_id=task.id,
                 worker_id=self.id,
             )

@@ -5,12 +5,19 @@
 -- the tasks for which its version is the latest deployment (locking them to it).
 -- p_queues NULL means every queue.
 -- Locks: runs rows FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each other.
+-- Plan: the candidates must come from runs_ready_idx read in (order_at, id) order, so a
+--   call costs O(p_limit) whatever the backlog. With statistics taken while the queue was
+--   empty (the usual steady state) the planner preferred runs_status_idx plus a sort of
+--   the whole backlog: 15 ms per call at 20k queued, 53 ms at 95k, against 2.3 ms
+--   (bench/drain.py). enable_sort = off leaves the ordered index scan as the only plan.
 -- Returns the leased runs with what the worker needs to execute them.
 CREATE OR REPLACE FUNCTION skiplock.dequeue(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                attempt_count integer, max_attempts integer, max_duration double precision)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_sort = off
+AS $$
 DECLARE
     v_now    timestamptz := skiplock.now();
     v_latest text[];
@@ -65,5 +72,30 @@ BEGIN
           FROM started s
         RETURNING attempts.run_id, attempts.id, attempts.number)
     SELECT i.run_id, i.id, i.number FROM inserted i;
+END;
+$$;
+
+-- claim: dequeue then start_attempts in one transaction (QUEUED -> DEQUEUED -> EXECUTING),
+-- for a worker that starts what it takes at once: one commit per batch instead of two.
+-- Locks: as dequeue, then as start_attempts.
+-- Returns each started attempt with its run's task, payload and max_duration, in queue order.
+CREATE OR REPLACE FUNCTION skiplock.claim(
+    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, max_duration double precision,
+               attempt_id text, attempt_number integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids text[];
+BEGIN
+    v_ids := ARRAY(SELECT d.run_id FROM skiplock.dequeue(p_worker_id, p_version, p_tasks,
+                                                         p_queues, p_limit) d);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT r.id, r.task_identifier, r.payload, r.max_duration, s.attempt_id, s.attempt_number
+      FROM skiplock.start_attempts(p_worker_id, v_ids) s
+      JOIN skiplock.runs r ON r.id = s.run_id
+     ORDER BY r.order_at, r.id;
 END;
 $$;
