@@ -16,18 +16,22 @@ BEGIN
     WITH input AS (
         SELECT x.attempt_id, x.output
           FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb)),
+    current AS (  -- by the attempts primary key: runs has no index on current_attempt_id
+        SELECT a.id, a.run_id, i.output
+          FROM input i JOIN skiplock.attempts a ON a.id = i.attempt_id
+         WHERE a.status = 'EXECUTING'),
     runs_done AS (
         UPDATE skiplock.runs r
-           SET status = 'COMPLETED', output = i.output, error = NULL, finished_at = v_now,
+           SET status = 'COMPLETED', output = c.output, error = NULL, finished_at = v_now,
                updated_at = v_now, worker_id = NULL
-          FROM input i
-         WHERE r.current_attempt_id = i.attempt_id AND r.status = 'EXECUTING'
-        RETURNING r.id, r.current_attempt_id),
+          FROM current c
+         WHERE r.id = c.run_id AND r.current_attempt_id = c.id AND r.status = 'EXECUTING'
+        RETURNING r.id, r.current_attempt_id, c.output),
     attempts_done AS (
         UPDATE skiplock.attempts a
-           SET status = 'COMPLETED', output = i.output, finished_at = v_now
-          FROM runs_done d JOIN input i ON i.attempt_id = d.current_attempt_id
-         WHERE a.id = d.current_attempt_id AND a.status = 'EXECUTING'
+           SET status = 'COMPLETED', output = d.output, finished_at = v_now
+          FROM runs_done d
+         WHERE a.id = d.current_attempt_id
         RETURNING a.run_id)
     SELECT ad.run_id FROM attempts_done ad;
 END;
@@ -52,8 +56,9 @@ BEGIN
     IF p_status NOT IN ('FAILED', 'TIMED_OUT') THEN
         PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
     END IF;
-    SELECT * INTO v_run FROM skiplock.runs r
-     WHERE r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING' FOR UPDATE;
+    SELECT r.* INTO v_run FROM skiplock.attempts a JOIN skiplock.runs r ON r.id = a.run_id
+     WHERE a.id = p_attempt_id AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE OF r;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
