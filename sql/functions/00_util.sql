@@ -8,13 +8,15 @@ LANGUAGE sql STABLE AS $$
                     pg_catalog.now())
 $$;
 
--- gen_id: '<prefix>_' || 12 hex digits of milliseconds || 20 random hex digits.
--- Ids sort by creation time (to the millisecond), which cursor pagination relies on.
+-- gen_id: '<prefix>_' || 12 hex digits of milliseconds || 4 hex digits of a cycling
+-- counter || 16 random hex digits. Ids sort by creation time (to the millisecond, then by
+-- the counter, so one session's ids keep their order), which cursor pagination relies on.
 CREATE OR REPLACE FUNCTION skiplock.gen_id(p_prefix text) RETURNS text
 LANGUAGE sql VOLATILE AS $$
     SELECT p_prefix || '_'
         || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
-        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)
+        || lpad(to_hex(nextval('skiplock.id_seq')), 4, '0')
+        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
 $$;
 
 -- is_final: statuses a run never leaves.

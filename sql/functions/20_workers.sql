@@ -55,7 +55,9 @@ $$;
 -- Locks: the worker row.
 CREATE OR REPLACE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[])
 RETURNS text[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
 BEGIN
     UPDATE skiplock.workers SET last_heartbeat_at = skiplock.now() WHERE id = p_worker_id;
     RETURN ARRAY(

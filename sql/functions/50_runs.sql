@@ -28,7 +28,7 @@ BEGIN
     SELECT d.* FROM skiplock.run_details d
      WHERE (p_status IS NULL OR d.status = ANY (p_status))
        AND (p_tasks IS NULL OR d.task_identifier = ANY (p_tasks))
-       AND (p_tags IS NULL OR d.tags && p_tags)
+       AND (p_tags IS NULL OR (d.tags && p_tags AND d.tags <> '{}'))
        AND (p_batch IS NULL OR d.batch_id = p_batch)
        AND (p_created_from IS NULL OR d.created_at >= p_created_from)
        AND (p_created_to IS NULL OR d.created_at < p_created_to)
