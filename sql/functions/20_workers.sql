@@ -61,9 +61,10 @@ AS $$
 BEGIN
     UPDATE skiplock.workers SET last_heartbeat_at = skiplock.now() WHERE id = p_worker_id;
     RETURN ARRAY(
-        SELECT a.id FROM unnest(p_attempt_ids) AS i(id)
-          LEFT JOIN skiplock.attempts a ON a.id = i.id
-         WHERE a.status IS DISTINCT FROM 'EXECUTING');
+        SELECT i.id FROM unnest(p_attempt_ids) AS i(id)
+        EXCEPT
+        SELECT a.id FROM skiplock.attempts a
+         WHERE a.id = ANY (p_attempt_ids) AND a.status = 'EXECUTING');
 END;
 $$;
 

@@ -12,30 +12,33 @@ LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_now timestamptz := skiplock.now();
+    v_now      timestamptz := skiplock.now();
+    v_attempts text[];
+    v_outputs  jsonb[];
+    v_runs     text[];
+    v_done     text[];
 BEGIN
-    -- plans pinned to index nested loops: see lock_ready in 30_dequeue.sql
-    RETURN QUERY
-    WITH input AS (
-        SELECT a.run_id, x.attempt_id, x.output
-          FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb)
-          JOIN skiplock.attempts a ON a.id = x.attempt_id
-         WHERE a.status = 'EXECUTING'),
-    runs_done AS (
+    -- No joins: every statement reads its table through "id = ANY (array)" on the primary
+    -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
+    -- against the input rows, the planner scanned a whole index per call instead.
+    SELECT array_agg(x.attempt_id), array_agg(x.output) INTO v_attempts, v_outputs
+      FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb);
+    v_runs := ARRAY(SELECT a.run_id FROM skiplock.attempts a WHERE a.id = ANY (v_attempts));
+    WITH done AS (
         UPDATE skiplock.runs r
-           SET status = 'COMPLETED', output = i.output, error = NULL, finished_at = v_now,
-               updated_at = v_now, worker_id = NULL
-          FROM input i
-         WHERE r.id = i.run_id AND r.current_attempt_id = i.attempt_id
-           AND r.status = 'EXECUTING'
-        RETURNING r.id, r.current_attempt_id, i.output),
-    attempts_done AS (
-        UPDATE skiplock.attempts a
-           SET status = 'COMPLETED', output = d.output, finished_at = v_now
-          FROM runs_done d
-         WHERE a.id = d.current_attempt_id
-        RETURNING a.run_id)
-    SELECT ad.run_id FROM attempts_done ad;
+           SET status = 'COMPLETED', error = NULL, finished_at = v_now, updated_at = v_now,
+               worker_id = NULL,
+               output = v_outputs[array_position(v_attempts, r.current_attempt_id)]
+         WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
+           AND r.current_attempt_id = ANY (v_attempts)
+        RETURNING r.current_attempt_id)
+    SELECT array_agg(d.current_attempt_id) INTO v_done FROM done d;
+    RETURN QUERY
+    UPDATE skiplock.attempts a
+       SET status = 'COMPLETED', finished_at = v_now,
+           output = v_outputs[array_position(v_attempts, a.id)]
+     WHERE a.id = ANY (v_done) AND a.status = 'EXECUTING'
+    RETURNING a.run_id;
 END;
 $$;
 
@@ -60,9 +63,10 @@ BEGIN
     IF p_status NOT IN ('FAILED', 'TIMED_OUT') THEN
         PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
     END IF;
-    SELECT r.* INTO v_run FROM skiplock.attempts a JOIN skiplock.runs r ON r.id = a.run_id
-     WHERE a.id = p_attempt_id AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE OF r;
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
