@@ -260,22 +260,29 @@ class Worker:
                 f"stored payload does not match the task's type: {exc}"
             ) from exc
         if task.is_async:
-            work: asyncio.Future[Any] = asyncio.ensure_future(task.fn(payload, ctx))
-        else:
-            work = self._threads.submit(task.fn, payload, ctx)
+            # awaited in this task: a cancel or the timeout reaches the coroutine directly
+            deadline = asyncio.timeout(attempt.max_duration)
+            try:
+                async with deadline:
+                    result = await task.fn(payload, ctx)
+            except TimeoutError:
+                if deadline.expired():
+                    ctx.request_stop(_TIMED_OUT)
+                raise
+            return task.output_json(result)
+        work = self._threads.submit(task.fn, payload, ctx)
         try:
+            # shielded: the thread cannot be interrupted, so its future must outlive us
             async with asyncio.timeout(attempt.max_duration):
-                result = await asyncio.shield(work) if not task.is_async else await work
+                result = await asyncio.shield(work)
         except TimeoutError:
             if work.done() and not work.cancelled() and work.exception() is not None:
                 raise  # the task itself raised TimeoutError
             ctx.request_stop(_TIMED_OUT)
-            if not task.is_async:
-                # hold the slot until the thread returns; its result is ignored
-                await asyncio.wait([work])
+            await asyncio.wait([work])  # hold the slot until the thread returns; ignore it
             raise
         except asyncio.CancelledError:
-            if not task.is_async and ctx.stop_reason is not None:
+            if ctx.stop_reason is not None:
                 await asyncio.wait([work])
             raise
         return task.output_json(result)
