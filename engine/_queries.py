@@ -111,10 +111,11 @@ def register_worker(
     queues: list[str] | None,
     concurrency: int,
     tasks: list[dict[str, Any]],
+    lease_seconds: float = 30.0,
 ) -> Query[str]:
     return Query(
-        "SELECT skiplock.register_worker(%s, %s, %s, %s, %s, %s, %s::jsonb)",
-        (worker_id, version, hostname, pid, queues, concurrency, _json(tasks)),
+        "SELECT skiplock.register_worker(%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+        (worker_id, version, hostname, pid, queues, concurrency, _json(tasks), lease_seconds),
         _scalar,
         idempotent=False,
     )
@@ -173,10 +174,9 @@ def fail_attempt(
     )
 
 
-def heartbeat(worker_id: str, attempt_ids: list[str]) -> Query[list[str]]:
-    return Query(
-        "SELECT skiplock.heartbeat(%s, %s)", (worker_id, attempt_ids), lambda r: _scalar(r) or []
-    )
+def heartbeat(worker_id: str, attempt_ids: list[str]) -> Query[list[str] | None]:
+    """The attempts to stop, or None when the worker was declared lost."""
+    return Query("SELECT skiplock.heartbeat(%s, %s)", (worker_id, attempt_ids), _scalar)
 
 
 def stop_worker(worker_id: str) -> Query[int]:

@@ -113,6 +113,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         version=args.version,
         shutdown_grace=args.shutdown_grace,
+        heartbeat_interval=args.heartbeat_interval,
+        lease_timeout=args.lease_timeout,
     ).run()
 
 
@@ -157,6 +159,13 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int, default=10)
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")
+    w.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
+    w.add_argument(
+        "--lease-timeout",
+        type=float,
+        default=30.0,
+        help="seconds without a heartbeat after which the worker's runs are crashed",
+    )
     w.add_argument(
         "--shutdown-grace",
         type=float,

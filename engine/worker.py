@@ -43,6 +43,8 @@ DEFAULT_VERSION = "dev"
 _CANCELED = "canceled"
 _TIMED_OUT = "max_duration exceeded"
 _SHUTDOWN = "worker shut down"
+_LEASE_LOST = "worker lease lost"
+_SETTLED = (_CANCELED, _LEASE_LOST)  # stop reasons after which the database owns the run
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:
@@ -65,7 +67,12 @@ class _Attempt:
 class Worker:
     """Executes runs of its engine's tasks. `run()` blocks until SIGTERM or SIGINT (or
     `stop()`), then stops taking work and lets running attempts finish for up to
-    `shutdown_grace` seconds; attempts still running then are failed as retryable."""
+    `shutdown_grace` seconds; attempts still running then are failed as retryable.
+
+    The worker holds its runs under a lease of `lease_timeout` seconds, renewed every
+    `heartbeat_interval`. If the lease lapses (process killed, host lost, partition),
+    maintenance crashes its started runs and requeues the rest; a worker that cannot
+    renew its lease for that long stops its own runs first (self-fencing)."""
 
     def __init__(
         self,
@@ -76,17 +83,25 @@ class Worker:
         version: str | None = None,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
+        lease_timeout: float = 30.0,
         tick_interval: float = 1.0,
         shutdown_grace: float = 30.0,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
+        if not 0 < heartbeat_interval < lease_timeout:
+            raise InvalidArgumentError(
+                f"need 0 < heartbeat_interval ({heartbeat_interval}) < lease_timeout "
+                f"({lease_timeout})"
+            )
         self.engine = engine
         self.queues = list(queues) if queues else None
         self.concurrency = concurrency
         self.version = version or os.environ.get("SKIPLOCK_VERSION") or DEFAULT_VERSION
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
+        self.lease_timeout = lease_timeout
+        self._renewed_at = 0.0  # loop time of the last successful heartbeat
         self.tick_interval = tick_interval
         self.shutdown_grace = shutdown_grace
         self.id = f"worker_{uuid.uuid4().hex}"
@@ -124,19 +139,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
-        tasks = [t.deployment_entry() for t in self.engine.tasks.values()]
-        await db.run(
-            _queries.register_worker(
-                self.id,
-                self.version,
-                socket.gethostname(),
-                os.getpid(),
-                self.queues,
-                self.concurrency,
-                tasks,
-            )
-        )
-        log.info("worker %s started: version %s, %d tasks", self.id, self.version, len(tasks))
+        await self._register()
         background = [
             asyncio.create_task(self._listen(), name="skiplock-listen"),
             asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
@@ -158,6 +161,24 @@ class Worker:
                 self._threads.shutdown()
                 await db.close()
             log.info("worker %s stopped", self.id)
+
+    async def _register(self) -> None:
+        tasks = [t.deployment_entry() for t in self.engine.tasks.values()]
+        await self.engine.adb.run(
+            _queries.register_worker(
+                self.id,
+                self.version,
+                socket.gethostname(),
+                os.getpid(),
+                self.queues,
+                self.concurrency,
+                tasks,
+                self.lease_timeout,
+            )
+        )
+        assert self._loop is not None
+        self._renewed_at = self._loop.time()
+        log.info("worker %s started: version %s, %d tasks", self.id, self.version, len(tasks))
 
     async def _drain(self) -> None:
         """Let running attempts finish within the grace period. Then async attempts are
@@ -227,7 +248,7 @@ class Worker:
                 await self._fail(ctx, "FAILED", TaskRunCanceledError(_SHUTDOWN), retry_delay=0.0)
             elif ctx.stop_reason is None:
                 raise
-            # canceled: the run is already CANCELED in the database; nothing to report
+            # canceled or lease lost: the database already settled the run; nothing to report
         except TimeoutError as exc:
             if ctx.stop_reason == _TIMED_OUT:
                 await self._fail(ctx, "TIMED_OUT", exc, retry_delay=None)
@@ -238,7 +259,7 @@ class Worker:
         except Exception as exc:
             if ctx.stop_reason == _SHUTDOWN:
                 await self._fail(ctx, "FAILED", exc, retry_delay=0.0)
-            elif ctx.stop_reason != _CANCELED:
+            elif ctx.stop_reason not in _SETTLED:
                 await self._fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
         else:
             assert self._completions is not None
@@ -320,14 +341,18 @@ class Worker:
 
     # -- signals from the database ----------------------------------------------------------
 
-    def _stop_run(self, run_id: str) -> None:
+    def _stop_run(self, run_id: str, reason: str = _CANCELED) -> None:
         attempt_id = self._by_run.get(run_id)
         attempt = self._running.get(attempt_id) if attempt_id else None
         if attempt is None:
             return
-        attempt.ctx.request_stop(_CANCELED)
+        attempt.ctx.request_stop(reason)
         if attempt.task.is_async and attempt.future is not None:
             attempt.future.cancel()
+
+    def _stop_all(self, reason: str) -> None:
+        for attempt in list(self._running.values()):
+            self._stop_run(attempt.ctx.run_id, reason)
 
     async def _listen(self) -> None:
         """LISTEN for new work and cancels; reconnect on loss and catch up."""
@@ -351,20 +376,38 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _check_current(self) -> None:
-        """Heartbeat, and stop attempts the database no longer considers current."""
+        """Renew the lease, and stop attempts the database no longer considers current."""
+        assert self._loop is not None
         stale = await self.engine.adb.run(_queries.heartbeat(self.id, list(self._running)))
+        if stale is None:
+            # declared lost while we could not reach the database: our runs were crashed
+            log.error("worker %s was declared lost; stopping its runs, registering anew", self.id)
+            self._stop_all(_LEASE_LOST)
+            self.id = f"worker_{uuid.uuid4().hex}"
+            await self._register()
+            return
+        self._renewed_at = self._loop.time()
         for attempt_id in stale:
             attempt = self._running.get(attempt_id)
             if attempt is not None:
                 self._stop_run(attempt.ctx.run_id)
 
     async def _heartbeat(self) -> None:
+        assert self._loop is not None
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self._check_current()
             except psycopg.Error:
                 log.warning("heartbeat failed", exc_info=True)
+                if self._loop.time() - self._renewed_at > self.lease_timeout and self._running:
+                    # our lease has lapsed: maintenance will crash these runs; stop them
+                    log.error(
+                        "lease not renewed for %.0fs; stopping %d runs",
+                        self.lease_timeout,
+                        len(self._running),
+                    )
+                    self._stop_all(_LEASE_LOST)
 
     async def _tick(self) -> None:
         """Drive time-based transitions; the SQL side lets one caller work at a time."""

@@ -58,7 +58,9 @@ class RunningWorker:
             raise self.error
 
 
-def deploy(app: Any, version: str = "dev", tasks: list[Any] | None = None) -> str:
+def deploy(
+    app: Any, version: str = "dev", tasks: list[Any] | None = None, lease: float = 30.0
+) -> str:
     """Register a deployment of `tasks` (default: all of the app's) as a worker would,
     without running one. Returns the worker id used."""
     import uuid
@@ -67,7 +69,7 @@ def deploy(app: Any, version: str = "dev", tasks: list[Any] | None = None) -> st
 
     worker_id = f"worker_test_{uuid.uuid4().hex[:12]}"
     entries = [t.deployment_entry() for t in (tasks if tasks is not None else app.tasks.values())]
-    app.db.run(_queries.register_worker(worker_id, version, "test", 0, None, 1, entries))
+    app.db.run(_queries.register_worker(worker_id, version, "test", 0, None, 1, entries, lease))
     return worker_id
 
 

@@ -26,6 +26,7 @@ DECLARE
     v_queue      text;
     v_tags       text[];
     v_priority   integer;
+    v_ttl        double precision;
     v_parent     skiplock.runs;
     v_id         text;
     v_existing   skiplock.runs;
@@ -79,6 +80,8 @@ BEGIN
     v_deployed := FOUND;
 
     v_queue := coalesce(v_opts->>'queue', v_dep.queue, p_task);
+    -- TTL counts from enqueue: the trigger, or the end of the delay
+    v_ttl := coalesce((v_opts->>'ttl')::double precision, v_dep.ttl);
     IF length(v_queue) NOT BETWEEN 1 AND 256 THEN
         PERFORM skiplock.invalid('queue name must be 1 to 256 characters');
     END IF;
@@ -101,7 +104,7 @@ BEGIN
             idempotency_key, idempotency_key_expires_at, batch_id,
             parent_id, root_id, depth, queue, concurrency_key, priority,
             version, version_pinned, max_attempts, max_duration,
-            order_at, available_at, created_at, updated_at, delayed_until, ttl)
+            order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
         VALUES (
             skiplock.gen_id('run'), p_task, v_status, p_payload,
             coalesce(v_opts->'metadata', '{}'), v_tags,
@@ -114,7 +117,7 @@ BEGIN
             coalesce((v_opts->>'max_attempts')::integer, v_dep.max_attempts, 3),
             coalesce((v_opts->>'max_duration')::double precision, v_dep.max_duration),
             v_start - make_interval(secs => v_priority), v_start, v_now, v_now,
-            v_delay, coalesce((v_opts->>'ttl')::double precision, v_dep.ttl))
+            v_delay, v_ttl, v_start + make_interval(secs => v_ttl))
         ON CONFLICT (task_identifier, idempotency_key)
             WHERE idempotency_key IS NOT NULL AND NOT idempotency_key_released
               AND status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')

@@ -7,9 +7,10 @@
 -- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl"}].
 -- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
 -- Returns the deployment id.
+DROP FUNCTION IF EXISTS skiplock.register_worker(text, text, text, integer, text[], integer, jsonb);
 CREATE OR REPLACE FUNCTION skiplock.register_worker(
     p_worker_id text, p_version text, p_hostname text, p_pid integer,
-    p_queues text[], p_concurrency integer, p_tasks jsonb)
+    p_queues text[], p_concurrency integer, p_tasks jsonb, p_lease_seconds double precision DEFAULT 30)
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -20,9 +21,13 @@ BEGIN
     IF p_version IS NULL OR length(p_version) NOT BETWEEN 1 AND 128 THEN
         PERFORM skiplock.invalid('version must be 1 to 128 characters');
     END IF;
+    IF p_lease_seconds IS NULL OR p_lease_seconds <= 0 THEN
+        PERFORM skiplock.invalid('lease_seconds must be positive');
+    END IF;
     INSERT INTO skiplock.workers (id, version, hostname, pid, queues, tasks, concurrency,
-                                  started_at, last_heartbeat_at)
-    VALUES (p_worker_id, p_version, p_hostname, p_pid, p_queues, v_tasks, p_concurrency, v_now, v_now);
+                                  started_at, last_heartbeat_at, lease_seconds, lease_expires_at)
+    VALUES (p_worker_id, p_version, p_hostname, p_pid, p_queues, v_tasks, p_concurrency, v_now, v_now,
+            p_lease_seconds, v_now + make_interval(secs => p_lease_seconds));
 
     INSERT INTO skiplock.deployments (id, version, worker_id, tasks, created_at)
     VALUES (v_dep, p_version, p_worker_id, v_tasks, v_now);
@@ -50,16 +55,25 @@ BEGIN
 END;
 $$;
 
--- heartbeat: mark the worker alive and tell it which of the attempts it believes it is
--- running are no longer current (canceled, timed out elsewhere): it must stop those.
+-- heartbeat: renew the worker's lease and tell it which of the attempts it believes it is
+-- running are no longer current (canceled, crashed after a lapsed lease): it must stop
+-- those. Returns NULL when the worker is unknown or was declared lost (its lease lapsed
+-- and its runs were crashed): such a worker must stop everything and register anew.
 -- Locks: the worker row.
 CREATE OR REPLACE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
 BEGIN
-    UPDATE skiplock.workers SET last_heartbeat_at = skiplock.now() WHERE id = p_worker_id;
+    UPDATE skiplock.workers
+       SET last_heartbeat_at = v_now, lease_expires_at = v_now + make_interval(secs => lease_seconds)
+     WHERE id = p_worker_id AND lost_at IS NULL AND stopped_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
     RETURN ARRAY(
         SELECT i.id FROM unnest(p_attempt_ids) AS i(id)
         EXCEPT
@@ -131,6 +145,58 @@ BEGIN
         IF v_queue IS NOT NULL THEN
             PERFORM pg_notify('skiplock_wake', v_queue);  -- duplicates fold at commit
         END IF;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+-- crash_lost_workers: for up to p_batch workers whose lease lapsed (process killed, host
+-- gone, partitioned), crash their started runs (EXECUTING -> CRASHED, not retried) and
+-- requeue the runs they never started (DEQUEUED -> QUEUED, keeping their place), which
+-- frees their slots; the worker is marked lost, and its late writes are fenced off.
+-- Locks: the worker rows (SKIP LOCKED), then its runs, then their attempts.
+-- Returns the number of runs crashed or requeued.
+CREATE OR REPLACE FUNCTION skiplock.crash_lost_workers(p_batch integer DEFAULT 100)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_worker   skiplock.workers;
+    v_attempts text[];
+    v_count    integer := 0;
+    v_n        integer;
+BEGIN
+    FOR v_worker IN
+        SELECT * FROM skiplock.workers w
+         WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND w.lease_expires_at < v_now
+         ORDER BY w.lease_expires_at
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED
+    LOOP
+        UPDATE skiplock.workers SET lost_at = v_now WHERE id = v_worker.id;
+        UPDATE skiplock.runs
+           SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
+         WHERE worker_id = v_worker.id AND status = 'DEQUEUED';
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_count := v_count + v_n;
+        IF v_n > 0 THEN
+            PERFORM pg_notify('skiplock_wake', '');
+        END IF;
+        WITH crashed AS (
+            UPDATE skiplock.runs r
+               SET status = 'CRASHED', finished_at = v_now, updated_at = v_now, worker_id = NULL,
+                   error = jsonb_build_object(
+                       'type', 'WorkerLost',
+                       'message', format('worker %s stopped renewing its lease (last heartbeat %s)',
+                                         v_worker.id, v_worker.last_heartbeat_at))
+             WHERE r.worker_id = v_worker.id AND r.status = 'EXECUTING'
+            RETURNING r.current_attempt_id)
+        SELECT array_agg(c.current_attempt_id) INTO v_attempts FROM crashed c;
+        v_count := v_count + coalesce(cardinality(v_attempts), 0);
+        UPDATE skiplock.attempts a
+           SET status = 'CRASHED', finished_at = v_now,
+               error = jsonb_build_object('type', 'WorkerLost', 'message', 'worker lease lapsed')
+         WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
     END LOOP;
     RETURN v_count;
 END;

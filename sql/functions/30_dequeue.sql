@@ -33,6 +33,7 @@ BEGIN
     RETURN ARRAY(
         SELECT r.id FROM skiplock.runs r
          WHERE r.status = 'QUEUED' AND r.available_at <= v_now
+           AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
            AND (p_queues IS NULL OR r.queue = ANY (p_queues))
            AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
                 OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))

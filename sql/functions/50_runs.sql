@@ -110,7 +110,8 @@ BEGIN
     END IF;
     UPDATE skiplock.runs
        SET delayed_until = p_delay_until, available_at = p_delay_until,
-           order_at = p_delay_until - make_interval(secs => priority), updated_at = skiplock.now()
+           order_at = p_delay_until - make_interval(secs => priority),
+           expires_at = p_delay_until + make_interval(secs => ttl), updated_at = skiplock.now()
      WHERE id = p_run_id;
     RETURN p_delay_until;
 END;

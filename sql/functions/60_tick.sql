@@ -1,34 +1,53 @@
--- Maintenance: time-based transitions, in bounded batches.
+-- Maintenance: every time-based transition, in bounded batches.
 
--- tick: promote due DELAYED runs to QUEUED, and release PENDING_VERSION runs whose task
--- got deployed (at most p_batch of each per call).
+-- tick: expire runs whose TTL passed before they started; promote due DELAYED runs to
+-- QUEUED; release PENDING_VERSION runs whose task got deployed; crash the runs of
+-- workers whose lease lapsed. At most p_batch runs (workers) of each kind per call.
 -- Any number of callers may call it (workers, pg_cron): a transaction-scoped advisory
 -- lock lets one work while the others return at once.
--- Locks: advisory xact lock 'skiplock.tick'; the promoted runs (SKIP LOCKED).
--- Returns {"promoted": n, "released": n} or {"skipped": true}.
+-- Locks: advisory xact lock 'skiplock.tick'; the runs changed (SKIP LOCKED).
+-- Returns the counts, or {"skipped": true}.
 CREATE OR REPLACE FUNCTION skiplock.tick(p_batch integer DEFAULT 1000)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
+    v_ids      text[];
+    v_expired  integer;
     v_promoted integer;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.tick')) THEN
         RETURN jsonb_build_object('skipped', true);
     END IF;
-    WITH due AS (
+
+    -- first expiry, so that a run both due and expired never starts
+    v_ids := ARRAY(
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.expires_at <= v_now AND r.status IN ('PENDING_VERSION', 'DELAYED', 'QUEUED')
+         ORDER BY r.expires_at
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED);
+    UPDATE skiplock.runs r
+       SET status = 'EXPIRED', expired_at = v_now, finished_at = v_now, updated_at = v_now
+     WHERE r.id = ANY (v_ids);
+    GET DIAGNOSTICS v_expired = ROW_COUNT;
+
+    v_ids := ARRAY(
         SELECT r.id FROM skiplock.runs r
          WHERE r.status = 'DELAYED' AND r.delayed_until <= v_now
          ORDER BY r.delayed_until
          LIMIT p_batch
-         FOR UPDATE SKIP LOCKED)
-    UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now
-      FROM due WHERE r.id = due.id;
+         FOR UPDATE SKIP LOCKED);
+    UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now WHERE r.id = ANY (v_ids);
     GET DIAGNOSTICS v_promoted = ROW_COUNT;
     IF v_promoted > 0 THEN
         PERFORM pg_notify('skiplock_wake', '');
     END IF;
-    RETURN jsonb_build_object('promoted', v_promoted,
-                              'released', skiplock.release_pending_versions(NULL, p_batch));
+
+    RETURN jsonb_build_object(
+        'expired', v_expired,
+        'promoted', v_promoted,
+        'released', skiplock.release_pending_versions(NULL, p_batch),
+        'crashed', skiplock.crash_lost_workers(p_batch));
 END;
 $$;

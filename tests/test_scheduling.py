@@ -1,0 +1,199 @@
+"""Time-based transitions: TTL expiry and crash detection by worker lease."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from helpers import deploy, fetch, wait_for
+
+from engine import Engine, RunStatus, TaskContext, _queries
+
+TESTS = Path(__file__).resolve().parent
+
+
+def at(conn: psycopg.Connection[Any], when: datetime) -> None:
+    """Fake skiplock.now() for this session."""
+    conn.execute("SELECT set_config('skiplock.fake_now', %s, false)", (when.isoformat(),))
+
+
+def tick(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = conn.execute("SELECT skiplock.tick()").fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def define(app: Engine, task_id: str) -> Any:
+    """A task of its own per test: the module's tests share one database."""
+
+    @app.task(task_id)
+    def ttl_task(p: Any, ctx: TaskContext) -> None: ...
+
+    return ttl_task
+
+
+def test_ttl_expires_a_run_that_never_started(app: Engine, conn: psycopg.Connection[Any]) -> None:
+    task = define(app, "ttl-never-started")
+    deploy(app)
+    h = task.trigger(None, ttl="10m")
+    now = datetime.now(UTC)
+    at(conn, now + timedelta(minutes=9))
+    tick(conn)
+    assert app.runs.retrieve(h).status is RunStatus.QUEUED
+    at(conn, now + timedelta(minutes=11))
+    assert tick(conn)["expired"] >= 1
+    run = app.runs.retrieve(h)
+    assert run.status is RunStatus.EXPIRED and run.is_failed and run.attempt_count == 0
+    assert run.expired_at is not None and run.finished_at == run.expired_at
+
+
+def test_a_due_expiry_is_never_started_even_before_the_tick(
+    app: Engine, conn: psycopg.Connection[Any]
+) -> None:
+    task = define(app, "ttl-due")
+    worker = deploy(app)
+    h = task.trigger(None, ttl=60)
+    at(conn, datetime.now(UTC) + timedelta(minutes=5))
+    rows = conn.execute(
+        "SELECT run_id FROM skiplock.claim(%s, 'dev', '{ttl-due}', NULL, 100)", (worker,)
+    ).fetchall()
+    assert (h.id,) not in rows
+    assert app.runs.retrieve(h).status is RunStatus.QUEUED
+
+
+def test_a_started_run_never_expires(app: Engine, conn: psycopg.Connection[Any]) -> None:
+    task = define(app, "ttl-started")
+    worker = deploy(app, lease=86400)
+    h = task.trigger(None, ttl=60)
+    (row,) = app.db.run(_queries.claim(worker, "dev", ["ttl-started"], None, 1))
+    assert row["run_id"] == h.id
+    at(conn, datetime.now(UTC) + timedelta(hours=1))
+    tick(conn)
+    run = app.runs.retrieve(h)
+    assert run.status is RunStatus.EXECUTING and run.expired_at is None
+
+
+def test_ttl_of_a_delayed_run_counts_from_the_end_of_its_delay(
+    app: Engine, conn: psycopg.Connection[Any]
+) -> None:
+    task = define(app, "ttl-delayed")
+    deploy(app)
+    h = task.trigger(None, delay="1h", ttl="10m")
+    now = datetime.now(UTC)
+    at(conn, now + timedelta(minutes=30))
+    tick(conn)
+    assert app.runs.retrieve(h).status is RunStatus.DELAYED
+    at(conn, now + timedelta(minutes=65))
+    tick(conn)
+    assert app.runs.retrieve(h).status is RunStatus.QUEUED
+    at(conn, now + timedelta(minutes=71))
+    tick(conn)
+    assert app.runs.retrieve(h).status is RunStatus.EXPIRED
+
+
+def test_reschedule_moves_the_expiry_along(app: Engine, conn: psycopg.Connection[Any]) -> None:
+    task = define(app, "ttl-rescheduled")
+    deploy(app)
+    h = task.trigger(None, delay="1h", ttl="10m")
+    app.runs.reschedule(h, delay="3h")
+    at(conn, datetime.now(UTC) + timedelta(hours=2))
+    tick(conn)
+    assert app.runs.retrieve(h).status is RunStatus.DELAYED
+
+
+def test_pending_version_run_expires_in_real_time(app: Engine, start_worker: Any) -> None:
+    define(app, "ttl-real-time")
+    start_worker()
+    h = app.trigger("never-deployed", {}, ttl=0.5)
+    run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r, timeout=10)
+    assert run.status is RunStatus.EXPIRED
+
+
+def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
+    app: Engine, conn: psycopg.Connection[Any]
+) -> None:
+    @app.task("leased")
+    def leased(p: Any, ctx: TaskContext) -> None: ...
+
+    worker = f"worker_lease_{os.getpid()}"
+    entry = leased.deployment_entry()
+    app.db.run(_queries.register_worker(worker, "dev", "h", 1, None, 5, [entry], 30.0))
+    started_run, never_started, bystander = (leased.trigger(i) for i in range(3))
+    (claimed,) = app.db.run(_queries.claim(worker, "dev", ["leased"], None, 1))
+    assert claimed["run_id"] == started_run.id
+    (dequeued,) = app.db.run(_queries.dequeue(worker, "dev", ["leased"], None, 1))
+    assert dequeued["run_id"] == never_started.id
+    now = datetime.now(UTC)
+    at(conn, now + timedelta(seconds=20))
+    assert tick(conn)["crashed"] == 0  # lease still current
+    at(conn, now + timedelta(seconds=31))
+    assert tick(conn)["crashed"] == 2
+    crashed = app.runs.retrieve(started_run)
+    assert crashed.status is RunStatus.CRASHED and crashed.error["type"] == "WorkerLost"
+    assert crashed.attempts[0].status == "CRASHED"
+    requeued = app.runs.retrieve(never_started)
+    assert requeued.status is RunStatus.QUEUED and requeued.attempt_count == 0
+    assert app.runs.retrieve(bystander).status is RunStatus.QUEUED
+    # the lost worker's late writes are fenced, and it is told it was lost
+    late = f'[{{"attempt_id": "{claimed["attempt_id"]}", "output": 1}}]'
+    assert app.db.run(_queries.complete_attempts(late)) == []
+    assert app.db.run(_queries.heartbeat(worker, [claimed["attempt_id"]])) is None
+    assert fetch(
+        app.dsn, "SELECT lost_at IS NOT NULL FROM skiplock.workers WHERE id = %s", worker
+    ) == [(True,)]
+
+
+def test_sigkill_of_a_worker_is_seen_within_the_lease(
+    app: Engine, dsn: str, start_worker: Any
+) -> None:
+    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "skiplock"),
+            "worker",
+            "cli_app:app",
+            "--concurrency",
+            "1",
+            "--version",
+            "kill-me",
+            "--queues",
+            "slow",
+            "--heartbeat-interval",
+            "0.3",
+            "--lease-timeout",
+            "2",
+        ],
+        cwd=TESTS,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'kill-me'"))
+        victim = app.trigger("cli-slow", 30, version="kill-me")
+        wait_for(lambda: app.runs.retrieve(victim).status is RunStatus.EXECUTING)
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        # a healthy worker elsewhere keeps ticking; nothing else is disturbed
+        @app.task("healthy")
+        def healthy(p: Any, ctx: TaskContext) -> str:
+            return "fine"
+
+        start_worker(version="healthy")
+        ok = healthy.trigger(None)
+        run = wait_for(lambda: (r := app.runs.retrieve(victim)).is_completed and r, timeout=15)
+        assert run.status is RunStatus.CRASHED
+        assert time.monotonic() - killed_at < 2 + 5  # lease + a few ticks
+        assert wait_for(lambda: app.runs.retrieve(ok).status is RunStatus.COMPLETED)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
