@@ -4,6 +4,7 @@ from .app import Engine
 from .context import TaskContext
 from .errors import AbortTaskRunError
 from .models import Attempt, BatchHandle, Queue, Retry, Run, RunHandle, RunStatus
+from .queues import QueueInfo
 from .runs import Page
 from .tasks import BatchItem, Task
 from .worker import Worker
@@ -16,6 +17,7 @@ __all__ = [
     "Engine",
     "Page",
     "Queue",
+    "QueueInfo",
     "Retry",
     "Run",
     "RunHandle",

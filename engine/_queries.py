@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
 from ._db import Query, Rows
-from .errors import RunNotFoundError
+from .errors import RunNotFoundError, UnknownQueueError
 from .models import BatchHandle, RunHandle, RunStatus
 
 
@@ -185,3 +185,31 @@ def stop_worker(worker_id: str) -> Query[int]:
 
 def tick() -> Query[dict[str, Any]]:
     return Query("SELECT skiplock.tick()", (), _scalar)
+
+
+# -- queues -------------------------------------------------------------------------
+
+_QUEUE_CALLS: dict[str, LiteralString] = {
+    "pause_queue": "SELECT skiplock.pause_queue(%s)",
+    "resume_queue": "SELECT skiplock.resume_queue(%s)",
+    "set_queue_limit": "SELECT skiplock.set_queue_limit(%s, %s)",
+}
+
+
+def queue_call(function: str, *args: Any) -> Query[Any]:
+    return Query(_QUEUE_CALLS[function], args, _scalar)
+
+
+def queue_stats() -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.queue_stats ORDER BY name", (), lambda rows: [dict(r) for r in rows]
+    )
+
+
+def queue_stat(name: str) -> Query[dict[str, Any]]:
+    def parse(rows: Rows) -> dict[str, Any]:
+        if not rows:
+            raise UnknownQueueError(f"queue {name!r} does not exist")
+        return dict(rows[0])
+
+    return Query("SELECT * FROM skiplock.queue_stats WHERE name = %s", (name,), parse)

@@ -16,6 +16,7 @@ from ._db import AsyncDatabase, Database, Query
 from ._durations import Duration
 from .errors import InvalidArgumentError
 from .models import Queue, Retry, RunHandle
+from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 
@@ -38,6 +39,7 @@ class Engine:
         self._adb: AsyncDatabase | None = None
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self)
+        self.queues = Queues(self)
 
     # -- connection ----------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class RunNotFoundError(SkiplockError, LookupError):
     """No run with this id exists."""
 
 
+class UnknownQueueError(SkiplockError, LookupError):
+    """No queue by this name exists: no task declares it and no run names it."""
+
+
 class RunNotDelayedError(SkiplockError):
     """The run is not DELAYED, so it cannot be rescheduled."""
 
@@ -61,4 +65,5 @@ SQLSTATE_ERRORS: dict[str, type[SkiplockError]] = {
     "SL003": UnknownTaskError,
     "SL004": InvalidArgumentError,
     "SL005": BatchTooLargeError,
+    "SL006": UnknownQueueError,
 }

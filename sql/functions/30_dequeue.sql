@@ -1,16 +1,22 @@
 -- Dequeue and attempt start: how a worker takes work.
 
 -- lock_ready: lock up to p_limit ready runs for a worker of version p_version and return
--- their ids in queue order. A worker takes runs locked to its version, and unlocked runs
--- of the tasks for which its version is the latest deployment. p_queues NULL: all queues.
--- Locks: runs rows FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each other.
--- Plan: the candidates must come from runs_ready_idx read in (order_at, id) order, so a
---   call costs O(p_limit) whatever the backlog. With statistics taken while the queue was
---   empty (the usual steady state) the planner preferred runs_status_idx plus a sort of
---   the whole backlog: 15 ms per call at 20k queued, 53 ms at 95k, against 2.3 ms
---   (bench/drain.py). enable_sort = off leaves the ordered index scan as the only plan.
+-- their ids. A worker takes runs locked to its version, and unlocked runs of the tasks for
+-- which its version is the latest deployment. p_queues NULL: all queues.
+-- Admission: the units (queue, concurrency key) with ready runs are visited oldest head
+-- first, paused queues skipped. An unlimited unit gives runs in queue order. A limited
+-- unit is admitted under a transaction-scoped advisory lock on the unit (a unit another
+-- worker is admitting is skipped, never waited for): its slot holders (DEQUEUED and
+-- EXECUTING runs) are counted and at most limit - holders runs are taken, so the limit
+-- holds across any number of workers; the lock is held until the claim commits.
+-- Locks: advisory xact locks of limited units; runs rows FOR UPDATE SKIP LOCKED.
+-- Plan: every read is an index scan of runs_ready_idx or runs_slots_idx, so a call costs
+--   O(units + p_limit) whatever the backlog. With statistics taken while the queue was
+--   empty (the usual steady state) the planner once sorted the whole backlog instead:
+--   15 ms per call at 20k queued, 53 ms at 95k, against 2.3 ms (bench/drain.py), hence
+--   enable_sort/enable_seqscan off.
 -- Every hot-path function below pins its plans the same way: each touches O(batch) rows
--- through primary keys, and the statistics of a queue table are stale by nature (taken
+-- through indexes, and the statistics of a queue table are stale by nature (taken
 -- empty, read full), so sequential scans, hash and merge joins are switched off for them.
 -- Seen without it on PostgreSQL 15: complete_attempts nested a sequential scan of
 -- attempts per row, 0.5 to 4 s per call of 200.
@@ -21,8 +27,12 @@ LANGUAGE plpgsql
 SET enable_sort = off SET enable_seqscan = off
 AS $$
 DECLARE
-    v_now    timestamptz := skiplock.now();
-    v_latest text[];
+    v_now     timestamptz := skiplock.now();
+    v_latest  text[];
+    v_ids     text[] := '{}';
+    v_unit    record;
+    v_take    integer;
+    v_holders integer;
 BEGIN
     -- tasks whose newest deployment is this worker's version
     v_latest := ARRAY(
@@ -30,16 +40,47 @@ BEGIN
          WHERE (SELECT d.version FROM skiplock.deployment_tasks d
                  WHERE d.task_identifier = t
                  ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) = p_version);
-    RETURN ARRAY(
-        SELECT r.id FROM skiplock.runs r
-         WHERE r.status = 'QUEUED' AND r.available_at <= v_now
-           AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
-           AND (p_queues IS NULL OR r.queue = ANY (p_queues))
-           AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
-                OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
-         ORDER BY r.order_at, r.id
-         LIMIT p_limit
-         FOR UPDATE SKIP LOCKED);
+    FOR v_unit IN
+        WITH RECURSIVE units AS (  -- skip scan: the head run of each unit
+            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+               FROM skiplock.runs r WHERE r.status = 'QUEUED'
+              ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id LIMIT 1)
+            UNION ALL
+            SELECT n.queue, n.ckey, n.order_at FROM units u CROSS JOIN LATERAL (
+                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+                  FROM skiplock.runs r
+                 WHERE r.status = 'QUEUED'
+                   AND (r.queue, coalesce(r.concurrency_key, '')) > (u.queue, u.ckey)
+                 ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id
+                 LIMIT 1) n)
+        SELECT u.queue, u.ckey, q.concurrency_limit
+          FROM units u LEFT JOIN skiplock.queues q ON q.name = u.queue
+         WHERE NOT coalesce(q.paused, false) AND (p_queues IS NULL OR u.queue = ANY (p_queues))
+         ORDER BY u.order_at
+    LOOP
+        v_take := p_limit - cardinality(v_ids);
+        EXIT WHEN v_take <= 0;
+        IF v_unit.concurrency_limit IS NOT NULL THEN
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(
+                hashtext('skiplock.unit'), hashtext(v_unit.queue || chr(31) || v_unit.ckey));
+            SELECT count(*) INTO v_holders FROM skiplock.runs r
+             WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND r.status IN ('DEQUEUED', 'EXECUTING');
+            v_take := least(v_take, v_unit.concurrency_limit - v_holders);
+            CONTINUE WHEN v_take <= 0;
+        END IF;
+        v_ids := v_ids || ARRAY(
+            SELECT r.id FROM skiplock.runs r
+             WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND r.status = 'QUEUED' AND r.available_at <= v_now
+               AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+               AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                    OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
+             ORDER BY r.order_at, r.id
+             LIMIT v_take
+             FOR UPDATE SKIP LOCKED);
+    END LOOP;
+    RETURN v_ids;
 END;
 $$;
 
