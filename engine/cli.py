@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .app import Engine
-from .errors import SkiplockError
+from .errors import InvalidArgumentError, SkiplockError
 from .models import Run
 
 
@@ -140,6 +140,41 @@ def cmd_runs(args: argparse.Namespace) -> None:
         _print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
 
 
+def cmd_queues(args: argparse.Namespace) -> None:
+    app = _engine(args)
+    if args.action == "pause":
+        app.queues.pause(args.name)
+    elif args.action == "resume":
+        app.queues.resume(args.name)
+    elif args.action == "limit":
+        app.queues.set_limit(args.name, None if args.limit == "none" else _int(args.limit))
+    queues = (
+        app.queues.list() if args.action in (None, "list") else [app.queues.retrieve(args.name)]
+    )
+    if args.json:
+        print(json.dumps([q.model_dump(mode="json") for q in queues], indent=2))
+        return
+    rows = [
+        [
+            q.name,
+            str(q.queued),
+            str(q.running),
+            "-" if q.concurrency_limit is None else str(q.concurrency_limit),
+            "yes" if q.paused else "no",
+            "-" if q.oldest_queued_age is None else f"{q.oldest_queued_age.total_seconds():.1f}s",
+        ]
+        for q in queues
+    ]
+    print(_table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgumentError(f"expected a number or 'none', got {text!r}") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import main as demo_main
 
@@ -190,6 +225,17 @@ def parser() -> argparse.ArgumentParser:
     for sp in (ls, *(rs.choices[n] for n in ("show", "cancel", "replay", "reschedule"))):
         sp.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(fn=cmd_runs)
+
+    q = sub.add_parser("queues", help="inspect queues; pause, resume, change limits")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    qs = q.add_subparsers(dest="action")
+    qs.add_parser("list")
+    for name in ("pause", "resume", "limit"):
+        sp = qs.add_parser(name)
+        sp.add_argument("name")
+        if name == "limit":
+            sp.add_argument("limit", help="a number, or 'none' for unlimited")
+    q.set_defaults(fn=cmd_queues)
 
     sub.add_parser("demo", help="a worker and a few runs on the embedded PostgreSQL").set_defaults(
         fn=cmd_demo

@@ -19,3 +19,17 @@ def echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 def slow(seconds: float, ctx: TaskContext) -> str:
     time.sleep(seconds)
     return "slept"
+
+
+@app.task("limited-sleep", queue=Queue("limited", concurrency_limit=2))
+def limited_sleep(seconds: float, ctx: TaskContext) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+@app.task("keyed-sleep", queue=Queue("keyed", concurrency_limit=1))
+async def keyed_sleep(seconds: float, ctx: TaskContext) -> str:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return "done"

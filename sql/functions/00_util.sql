@@ -8,6 +8,16 @@ LANGUAGE sql STABLE AS $$
                     pg_catalog.now())
 $$;
 
+-- clock: the time now, not at the start of the transaction: for timestamps that must
+-- follow a decision made earlier in the same transaction (an attempt starts after its
+-- admission counted the slot holders, so the attempts of a queue never seem to overlap
+-- beyond its limit). Honours the fake clock like now().
+CREATE OR REPLACE FUNCTION skiplock.clock() RETURNS timestamptz
+LANGUAGE sql VOLATILE AS $$
+    SELECT coalesce(nullif(current_setting('skiplock.fake_now', true), '')::timestamptz,
+                    clock_timestamp())
+$$;
+
 -- gen_id: '<prefix>_' || 12 hex digits of milliseconds || 4 hex digits of a cycling
 -- counter || 16 random hex digits. Ids sort by creation time (to the millisecond, then by
 -- the counter, so one session's ids keep their order), which cursor pagination relies on.

@@ -149,8 +149,8 @@ LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_now timestamptz := skiplock.now();
     v_ids text[] := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+    v_now timestamptz := skiplock.clock();  -- after admission: see skiplock.clock
 BEGIN
     IF cardinality(v_ids) = 0 THEN
         RETURN;
