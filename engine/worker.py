@@ -263,7 +263,8 @@ class Worker:
                 await self._fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
         else:
             assert self._completions is not None
-            self._completions.put_nowait((ctx.attempt_id, output))
+            if ctx.stop_reason not in _SETTLED:  # else the database settles the run
+                self._completions.put_nowait((ctx.attempt_id, output))
         finally:
             self._running.pop(ctx.attempt_id, None)
             if self._by_run.get(ctx.run_id) == ctx.attempt_id:

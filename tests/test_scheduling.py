@@ -197,3 +197,61 @@ def test_sigkill_of_a_worker_is_seen_within_the_lease(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_worker_that_cannot_renew_its_lease_stops_its_runs(
+    app: Engine, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    import threading
+
+    started, stopped = threading.Event(), threading.Event()
+    reasons: list[str | None] = []
+
+    @app.task("fenced-by-lease")
+    def long(p: Any, ctx: TaskContext) -> None:
+        started.set()
+        deadline = time.monotonic() + 20
+        while not ctx.is_canceled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reasons.append(ctx.stop_reason)
+        stopped.set()
+
+    start_worker(heartbeat_interval=0.2, lease_timeout=1.0)
+    h = long.trigger(None)
+    assert started.wait(10)
+    # the database stops answering heartbeats (a real fault, not a mock)
+    conn.execute("ALTER FUNCTION skiplock.heartbeat(text, text[]) RENAME TO heartbeat_off")
+    try:
+        assert stopped.wait(10)
+    finally:
+        conn.execute("ALTER FUNCTION skiplock.heartbeat_off(text, text[]) RENAME TO heartbeat")
+    assert reasons == ["worker lease lost"]
+    run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r)
+    assert run.status is RunStatus.CRASHED  # the lease lapsed in the database too
+
+
+def test_a_retried_run_keeps_its_place_ahead_of_later_runs(app: Engine, start_worker: Any) -> None:
+    from engine import Queue, Retry
+
+    order: list[str] = []
+
+    @app.task(
+        "keeps-place",
+        queue=Queue("keeps-place", concurrency_limit=1),
+        retry=Retry(max_attempts=2, min_timeout=0.1, randomize=False),
+    )
+    def keeps_place(p: str, ctx: TaskContext) -> None:
+        order.append(f"{p}{ctx.attempt}")
+        if p == "a" and ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        if p == "b":
+            time.sleep(0.4)  # longer than a's backoff
+
+    deploy(app)
+    app.queues.pause("keeps-place")
+    for name in ("a", "b", "c"):
+        keeps_place.trigger(name)
+    start_worker()
+    app.queues.resume("keeps-place")
+    wait_for(lambda: len(order) == 4)
+    assert order == ["a1", "b1", "a2", "c1"]
