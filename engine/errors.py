@@ -39,6 +39,14 @@ class UnknownQueueError(SkiplockError, LookupError):
     """No queue by this name exists: no task declares it and no run names it."""
 
 
+class TokenNotFoundError(SkiplockError, LookupError):
+    """No wait token with this id exists."""
+
+
+class NonDeterminismError(SkiplockError):
+    """A replayed run asked for a different durable call than it recorded at this position."""
+
+
 class RunNotDelayedError(SkiplockError):
     """The run is not DELAYED, so it cannot be rescheduled."""
 
@@ -66,4 +74,5 @@ SQLSTATE_ERRORS: dict[str, type[SkiplockError]] = {
     "SL004": InvalidArgumentError,
     "SL005": BatchTooLargeError,
     "SL006": UnknownQueueError,
+    "SL007": TokenNotFoundError,
 }

@@ -6,7 +6,7 @@
 --   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
 --   max_attempts, max_duration (s), version, batch_id, parent_id.
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
---   for each other, so exactly one run is made); the parent row FOR SHARE if any.
+--   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
 --   DELAYED when the delay is in the future, QUEUED otherwise.
 -- Returns (run_id, run_status, is_cached). Raises SL004 on bad options.
@@ -91,7 +91,8 @@ BEGIN
                      ELSE 'QUEUED' END;
 
     IF v_opts ? 'parent_id' THEN
-        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_opts->>'parent_id' FOR SHARE;
+        -- KEY SHARE: keeps the parent from being deleted, and conflicts with no status change
+        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_opts->>'parent_id' FOR KEY SHARE;
         IF NOT FOUND THEN
             RAISE EXCEPTION USING ERRCODE = 'SL001',
                 MESSAGE = format('parent run %s does not exist', v_opts->>'parent_id');

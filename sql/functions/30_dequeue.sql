@@ -122,16 +122,20 @@ BEGIN
     RETURN QUERY
     WITH started AS (
         UPDATE skiplock.runs r
-           SET status = 'EXECUTING', attempt_count = r.attempt_count + 1,
-               current_attempt_id = skiplock.gen_id('attempt'),
+           SET status = 'EXECUTING', suspended = false,
+               -- a run resuming from a wait continues its suspended attempt
+               attempt_count = r.attempt_count + (NOT r.suspended)::integer,
+               current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
+                                         ELSE skiplock.gen_id('attempt') END,
                started_at = coalesce(r.started_at, v_now), updated_at = v_now
          WHERE r.id = ANY (p_run_ids) AND r.status = 'DEQUEUED' AND r.worker_id = p_worker_id
         RETURNING r.id, r.current_attempt_id, r.attempt_count),
     inserted AS (
-        INSERT INTO skiplock.attempts (id, run_id, number, status, worker_id, started_at)
+        INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
-        RETURNING attempts.run_id, attempts.id, attempts.number)
+        ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id
+        RETURNING a.run_id, a.id, a.number)
     SELECT i.run_id, i.id, i.number FROM inserted i;
 END;
 $$;
@@ -141,10 +145,11 @@ $$;
 -- One commit and one row version per run instead of two of each: the worker's hot path.
 -- Locks: as lock_ready. Returns each started attempt with its run's task, payload and
 -- max_duration, in queue order.
+DROP FUNCTION IF EXISTS skiplock.claim(text, text, text[], text[], integer);
 CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
-RETURNS TABLE (run_id text, task_identifier text, payload jsonb, max_duration double precision,
-               attempt_id text, attempt_number integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
+               max_duration double precision, attempt_id text, attempt_number integer)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
@@ -159,17 +164,21 @@ BEGIN
     WITH started AS (
         UPDATE skiplock.runs r
            SET status = 'EXECUTING', version = p_version, worker_id = p_worker_id,
-               attempt_count = r.attempt_count + 1,
-               current_attempt_id = skiplock.gen_id('attempt'),
+               suspended = false,
+               -- a run resuming from a wait continues its suspended attempt
+               attempt_count = r.attempt_count + (NOT r.suspended)::integer,
+               current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
+                                         ELSE skiplock.gen_id('attempt') END,
                started_at = coalesce(r.started_at, v_now), updated_at = v_now
          WHERE r.id = ANY (v_ids)
-        RETURNING r.id, r.task_identifier, r.payload, r.max_duration, r.current_attempt_id,
-                  r.attempt_count, r.order_at),
+        RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
+                  r.current_attempt_id, r.attempt_count, r.order_at),
     inserted AS (
-        INSERT INTO skiplock.attempts (id, run_id, number, status, worker_id, started_at)
+        INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
-          FROM started s)
-    SELECT s.id, s.task_identifier, s.payload, s.max_duration, s.current_attempt_id,
+          FROM started s
+        ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
+    SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
            s.attempt_count
       FROM started s
      ORDER BY s.order_at, s.id;

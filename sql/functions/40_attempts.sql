@@ -42,7 +42,8 @@ BEGIN
 END;
 $$;
 
--- fail_attempt: record a failed attempt. p_status is FAILED or TIMED_OUT.
+-- fail_attempt: record a failed attempt. p_status is FAILED, TIMED_OUT or SYSTEM_FAILURE
+-- (an engine-detected error such as a replay that is not deterministic; never retried).
 -- With p_retry_delay (seconds) and attempts left, a FAILED attempt sends the run back to
 -- QUEUED, dequeueable after the delay and keeping its place in line; otherwise the run
 -- ends in p_status (a final failure releases its idempotency key).
@@ -60,7 +61,7 @@ DECLARE
     v_run    skiplock.runs;
     v_status skiplock.run_status;
 BEGIN
-    IF p_status NOT IN ('FAILED', 'TIMED_OUT') THEN
+    IF p_status NOT IN ('FAILED', 'TIMED_OUT', 'SYSTEM_FAILURE') THEN
         PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
     END IF;
     SELECT r.* INTO v_run FROM skiplock.runs r
@@ -75,7 +76,8 @@ BEGIN
                      THEN 'QUEUED' ELSE p_status END;
 
     UPDATE skiplock.attempts
-       SET status = p_status::text::skiplock.attempt_status, error = p_error, finished_at = v_now
+       SET status = (CASE WHEN p_status = 'TIMED_OUT' THEN 'TIMED_OUT' ELSE 'FAILED' END)::skiplock.attempt_status,
+           error = p_error, finished_at = v_now
      WHERE id = p_attempt_id;
 
     UPDATE skiplock.runs r

@@ -59,11 +59,12 @@ BEGIN
         SELECT r.id FROM tree t JOIN skiplock.runs r ON r.id = t.id
          WHERE NOT skiplock.is_final(r.status)
          ORDER BY t.level, r.id
-         FOR UPDATE OF r
+         FOR NO KEY UPDATE OF r
     LOOP
         UPDATE skiplock.attempts a SET status = 'CANCELED', finished_at = v_now
           FROM skiplock.runs r
-         WHERE r.id = v_id AND a.id = r.current_attempt_id AND a.status = 'EXECUTING';
+         WHERE r.id = v_id AND a.id = r.current_attempt_id
+           AND a.status IN ('EXECUTING', 'SUSPENDED');
         UPDATE skiplock.runs r
            SET status = 'CANCELED', finished_at = v_now, updated_at = v_now, worker_id = NULL
          WHERE r.id = v_id AND NOT skiplock.is_final(r.status);

@@ -1,6 +1,7 @@
 -- Maintenance: every time-based transition, in bounded batches.
 
--- tick: expire runs whose TTL passed before they started; promote due DELAYED runs to
+-- tick: complete due DATETIME waitpoints and time out tokens (resuming their runs);
+-- expire runs whose TTL passed before they started; promote due DELAYED runs to
 -- QUEUED; release PENDING_VERSION runs whose task got deployed; crash the runs of
 -- workers whose lease lapsed. At most p_batch runs (workers) of each kind per call.
 -- Any number of callers may call it (workers, pg_cron): a transaction-scoped advisory
@@ -15,6 +16,8 @@ DECLARE
     v_ids      text[];
     v_expired  integer;
     v_promoted integer;
+    v_wp       text;
+    v_waits    integer := 0;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.tick')) THEN
         RETURN jsonb_build_object('skipped', true);
@@ -44,7 +47,26 @@ BEGIN
         PERFORM pg_notify('skiplock_wake', '');
     END IF;
 
+    -- waits whose time has come, and tokens whose timeout passed (an error result)
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'DATETIME' AND w.completes_at <= v_now
+         ORDER BY w.completes_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_waits := v_waits + skiplock.complete_waitpoint(v_wp, 'null', false)::integer;
+    END LOOP;
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at <= v_now
+         ORDER BY w.timeout_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_waits := v_waits + skiplock.complete_waitpoint(
+            v_wp, jsonb_build_object('type', 'WaitpointTimeout',
+                                     'message', format('token %s timed out', v_wp)), true)::integer;
+    END LOOP;
+
     RETURN jsonb_build_object(
+        'waitpoints', v_waits,
         'expired', v_expired,
         'promoted', v_promoted,
         'released', skiplock.release_pending_versions(NULL, p_batch),

@@ -1,0 +1,332 @@
+-- Waitpoints: blocking runs, completing waitpoints, resuming runs, the durable call log.
+--
+-- Lock order, the same for every caller (so no two can deadlock):
+--   1. the run being finished (completion, failure, cancel: its own functions);
+--   2. waitpoint rows: UPDATE to complete one; FOR SHARE, in id order, to block on one;
+--   3. the run being resumed or blocked, FOR NO KEY UPDATE.
+-- A child's trigger takes its parent FOR KEY SHARE, which conflicts with none of these.
+-- Blocking takes the waitpoints FOR SHARE before inserting its edges: a completion either
+-- committed before (the pending count sees it, and the run does not suspend) or waits for
+-- the blocker's commit and then sees its edge (and resumes the run). No lost wake-up.
+
+-- resume_if_ready: a WAITING run none of whose waitpoints is pending goes back to QUEUED,
+-- keeping its order_at (ahead of runs queued after it first was). Returns true if resumed.
+CREATE OR REPLACE FUNCTION skiplock.resume_if_ready(p_run_id text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id FOR NO KEY UPDATE;
+    IF NOT FOUND OR v_run.status <> 'WAITING' THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e
+                 JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
+                WHERE e.run_id = p_run_id AND w.status = 'PENDING') THEN
+        RETURN false;
+    END IF;
+    UPDATE skiplock.runs SET status = 'QUEUED', available_at = skiplock.now(),
+                             updated_at = skiplock.now()
+     WHERE id = p_run_id;
+    PERFORM pg_notify('skiplock_wake', v_run.queue);
+    RETURN true;
+END;
+$$;
+
+-- complete_waitpoint: complete a pending waitpoint once (a second completion keeps the
+-- first output and returns false), then resume every run it was the last pending
+-- waitpoint of. Locks: the waitpoint, then the blocked runs.
+CREATE OR REPLACE FUNCTION skiplock.complete_waitpoint(
+    p_id text, p_output jsonb, p_is_error boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run text;
+BEGIN
+    UPDATE skiplock.waitpoints
+       SET status = 'COMPLETED', output = p_output, is_error = coalesce(p_is_error, false),
+           completed_at = skiplock.now()
+     WHERE id = p_id AND status = 'PENDING';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    FOR v_run IN SELECT e.run_id FROM skiplock.run_waitpoints e
+                  WHERE e.waitpoint_id = p_id ORDER BY e.run_id LOOP
+        PERFORM skiplock.resume_if_ready(v_run);
+    END LOOP;
+    RETURN true;
+END;
+$$;
+
+-- complete_token: the public way to complete a TOKEN waitpoint. SL007 when there is no
+-- such token. Returns true if this call completed it (false: it was already complete,
+-- and keeps its first output).
+CREATE OR REPLACE FUNCTION skiplock.complete_token(p_token_id text, p_output jsonb DEFAULT 'null')
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints WHERE id = p_token_id AND type = 'TOKEN') THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL007', MESSAGE = format('token %s does not exist', p_token_id);
+    END IF;
+    RETURN skiplock.complete_waitpoint(p_token_id, coalesce(p_output, 'null'), false);
+END;
+$$;
+
+-- create_token: a TOKEN waitpoint. Options: timeout (s), idempotency_key,
+-- idempotency_key_ttl (s), tags. With a live key, the existing token is returned.
+-- Returns (waitpoint_id, is_cached).
+CREATE OR REPLACE FUNCTION skiplock.create_token(p_options jsonb DEFAULT '{}')
+RETURNS TABLE (waitpoint_id text, is_cached boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_opts jsonb := coalesce(p_options, '{}');
+    v_key  text := v_opts->>'idempotency_key';
+    v_id   text;
+BEGIN
+    IF (v_opts->>'timeout')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('token timeout must be positive');
+    END IF;
+    IF v_key IS NOT NULL THEN
+        -- an expired key is released (renamed) so that a new token can take it
+        UPDATE skiplock.waitpoints w SET idempotency_key = NULL
+         WHERE w.type = 'TOKEN' AND w.idempotency_key = v_key
+           AND w.idempotency_key_expires_at <= v_now;
+    END IF;
+    INSERT INTO skiplock.waitpoints AS w (id, type, timeout_at, idempotency_key,
+                                          idempotency_key_expires_at, tags, created_at)
+    VALUES (skiplock.gen_id('waitpoint'), 'TOKEN',
+            v_now + make_interval(secs => (v_opts->>'timeout')::double precision), v_key,
+            v_now + make_interval(secs => (v_opts->>'idempotency_key_ttl')::double precision),
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(v_opts->'tags')), '{}'), v_now)
+    ON CONFLICT (idempotency_key) WHERE type = 'TOKEN' AND idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING w.id INTO v_id;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT v_id, false;
+    ELSE
+        RETURN QUERY SELECT w.id, true FROM skiplock.waitpoints w
+                      WHERE w.type = 'TOKEN' AND w.idempotency_key = v_key;
+    END IF;
+END;
+$$;
+
+-- current_run: the run of attempt p_attempt_id, locked, if that attempt is current and
+-- EXECUTING (the fence of every write a running task makes); NULL otherwise.
+CREATE OR REPLACE FUNCTION skiplock.current_run(p_attempt_id text) RETURNS skiplock.runs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR NO KEY UPDATE;
+    RETURN v_run;
+END;
+$$;
+
+-- block_run: record durable call p_position of the attempt's run and make the run wait on
+-- p_waitpoint_ids. Returns 'CONTINUE' when none is pending (the call returns at once),
+-- 'WAITING' when the run was suspended (WAITING, slot and worker freed, attempt
+-- SUSPENDED, all in this transaction), 'FENCED' when the attempt is no longer current.
+CREATE OR REPLACE FUNCTION skiplock.block_run(
+    p_attempt_id text, p_position integer, p_kind text, p_name text,
+    p_waitpoint_ids text[], p_output jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs;
+BEGIN
+    PERFORM 1 FROM skiplock.waitpoints w WHERE w.id = ANY (p_waitpoint_ids)
+     ORDER BY w.id FOR SHARE;
+    v_run := skiplock.current_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
+        RETURN 'FENCED';
+    END IF;
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, waitpoint_id, created_at)
+    VALUES (v_run.id, p_position, p_kind, p_name, p_output, p_waitpoint_ids[1], v_now)
+    ON CONFLICT (run_id, position) DO NOTHING;
+    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at)
+    SELECT v_run.id, w, v_now FROM unnest(p_waitpoint_ids) w
+    ON CONFLICT DO NOTHING;
+    IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints w
+                    WHERE w.id = ANY (p_waitpoint_ids) AND w.status = 'PENDING') THEN
+        RETURN 'CONTINUE';
+    END IF;
+    UPDATE skiplock.runs
+       SET status = 'WAITING', suspended = true, worker_id = NULL, updated_at = v_now
+     WHERE id = v_run.id;
+    UPDATE skiplock.attempts SET status = 'SUSPENDED' WHERE id = p_attempt_id;
+    RETURN 'WAITING';
+END;
+$$;
+
+-- wait_until: durable call p_position waits until p_until (a DATETIME waitpoint, complete
+-- already if the time has passed). Returns block_run's answer.
+CREATE OR REPLACE FUNCTION skiplock.wait_until(
+    p_attempt_id text, p_position integer, p_name text, p_until timestamptz)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_id  text := skiplock.gen_id('waitpoint');
+BEGIN
+    INSERT INTO skiplock.waitpoints (id, type, status, completes_at, created_at, completed_at)
+    VALUES (v_id, 'DATETIME', CASE WHEN p_until <= v_now THEN 'COMPLETED'
+                                   ELSE 'PENDING' END::skiplock.waitpoint_status,
+            p_until, v_now, CASE WHEN p_until <= v_now THEN v_now END);
+    RETURN skiplock.block_run(p_attempt_id, p_position, 'wait', p_name, ARRAY[v_id]);
+END;
+$$;
+
+-- run_waitpoint: the RUN waitpoint of p_run_id, made on first use (complete at once when
+-- the run is already final). Marks the run waited_on. Returns its id.
+CREATE OR REPLACE FUNCTION skiplock.run_waitpoint(p_run_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id  text;
+    v_run skiplock.runs;
+BEGIN
+    SELECT w.id INTO v_id FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = p_run_id;
+    IF v_id IS NOT NULL THEN
+        RETURN v_id;
+    END IF;
+    UPDATE skiplock.runs SET waited_on = true WHERE id = p_run_id RETURNING * INTO v_run;
+    INSERT INTO skiplock.waitpoints (id, type, status, run_id, output, is_error, created_at,
+                                     completed_at)
+    VALUES (skiplock.gen_id('waitpoint'), 'RUN',
+            CASE WHEN skiplock.is_final(v_run.status) THEN 'COMPLETED'
+                 ELSE 'PENDING' END::skiplock.waitpoint_status,
+            p_run_id, CASE WHEN skiplock.is_final(v_run.status) THEN skiplock.run_result(v_run) END,
+            v_run.status <> 'COMPLETED', skiplock.now(),
+            CASE WHEN skiplock.is_final(v_run.status) THEN skiplock.now() END)
+    ON CONFLICT (run_id) WHERE type = 'RUN' DO NOTHING
+    RETURNING id INTO v_id;
+    RETURN coalesce(v_id, (SELECT w.id FROM skiplock.waitpoints w
+                            WHERE w.type = 'RUN' AND w.run_id = p_run_id));
+END;
+$$;
+
+-- run_result: what a waiter sees of a final run.
+CREATE OR REPLACE FUNCTION skiplock.run_result(p_run skiplock.runs) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('run_id', p_run.id, 'status', p_run.status,
+                              'output', p_run.output, 'error', p_run.error)
+$$;
+
+-- trigger_and_wait: durable call p_position triggers a child run of p_task (on the
+-- parent's version unless the options pin one) and waits for it. A child found by
+-- idempotency key that already finished completes the wait at once.
+-- Returns (child run id, block_run's answer).
+CREATE OR REPLACE FUNCTION skiplock.trigger_and_wait(
+    p_attempt_id text, p_position integer, p_task text, p_payload jsonb, p_options jsonb)
+RETURNS TABLE (child_id text, outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent text := (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id);
+    v_child  text;
+    v_wp     text;
+BEGIN
+    SELECT t.run_id INTO v_child FROM skiplock.trigger(p_task, p_payload,
+        jsonb_build_object('parent_id', v_parent,
+                           'version', (SELECT r.version FROM skiplock.runs r WHERE r.id = v_parent))
+        || coalesce(p_options, '{}')) t;
+    v_wp := skiplock.run_waitpoint(v_child);
+    RETURN QUERY SELECT v_child, skiplock.block_run(p_attempt_id, p_position, 'run', p_task,
+                                                    ARRAY[v_wp], to_jsonb(v_child));
+END;
+$$;
+
+-- batch_trigger_and_wait: durable call p_position triggers a batch of child runs and
+-- waits for all of them (a BATCH waitpoint counting the runs not final yet).
+-- Returns (batch id, block_run's answer).
+CREATE OR REPLACE FUNCTION skiplock.batch_trigger_and_wait(
+    p_attempt_id text, p_position integer, p_task text, p_items jsonb, p_options jsonb)
+RETURNS TABLE (batch_id text, outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent  text := (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id);
+    v_batch   text;
+    v_pending integer;
+    v_wp      text := skiplock.gen_id('waitpoint');
+BEGIN
+    SELECT min(t.batch_id) INTO v_batch FROM skiplock.trigger_batch(p_task, p_items,
+        jsonb_build_object('parent_id', v_parent,
+                           'version', (SELECT r.version FROM skiplock.runs r WHERE r.id = v_parent))
+        || coalesce(p_options, '{}')) t;
+    WITH marked AS (
+        UPDATE skiplock.runs r SET waited_on = true
+         WHERE r.batch_id = v_batch RETURNING r.status)
+    SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
+    INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
+                                     completed_at)
+    VALUES (v_wp, 'BATCH', CASE WHEN v_pending = 0 THEN 'COMPLETED'
+                                ELSE 'PENDING' END::skiplock.waitpoint_status,
+            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END);
+    RETURN QUERY SELECT v_batch, skiplock.block_run(p_attempt_id, p_position, 'batch', p_task,
+                                                    ARRAY[v_wp], to_jsonb(v_batch));
+END;
+$$;
+
+-- on_waited_run_final: when a run some waitpoint waits for reaches a final status,
+-- complete its RUN waitpoint with its result and count it off its BATCH waitpoint.
+CREATE OR REPLACE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_wp skiplock.waitpoints;
+BEGIN
+    SELECT * INTO v_wp FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = NEW.id;
+    IF FOUND THEN
+        PERFORM skiplock.complete_waitpoint(v_wp.id, skiplock.run_result(NEW),
+                                            NEW.status <> 'COMPLETED');
+    END IF;
+    IF NEW.batch_id IS NOT NULL THEN
+        UPDATE skiplock.waitpoints w SET pending_runs = w.pending_runs - 1
+         WHERE w.type = 'BATCH' AND w.batch_id = NEW.batch_id AND w.status = 'PENDING'
+        RETURNING * INTO v_wp;
+        IF FOUND AND v_wp.pending_runs <= 0 THEN
+            PERFORM skiplock.complete_waitpoint(v_wp.id, to_jsonb(NEW.batch_id), false);
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER runs_waited_on_final
+    AFTER UPDATE OF status ON skiplock.runs
+    FOR EACH ROW
+    WHEN (NEW.waited_on AND skiplock.is_final(NEW.status) AND NOT skiplock.is_final(OLD.status))
+    EXECUTE FUNCTION skiplock.on_waited_run_final();
+
+-- record_step: record the result of durable step p_position of the attempt's run, fenced
+-- by attempt. Returns false when the attempt is no longer current.
+CREATE OR REPLACE FUNCTION skiplock.record_step(
+    p_attempt_id text, p_position integer, p_name text, p_output jsonb)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run skiplock.runs := skiplock.current_run(p_attempt_id);
+BEGIN
+    IF v_run.id IS NULL THEN
+        RETURN false;
+    END IF;
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at)
+    VALUES (v_run.id, p_position, 'step', p_name, p_output, skiplock.now())
+    ON CONFLICT (run_id, position) DO NOTHING;
+    RETURN true;
+END;
+$$;
+
+-- run_log: the durable call log of a run, with each waitpoint's state, for replay.
+CREATE OR REPLACE FUNCTION skiplock.run_log(p_run_id text)
+RETURNS TABLE (step integer, kind text, name text, output jsonb, waitpoint_id text,
+               waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb,
+               waitpoint_is_error boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error
+      FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
+     WHERE s.run_id = p_run_id
+     ORDER BY s.position
+$$;
