@@ -1,12 +1,14 @@
 """skiplock: Trigger.dev's run model for Python on plain PostgreSQL."""
 
+from . import wait
 from .app import Engine
-from .context import TaskContext
-from .errors import AbortTaskRunError
-from .models import Attempt, BatchHandle, Queue, Retry, Run, RunHandle, RunStatus
+from .context import Metadata, TaskContext
+from .errors import AbortTaskRunError, WaitFailedError
+from .models import Attempt, BatchHandle, Queue, Result, Retry, Run, RunHandle, RunStatus, Token
 from .queues import QueueInfo
 from .runs import Page
 from .tasks import BatchItem, Task
+from .waitpoints import Waitpoint
 from .worker import Worker
 
 __all__ = [
@@ -15,14 +17,20 @@ __all__ = [
     "BatchHandle",
     "BatchItem",
     "Engine",
+    "Metadata",
     "Page",
     "Queue",
     "QueueInfo",
+    "Result",
     "Retry",
     "Run",
     "RunHandle",
     "RunStatus",
     "Task",
     "TaskContext",
+    "Token",
+    "WaitFailedError",
+    "Waitpoint",
     "Worker",
+    "wait",
 ]

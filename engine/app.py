@@ -19,6 +19,7 @@ from .models import Queue, Retry, RunHandle
 from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
+from .waitpoints import Waitpoints
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -40,6 +41,7 @@ class Engine:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self)
         self.queues = Queues(self)
+        self.waitpoints = Waitpoints(self)
 
     # -- connection ----------------------------------------------------------------------
 

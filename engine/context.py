@@ -1,11 +1,89 @@
-"""What a running task sees: its run, its attempt, and whether it should stop."""
+"""What a running task sees: its run, its attempt, durable steps, metadata, stop signals."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import TaskRunCanceledError
+from . import _execution
+from .errors import InvalidArgumentError, TaskRunCanceledError
+
+MAX_METADATA_BYTES = 256 * 1024
+
+
+class Metadata:
+    """The run's metadata, changed from inside the run and flushed to the run row while
+    it executes (so that whoever watches the run sees progress). At most 256 KB of JSON:
+    a change beyond that raises `InvalidArgumentError` and is not applied."""
+
+    def __init__(self, initial: dict[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = dict(initial or {})
+        self._lock = threading.Lock()
+        self._version = 0  # bumped by every change; the flusher compares it
+
+    def _change(self, apply: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            candidate = json.loads(json.dumps(self._data))
+            apply(candidate)
+            encoded = json.dumps(candidate)
+            if len(encoded.encode()) > MAX_METADATA_BYTES:
+                raise InvalidArgumentError(
+                    f"metadata would be {len(encoded.encode()):,} bytes; the limit is "
+                    f"{MAX_METADATA_BYTES:,}"
+                )
+            self._data = candidate
+            self._version += 1
+
+    def set(self, key: str, value: Any) -> None:
+        self._change(lambda d: d.__setitem__(key, value))
+
+    def delete(self, key: str) -> None:
+        self._change(lambda d: d.pop(key, None))
+
+    def increment(self, key: str, by: float = 1) -> None:
+        def apply(d: dict[str, Any]) -> None:
+            current = d.get(key, 0)
+            if not isinstance(current, int | float) or isinstance(current, bool):
+                raise InvalidArgumentError(f"metadata {key!r} is not a number: {current!r}")
+            d[key] = current + by
+
+        self._change(apply)
+
+    def append(self, key: str, value: Any) -> None:
+        def apply(d: dict[str, Any]) -> None:
+            current = d.setdefault(key, [])
+            if not isinstance(current, list):
+                raise InvalidArgumentError(f"metadata {key!r} is not a list: {current!r}")
+            current.append(value)
+
+        self._change(apply)
+
+    def remove(self, key: str, value: Any) -> None:
+        """Remove every occurrence of `value` from the list at `key`."""
+
+        def apply(d: dict[str, Any]) -> None:
+            current = d.get(key, [])
+            if not isinstance(current, list):
+                raise InvalidArgumentError(f"metadata {key!r} is not a list: {current!r}")
+            d[key] = [v for v in current if v != value]
+
+        self._change(apply)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._data.get(key, default)
+
+    def current(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
+
+    def snapshot(self) -> tuple[int, str]:
+        """(version, JSON) for the flusher."""
+        with self._lock:
+            return self._version, json.dumps(self._data)
 
 
 @dataclass
@@ -21,6 +99,7 @@ class TaskContext:
     attempt_id: str
     task_id: str
     worker_id: str
+    metadata: Metadata = field(default_factory=Metadata)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     stop_reason: str | None = None
 
@@ -37,3 +116,15 @@ class TaskContext:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stop.set()
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` once for this run: its result is recorded, and on a
+        resume or a retry the recorded result comes back without running it again. In an
+        `async def` task, await it (fn may be sync or async); in a `def` task it returns
+        the result. Results must be JSON-serialisable; a replay gets the JSON form."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError("a step needs a name")
+        execution = _execution.current()
+        if execution.in_loop():
+            return execution.step_async(name, fn, *args, **kwargs)
+        return execution.step_sync(name, fn, *args, **kwargs)

@@ -59,6 +59,17 @@ class EmbeddedPostgresError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 
 
+class WaitFailedError(SkiplockError):
+    """`Result.unwrap()` of a wait that failed: a child run that did not complete, or a
+    token that timed out. `error` is what the waitpoint recorded."""
+
+    def __init__(self, error: object, run_id: str | None = None) -> None:
+        message = error.get("message") if isinstance(error, dict) else error
+        super().__init__(f"{'run ' + run_id + ': ' if run_id else ''}{message}")
+        self.error = error
+        self.run_id = run_id
+
+
 class AbortTaskRunError(Exception):
     """Raise inside a task to fail the run at once, with no retry."""
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, WaitFailedError
 
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
@@ -135,6 +135,31 @@ class RunHandle:
     id: str
     task_identifier: str
     status: RunStatus
+    is_cached: bool = False
+
+
+class Result(BaseModel):
+    """The outcome of a wait on a token or a child run: `ok` with `output`, or an `error`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    output: Any = None
+    error: Any = None
+    run_id: str | None = None
+
+    def unwrap(self) -> Any:
+        """The output, or `WaitFailedError` carrying the error."""
+        if not self.ok:
+            raise WaitFailedError(self.error, self.run_id)
+        return self.output
+
+
+@dataclass(frozen=True)
+class Token:
+    """A wait token (a TOKEN waitpoint): complete it with `app.waitpoints.complete_token`."""
+
+    id: str
     is_cached: bool = False
 
 

@@ -14,7 +14,7 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from . import _options, _queries
+from . import _execution, _options, _queries
 from ._db import Query
 from ._durations import Duration, parse_seconds
 from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
@@ -177,6 +177,32 @@ class Task(Generic[P, O]):
     ) -> BatchHandle:
         """Create up to 1,000 runs in one round trip, all or none, under one batch id."""
         return self.engine.db.run(self._batch_query(items, options), conn)
+
+    # -- from inside another task: trigger and wait ---------------------------------------
+
+    def _parse_output(self, output: Any) -> Any:
+        return self.output_adapter.validate_python(output)
+
+    def trigger_and_wait(self, payload: P, **options: Any) -> Any:
+        """From inside a task: trigger a child run and wait for it (durably: the parent
+        suspends and frees its slot). Gives a `Result`; await it in an `async def` task.
+        The child runs on the parent's version unless `version=` pins another."""
+        payload_json = self.payload_json(payload)
+        opts = _options.build(options, self.defaults())
+        execution = _execution.current()
+        return execution.dispatch(
+            lambda: execution.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
+        )
+
+    def batch_trigger_and_wait(self, items: Sequence[P | BatchItem[P]], **options: Any) -> Any:
+        """From inside a task: trigger up to 1,000 child runs and wait for all of them.
+        Gives a list of `Result`, in item order (failed children have `ok=False`)."""
+        query = self._batch_query(items, options)
+        items_json, opts = query.params[1], json.loads(query.params[2])
+        execution = _execution.current()
+        return execution.dispatch(
+            lambda: execution.batch_trigger_and_wait(self.id, items_json, opts, self._parse_output)
+        )
 
     async def batch_trigger_async(
         self,

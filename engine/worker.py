@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import _queries
+from ._execution import Execution, NonDeterministic, Suspended
+from ._execution import _current as _execution_var
 from ._threads import DaemonThreadPool
-from .context import TaskContext
+from .context import Metadata, TaskContext
 from .errors import (
     AbortTaskRunError,
     InvalidArgumentError,
+    NonDeterminismError,
     PayloadValidationError,
     TaskRunCanceledError,
 )
@@ -62,6 +65,7 @@ class _Attempt:
     payload: Any
     max_duration: float | None
     future: asyncio.Task[None] | None = None
+    metadata_flushed: int = 0  # the metadata version last written
 
 
 class Worker:
@@ -86,6 +90,7 @@ class Worker:
         lease_timeout: float = 30.0,
         tick_interval: float = 1.0,
         shutdown_grace: float = 30.0,
+        metadata_interval: float = 0.25,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -104,6 +109,7 @@ class Worker:
         self._renewed_at = 0.0  # loop time of the last successful heartbeat
         self.tick_interval = tick_interval
         self.shutdown_grace = shutdown_grace
+        self.metadata_interval = metadata_interval
         self.id = f"worker_{uuid.uuid4().hex}"
         self._running: dict[str, _Attempt] = {}  # by attempt id
         self._by_run: dict[str, str] = {}  # run id -> attempt id
@@ -144,6 +150,7 @@ class Worker:
             asyncio.create_task(self._listen(), name="skiplock-listen"),
             asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
+            asyncio.create_task(self._metadata_flusher(), name="skiplock-metadata"),
         ]
         flusher = asyncio.create_task(self._flush_completions(), name="skiplock-flush")
         try:
@@ -231,6 +238,7 @@ class Worker:
                 attempt_id=row["attempt_id"],
                 task_id=task.id,
                 worker_id=self.id,
+                metadata=Metadata(row["metadata"]),
             )
             attempt = _Attempt(ctx, task, row["payload"], row["max_duration"])
             self._running[ctx.attempt_id] = attempt
@@ -243,6 +251,11 @@ class Worker:
         ctx, task = attempt.ctx, attempt.task
         try:
             output = await self._call(attempt)
+            await self._flush_metadata(attempt)
+        except Suspended:
+            pass  # the run is WAITING (or no longer ours): the database has it
+        except NonDeterministic as exc:
+            await self._fail(ctx, "SYSTEM_FAILURE", NonDeterminismError(str(exc)), None)
         except asyncio.CancelledError:
             if ctx.stop_reason == _SHUTDOWN:
                 await self._fail(ctx, "FAILED", TaskRunCanceledError(_SHUTDOWN), retry_delay=0.0)
@@ -281,6 +294,11 @@ class Worker:
             raise PayloadValidationError(
                 f"stored payload does not match the task's type: {exc}"
             ) from exc
+        assert self._loop is not None
+        # durable calls find their execution here (a def task's thread copies the context)
+        _execution_var.set(
+            Execution(self.engine, ctx, self._loop, lambda: self._flush_metadata(attempt))
+        )
         if task.is_async:
             # awaited in this task: a cancel or the timeout reaches the coroutine directly
             deadline = asyncio.timeout(attempt.max_duration)
@@ -318,6 +336,24 @@ class Worker:
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             assert self._loop is not None and self._wake is not None
             self._loop.call_later(retry_delay, self._wake.set)
+
+    async def _flush_metadata(self, attempt: _Attempt) -> None:
+        """Write the attempt's metadata to its run if it changed since the last write."""
+        version, encoded = attempt.ctx.metadata.snapshot()
+        if version != attempt.metadata_flushed:
+            await self.engine.adb.run(_queries.update_metadata(attempt.ctx.attempt_id, encoded))
+            attempt.metadata_flushed = version
+
+    async def _metadata_flusher(self) -> None:
+        """Flush running attempts' metadata changes every `metadata_interval` seconds, so
+        that whoever watches a run sees its progress while it runs."""
+        while True:
+            await asyncio.sleep(self.metadata_interval)
+            for attempt in list(self._running.values()):
+                try:
+                    await self._flush_metadata(attempt)
+                except psycopg.Error:
+                    log.warning("metadata flush failed", exc_info=True)
 
     async def _flush_completions(self) -> None:
         """Send completions in batches: whatever finished while the last batch was in

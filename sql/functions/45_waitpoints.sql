@@ -330,3 +330,23 @@ LANGUAGE sql STABLE AS $$
      WHERE s.run_id = p_run_id
      ORDER BY s.position
 $$;
+
+-- update_metadata: replace the run's metadata from inside a running attempt (fenced by
+-- attempt; at most 256 KB). Returns false when the attempt is no longer current.
+CREATE OR REPLACE FUNCTION skiplock.update_metadata(p_attempt_id text, p_metadata jsonb)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    IF octet_length(p_metadata::text) > 262144 THEN
+        PERFORM skiplock.invalid('metadata must be at most 256 KB');
+    END IF;
+    v_run := skiplock.current_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE skiplock.runs SET metadata = p_metadata, updated_at = skiplock.now() WHERE id = v_run.id;
+    RETURN true;
+END;
+$$;

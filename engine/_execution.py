@@ -1,0 +1,235 @@
+"""Durable execution: numbered calls whose results are recorded per run and replayed.
+
+On resume and on retry a task function runs again from the top. Each durable call
+(`ctx.step`, the waits of `engine.wait`, `trigger_and_wait`) takes the next position;
+a position already in the run's log returns its recorded result at once, so a step that
+completed never runs again. A call of another kind or name than the one recorded at its
+position is a non-determinism error, and the run ends in SYSTEM_FAILURE.
+
+When a call must wait, the SQL side has already made the run WAITING (slot and worker
+freed) in the same transaction that recorded the call; the task function is then
+unwound with `Suspended`, a BaseException so that `except Exception` in user code does
+not swallow it. Database work always runs on the worker's event loop: an `async def`
+task awaits it, a `def` task's thread blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import TypeAdapter
+
+from . import _queries
+from .models import Result
+
+if TYPE_CHECKING:
+    from .app import Engine
+    from .context import TaskContext
+
+T = TypeVar("T")
+_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class Suspended(BaseException):
+    """The run is waiting (or its attempt was fenced off): unwind the task function."""
+
+
+class NonDeterministic(BaseException):
+    """A replay asked for a different durable call than the one recorded."""
+
+
+_current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
+    "skiplock_execution", default=None
+)
+
+
+def current() -> Execution:
+    execution = _current.get()
+    if execution is None:
+        raise RuntimeError("durable calls (waits, steps, trigger_and_wait) need a running task")
+    return execution
+
+
+def to_json(value: Any) -> str:
+    return _JSON.dump_json(value).decode()
+
+
+class Execution:
+    """One run of a task function for an attempt: a position counter and the run's log."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ctx: TaskContext,
+        loop: asyncio.AbstractEventLoop,
+        before_block: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self.engine, self.ctx, self.loop = engine, ctx, loop
+        self._before_block = before_block  # e.g. write pending metadata before suspending
+        self._position = 0
+        self._log: dict[int, dict[str, Any]] | None = None
+
+    # -- sync/async dispatch ------------------------------------------------------------
+
+    def in_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def dispatch(self, make: Callable[[], Coroutine[Any, Any, T]]) -> Any:
+        """In the loop's thread, the coroutine to await; in a task thread, its result."""
+        if self.in_loop():
+            return make()
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+
+    # -- the log ------------------------------------------------------------------------
+
+    async def _entry(self, kind: str, name: str) -> tuple[int, dict[str, Any] | None]:
+        """Take the next position; return it with its recorded entry, if any."""
+        position = self._position
+        self._position += 1
+        if self._log is None:
+            self._log = await self.engine.adb.run(_queries.run_log(self.ctx.run_id))
+        entry = self._log.get(position)
+        if entry is not None and (entry["kind"], entry["name"]) != (kind, name):
+            raise NonDeterministic(
+                f"run {self.ctx.run_id}: durable call {position} was {entry['kind']} "
+                f"{entry['name']!r} when first run, and is {kind} {name!r} on replay; "
+                "durable calls must happen in the same order every time"
+            )
+        return position, entry
+
+    async def _suspending(self) -> None:
+        if self._before_block is not None:
+            await self._before_block()
+
+    @staticmethod
+    def _blocked(outcome: str) -> None:
+        if outcome != "CONTINUE":  # WAITING: suspended; FENCED: no longer ours
+            raise Suspended(outcome)
+
+    # -- steps --------------------------------------------------------------------------
+
+    async def step_async(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        position, entry = await self._entry("step", name)
+        if entry is not None:
+            return entry["output"]
+        result = fn(*args, **kw)
+        if inspect.isawaitable(result):
+            result = await result
+        await self._record(position, name, result)
+        return result
+
+    def step_sync(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        position, entry = self.dispatch(lambda: self._entry("step", name))
+        if entry is not None:
+            return entry["output"]
+        result = fn(*args, **kw)
+        self.dispatch(lambda: self._record(position, name, result))
+        return result
+
+    async def _record(self, position: int, name: str, result: Any) -> None:
+        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result))
+        if not await self.engine.adb.run(query):
+            raise Suspended("FENCED")
+
+    # -- waits --------------------------------------------------------------------------
+
+    async def wait_seconds(self, seconds: float) -> None:
+        name = f"{seconds:g}s"
+        position, entry = await self._entry("wait", name)
+        if entry is not None and entry["waitpoint_status"] == "COMPLETED":
+            return
+        await self._suspending()
+        query = _queries.wait_seconds(self.ctx.attempt_id, position, name, seconds)
+        self._blocked(await self.engine.adb.run(query))
+
+    async def wait_until(self, until: datetime) -> None:
+        name = until.isoformat()
+        position, entry = await self._entry("wait", name)
+        if entry is not None and entry["waitpoint_status"] == "COMPLETED":
+            return
+        await self._suspending()
+        query = _queries.wait_until(self.ctx.attempt_id, position, name, until)
+        self._blocked(await self.engine.adb.run(query))
+
+    async def create_token(self, options: dict[str, Any]) -> str:
+        name = "create_token"
+        position, entry = await self._entry("step", name)
+        if entry is not None:
+            return str(entry["output"])
+        token = await self.engine.adb.run(_queries.create_token(options))
+        await self._record(position, name, token["waitpoint_id"])
+        return str(token["waitpoint_id"])
+
+    async def wait_token(self, token_id: str) -> Result:
+        position, entry = await self._entry("token", token_id)
+        if entry is None or entry["waitpoint_status"] != "COMPLETED":
+            await self._suspending()
+            query = _queries.block_on(self.ctx.attempt_id, position, "token", token_id, token_id)
+            self._blocked(await self.engine.adb.run(query))
+        point = await self.engine.adb.run(_queries.waitpoint(token_id))
+        if point["is_error"]:
+            return Result(ok=False, error=point["output"])
+        return Result(ok=True, output=point["output"])
+
+    # -- child runs ---------------------------------------------------------------------
+
+    async def trigger_and_wait(
+        self, task: str, payload_json: str, options: dict[str, Any], parse: Callable[[Any], Any]
+    ) -> Result:
+        position, entry = await self._entry("run", task)
+        if entry is None:
+            await self._suspending()
+            query = _queries.trigger_and_wait(
+                self.ctx.attempt_id, position, task, payload_json, options
+            )
+            answer = await self.engine.adb.run(query)
+            self._blocked(answer["outcome"])
+            child = answer["child_id"]
+        elif entry["waitpoint_status"] != "COMPLETED":
+            raise Suspended("WAITING")  # resumed early: cannot happen, but never run on
+        else:
+            child = entry["output"]
+        run = await self.engine.runs.retrieve_async(child)
+        return _result(run.id, run.status.value, run.output, run.error, parse)
+
+    async def batch_trigger_and_wait(
+        self, task: str, items_json: str, options: dict[str, Any], parse: Callable[[Any], Any]
+    ) -> list[Result]:
+        position, entry = await self._entry("batch", task)
+        if entry is None:
+            await self._suspending()
+            query = _queries.batch_trigger_and_wait(
+                self.ctx.attempt_id, position, task, items_json, options
+            )
+            answer = await self.engine.adb.run(query)
+            self._blocked(answer["outcome"])
+            batch = answer["batch_id"]
+        elif entry["waitpoint_status"] != "COMPLETED":
+            raise Suspended("WAITING")
+        else:
+            batch = entry["output"]
+        rows = await self.engine.adb.run(_queries.batch_results(batch))
+        return [_result(r["id"], r["status"], r["output"], r["error"], parse) for r in rows]
+
+
+def _result(
+    run_id: str, status: str, output: Any, error: Any, parse: Callable[[Any], Any]
+) -> Result:
+    if status == "COMPLETED":
+        return Result(ok=True, output=parse(output), run_id=run_id)
+    return Result(
+        ok=False, error=error or {"type": status, "message": f"run ended {status}"}, run_id=run_id
+    )
+
+
+def run_async_or_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> Any:
+    """Dispatch a durable call of the current execution (see Execution.dispatch)."""
+    return current().dispatch(make)
