@@ -33,3 +33,11 @@ async def keyed_sleep(seconds: float, ctx: TaskContext) -> str:
 
     await asyncio.sleep(seconds)
     return "done"
+
+
+@app.task("token-waiter")
+async def token_waiter(token_id: str, ctx: TaskContext) -> Any:
+    from engine import wait
+
+    result = await wait.for_token(token_id)
+    return result.output

@@ -254,3 +254,47 @@ def test_metadata_is_flushed_while_the_run_executes(app: Engine, start_worker: A
     progress_seen.set()
     run = finished(app, h.id)
     assert run.metadata["progress"] == 1.0 and too_big and "limit" in too_big[0]
+
+
+def test_trigger_and_wait_on_a_finished_keyed_child_resumes_at_once(
+    app: Engine, start_worker: Any
+) -> None:
+    @app.task("keyed-child")
+    def keyed_child(p: int, ctx: TaskContext) -> int:
+        return p + 1
+
+    @app.task("keyed-parent")
+    async def keyed_parent(p: int, ctx: TaskContext) -> int:
+        result = await keyed_child.trigger_and_wait(p, idempotency_key="once")
+        return int(result.unwrap())
+
+    start_worker(concurrency=8, tick_interval=0.1)
+    first = finished(app, keyed_parent.trigger(1).id)
+    assert first.output == 2
+    second = finished(app, keyed_parent.trigger(100).id)
+    assert second.output == 2  # the finished child's recorded result, not a new run
+    assert second.attempts[0].status == "COMPLETED"
+    assert len(app.runs.list(task="keyed-child").data) == 1
+    statuses = fetch(
+        app.dsn,
+        "SELECT count(*) FROM skiplock.runs WHERE id = %s AND status = 'COMPLETED'",
+        second.id,
+    )
+    assert statuses == [(1,)]
+
+
+def test_wait_until_a_time(app: Engine, start_worker: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    @app.task("until")
+    async def until(p: Any, ctx: TaskContext) -> str:
+        await wait.until(datetime.now(UTC) + timedelta(seconds=0.5))
+        await wait.until(datetime.now(UTC) - timedelta(days=1))  # past: returns at once
+        return "later"
+
+    start_worker(concurrency=8, tick_interval=0.1)
+    h = until.trigger(None)
+    wait_for(lambda: app.runs.retrieve(h).status is RunStatus.WAITING)
+    assert finished(app, h.id).output == "later"
+    with pytest.raises(RuntimeError, match="running task"):
+        wait.for_(seconds=1)  # outside a task
