@@ -267,3 +267,14 @@ def test_queues_and_workers_are_visible_in_sql_and_the_cli(app: Engine, dsn: str
     assert json.loads(resumed.stdout)[0]["paused"] is False
     missing = cli("pause", "nowhere")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_queue_named_by_a_trigger_exists_from_then_on(app: Engine) -> None:
+    @app.task("adhoc-task")
+    def adhoc(p: int, ctx: TaskContext) -> None: ...
+
+    deploy(app)
+    adhoc.trigger(1, queue="adhoc-queue")
+    info = app.queues.retrieve("adhoc-queue")
+    assert info.queued == 1 and info.concurrency_limit is None
+    assert "adhoc-queue" in {q.name for q in app.queues.list()}

@@ -85,6 +85,11 @@ BEGIN
     IF length(v_queue) NOT BETWEEN 1 AND 256 THEN
         PERFORM skiplock.invalid('queue name must be 1 to 256 characters');
     END IF;
+    IF v_queue IS DISTINCT FROM v_dep.queue THEN
+        -- a queue named by a trigger (not by a deployed task) exists from then on
+        INSERT INTO skiplock.queues (name, created_at, updated_at)
+        VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
+    END IF;
     v_start := greatest(v_now, coalesce(v_delay, v_now));
     v_status := CASE WHEN NOT v_deployed THEN 'PENDING_VERSION'
                      WHEN v_delay > v_now THEN 'DELAYED'
