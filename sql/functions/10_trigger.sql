@@ -157,9 +157,115 @@ BEGIN
 END;
 $$;
 
+-- assert_valid: raise SL004 with p_problem unless it is NULL; true otherwise (used in a
+-- WHERE clause, so that one bad row of a set-based insert aborts the whole statement).
+CREATE OR REPLACE FUNCTION skiplock.assert_valid(p_problem text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_problem IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL004', MESSAGE = p_problem;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+-- insert_runs: the set-based body of trigger_batch for items without idempotency keys
+-- and without versions or parents of their own (the batch's apply to all): one INSERT
+-- for the whole batch instead of one trigger() call per item. Checks every item as
+-- trigger() does; one bad item aborts the statement. Returns the runs in item order.
+CREATE OR REPLACE FUNCTION skiplock.insert_runs(p_task text, p_items jsonb, p_options jsonb)
+RETURNS TABLE (run_id text, run_status skiplock.run_status, run_queue text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now     timestamptz := skiplock.now();
+    v_base    jsonb := coalesce(p_options, '{}');
+    v_version text := v_base->>'version';
+    v_dep     skiplock.deployment_tasks;
+    v_found   boolean;
+    v_parent  skiplock.runs;
+    v_queue   text;
+BEGIN
+    SELECT * INTO v_dep FROM skiplock.deployment_tasks d
+     WHERE d.task_identifier = p_task AND (v_version IS NULL OR d.version = v_version)
+     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
+    v_found := FOUND;
+    IF v_base ? 'parent_id' THEN
+        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_base->>'parent_id' FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'SL001',
+                MESSAGE = format('parent run %s does not exist', v_base->>'parent_id');
+        END IF;
+    END IF;
+    FOR v_queue IN
+        SELECT DISTINCT coalesce(v_base->>'queue', i->'options'->>'queue', v_dep.queue, p_task)
+          FROM jsonb_array_elements(p_items) i
+    LOOP
+        IF v_queue IS DISTINCT FROM v_dep.queue AND length(v_queue) BETWEEN 1 AND 256 THEN
+            INSERT INTO skiplock.queues (name, created_at, updated_at)
+            VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    WITH items AS (
+        SELECT x.ord, x.item->'payload' AS payload, v_base || coalesce(x.item->'options', '{}') AS o
+          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)),
+    shaped AS (
+        SELECT i.ord, i.payload, i.o,
+               CASE WHEN i.o ? 'delay_seconds'
+                    THEN v_now + make_interval(secs => (i.o->>'delay_seconds')::double precision)
+                    WHEN i.o ? 'delay_until' THEN (i.o->>'delay_until')::timestamptz END AS delay,
+               coalesce(ARRAY(SELECT jsonb_array_elements_text(i.o->'tags')), '{}') AS tags,
+               coalesce((i.o->>'priority')::integer, 0) AS priority,
+               coalesce((i.o->>'ttl')::double precision, v_dep.ttl) AS ttl,
+               coalesce(i.o->>'queue', v_dep.queue, p_task) AS queue
+          FROM items i),
+    checked AS (
+        SELECT s.*, greatest(v_now, coalesce(s.delay, v_now)) AS start_at,
+               CASE WHEN s.payload IS NULL THEN 'payload must not be SQL NULL (use JSON null)'
+                    WHEN (s.o->>'delay_seconds')::double precision < 0
+                        THEN format('delay must not be negative, got %s s', s.o->>'delay_seconds')
+                    WHEN s.ttl <= 0 THEN 'ttl must be positive'
+                    WHEN (s.o->>'max_attempts')::integer < 1 THEN 'max_attempts must be at least 1'
+                    WHEN (s.o->>'max_duration')::double precision <= 0
+                        THEN 'max_duration must be positive'
+                    WHEN length(s.o->>'concurrency_key') > 256
+                        THEN 'concurrency_key must be at most 256 characters'
+                    WHEN length(s.queue) NOT BETWEEN 1 AND 256
+                        THEN 'queue name must be 1 to 256 characters'
+                    WHEN cardinality(s.tags) > 10 OR EXISTS (
+                            SELECT 1 FROM unnest(s.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)
+                        THEN 'a run has at most 10 tags of 1 to 128 characters'
+                    WHEN octet_length((s.o->'metadata')::text) > 262144
+                        THEN 'metadata must be at most 256 KB'
+               END AS problem
+          FROM shaped s)
+    INSERT INTO skiplock.runs AS r (
+        id, task_identifier, status, payload, metadata, tags, batch_id,
+        parent_id, root_id, depth, queue, concurrency_key, priority,
+        version, version_pinned, max_attempts, max_duration,
+        order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
+    SELECT skiplock.gen_id('run'), p_task,
+           CASE WHEN NOT v_found THEN 'PENDING_VERSION'
+                WHEN c.delay > v_now THEN 'DELAYED' ELSE 'QUEUED' END::skiplock.run_status,
+           c.payload, coalesce(c.o->'metadata', '{}'), c.tags, c.o->>'batch_id',
+           v_parent.id, coalesce(v_parent.root_id, v_parent.id), coalesce(v_parent.depth + 1, 0),
+           c.queue, c.o->>'concurrency_key', c.priority,
+           v_version, v_version IS NOT NULL,
+           coalesce((c.o->>'max_attempts')::integer, v_dep.max_attempts, 3),
+           coalesce((c.o->>'max_duration')::double precision, v_dep.max_duration),
+           c.start_at - make_interval(secs => c.priority), c.start_at, v_now, v_now,
+           c.delay, c.ttl, c.start_at + make_interval(secs => c.ttl)
+      FROM checked c
+     WHERE skiplock.assert_valid(c.problem)
+     ORDER BY c.ord  -- gen_id (volatile) is evaluated after the sort: ids in item order
+    RETURNING r.id, r.status, r.queue;
+END;
+$$;
+
 -- trigger_batch: create up to 1,000 runs of p_task in one call, grouped under a new
 -- batch id. p_items is a JSON array of {"payload": ..., "options": {...}}; each item's
--- options override p_options. All or nothing: one bad item writes no run.
+-- options override p_options. All or nothing: one bad item writes no run. Items without
+-- idempotency keys, versions or parents of their own go in one set-based INSERT.
 -- Returns (batch_id, run_id, run_status, is_cached) in item order. SL005 over 1,000.
 CREATE OR REPLACE FUNCTION skiplock.trigger_batch(p_task text, p_items jsonb, p_options jsonb DEFAULT '{}')
 RETURNS TABLE (batch_id text, run_id text, run_status skiplock.run_status, is_cached boolean)
@@ -167,7 +273,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_batch text := skiplock.gen_id('batch');
     v_count integer := jsonb_array_length(p_items);
+    v_opts  jsonb := coalesce(p_options, '{}') || jsonb_build_object('batch_id', v_batch);
     v_item  jsonb;
+    v_queue text;
+    v_queues text[];
+    v_ids   text[];
+    v_statuses skiplock.run_status[];
 BEGIN
     IF v_count > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'SL005',
@@ -176,14 +287,30 @@ BEGIN
     IF v_count = 0 THEN
         PERFORM skiplock.invalid('a batch needs at least one item');
     END IF;
+    IF p_task IS NULL OR length(p_task) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('task id must be 1 to 256 characters');
+    END IF;
     INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at)
     VALUES (v_batch, p_task, v_count, skiplock.now());
+    IF NOT v_opts ? 'idempotency_key' AND NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(p_items) i
+         WHERE i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']) THEN
+        SELECT array_agg(i.run_id ORDER BY i.run_id), array_agg(i.run_status ORDER BY i.run_id),
+               array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
+          INTO v_ids, v_statuses, v_queues
+          FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
+        FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
+            PERFORM pg_notify('skiplock_wake', v_queue);
+        END LOOP;
+        RETURN QUERY SELECT v_batch, u.id, u.status, false
+                       FROM unnest(v_ids, v_statuses) AS u(id, status);
+        RETURN;
+    END IF;
     FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY ORDER BY ordinality LOOP
         RETURN QUERY
         SELECT v_batch, t.run_id, t.run_status, t.is_cached
           FROM skiplock.trigger(p_task, v_item->'payload',
-                                coalesce(p_options, '{}') || coalesce(v_item->'options', '{}')
-                                || jsonb_build_object('batch_id', v_batch)) t;
+                                v_opts || coalesce(v_item->'options', '{}')) t;
     END LOOP;
 END;
 $$;
