@@ -1,7 +1,8 @@
-"""A no-op task for the benchmarks.
+"""The benchmarks' skiplock tasks: a no-op, and `bench-pickup`, which records when it starts.
 
-Workers serve it as `bench.noop_app:app` (the DSN comes from $SKIPLOCK_DATABASE_URL);
-the benchmark itself binds the same function to an engine of its own with `define`.
+Workers serve them as `bench.noop_app:app` (the DSN comes from $SKIPLOCK_DATABASE_URL);
+the benchmark itself binds the same functions to an engine of its own with `define`
+and `define_pickup`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from engine import Engine, Task, TaskContext
 
 TASK_ID = "bench-noop"
+PICKUP_TASK_ID = "bench-pickup"
 
 
 async def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
@@ -18,10 +20,23 @@ async def noop(payload: dict[str, Any], ctx: TaskContext) -> None:
     return None
 
 
+async def pickup(payload: dict[str, Any], ctx: TaskContext) -> None:
+    """Records (payload["i"], clock_timestamp()) in bench_started (pickup latency)."""
+    from bench.peers.recorder import record_start
+
+    await record_start(int(payload["i"]))
+
+
 def define(engine: Engine) -> Task[dict[str, Any], None]:
     """Declare the no-op task on `engine`."""
     return engine.task(TASK_ID)(noop)
 
 
+def define_pickup(engine: Engine) -> Task[dict[str, Any], None]:
+    """Declare the pickup task on `engine`."""
+    return engine.task(PICKUP_TASK_ID)(pickup)
+
+
 app = Engine()
 task = define(app)
+pickup_task = define_pickup(app)
