@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -75,3 +79,22 @@ def deploy(
 
 def count(dsn: str, where: str = "true", *params: Any) -> int:
     return int(fetch(dsn, f"SELECT count(*) FROM skiplock.runs WHERE {where}", *params)[0][0])
+
+
+TESTS = Path(__file__).resolve().parent
+SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
+
+
+def spawn_worker(
+    dsn: str, *args: str, env: dict[str, str] | None = None, capture: bool = False
+) -> subprocess.Popen[Any]:
+    """A real `skiplock worker cli_app:app ARGS...` process serving tests/cli_app.py."""
+    environ = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, **(env or {})}
+    return subprocess.Popen(
+        [SKIPLOCK, "worker", "cli_app:app", *args],
+        cwd=TESTS,
+        env=environ,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=capture,
+    )

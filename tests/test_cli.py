@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from helpers import fetch, wait_for
+from helpers import SKIPLOCK, TESTS, fetch, spawn_worker, wait_for
 
 from engine import Engine, RunStatus
-
-TESTS = Path(__file__).resolve().parent
-SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
 
 
 def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,24 +26,8 @@ def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def worker_proc(dsn: str) -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
-    proc = subprocess.Popen(
-        [
-            SKIPLOCK,
-            "worker",
-            "cli_app:app",
-            "--concurrency",
-            "4",
-            "--version",
-            "cli-1",
-            "--shutdown-grace",
-            "10",
-        ],
-        cwd=TESTS,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = spawn_worker(
+        dsn, "--concurrency", "4", "--version", "cli-1", "--shutdown-grace", "10", capture=True
     )
     wait_for(
         lambda: fetch(

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import count, deploy, fetch, wait_for
+from helpers import SKIPLOCK, count, deploy, fetch, spawn_worker, wait_for
 
 from engine import Engine, Queue, RunStatus, TaskContext
 from engine.errors import InvalidArgumentError, UnknownQueueError
-
-TESTS = Path(__file__).resolve().parent
-SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
 
 
 def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
@@ -48,26 +42,17 @@ def attempt_intervals(dsn: str, where: str, *params: Any) -> list[tuple[Any, ...
 @pytest.fixture
 def worker_procs(dsn: str) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Three real worker processes serving tests/cli_app.py."""
-    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
     procs = [
-        subprocess.Popen(
-            [
-                SKIPLOCK,
-                "worker",
-                "cli_app:app",
-                "--concurrency",
-                "4",
-                "--version",
-                "q1",
-                "--queues",
-                "limited,keyed",
-                "--heartbeat-interval",
-                "1",
-            ],
-            cwd=TESTS,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        spawn_worker(
+            dsn,
+            "--concurrency",
+            "4",
+            "--version",
+            "q1",
+            "--queues",
+            "limited,keyed",
+            "--heartbeat-interval",
+            "1",
         )
         for _ in range(3)
     ]

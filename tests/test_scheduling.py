@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from helpers import deploy, fetch, wait_for
+from helpers import deploy, fetch, spawn_worker, wait_for
 
 from engine import Engine, RunStatus, TaskContext, _queries
-
-TESTS = Path(__file__).resolve().parent
 
 
 def at(conn: psycopg.Connection[Any], when: datetime) -> None:
@@ -153,27 +148,18 @@ def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
 def test_sigkill_of_a_worker_is_seen_within_the_lease(
     app: Engine, dsn: str, start_worker: Any
 ) -> None:
-    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "skiplock"),
-            "worker",
-            "cli_app:app",
-            "--concurrency",
-            "1",
-            "--version",
-            "kill-me",
-            "--queues",
-            "slow",
-            "--heartbeat-interval",
-            "0.3",
-            "--lease-timeout",
-            "2",
-        ],
-        cwd=TESTS,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_worker(
+        dsn,
+        "--concurrency",
+        "1",
+        "--version",
+        "kill-me",
+        "--queues",
+        "slow",
+        "--heartbeat-interval",
+        "0.3",
+        "--lease-timeout",
+        "2",
     )
     try:
         wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'kill-me'"))

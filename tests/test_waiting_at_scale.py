@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from helpers import count, fetch, wait_for
+from helpers import count, fetch, spawn_worker, wait_for
 
 from engine import Engine
-
-TESTS = Path(__file__).resolve().parent
 
 
 def rss_kib(pid: int) -> int:
@@ -32,21 +27,8 @@ def connections(dsn: str) -> int:
 def test_a_thousand_waiting_runs_hold_no_worker_memory_or_connections(
     app: Engine, dsn: str
 ) -> None:
-    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, "PGAPPNAME": "scale-worker"}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "skiplock"),
-            "worker",
-            "cli_app:app",
-            "--concurrency",
-            "50",
-            "--version",
-            "scale",
-        ],
-        cwd=TESTS,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_worker(
+        dsn, "--concurrency", "50", "--version", "scale", env={"PGAPPNAME": "scale-worker"}
     )
     try:
         token = app.waitpoints.create_token()

@@ -107,70 +107,37 @@ BEGIN
 END;
 $$;
 
--- start_attempts: begin the next attempt of each given DEQUEUED run leased to
--- p_worker_id (DEQUEUED -> EXECUTING), one attempts row each.
--- Runs no longer DEQUEUED by this worker (canceled meanwhile) are skipped.
--- Returns (run_id, attempt_id, attempt_number) for the attempts started.
-CREATE OR REPLACE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[])
-RETURNS TABLE (run_id text, attempt_id text, attempt_number integer)
-LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-AS $$
-DECLARE
-    v_now timestamptz := skiplock.now();
-BEGIN
-    RETURN QUERY
-    WITH started AS (
-        UPDATE skiplock.runs r
-           SET status = 'EXECUTING', suspended = false,
-               -- a run resuming from a wait continues its suspended attempt
-               attempt_count = r.attempt_count + (NOT r.suspended)::integer,
-               current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
-                                         ELSE skiplock.gen_id('attempt') END,
-               started_at = coalesce(r.started_at, v_now), updated_at = v_now
-         WHERE r.id = ANY (p_run_ids) AND r.status = 'DEQUEUED' AND r.worker_id = p_worker_id
-        RETURNING r.id, r.current_attempt_id, r.attempt_count),
-    inserted AS (
-        INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
-        SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
-          FROM started s
-        ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id
-        RETURNING a.run_id, a.id, a.number)
-    SELECT i.run_id, i.id, i.number FROM inserted i;
-END;
-$$;
-
--- claim: dequeue and start attempts in one statement (QUEUED -> EXECUTING; DEQUEUED is
--- never visible outside the transaction), for a worker that starts what it takes at once.
--- One commit and one row version per run instead of two of each: the worker's hot path.
--- Locks: as lock_ready. Returns each started attempt with its run's task, payload and
--- max_duration, in queue order.
-DROP FUNCTION IF EXISTS skiplock.claim(text, text, text[], text[], integer);
-CREATE OR REPLACE FUNCTION skiplock.claim(
-    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
+-- begin_attempts: move the given runs (in status p_from; DEQUEUED ones only if leased to
+-- p_worker_id) to EXECUTING under attempts of p_worker_id: a new attempt, or, for a run
+-- resuming from a wait, its suspended one. p_version, if given, locks the runs to it.
+-- One UPDATE and one INSERT for the set; started_at is stamped by skiplock.clock(), after
+-- whatever admission the caller did. Returns the attempts with what a worker needs, in
+-- queue order.
+CREATE OR REPLACE FUNCTION skiplock.begin_attempts(
+    p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_ids text[] := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
-    v_now timestamptz := skiplock.clock();  -- after admission: see skiplock.clock
+    v_now timestamptz := skiplock.clock();
 BEGIN
-    IF cardinality(v_ids) = 0 THEN
+    IF cardinality(p_run_ids) = 0 THEN
         RETURN;
     END IF;
     RETURN QUERY
     WITH started AS (
         UPDATE skiplock.runs r
-           SET status = 'EXECUTING', version = p_version, worker_id = p_worker_id,
-               suspended = false,
+           SET status = 'EXECUTING', version = coalesce(p_version, r.version),
+               worker_id = p_worker_id, suspended = false,
                -- a run resuming from a wait continues its suspended attempt
                attempt_count = r.attempt_count + (NOT r.suspended)::integer,
                current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
                                          ELSE skiplock.gen_id('attempt') END,
                started_at = coalesce(r.started_at, v_now), updated_at = v_now
-         WHERE r.id = ANY (v_ids)
+         WHERE r.id = ANY (p_run_ids) AND r.status = p_from
+           AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
                   r.current_attempt_id, r.attempt_count, r.order_at),
     inserted AS (
@@ -183,4 +150,30 @@ BEGIN
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
+$$;
+
+-- start_attempts: begin the next attempt of each given DEQUEUED run leased to
+-- p_worker_id (DEQUEUED -> EXECUTING). Runs no longer DEQUEUED by this worker (canceled
+-- meanwhile) are skipped. Returns (run_id, attempt_id, attempt_number).
+CREATE OR REPLACE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[])
+RETURNS TABLE (run_id text, attempt_id text, attempt_number integer)
+LANGUAGE sql AS $$
+    SELECT b.run_id, b.attempt_id, b.attempt_number
+      FROM skiplock.begin_attempts(p_worker_id, NULL, p_run_ids, 'DEQUEUED') b
+$$;
+
+-- claim: dequeue and start attempts in one call (QUEUED -> EXECUTING; DEQUEUED is never
+-- visible outside the transaction), for a worker that starts what it takes at once.
+-- One commit and one row version per run instead of two of each: the worker's hot path.
+-- Locks: as lock_ready. Returns each started attempt with its run's task, payload,
+-- metadata and max_duration, in queue order.
+DROP FUNCTION IF EXISTS skiplock.claim(text, text, text[], text[], integer);
+CREATE OR REPLACE FUNCTION skiplock.claim(
+    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
+               max_duration double precision, attempt_id text, attempt_number integer)
+LANGUAGE sql AS $$
+    SELECT * FROM skiplock.begin_attempts(
+        p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
+        'QUEUED')
 $$;
