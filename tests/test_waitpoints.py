@@ -298,3 +298,29 @@ def test_wait_until_a_time(app: Engine, start_worker: Any) -> None:
     assert finished(app, h.id).output == "later"
     with pytest.raises(RuntimeError, match="running task"):
         wait.for_(seconds=1)  # outside a task
+
+
+def test_def_tasks_wait_on_tokens_and_children_too(app: Engine, start_worker: Any) -> None:
+    @app.task("def-child")
+    def def_child(p: int, ctx: TaskContext) -> int:
+        return p * 3
+
+    @app.task("def-parent")
+    def def_parent(p: int, ctx: TaskContext) -> dict[str, Any]:
+        token = wait.create_token(timeout="1h")
+        ctx.metadata.set("token", token.id)
+        approval = wait.for_token(token)
+        child = def_child.trigger_and_wait(p)
+        batch = def_child.batch_trigger_and_wait([1, 2])
+        return {
+            "approval": approval.output,
+            "child": child.unwrap(),
+            "batch": [r.output for r in batch],
+        }
+
+    start_worker(concurrency=8, tick_interval=0.1)
+    h = def_parent.trigger(5)
+    token_id = wait_for(lambda: app.runs.retrieve(h).metadata.get("token"))
+    app.waitpoints.complete_token(token_id, "yes")
+    run = finished(app, h.id)
+    assert run.output == {"approval": "yes", "child": 15, "batch": [3, 6]}
