@@ -263,3 +263,21 @@ def test_a_queue_named_by_a_trigger_exists_from_then_on(app: Engine) -> None:
     info = app.queues.retrieve("adhoc-queue")
     assert info.queued == 1 and info.concurrency_limit is None
     assert "adhoc-queue" in {q.name for q in app.queues.list()}
+
+
+def test_pause_and_priority_hold_with_worker_processes(
+    app: Engine, worker_procs: list[Any]
+) -> None:
+    app.queues.pause("keyed")
+    priorities = [0, 10, 5, 100]
+    handles = {
+        app.trigger("keyed-sleep", 0.05, concurrency_key="solo", priority=p).id: p
+        for p in priorities
+    }
+    time.sleep(1.0)  # three processes polling and listening: none may start a paused run
+    assert {app.runs.retrieve(h).status for h in handles} == {RunStatus.QUEUED}
+    app.queues.resume("keyed")
+    for h in handles:
+        wait_for(lambda h=h: app.runs.retrieve(h).is_completed, timeout=60)
+    started = sorted((app.runs.retrieve(h).attempts[0].started_at, p) for h, p in handles.items())
+    assert [p for _, p in started] == [100, 10, 5, 0]  # limit 1 for the key: one at a time
