@@ -80,6 +80,11 @@ class Metadata:
         with self._lock:
             return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
 
+    @property
+    def version(self) -> int:
+        """Bumped by every change."""
+        return self._version
+
     def snapshot(self) -> tuple[int, str]:
         """(version, JSON) for the flusher."""
         with self._lock:

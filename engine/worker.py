@@ -339,6 +339,8 @@ class Worker:
 
     async def _flush_metadata(self, attempt: _Attempt) -> None:
         """Write the attempt's metadata to its run if it changed since the last write."""
+        if attempt.ctx.metadata.version == attempt.metadata_flushed:
+            return  # unchanged: no encoding, no round trip (the common case)
         version, encoded = attempt.ctx.metadata.snapshot()
         if version != attempt.metadata_flushed:
             await self.engine.adb.run(_queries.update_metadata(attempt.ctx.attempt_id, encoded))
