@@ -16,15 +16,13 @@ task awaits it, a `def` task's thread blocks on it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import TypeAdapter
-
 from . import _queries
+from ._durable import to_json
 from .models import Result
 
 if TYPE_CHECKING:
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
     from .context import TaskContext
 
 T = TypeVar("T")
-_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class Suspended(BaseException):
@@ -41,22 +38,6 @@ class Suspended(BaseException):
 
 class NonDeterministic(BaseException):
     """A replay asked for a different durable call than the one recorded."""
-
-
-_current: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
-    "skiplock_execution", default=None
-)
-
-
-def current() -> Execution:
-    execution = _current.get()
-    if execution is None:
-        raise RuntimeError("durable calls (waits, steps, trigger_and_wait) need a running task")
-    return execution
-
-
-def to_json(value: Any) -> str:
-    return _JSON.dump_json(value).decode()
 
 
 class Execution:
@@ -230,8 +211,3 @@ def _result(
     return Result(
         ok=False, error=error or {"type": status, "message": f"run ended {status}"}, run_id=run_id
     )
-
-
-def run_async_or_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> Any:
-    """Dispatch a durable call of the current execution (see Execution.dispatch)."""
-    return current().dispatch(make)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _execution
+from . import _durable
 from .errors import InvalidArgumentError, TaskRunCanceledError
 
 MAX_METADATA_BYTES = 256 * 1024
@@ -129,7 +129,7 @@ class TaskContext:
         the result. Results must be JSON-serialisable; a replay gets the JSON form."""
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("a step needs a name")
-        execution = _execution.current()
+        execution = _durable.current()
         if execution.in_loop():
             return execution.step_async(name, fn, *args, **kwargs)
         return execution.step_sync(name, fn, *args, **kwargs)

@@ -14,7 +14,7 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from . import _execution, _options, _queries
+from . import _durable, _options, _queries
 from ._db import Query
 from ._durations import Duration, parse_seconds
 from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
@@ -189,7 +189,7 @@ class Task(Generic[P, O]):
         The child runs on the parent's version unless `version=` pins another."""
         payload_json = self.payload_json(payload)
         opts = _options.build(options, self.defaults())
-        execution = _execution.current()
+        execution = _durable.current()
         return execution.dispatch(
             lambda: execution.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
         )
@@ -199,7 +199,7 @@ class Task(Generic[P, O]):
         Gives a list of `Result`, in item order (failed children have `ok=False`)."""
         query = self._batch_query(items, options)
         items_json, opts = query.params[1], json.loads(query.params[2])
-        execution = _execution.current()
+        execution = _durable.current()
         return execution.dispatch(
             lambda: execution.batch_trigger_and_wait(self.id, items_json, opts, self._parse_output)
         )

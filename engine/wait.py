@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from . import _options
+from ._durable import current
 from ._durations import Duration, parse_seconds
-from ._execution import current
 from .errors import InvalidArgumentError, InvalidDurationError
 from .models import Token
 

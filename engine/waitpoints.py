@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from . import _queries
+from ._durable import to_json
 from ._durations import Duration
-from ._execution import to_json
 from .errors import InvalidArgumentError
 from .models import Token
 from .wait import token_options

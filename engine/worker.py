@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import _queries
+from ._durable import current_execution as _execution_var
 from ._execution import Execution, NonDeterministic, Suspended
-from ._execution import _current as _execution_var
 from ._threads import DaemonThreadPool
 from .context import Metadata, TaskContext
 from .errors import (

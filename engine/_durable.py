@@ -1,0 +1,64 @@
+"""The seam between the public API and the worker runtime for durable calls.
+
+`wait.*`, `ctx.step` and `Task.trigger_and_wait` (public API) find the execution they
+belong to here; the worker runtime (`_execution.Execution`) is what it is at run time.
+The public layer depends only on this protocol, never on the runtime itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from pydantic import TypeAdapter
+
+from .models import Result
+
+T = TypeVar("T")
+_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class DurableExecution(Protocol):
+    """What a running task's durable calls need from the runtime."""
+
+    def in_loop(self) -> bool: ...
+
+    def dispatch(self, make: Callable[[], Coroutine[Any, Any, T]]) -> Any: ...
+
+    async def step_async(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
+
+    def step_sync(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
+
+    async def wait_seconds(self, seconds: float) -> None: ...
+
+    async def wait_until(self, until: datetime) -> None: ...
+
+    async def create_token(self, options: dict[str, Any]) -> str: ...
+
+    async def wait_token(self, token_id: str) -> Result: ...
+
+    async def trigger_and_wait(
+        self, task: str, payload_json: str, options: dict[str, Any], parse: Callable[[Any], Any]
+    ) -> Result: ...
+
+    async def batch_trigger_and_wait(
+        self, task: str, items_json: str, options: dict[str, Any], parse: Callable[[Any], Any]
+    ) -> list[Result]: ...
+
+
+current_execution: contextvars.ContextVar[DurableExecution | None] = contextvars.ContextVar(
+    "skiplock_execution", default=None
+)
+
+
+def current() -> DurableExecution:
+    execution = current_execution.get()
+    if execution is None:
+        raise RuntimeError("durable calls (waits, steps, trigger_and_wait) need a running task")
+    return execution
+
+
+def to_json(value: Any) -> str:
+    return _JSON.dump_json(value).decode()
