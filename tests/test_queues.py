@@ -281,3 +281,28 @@ def test_pause_and_priority_hold_with_worker_processes(
         wait_for(lambda h=h: app.runs.retrieve(h).is_completed, timeout=60)
     started = sorted((app.runs.retrieve(h).attempts[0].started_at, p) for h, p in handles.items())
     assert [p for _, p in started] == [100, 10, 5, 0]  # limit 1 for the key: one at a time
+
+
+def test_ttl_and_pending_version_with_worker_processes(
+    app: Engine, dsn: str, worker_procs: list[Any]
+) -> None:
+    started = app.trigger("keyed-sleep", 1.5, concurrency_key="ttl", ttl=0.5)
+    app.queues.pause("limited")
+    never = app.trigger("limited-sleep", 0.01, ttl=0.5)
+    pinned = app.trigger("keyed-sleep", 0.01, concurrency_key="pv", version="q2")
+    assert app.runs.retrieve(pinned).status is RunStatus.PENDING_VERSION
+    # a run that started before its TTL ran out is never expired
+    run = wait_for(lambda: (r := app.runs.retrieve(started)).is_completed and r, timeout=30)
+    assert run.status is RunStatus.COMPLETED and run.expired_at is None
+    # one that never started is, by a worker's tick
+    expired = wait_for(lambda: (r := app.runs.retrieve(never)).is_completed and r, timeout=30)
+    assert expired.status is RunStatus.EXPIRED and expired.attempt_count == 0
+    app.queues.resume("limited")
+    # a worker process of version q2 registers it: the pinned run is released and runs there
+    q2 = spawn_worker(dsn, "--concurrency", "2", "--version", "q2", "--queues", "keyed")
+    try:
+        done = wait_for(lambda: (r := app.runs.retrieve(pinned)).is_completed and r, timeout=30)
+        assert done.status is RunStatus.COMPLETED and done.version == "q2"
+    finally:
+        q2.terminate()
+        q2.wait(timeout=30)
