@@ -147,6 +147,11 @@ class Worker:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def problems(self) -> list[str]:
+        """Log lines that say something went wrong."""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return [line for line in text if " ERROR " in line or "Traceback" in line]
+
 
 def spawn(cmd: list[str], dsn: str, count: int, log_dir: Path, env: dict[str, str]) -> list[Worker]:
     """Start `count` worker subprocesses running `cmd`, with $BENCH_DSN set to `dsn`."""

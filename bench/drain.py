@@ -42,9 +42,7 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/drain.py` puts bench/, not the repo, on the path
     sys.path.insert(0, str(REPO))
 
+from bench import common  # noqa: E402
 from bench.noop_app import define  # noqa: E402
 from engine import Engine, Task  # noqa: E402
 
@@ -230,24 +229,7 @@ def enqueue_batch(dsn: str, n: int) -> Sample:
 # -- drain -------------------------------------------------------------------------------------
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def problems(self) -> list[str]:
-        """Log lines that say something went wrong."""
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return [line for line in text if " ERROR " in line or "Traceback" in line]
-
-
-def spawn_workers(dsn: str, count: int, log_dir: Path) -> list[WorkerProcess]:
-    env = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+def spawn_workers(dsn: str, count: int, log_dir: Path) -> list[common.Worker]:
     cmd = [
         sys.executable,
         "-m",
@@ -259,43 +241,23 @@ def spawn_workers(dsn: str, count: int, log_dir: Path) -> list[WorkerProcess]:
         "--version",
         WORKER_VERSION,
     ]
-    workers = []
-    for k in range(count):
-        log_path = log_dir / f"worker-{time.monotonic_ns()}-{k}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        workers.append(WorkerProcess(process, log_path))
-    return workers
+    return common.spawn(cmd, dsn, count, log_dir, {"SKIPLOCK_DATABASE_URL": dsn})
 
 
-def stop_workers(workers: list[WorkerProcess]) -> None:
+def stop_workers(workers: list[common.Worker]) -> None:
     """SIGTERM every worker still running and wait for it; raise if one exits badly."""
-    for w in workers:
-        if w.process.poll() is None:
-            w.process.send_signal(signal.SIGTERM)
-    failures = []
-    for w in workers:
-        try:
-            code = w.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            w.process.kill()
-            w.process.wait()
-            code = None
-        if code != 0:
-            failures.append(f"worker pid {w.process.pid} exit code {code}:\n{w.log_tail()}")
+    common.stop(workers)
+    failures = [
+        f"worker pid {w.process.pid} exit code {w.process.returncode}:\n{w.log_tail()}"
+        for w in workers
+        if w.process.returncode != 0
+    ]
     if failures:
         raise BenchError("\n\n".join(failures))
 
 
 def wait_completed(
-    conn: psycopg.Connection[Any], n: int, workers: list[WorkerProcess], timeout: float
+    conn: psycopg.Connection[Any], n: int, workers: list[common.Worker], timeout: float
 ) -> None:
     """Poll until n runs are COMPLETED; fail fast when a worker dies or time runs out."""
     deadline = time.perf_counter() + timeout

@@ -370,6 +370,10 @@ class Worker:
             while True:
                 try:
                     await self.engine.adb.run(_queries.complete_attempts(body))
+                    # the slots those runs held are free now: a limited queue that was
+                    # full may admit again, so look (else the poll interval would)
+                    assert self._wake is not None
+                    self._wake.set()
                     break
                 except psycopg.Error:
                     # fenced and idempotent: safe to resend until the database is back

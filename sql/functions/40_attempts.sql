@@ -33,6 +33,11 @@ BEGIN
            AND r.current_attempt_id = ANY (v_attempts)
         RETURNING r.current_attempt_id)
     SELECT array_agg(d.current_attempt_id) INTO v_done FROM done d;
+    -- a limited queue's freed slots may admit runs other workers are waiting to start
+    PERFORM pg_notify('skiplock_wake', q.name)
+       FROM skiplock.queues q
+      WHERE q.concurrency_limit IS NOT NULL
+        AND q.name IN (SELECT r.queue FROM skiplock.runs r WHERE r.id = ANY (v_runs));
     RETURN QUERY
     UPDATE skiplock.attempts a
        SET status = 'COMPLETED', finished_at = v_now,
