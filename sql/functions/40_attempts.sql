@@ -17,6 +17,7 @@ DECLARE
     v_outputs  jsonb[];
     v_runs     text[];
     v_done     text[];
+    v_queues   text[];
 BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
     -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
@@ -31,13 +32,13 @@ BEGIN
                output = v_outputs[array_position(v_attempts, r.current_attempt_id)]
          WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
            AND r.current_attempt_id = ANY (v_attempts)
-        RETURNING r.current_attempt_id)
-    SELECT array_agg(d.current_attempt_id) INTO v_done FROM done d;
+        RETURNING r.current_attempt_id, r.queue)
+    SELECT array_agg(d.current_attempt_id), array_agg(DISTINCT d.queue)
+      INTO v_done, v_queues FROM done d;
     -- a limited queue's freed slots may admit runs other workers are waiting to start
     PERFORM pg_notify('skiplock_wake', q.name)
        FROM skiplock.queues q
-      WHERE q.concurrency_limit IS NOT NULL
-        AND q.name IN (SELECT r.queue FROM skiplock.runs r WHERE r.id = ANY (v_runs));
+      WHERE q.name = ANY (v_queues) AND q.concurrency_limit IS NOT NULL;
     RETURN QUERY
     UPDATE skiplock.attempts a
        SET status = 'COMPLETED', finished_at = v_now,
