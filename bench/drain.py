@@ -27,7 +27,8 @@ Measured, each --repeat times (the figure is the median, with min and max):
   SIGTERM and every run is checked to have executed exactly once: every run COMPLETED
   with attempt_count = 1, and exactly one (COMPLETED) attempts row per run. As a
   diagnostic, the bench database has track_functions = 'pl', and the mean time per
-  call of the workers' dequeue / start_attempts / complete_attempts is printed.
+  call of the workers' lock_ready / begin_attempts (the two halves of claim) /
+  complete_attempts is printed.
 
 By default the freshly filled runs table has no planner statistics when the workers
 start (autovacuum rarely gets to it within a drain; the output says when it did), as after
@@ -335,7 +336,7 @@ def function_ms(conn: psycopg.Connection[Any]) -> dict[str, float]:
     rows = conn.execute(
         "SELECT funcname, total_time / calls FROM pg_stat_user_functions "
         "WHERE schemaname = 'skiplock' AND calls > 0 "
-        "AND funcname IN ('dequeue', 'start_attempts', 'complete_attempts')"
+        "AND funcname IN ('lock_ready', 'begin_attempts', 'complete_attempts')"
     ).fetchall()
     return {name: float(ms) for name, ms in rows}
 
@@ -428,7 +429,7 @@ def _median(values: list[float], fmt: str) -> str:
 
 def table(results: dict[str, list[Sample]]) -> str:
     """A Markdown table: runs/s median, min, max; for drains also the median start-up
-    time, steady-state rate, and dequeue() time per call."""
+    time, steady-state rate, and lock_ready() (dequeue) time per call."""
     header = [
         "measurement",
         "median runs/s",
@@ -436,7 +437,7 @@ def table(results: dict[str, list[Sample]]) -> str:
         "max",
         "startup s",
         "busy runs/s",
-        "dequeue ms/call",
+        "lock_ready ms/call",
     ]
     rows = []
     for name, samples in results.items():
@@ -451,9 +452,9 @@ def table(results: dict[str, list[Sample]]) -> str:
                 _median([b for s in samples if (b := s.busy_rate) is not None], ".0f"),
                 _median(
                     [
-                        s.function_ms["dequeue"]
+                        s.function_ms["lock_ready"]
                         for s in samples
-                        if s.function_ms and "dequeue" in s.function_ms
+                        if s.function_ms and "lock_ready" in s.function_ms
                     ],
                     ".1f",
                 ),
