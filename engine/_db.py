@@ -77,7 +77,7 @@ def raise_mapped(exc: psycopg.Error) -> NoReturn:
     raise exc
 
 
-def _execute(conn: psycopg.Connection[Any], query: Query[T]) -> T:
+def execute(conn: psycopg.Connection[Any], query: Query[T]) -> T:
     try:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(query.sql, query.params)
@@ -125,10 +125,10 @@ class Database:
     def run(self, query: Query[T], conn: psycopg.Connection[Any] | None = None) -> T:
         """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
         if conn is not None:
-            return _execute(conn, query)
+            return execute(conn, query)
         try:  # the first try outside tenacity: its bookkeeping costs ~15 us per call
             with self.pool.connection() as pooled:
-                return _execute(pooled, query)
+                return execute(pooled, query)
         except psycopg.Error as exc:
             if not _retryable(query)(exc):
                 raise
@@ -139,7 +139,7 @@ class Database:
             reraise=True,
         ):
             with attempt, self.pool.connection() as pooled:
-                return _execute(pooled, query)
+                return execute(pooled, query)
         raise AssertionError("unreachable: tenacity re-raises")
 
     def close(self) -> None:

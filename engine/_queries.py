@@ -83,6 +83,27 @@ def list_runs(
     )
 
 
+def runs_by_id(ids: list[str]) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.run_details WHERE id = ANY (%s)",
+        (ids,),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
+def changed_runs(
+    ids: list[str], run_ids: list[str], tags: list[str], batches: list[str]
+) -> Query[list[dict[str, Any]]]:
+    """Of the runs `ids` (just announced as changed), those a subscription watches: by id,
+    by any of `tags`, or by batch."""
+    return Query(
+        "SELECT * FROM skiplock.run_details WHERE id = ANY (%s)"
+        " AND (id = ANY (%s) OR tags && %s::text[] OR batch_id = ANY (%s))",
+        (ids, run_ids, tags, batches),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
 def cancel(run_id: str) -> Query[RunStatus]:
     return Query("SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows)))
 

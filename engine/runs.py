@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _queries
+from . import _queries, realtime
 from ._db import Query
 from ._durations import Duration, delay_options
 from .errors import InvalidArgumentError
@@ -212,3 +212,62 @@ class Runs:
     async def reschedule_async(self, run: RunRef, *, delay: Duration | datetime) -> Run[Any, Any]:
         await self._engine.adb.run(_queries.reschedule(run_id(run), delay_options(delay)))
         return await self.retrieve_async(run)
+
+    # realtime ----------------------------------------------------------------------------
+
+    def subscribe_to_run(
+        self, run: RunRef, *, task: Task[P, O] | None = None
+    ) -> Iterator[Run[Any, Any]]:
+        """Snapshots of the run: its current state at once, then one per change (status,
+        metadata, output); ends after a final status. A reader slower than the changes
+        gets the latest state, skipping intermediate ones. Raises `RunNotFoundError` for
+        an unknown id. All subscriptions of a process share one LISTEN connection."""
+        return realtime.subscribe(self._engine.dsn, "run", run_id(run), self._model(task))
+
+    def subscribe_to_run_async(
+        self, run: RunRef, *, task: Task[P, O] | None = None
+    ) -> AsyncIterator[Run[Any, Any]]:
+        return realtime.subscribe_async(self._engine.dsn, "run", run_id(run), self._model(task))
+
+    def subscribe_to_runs_with_tag(
+        self, tag: str, *, created_from: datetime | None = None
+    ) -> Iterator[Run[Any, Any]]:
+        """Snapshots of every run with `tag`: first the existing ones (the newest 1,000,
+        created since `created_from` if given), then each change of any run with the tag,
+        including runs created later. Ends when the caller stops iterating."""
+        return realtime.subscribe(
+            self._engine.dsn,
+            "tag",
+            _key("tag", tag),
+            Run.model_validate,
+            created_from=created_from,
+        )
+
+    def subscribe_to_runs_with_tag_async(
+        self, tag: str, *, created_from: datetime | None = None
+    ) -> AsyncIterator[Run[Any, Any]]:
+        return realtime.subscribe_async(
+            self._engine.dsn,
+            "tag",
+            _key("tag", tag),
+            Run.model_validate,
+            created_from=created_from,
+        )
+
+    def subscribe_to_batch(self, batch_id: str) -> Iterator[Run[Any, Any]]:
+        """Snapshots of every run of the batch, then each change. Ends when the caller
+        stops iterating."""
+        return realtime.subscribe(
+            self._engine.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+        )
+
+    def subscribe_to_batch_async(self, batch_id: str) -> AsyncIterator[Run[Any, Any]]:
+        return realtime.subscribe_async(
+            self._engine.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+        )
+
+
+def _key(name: str, value: str) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
+    return value

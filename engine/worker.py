@@ -26,6 +26,7 @@ import psycopg
 from . import _queries
 from ._durable import current_execution as _execution_var
 from ._execution import Execution, NonDeterministic, Suspended
+from ._listener import Listener, Registration
 from ._threads import DaemonThreadPool
 from .context import Metadata, TaskContext
 from .errors import (
@@ -118,6 +119,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._completions: asyncio.Queue[tuple[str, Any]] | None = None
+        self._background: set[asyncio.Future[None]] = set()  # fire-and-forget tasks
         self._stop_requested = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -146,8 +148,8 @@ class Worker:
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
         await self._register()
+        registrations = self._listen()
         background = [
-            asyncio.create_task(self._listen(), name="skiplock-listen"),
             asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._metadata_flusher(), name="skiplock-metadata"),
@@ -157,6 +159,8 @@ class Worker:
             await self._fetch_loop()
             await self._drain()
         finally:
+            for reg in registrations:
+                Listener.for_dsn(self.engine.dsn).remove(reg)
             await self._completions.join()
             flusher.cancel()
             for t in background:
@@ -397,26 +401,39 @@ class Worker:
         for attempt in list(self._running.values()):
             self._stop_run(attempt.ctx.run_id, reason)
 
-    async def _listen(self) -> None:
-        """LISTEN for new work and cancels; reconnect on loss and catch up."""
+    def _listen(self) -> list[Registration]:
+        """Wake-ups and cancels from the process's shared LISTEN connection. Each read's
+        notifications reach the loop as one call (a burst of triggers is one wake-up)."""
+        assert self._loop is not None
+        loop = self._loop
+
+        def on_wake(payloads: list[str] | None, _conn: object) -> None:
+            # None: (re)connected, so anything may have been missed: look, and renew
+            if payloads is None or any(
+                not p or self.queues is None or p in self.queues for p in payloads
+            ):
+                loop.call_soon_threadsafe(self._on_wake, payloads is None)
+
+        def on_cancel(payloads: list[str] | None, _conn: object) -> None:
+            for run_id in payloads or ():
+                loop.call_soon_threadsafe(self._stop_run, run_id)
+
+        listener = Listener.for_dsn(self.engine.dsn)
+        return [listener.add("skiplock_wake", on_wake), listener.add("skiplock_cancel", on_cancel)]
+
+    def _on_wake(self, reconnected: bool) -> None:
         assert self._wake is not None
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.engine.dsn, autocommit=True
-                ) as conn:
-                    await conn.execute("LISTEN skiplock_wake")
-                    await conn.execute("LISTEN skiplock_cancel")
-                    self._wake.set()  # catch up on anything sent while not listening
-                    await self._check_current()
-                    async for note in conn.notifies():
-                        if note.channel == "skiplock_cancel":
-                            self._stop_run(note.payload)
-                        elif not note.payload or self.queues is None or note.payload in self.queues:
-                            self._wake.set()
-            except psycopg.Error:
-                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
-                await asyncio.sleep(1.0)
+        self._wake.set()
+        if reconnected:
+            task = asyncio.ensure_future(self._check_current_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _check_current_logged(self) -> None:
+        try:
+            await self._check_current()
+        except psycopg.Error:
+            log.warning("could not renew the lease after reconnecting", exc_info=True)
 
     async def _check_current(self) -> None:
         """Renew the lease, and stop attempts the database no longer considers current."""

@@ -131,6 +131,7 @@ BEGIN
         RETURNING r.id INTO v_id;
 
         IF v_id IS NOT NULL THEN
+            PERFORM skiplock.notify_runs(ARRAY[v_id]);
             IF v_status = 'QUEUED' THEN
                 PERFORM pg_notify('skiplock_wake', v_queue);
             END IF;
@@ -299,6 +300,7 @@ BEGIN
                array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
           INTO v_ids, v_statuses, v_queues
           FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
+        PERFORM skiplock.notify_runs(v_ids);
         FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
             PERFORM pg_notify('skiplock_wake', v_queue);
         END LOOP;

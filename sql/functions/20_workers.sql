@@ -89,12 +89,17 @@ CREATE OR REPLACE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS intege
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := skiplock.now();
+    v_ids text[];
     v_n   integer;
 BEGIN
-    UPDATE skiplock.runs
-       SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
-     WHERE worker_id = p_worker_id AND status = 'DEQUEUED';
-    GET DIAGNOSTICS v_n = ROW_COUNT;
+    WITH requeued AS (
+        UPDATE skiplock.runs
+           SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
+         WHERE worker_id = p_worker_id AND status = 'DEQUEUED'
+        RETURNING id)
+    SELECT array_agg(id) INTO v_ids FROM requeued;
+    v_n := coalesce(cardinality(v_ids), 0);
+    PERFORM skiplock.notify_runs(v_ids);
     IF v_n > 0 THEN
         PERFORM pg_notify('skiplock_wake', '');
     END IF;
@@ -115,8 +120,10 @@ DECLARE
     v_now   timestamptz := skiplock.now();
     v_count integer := 0;
     v_queue text;
+    v_ids   text[] := '{}';
+    v_id    text;
 BEGIN
-    FOR v_queue IN
+    FOR v_id, v_queue IN
         WITH due AS (
             SELECT r.id, dep.queue
               FROM skiplock.runs r
@@ -138,14 +145,16 @@ BEGIN
                    updated_at = v_now
               FROM due
              WHERE r.id = due.id
-            RETURNING r.status, r.queue)
-        SELECT CASE WHEN status = 'QUEUED' THEN queue END FROM released
+            RETURNING r.id, r.status, r.queue)
+        SELECT id, CASE WHEN status = 'QUEUED' THEN queue END FROM released
     LOOP
         v_count := v_count + 1;
+        v_ids := v_ids || v_id;
         IF v_queue IS NOT NULL THEN
             PERFORM pg_notify('skiplock_wake', v_queue);  -- duplicates fold at commit
         END IF;
     END LOOP;
+    PERFORM skiplock.notify_runs(v_ids);
     RETURN v_count;
 END;
 $$;
@@ -163,6 +172,7 @@ DECLARE
     v_now      timestamptz := skiplock.now();
     v_worker   skiplock.workers;
     v_attempts text[];
+    v_ids      text[];
     v_count    integer := 0;
     v_n        integer;
 BEGIN
@@ -174,10 +184,14 @@ BEGIN
          FOR UPDATE SKIP LOCKED
     LOOP
         UPDATE skiplock.workers SET lost_at = v_now WHERE id = v_worker.id;
-        UPDATE skiplock.runs
-           SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
-         WHERE worker_id = v_worker.id AND status = 'DEQUEUED';
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        WITH requeued AS (
+            UPDATE skiplock.runs
+               SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
+             WHERE worker_id = v_worker.id AND status = 'DEQUEUED'
+            RETURNING id)
+        SELECT array_agg(id) INTO v_ids FROM requeued;
+        PERFORM skiplock.notify_runs(v_ids);
+        v_n := coalesce(cardinality(v_ids), 0);
         v_count := v_count + v_n;
         IF v_n > 0 THEN
             PERFORM pg_notify('skiplock_wake', '');
@@ -190,8 +204,10 @@ BEGIN
                        'message', format('worker %s stopped renewing its lease (last heartbeat %s)',
                                          v_worker.id, v_worker.last_heartbeat_at))
              WHERE r.worker_id = v_worker.id AND r.status = 'EXECUTING'
-            RETURNING r.current_attempt_id)
-        SELECT array_agg(c.current_attempt_id) INTO v_attempts FROM crashed c;
+            RETURNING r.id, r.current_attempt_id)
+        SELECT array_agg(c.current_attempt_id), array_agg(c.id) INTO v_attempts, v_ids
+          FROM crashed c;
+        PERFORM skiplock.notify_runs(v_ids);
         v_count := v_count + coalesce(cardinality(v_attempts), 0);
         UPDATE skiplock.attempts a
            SET status = 'CRASHED', finished_at = v_now,

@@ -98,6 +98,7 @@ DECLARE
     v_now timestamptz := skiplock.now();
     v_ids text[] := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
 BEGIN
+    PERFORM skiplock.notify_runs(v_ids);
     RETURN QUERY
     UPDATE skiplock.runs r
        SET status = 'DEQUEUED', version = p_version, worker_id = p_worker_id, updated_at = v_now
@@ -126,6 +127,7 @@ BEGIN
     IF cardinality(p_run_ids) = 0 THEN
         RETURN;
     END IF;
+    PERFORM skiplock.notify_runs(p_run_ids);  -- ids not started are re-read for nothing
     RETURN QUERY
     WITH started AS (
         UPDATE skiplock.runs r

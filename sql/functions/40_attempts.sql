@@ -17,6 +17,7 @@ DECLARE
     v_outputs  jsonb[];
     v_runs     text[];
     v_done     text[];
+    v_done_ids text[];
     v_queues   text[];
 BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
@@ -32,9 +33,10 @@ BEGIN
                output = v_outputs[array_position(v_attempts, r.current_attempt_id)]
          WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
            AND r.current_attempt_id = ANY (v_attempts)
-        RETURNING r.current_attempt_id, r.queue)
-    SELECT array_agg(d.current_attempt_id), array_agg(DISTINCT d.queue)
-      INTO v_done, v_queues FROM done d;
+        RETURNING r.id, r.current_attempt_id, r.queue)
+    SELECT array_agg(d.current_attempt_id), array_agg(d.id), array_agg(DISTINCT d.queue)
+      INTO v_done, v_done_ids, v_queues FROM done d;
+    PERFORM skiplock.notify_runs(v_done_ids);
     -- a limited queue's freed slots may admit runs other workers are waiting to start
     PERFORM pg_notify('skiplock_wake', q.name)
        FROM skiplock.queues q
@@ -93,6 +95,7 @@ BEGIN
                                ELSE r.available_at END,
            finished_at = CASE WHEN v_status = 'QUEUED' THEN NULL ELSE v_now END
      WHERE r.id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
     IF v_status = 'QUEUED' AND p_retry_delay <= 0 THEN
         PERFORM pg_notify('skiplock_wake', v_run.queue);
     END IF;

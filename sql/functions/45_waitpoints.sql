@@ -28,6 +28,7 @@ BEGIN
     UPDATE skiplock.runs SET status = 'QUEUED', available_at = skiplock.now(),
                              updated_at = skiplock.now()
      WHERE id = p_run_id;
+    PERFORM skiplock.notify_runs(ARRAY[p_run_id]);
     PERFORM pg_notify('skiplock_wake', v_run.queue);
     RETURN true;
 END;
@@ -159,6 +160,7 @@ BEGIN
        SET status = 'WAITING', suspended = true, worker_id = NULL, updated_at = v_now
      WHERE id = v_run.id;
     UPDATE skiplock.attempts SET status = 'SUSPENDED' WHERE id = p_attempt_id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
     RETURN 'WAITING';
 END;
 $$;
@@ -347,6 +349,7 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE skiplock.runs SET metadata = p_metadata, updated_at = skiplock.now() WHERE id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
     RETURN true;
 END;
 $$;

@@ -69,6 +69,7 @@ BEGIN
            SET status = 'CANCELED', finished_at = v_now, updated_at = v_now, worker_id = NULL
          WHERE r.id = v_id AND NOT skiplock.is_final(r.status);
         PERFORM pg_notify('skiplock_cancel', v_id);
+        PERFORM skiplock.notify_runs(ARRAY[v_id]);
     END LOOP;
     RETURN (SELECT r.status FROM skiplock.runs r WHERE r.id = p_run_id);
 END;
@@ -114,6 +115,7 @@ BEGIN
            order_at = p_delay_until - make_interval(secs => priority),
            expires_at = p_delay_until + make_interval(secs => ttl), updated_at = skiplock.now()
      WHERE id = p_run_id;
+    PERFORM skiplock.notify_runs(ARRAY[p_run_id]);
     RETURN p_delay_until;
 END;
 $$;

@@ -34,6 +34,7 @@ BEGIN
        SET status = 'EXPIRED', expired_at = v_now, finished_at = v_now, updated_at = v_now
      WHERE r.id = ANY (v_ids);
     GET DIAGNOSTICS v_expired = ROW_COUNT;
+    PERFORM skiplock.notify_runs(v_ids);
 
     v_ids := ARRAY(
         SELECT r.id FROM skiplock.runs r
@@ -43,6 +44,7 @@ BEGIN
          FOR UPDATE SKIP LOCKED);
     UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now WHERE r.id = ANY (v_ids);
     GET DIAGNOSTICS v_promoted = ROW_COUNT;
+    PERFORM skiplock.notify_runs(v_ids);
     IF v_promoted > 0 THEN
         PERFORM pg_notify('skiplock_wake', '');
     END IF;
@@ -64,6 +66,10 @@ BEGIN
             v_wp, jsonb_build_object('type', 'WaitpointTimeout',
                                      'message', format('token %s timed out', v_wp)), true)::integer;
     END LOOP;
+
+    -- registrations of sessions that are gone (killed, restarted server)
+    DELETE FROM skiplock.subscribers s
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
 
     RETURN jsonb_build_object(
         'waitpoints', v_waits,
