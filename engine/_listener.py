@@ -129,10 +129,16 @@ class Listener:
                 with self._connect() as conn:
                     failures = 0
                     self._serve(conn)
-            except (psycopg.Error, OSError):
+            except (psycopg.Error, OSError) as exc:
                 delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                 failures += 1
-                log.warning("LISTEN connection lost; reconnecting in %.2fs", delay, exc_info=True)
+                # the first failure in a row is worth a warning, the retries are not
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "LISTEN connection lost (%s); reconnecting in %.2fs",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    delay,
+                )
                 time.sleep(delay)
 
     def _connect(self) -> psycopg.Connection[Any]:

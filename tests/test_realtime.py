@@ -1,0 +1,244 @@
+"""Realtime: run subscriptions over one LISTEN connection per process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import fetch, wait_for
+
+from engine import Engine, Run, RunStatus, TaskContext
+from engine._feed import RunFeed
+from engine._listener import Listener
+from engine.errors import InvalidArgumentError, RunNotFoundError
+
+LISTENER = f"skiplock-listener:{os.getpid()}"
+
+
+class Collector:
+    """Iterates a subscription on a thread, keeping every snapshot."""
+
+    def __init__(
+        self, it: Iterator[Run[Any, Any]], until: Callable[[Collector], bool] | None = None
+    ) -> None:
+        self.runs: list[Run[Any, Any]] = []
+        self._until = until
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self._it = it
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for run in self._it:
+                self.runs.append(run)
+                if self._until is not None and self._until(self):
+                    break  # closes the subscription
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()  # what dropping the last reference to the generator does
+        self.ended.set()
+
+    def of(self, run_id: str) -> list[Run[Any, Any]]:
+        return [r for r in self.runs if r.id == run_id]
+
+    def completed(self, run_id: str) -> bool:
+        return any(r.status is RunStatus.COMPLETED for r in self.of(run_id))
+
+
+def listener_connections(dsn: str) -> int:
+    return int(
+        fetch(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", LISTENER)[
+            0
+        ][0]
+    )
+
+
+def test_a_subscription_sees_execution_each_progress_update_and_the_end(
+    app: Engine, start_worker: Any
+) -> None:
+    gate = threading.Event()
+
+    @app.task("progress")
+    def progress(steps: int, ctx: TaskContext) -> str:
+        gate.wait(10)
+        for i in range(1, steps + 1):
+            ctx.metadata.set("progress", i)
+            time.sleep(0.4)  # longer than the 0.25 s metadata flush
+        return "done"
+
+    start_worker()
+    h = progress.trigger(3)
+    seen = Collector(app.runs.subscribe_to_run(h.id))
+    wait_for(lambda: seen.runs)
+    gate.set()
+    assert seen.ended.wait(20), "the subscription did not end"
+    assert seen.error is None
+    statuses = [r.status for r in seen.runs]
+    assert RunStatus.EXECUTING in statuses
+    assert statuses[-1] is RunStatus.COMPLETED and seen.runs[-1].output == "done"
+    progress_seen = [r.metadata.get("progress") for r in seen.runs if r.metadata.get("progress")]
+    assert sorted(set(progress_seen)) == [1, 2, 3] and progress_seen == sorted(progress_seen)
+    assert RunFeed.for_dsn(app.dsn).count() == 0  # unsubscribed at the end
+
+
+def test_async_subscription_ends_at_the_final_status(app: Engine, start_worker: Any) -> None:
+    @app.task("quick")
+    async def quick(x: int, ctx: TaskContext) -> int:
+        await asyncio.sleep(0.2)
+        return x * 2
+
+    async def follow(run_id: str) -> list[Run[Any, Any]]:
+        return [r async for r in app.runs.subscribe_to_run_async(run_id)]
+
+    h = quick.trigger(21)
+    start_worker()
+    runs = asyncio.run(asyncio.wait_for(follow(h.id), 20))
+    assert runs[-1].status is RunStatus.COMPLETED, runs[-1].error
+    assert runs[-1].output == 42
+    assert all(not r.is_completed for r in runs[:-1])
+
+
+def test_a_tag_subscription_sees_runs_created_after_it_started(
+    app: Engine, start_worker: Any
+) -> None:
+    @app.task("tagged")
+    def tagged(x: int, ctx: TaskContext) -> int:
+        return x
+
+    before = tagged.trigger(0, tags=["rt-tag"])
+    later: list[str] = []
+    seen = Collector(
+        app.runs.subscribe_to_runs_with_tag("rt-tag"),
+        until=lambda c: len(later) == 3 and all(c.completed(i) for i in [before.id, *later]),
+    )
+    wait_for(lambda: seen.of(before.id))  # the existing run comes first
+    other = tagged.trigger(9, tags=["other"]).id
+    later.extend(tagged.trigger(i, tags=["rt-tag", f"n{i}"]).id for i in range(1, 4))
+    start_worker()
+    assert seen.ended.wait(20), "not every tagged run was seen completed"
+    assert not seen.of(other) and seen.error is None
+    assert RunFeed.for_dsn(app.dsn).count() == 0
+
+
+def test_a_batch_subscription_sees_every_run_of_the_batch(app: Engine, start_worker: Any) -> None:
+    @app.task("batched")
+    def batched(x: int, ctx: TaskContext) -> int:
+        return x
+
+    batch = batched.batch_trigger([1, 2, 3])
+    seen = Collector(
+        app.runs.subscribe_to_batch(batch.id),
+        until=lambda c: all(c.completed(h.id) for h in batch.runs),
+    )
+    start_worker()
+    assert seen.ended.wait(20), "not every run of the batch was seen completed"
+    assert {r.batch_id for r in seen.runs} == {batch.id}
+
+
+def test_a_subscription_survives_its_listen_connection_being_terminated(app: Engine) -> None:
+    token = app.waitpoints.create_token()
+
+    @app.task("waits-for-token")
+    def waits(_: None, ctx: TaskContext) -> None:
+        pass
+
+    h = waits.trigger(None, delay="1h")
+    seen = Collector(app.runs.subscribe_to_run(h.id))
+    wait_for(lambda: seen.runs)
+    listener = Listener.for_dsn(app.dsn)
+    connects = listener.connects
+    wait_for(lambda: listener_connections(app.dsn) == 1)
+    # kill the LISTEN backend and change the run in the same transaction: the
+    # notification has nobody to reach, so only the catch-up after reconnecting sees it
+    with psycopg.connect(app.dsn) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (LISTENER,),
+        )
+        conn.execute("SELECT skiplock.cancel_run(%s)", (h.id,))
+    assert seen.ended.wait(20), "the final status was missed"
+    assert seen.runs[-1].status is RunStatus.CANCELED
+    assert listener.connects > connects
+    del token
+
+
+def test_a_thousand_subscriptions_share_one_connection(app: Engine) -> None:
+    @app.task("many")
+    def many(x: int, ctx: TaskContext) -> int:
+        return x
+
+    ids = [h.id for h in many.batch_trigger(list(range(1000))).runs]
+
+    async def follow_all() -> list[list[Run[Any, Any]]]:
+        async def follow(run_id: str) -> list[Run[Any, Any]]:
+            return [r async for r in app.runs.subscribe_to_run_async(run_id)]
+
+        tasks = [asyncio.create_task(follow(i)) for i in ids]
+        await asyncio.to_thread(wait_for, lambda: RunFeed.for_dsn(app.dsn).count() == 1000)
+        assert listener_connections(app.dsn) == 1
+        await asyncio.to_thread(
+            fetch, app.dsn, "SELECT count(skiplock.cancel_run(id)) FROM skiplock.runs"
+        )
+        return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    results = asyncio.run(follow_all())
+    assert all(r[-1].status is RunStatus.CANCELED for r in results)
+    assert RunFeed.for_dsn(app.dsn).count() == 0
+
+
+def test_worker_and_subscriptions_share_the_listen_connection(
+    app: Engine, start_worker: Any
+) -> None:
+    @app.task("shared")
+    def shared(x: int, ctx: TaskContext) -> int:
+        return x
+
+    start_worker()
+    h = shared.trigger(1, delay="1h")
+    seen = Collector(app.runs.subscribe_to_run(h.id))
+    wait_for(lambda: seen.runs)
+    assert listener_connections(app.dsn) == 1
+    app.runs.reschedule(h.id, delay="0s")
+    assert seen.ended.wait(20) and seen.runs[-1].status is RunStatus.COMPLETED
+
+
+def test_run_changes_are_announced_only_while_someone_is_registered(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as other:
+        listen.execute("LISTEN skiplock_runs")
+
+        def announced(ids: list[str]) -> list[str]:
+            other.execute("SELECT skiplock.notify_runs(%s)", (ids,))
+            other.commit()
+            return [n.payload for n in listen.notifies(timeout=0.3)]
+
+        assert announced(["run_a"]) == []
+        listen.execute("SELECT skiplock.subscribe()")
+        many = [f"run_{i:032d}" for i in range(450)]
+        payloads = announced(many)
+        assert [len(p.split(",")) for p in payloads] == [200, 200, 50]
+        assert all(len(p) < 8000 for p in payloads)
+        assert ",".join(payloads).split(",") == many
+        listen.execute("SELECT skiplock.unsubscribe()")
+        assert announced(["run_b"]) == []
+
+
+def test_bad_subscriptions_raise_typed_errors(app: Engine) -> None:
+    with pytest.raises(RunNotFoundError):
+        next(app.runs.subscribe_to_run("run_missing"))
+    with pytest.raises(InvalidArgumentError):
+        app.runs.subscribe_to_runs_with_tag("")
+    with pytest.raises(InvalidArgumentError):
+        app.runs.subscribe_to_batch(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        app.runs.subscribe_to_run(42)  # type: ignore[arg-type]
