@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._watch import watch
 from .app import Engine
 from .errors import InvalidArgumentError, SkiplockError
 from .models import Run
@@ -138,6 +140,17 @@ def cmd_runs(args: argparse.Namespace) -> None:
         _print_run(app.runs.replay(args.run_id), args.json)
     elif args.action == "reschedule":
         _print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
+    elif args.action == "watch":
+        if (args.run_id is None) == (args.tag is None):
+            raise InvalidArgumentError("give a run id or --tag, not both")
+        with contextlib.suppress(KeyboardInterrupt):  # the way to stop watching a tag
+            watch(
+                app,
+                run_id=args.run_id,
+                tag=args.tag,
+                out=sys.stdout,
+                live_table=sys.stdout.isatty(),
+            )
 
 
 def cmd_queues(args: argparse.Namespace) -> None:
@@ -222,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("run_id")
         if name == "reschedule":
             sp.add_argument("--delay", required=True, help="e.g. 30s, 10m, 1h")
+    wt = rs.add_parser("watch", help="follow a run, or every run with a tag, live")
+    wt.add_argument("run_id", nargs="?", help="follow this run until its final status")
+    wt.add_argument("--tag", help="follow every run with this tag (Ctrl-C to stop)")
     for sp in (ls, *(rs.choices[n] for n in ("show", "cancel", "replay", "reschedule"))):
         sp.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(fn=cmd_runs)

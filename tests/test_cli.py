@@ -103,3 +103,43 @@ def test_runs_commands(dsn: str) -> None:
 def test_worker_with_a_bad_app_reference_fails_clearly(dsn: str) -> None:
     done = cli(dsn, "worker", "no_such_module:app")
     assert done.returncode == 2 and "cannot load" in done.stderr
+
+
+def _watch(dsn: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [SKIPLOCK, "--dsn", dsn, "runs", "watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=TESTS,
+    )
+
+
+def test_runs_watch_follows_a_run_to_its_end_and_a_tag_until_interrupted(dsn: str) -> None:
+    app = Engine(dsn)
+    run = app.trigger("cli-echo", {"n": 1}, delay="1h")
+    follow = _watch(dsn, run.id)
+    tagged = _watch(dsn, "--tag", "watched")
+    wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.subscribers"))  # both are listening
+    later = app.trigger("cli-echo", {"n": 2}, tags=["watched"], delay="1h")
+    app.runs.cancel(run.id)
+    out, err = follow.communicate(timeout=30)
+    assert follow.returncode == 0, err
+    lines = out.splitlines()
+    first = app.runs.retrieve(later.id).status.value  # DELAYED, or PENDING_VERSION if undeployed
+    assert lines[0].split()[:3] == [run.id, "cli-echo", first]
+    assert lines[-1].split()[:3] == [run.id, "cli-echo", "CANCELED"]
+
+    app.runs.cancel(later.id)
+    line_of = lambda status: f"{later.id}  cli-echo  {status}"  # noqa: E731
+    seen: list[str] = []
+    assert tagged.stdout is not None
+    for line in tagged.stdout:
+        seen.append(line)
+        if line.startswith(line_of("CANCELED")):
+            break
+    assert any(s.startswith(line_of(first)) for s in seen)
+    tagged.send_signal(signal.SIGINT)
+    assert tagged.wait(timeout=30) == 0
+    assert cli(dsn, "runs", "watch").returncode == 2  # neither a run nor a tag
+    app.close()
