@@ -28,7 +28,7 @@ from ._listener import Listener, Registration
 from .errors import RunNotFoundError
 from .models import FINAL_STATUSES
 
-Kind = Literal["run", "tag", "batch"]
+Kind = Literal["run", "tag", "batch", "all"]
 Item = dict[str, Any] | BaseException
 
 _CHANNEL = "skiplock_runs"
@@ -85,7 +85,12 @@ class RunFeed:
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._lock = threading.Lock()
-        self._subs: dict[Kind, dict[str, set[Subscription]]] = {"run": {}, "tag": {}, "batch": {}}
+        self._subs: dict[Kind, dict[str, set[Subscription]]] = {
+            "run": {},
+            "tag": {},
+            "batch": {},
+            "all": {},
+        }
         self._registration: Registration | None = None
 
     def subscribe(
@@ -127,7 +132,7 @@ class RunFeed:
             )
             return
         ids = sorted({i for p in payloads for i in p.split(",") if i})
-        run_ids = [i for i in ids if i in watched["run"]]
+        run_ids = ids if watched["all"] else [i for i in ids if i in watched["run"]]
         if not ids or not (run_ids or watched["tag"] or watched["batch"]):
             return
         rows = execute(
@@ -135,7 +140,7 @@ class RunFeed:
             _queries.changed_runs(ids, run_ids, list(watched["tag"]), list(watched["batch"])),
         )
         for row in rows:
-            targets = set(watched["run"].get(row["id"], ()))
+            targets = set(watched["run"].get(row["id"], ())) | watched["all"].get("*", set())
             for tag in row["tags"] or ():
                 targets |= watched["tag"].get(tag, set())
             if row["batch_id"] is not None:
@@ -156,7 +161,7 @@ class RunFeed:
                 elif first:
                     sub.mailbox.put(sub.key, RunNotFoundError(f"run {sub.key} does not exist"))
         for sub in subs:
-            if sub.kind != "run":
+            if sub.kind in ("tag", "batch"):
                 snapshot = execute(conn, _snapshot_query(sub, first=first))
                 for row in reversed(snapshot):
                     _deliver(sub, row)  # oldest first
@@ -183,6 +188,9 @@ def _snapshot_query(sub: Subscription, *, first: bool) -> Query[list[dict[str, A
 
 
 def _deliver(sub: Subscription, row: dict[str, Any]) -> None:
+    if sub.kind == "all":  # it sees every run: remembering them would grow without end
+        sub.mailbox.put(row["id"], row)
+        return
     fingerprint = hash(repr(row))
     if sub.seen.get(row["id"]) == fingerprint:
         return

@@ -104,6 +104,14 @@ def changed_runs(
     )
 
 
+def children(run_id: str, limit: int) -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.run_details WHERE parent_id = %s ORDER BY id LIMIT %s",
+        (run_id, limit),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
 def cancel(run_id: str) -> Query[RunStatus]:
     return Query("SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows)))
 
@@ -336,6 +344,27 @@ def waitpoint(waitpoint_id: str) -> Query[dict[str, Any]]:
         "idempotency_key FROM skiplock.waitpoints WHERE id = %s",
         (waitpoint_id,),
         parse,
+    )
+
+
+def run_waitpoints(run_id: str) -> Query[list[dict[str, Any]]]:
+    """Every waitpoint the run has blocked on, in the order it did."""
+    return Query(
+        "SELECT w.id, w.type, w.status, w.output, w.is_error, w.tags, w.created_at, "
+        "w.completed_at, w.timeout_at, w.idempotency_key "
+        "FROM skiplock.run_waitpoints e JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id "
+        "WHERE e.run_id = %s ORDER BY e.created_at, w.id",
+        (run_id,),
+        lambda rows: [dict(r) for r in rows],
+    )
+
+
+def workers() -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.worker_status ORDER BY state = 'active' DESC, started_at DESC "
+        "LIMIT 200",
+        (),
+        lambda rows: [dict(r) for r in rows],
     )
 
 

@@ -20,6 +20,7 @@ from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .waitpoints import Waitpoints
+from .workers import Workers
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -42,6 +43,7 @@ class Engine:
         self.runs = Runs(self)
         self.queues = Queues(self)
         self.waitpoints = Waitpoints(self)
+        self.workers = Workers(self)
 
     # -- connection ----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +76,11 @@ class Page:
     def has_next_page(self) -> bool:
         return self._more
 
+    @property
+    def next_cursor(self) -> str | None:
+        """Pass as `after=` to `runs.list` for the next page; None on the last page."""
+        return self.data[-1].id if self._more else None
+
     def _cursor(self) -> str:
         if not self._more:
             raise InvalidArgumentError("this is the last page")
@@ -143,8 +149,6 @@ class Runs:
         for s in statuses or []:
             if s not in RunStatus.__members__:
                 raise InvalidArgumentError(f"unknown status {s!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise InvalidArgumentError(f"limit must be 1 to 1000, got {limit!r}")
         return ListFilter(
             statuses,
             _strings("task", task),
@@ -152,7 +156,7 @@ class Runs:
             batch,
             created_from,
             created_to,
-            limit,
+            _limit(limit),
         )
 
     def list(
@@ -165,11 +169,13 @@ class Runs:
         created_from: datetime | None = None,
         created_to: datetime | None = None,
         limit: int = 20,
+        after: str | None = None,
     ) -> Page:
         """Runs newest first, filtered (filters AND together; a list matches any of its
-        values). Raises `UnknownTaskError` for a task filter no deployment or run knows."""
+        values). `after` is a page's `next_cursor`: the page that follows it. Raises
+        `UnknownTaskError` for a task filter no deployment or run knows."""
         flt = self._filter(status, task, tag, batch, created_from, created_to, limit)
-        return Page(self, flt, self._engine.db.run(flt.query(None)))
+        return Page(self, flt, self._engine.db.run(flt.query(_cursor(after))))
 
     async def list_async(
         self,
@@ -181,9 +187,21 @@ class Runs:
         created_from: datetime | None = None,
         created_to: datetime | None = None,
         limit: int = 20,
+        after: str | None = None,
     ) -> Page:
         flt = self._filter(status, task, tag, batch, created_from, created_to, limit)
-        return Page(self, flt, await self._engine.adb.run(flt.query(None)))
+        return Page(self, flt, await self._engine.adb.run(flt.query(_cursor(after))))
+
+    def children(self, run: RunRef, *, limit: int = 100) -> builtins.list[Run[Any, Any]]:
+        """The runs this run triggered, oldest first (at most `limit`)."""
+        rows = self._engine.db.run(_queries.children(run_id(run), _limit(limit)))
+        return [Run.model_validate(r) for r in rows]
+
+    async def children_async(
+        self, run: RunRef, *, limit: int = 100
+    ) -> builtins.list[Run[Any, Any]]:
+        rows = await self._engine.adb.run(_queries.children(run_id(run), _limit(limit)))
+        return [Run.model_validate(r) for r in rows]
 
     # cancel / replay / reschedule -------------------------------------------------------
 
@@ -254,6 +272,11 @@ class Runs:
             created_from=created_from,
         )
 
+    def subscribe_to_changes_async(self) -> AsyncIterator[Run[Any, Any]]:
+        """Every run as it changes, from now on (no first snapshot; nothing is re-read
+        after a reconnect). For live overviews such as the dashboard's runs list."""
+        return realtime.subscribe_async(self._engine.dsn, "all", "*", Run.model_validate)
+
     def subscribe_to_batch(self, batch_id: str) -> Iterator[Run[Any, Any]]:
         """Snapshots of every run of the batch, then each change. Ends when the caller
         stops iterating."""
@@ -265,6 +288,20 @@ class Runs:
         return realtime.subscribe_async(
             self._engine.dsn, "batch", _key("batch id", batch_id), Run.model_validate
         )
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise InvalidArgumentError(f"limit must be 1 to 1000, got {limit!r}")
+    return limit
+
+
+def _cursor(after: str | None) -> str | None:
+    if after is not None and (not isinstance(after, str) or not after or "\0" in after):
+        raise InvalidArgumentError(
+            f"after must be a run id from a page's next_cursor, got {after!r}"
+        )
+    return after
 
 
 def _key(name: str, value: str) -> str:

@@ -89,3 +89,14 @@ class Waitpoints:
     async def retrieve_async(self, token: Token | str) -> Waitpoint:
         row = await self._engine.adb.run(_queries.waitpoint(_token_id(token)))
         return Waitpoint.model_validate(row)
+
+    def for_run(self, run: str) -> list[Waitpoint]:
+        """Every waitpoint the run has blocked on (durations, tokens, child runs, batches),
+        in the order it did, with their state."""
+        return [
+            Waitpoint.model_validate(r) for r in self._engine.db.run(_queries.run_waitpoints(run))
+        ]
+
+    async def for_run_async(self, run: str) -> list[Waitpoint]:
+        rows = await self._engine.adb.run(_queries.run_waitpoints(run))
+        return [Waitpoint.model_validate(r) for r in rows]
