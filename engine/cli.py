@@ -188,6 +188,23 @@ def _int(text: str) -> int:
         raise InvalidArgumentError(f"expected a number or 'none', got {text!r}") from None
 
 
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from .dashboard import serve
+
+    token = args.token or os.environ.get("SKIPLOCK_DASHBOARD_TOKEN") or None
+    app = _engine(args)
+    print(f"skiplock dashboard on http://{args.host}:{args.port}/", flush=True)
+    serve(app, host=args.host, port=args.port, token=token)
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from .dev import run_dev
+
+    if args.dsn:
+        os.environ["SKIPLOCK_DATABASE_URL"] = args.dsn
+    run_dev(load_app(args.app), host=args.host, port=args.port, concurrency=args.concurrency)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import main as demo_main
 
@@ -252,6 +269,23 @@ def parser() -> argparse.ArgumentParser:
         if name == "limit":
             sp.add_argument("limit", help="a number, or 'none' for unlimited")
     q.set_defaults(fn=cmd_queues)
+
+    d = sub.add_parser("dashboard", help="serve the web dashboard")
+    d.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    d.add_argument("--port", type=int, default=8080)
+    d.add_argument(
+        "--token", help="access token, required off loopback ($SKIPLOCK_DASHBOARD_TOKEN)"
+    )
+    d.set_defaults(fn=cmd_dashboard)
+
+    dev = sub.add_parser(
+        "dev", help="local development: embedded PostgreSQL, migrations, a worker, the dashboard"
+    )
+    dev.add_argument("app", help="the Engine to serve, as MODULE:ATTRIBUTE")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--concurrency", type=int, default=10)
+    dev.set_defaults(fn=cmd_dev)
 
     sub.add_parser("demo", help="a worker and a few runs on the embedded PostgreSQL").set_defaults(
         fn=cmd_demo

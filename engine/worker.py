@@ -92,6 +92,7 @@ class Worker:
         tick_interval: float = 1.0,
         shutdown_grace: float = 30.0,
         metadata_interval: float = 0.25,
+        default_ttl: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -111,6 +112,7 @@ class Worker:
         self.tick_interval = tick_interval
         self.shutdown_grace = shutdown_grace
         self.metadata_interval = metadata_interval
+        self.default_ttl = default_ttl  # for tasks without a ttl (`skiplock dev`: 10 minutes)
         self.id = f"worker_{uuid.uuid4().hex}"
         self._running: dict[str, _Attempt] = {}  # by attempt id
         self._by_run: dict[str, str] = {}  # run id -> attempt id
@@ -175,6 +177,9 @@ class Worker:
 
     async def _register(self) -> None:
         tasks = [t.deployment_entry() for t in self.engine.tasks.values()]
+        for entry in tasks:
+            if entry["ttl"] is None:
+                entry["ttl"] = self.default_ttl
         await self.engine.adb.run(
             _queries.register_worker(
                 self.id,

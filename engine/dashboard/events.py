@@ -1,0 +1,95 @@
+"""Server-Sent Events fed by LISTEN/NOTIFY: one stream per open page.
+
+A run page gets an event per change of its run and an `end` event after its final
+status; the runs list gets an event per change of any run (it re-fetches its table,
+debounced). Comments every 15 s keep proxies from closing an idle stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..app import Engine
+from ..errors import SkiplockError
+from ..models import Run
+
+_KEEPALIVE = 15.0
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _event(run: Run[Any, Any], name: str | None = None) -> str:
+    data = json.dumps({"id": run.id, "status": run.status.value, "updated_at": str(run.updated_at)})
+    return (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
+
+
+async def _with_keepalive(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`events`, with a comment line whenever none came for _KEEPALIVE seconds."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for e in events:
+                await queue.put(e)
+        finally:
+            await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if item is None:
+                break
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()  # ends the subscription now, not when collected
+
+
+def _stream(events: AsyncIterator[str]) -> Response:
+    return StreamingResponse(
+        _with_keepalive(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def run_events(engine: Engine) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            await engine.runs.retrieve_async(run_id)
+        except SkiplockError as exc:
+            return Response(str(exc), 404)
+
+        async def events() -> AsyncIterator[str]:
+            async for run in engine.runs.subscribe_to_run_async(run_id):
+                yield _event(run)
+                if run.is_completed:
+                    yield _event(run, "end")
+
+        return _stream(events())
+
+    return endpoint
+
+
+def list_events(engine: Engine) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        async def events() -> AsyncIterator[str]:
+            async for run in engine.runs.subscribe_to_changes_async():
+                yield _event(run)
+
+        return _stream(events())
+
+    return endpoint
