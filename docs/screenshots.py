@@ -1,0 +1,115 @@
+"""Render docs/dashboard-runs.png and docs/dashboard-run.png from a small live scene.
+
+    python docs/screenshots.py [--dsn postgresql://...]
+
+Without --dsn a database `skiplock_screenshots` is (re)created on the embedded cluster.
+An in-process worker runs a few tasks (children, a wait, retries, a failure, metadata),
+the dashboard is served on a free port, and headless Chromium (/usr/bin/chromium)
+takes the two pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from playwright.sync_api import sync_playwright
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent))
+
+from engine import Engine, Retry, TaskContext, wait  # noqa: E402
+from engine._embedded import embedded_dsn  # noqa: E402
+from engine.dashboard import create_app  # noqa: E402
+
+DB = "skiplock_screenshots"
+
+
+def fresh_dsn(server: str) -> str:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    return make_conninfo(server, dbname=DB)
+
+
+def scene(app: Engine) -> str:
+    @app.task("resize-image")
+    async def resize(p: dict[str, int], ctx: TaskContext) -> dict[str, int]:
+        ctx.metadata.set("progress", 1.0)
+        return {"width": p["width"] // 2}
+
+    @app.task("send-email", retry=Retry(max_attempts=3, min_timeout=0.2, randomize=False))
+    def send_email(to: str, ctx: TaskContext) -> str:
+        if ctx.attempt == 1:
+            raise ConnectionError("SMTP server did not answer")
+        return f"sent to {to}"
+
+    @app.task("charge-card", retry=Retry(max_attempts=1))
+    def charge(amount: int, ctx: TaskContext) -> None:
+        raise ValueError(f"card declined for {amount} EUR")
+
+    @app.task("process-order")
+    async def process(order: dict[str, int], ctx: TaskContext) -> dict[str, object]:
+        ctx.metadata.set("step", "images")
+        images = await resize.batch_trigger_and_wait([{"width": 800}, {"width": 1200}])
+        ctx.metadata.set("step", "cooling off")
+        await wait.for_(seconds=1)
+        ctx.metadata.set("step", "email")
+        mail = await send_email.trigger_and_wait("ada@example.com")
+        return {"order": order["id"], "images": [r.unwrap() for r in images], "mail": mail.unwrap()}
+
+    worker = app.worker(concurrency=8, version="v42", tick_interval=0.1)
+    threading.Thread(target=worker.run, daemon=True).start()
+    parent = process.trigger({"id": 1001}, tags=["order:1001", "shop"])
+    for i in range(3):
+        send_email.trigger(f"user{i}@example.com", tags=["newsletter"])
+    charge.trigger(120, tags=["order:1002", "shop"])
+    resize.trigger({"width": 640}, delay="1h", tags=["shop"])
+    deadline = time.monotonic() + 60
+    while not app.runs.retrieve(parent.id).is_completed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return parent.id
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsn", help="a server to create the scene database on")
+    args = ap.parse_args()
+    server = args.dsn or embedded_dsn()
+    app = Engine(fresh_dsn(server))
+    app.migrate()
+    run_id = scene(app)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(create_app(app), port=port, log_level="warning"))
+    threading.Thread(target=web.run, daemon=True).start()
+    while not web.started:
+        time.sleep(0.05)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.screenshot(path=str(DOCS / "dashboard-runs.png"))
+        page.set_viewport_size({"width": 1280, "height": 1400})
+        page.goto(f"http://127.0.0.1:{port}/runs/{run_id}")
+        page.screenshot(path=str(DOCS / "dashboard-run.png"), full_page=True)
+        browser.close()
+    web.should_exit = True
+    print(f"wrote {DOCS / 'dashboard-runs.png'} and {DOCS / 'dashboard-run.png'}")
+
+
+if __name__ == "__main__":
+    main()
