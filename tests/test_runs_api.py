@@ -146,6 +146,32 @@ def test_list_pages_newest_first_and_iterates_every_page(app: Engine, tasks: Any
         return [r.id async for r in first]
 
     assert asyncio.run(walk()) == seen
+    # a cursor in an address (the dashboard's "next page" link) gives the same pages
+    assert page.next_cursor == page.data[-1].id and third.next_cursor is None
+    resumed = app.runs.list(batch=batch.id, limit=20, after=page.next_cursor)
+    assert [r.id for r in resumed.data] == [r.id for r in second.data]
+
+
+def test_children_waitpoints_and_workers_for_overviews(app: Engine, tasks: Any) -> None:
+    from engine import _queries
+
+    _, note = tasks
+    parent = note.trigger("parent", delay="1h")
+    kids = [
+        app.db.run(_queries.trigger("note", f'"kid {i}"', {"parent_id": parent.id})).id
+        for i in range(3)
+    ]
+    note.trigger("unrelated")
+    assert [r.id for r in app.runs.children(parent.id)] == kids
+    assert [r.id for r in asyncio.run(app.runs.children_async(parent, limit=2))] == kids[:2]
+    assert app.runs.children(kids[0]) == []
+    assert app.waitpoints.for_run(parent.id) == []  # it never blocked
+    assert {w.state for w in app.workers.list()} <= {"active", "lapsed", "lost", "stopped"}
+    assert [w.id for w in app.workers.list()] == [
+        w.id for w in asyncio.run(app.workers.list_async())
+    ]
+    with pytest.raises(InvalidArgumentError):
+        app.runs.list(after="")
 
 
 def test_list_bad_input(app: Engine, tasks: Any) -> None:
