@@ -4,11 +4,14 @@ access rules over real HTTP."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
@@ -17,8 +20,9 @@ import pytest
 import uvicorn
 from helpers import SKIPLOCK, TESTS, deploy, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from starlette.testclient import TestClient
 
-from engine import Engine, RunStatus, TaskContext
+from engine import Engine, RunStatus, TaskContext, wait
 from engine.dashboard import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -241,3 +245,82 @@ def test_off_loopback_it_needs_a_token_and_checks_it_on_every_request(dsn: str) 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_tokens_and_reschedules_from_the_run_page(
+    app: Engine, server: Server, page: Page, start_worker: Any
+) -> None:
+    @app.task("dash-approval")
+    async def approval(who: str, ctx: TaskContext) -> Any:
+        token = await wait.create_token(timeout="1h")
+        return {"by": who, "answer": (await wait.for_token(token)).unwrap()}
+
+    start_worker(tick_interval=0.1)
+    h = approval.trigger("bob")
+    wait_for(lambda: app.runs.retrieve(h.id).status is RunStatus.WAITING)
+    page.goto(f"{server.url}/runs/{h.id}")
+    page.fill('input[name="output"]', '{"approved": true}')
+    page.click('button:text("Complete token")')
+    expect(page.locator("#run-status")).to_have_text("COMPLETED", timeout=15_000)
+    assert app.runs.retrieve(h.id).output == {"by": "bob", "answer": {"approved": True}}
+
+    later = approval.trigger("carol", delay="1h")
+    page.goto(f"{server.url}/runs/{later.id}")
+    page.fill('input[name="delay"]', "2h")
+    page.click('button:text("Reschedule")')
+    expect(page.locator("#run-status")).to_have_text("DELAYED")
+    moved = app.runs.retrieve(later.id).delayed_until
+    assert moved is not None and moved > datetime.now(UTC) + timedelta(minutes=90)
+    page.fill('input[name="delay"]', "soon-ish")
+    page.click('button:text("Reschedule")')
+    expect(page.locator(".flash")).to_be_visible()
+
+
+def test_actions_need_the_csrf_token_and_output_is_escaped(app: Engine) -> None:
+    @app.task("dash-escape")
+    def escape(x: str, ctx: TaskContext) -> str:
+        return x
+
+    evil = "<script>alert(1)</script>"
+    h = escape.trigger(evil, tags=["<b>tag</b>"], delay="1h")
+    client = TestClient(create_app(app), base_url="http://127.0.0.1:8080")
+    page_html = client.get(f"/runs/{h.id}").text
+    assert evil not in page_html and "&lt;script&gt;alert(1)&lt;/script&gt;" in page_html
+    assert "<b>tag</b>" not in client.get("/").text
+    assert client.post(f"/runs/{h.id}/cancel", data={}).status_code == 403
+    assert client.post(f"/runs/{h.id}/cancel", data={"csrf": "guess"}).status_code == 403
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page_html)
+    assert csrf is not None
+    cross_site = client.post(
+        f"/runs/{h.id}/cancel", data={"csrf": csrf[1]}, headers={"origin": "http://evil.example"}
+    )
+    assert cross_site.status_code == 403
+    assert app.runs.retrieve(h.id).status is not RunStatus.CANCELED
+    done = client.post(f"/runs/{h.id}/cancel", data={"csrf": csrf[1]}, follow_redirects=False)
+    assert done.status_code == 303 and app.runs.retrieve(h.id).status is RunStatus.CANCELED
+    rebound = TestClient(create_app(app), base_url="http://attacker.example")
+    assert rebound.get("/").status_code == 403  # loopback-only without a token
+
+
+def test_skiplock_dev_serves_a_worker_and_the_dashboard(dsn: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [SKIPLOCK, "--dsn", dsn, "dev", "cli_app:app", "--port", str(port)],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: get(base + "/workers") == 200, timeout=60)
+        app = Engine(dsn)
+        h = app.trigger("cli-echo", {"n": 1})
+        wait_for(lambda: app.runs.retrieve(h.id).status is RunStatus.COMPLETED, timeout=30)
+        assert app.runs.retrieve(h.id).ttl == 600  # dev runs expire after 10 minutes
+        assert get(f"{base}/runs/{h.id}") == 200
+        app.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
