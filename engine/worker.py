@@ -163,7 +163,7 @@ class Worker:
         finally:
             for reg in registrations:
                 Listener.for_dsn(self.engine.dsn).remove(reg)
-            await self._completions.join()
+            await self._record_completions()
             flusher.cancel()
             for t in background:
                 t.cancel()
@@ -174,6 +174,21 @@ class Worker:
                 self._threads.shutdown()
                 await db.close()
             log.info("worker %s stopped", self.id)
+
+    async def _record_completions(self) -> None:
+        """Wait for the flusher to record every finished attempt, but not past the lease:
+        once it lapses (the database unreachable all along) maintenance crashes those runs
+        and would fence the late results anyway, so SIGTERM must not hang on them."""
+        assert self._completions is not None
+        try:
+            await asyncio.wait_for(self._completions.join(), timeout=self.lease_timeout)
+        except TimeoutError:
+            log.error(
+                "%d finished attempt(s) could not be recorded within the lease (%.0fs); "
+                "their runs will be marked CRASHED",
+                self._completions.qsize(),
+                self.lease_timeout,
+            )
 
     async def _register(self) -> None:
         tasks = [t.deployment_entry() for t in self.engine.tasks.values()]

@@ -241,3 +241,27 @@ def test_a_retried_run_keeps_its_place_ahead_of_later_runs(app: Engine, start_wo
     app.queues.resume("keeps-place")
     wait_for(lambda: len(order) == 4)
     assert order == ["a1", "b1", "a2", "c1"]
+
+
+def test_shutdown_does_not_hang_on_completions_it_cannot_record(
+    app: Engine, conn: psycopg.Connection[Any], start_worker: Any
+) -> None:
+    @app.task("unrecordable")
+    def quick(p: Any, ctx: TaskContext) -> str:
+        return "done"
+
+    worker = start_worker(heartbeat_interval=0.2, lease_timeout=1.5)
+    # completions fail from now on (a real fault: the function is gone)
+    conn.execute("ALTER FUNCTION skiplock.complete_attempts(jsonb) RENAME TO complete_off")
+    try:
+        h = quick.trigger(None)
+        wait_for(lambda: app.runs.retrieve(h).status is RunStatus.EXECUTING)
+        time.sleep(0.3)  # the attempt has finished; its completion keeps failing
+        began = time.monotonic()
+        worker.stop()
+        wait_for(lambda: worker._loop is None or worker._loop.is_closed(), timeout=15)
+        assert time.monotonic() - began < 10
+    finally:
+        conn.execute("ALTER FUNCTION skiplock.complete_off(jsonb) RENAME TO complete_attempts")
+    run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r)
+    assert run.status is RunStatus.CRASHED  # its lease lapsed with the result unrecorded

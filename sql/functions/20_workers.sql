@@ -82,15 +82,19 @@ BEGIN
 END;
 $$;
 
--- stop_worker: an orderly stop. Runs it dequeued but never started go back to QUEUED
--- (keeping their place in line); the worker is marked stopped.
--- Locks: the worker's DEQUEUED runs.
-CREATE OR REPLACE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS integer
+-- release_worker_runs: a worker gives up every run it holds, or is made to: runs it
+-- dequeued but never started go back to QUEUED (keeping their place in line), and runs
+-- it started (EXECUTING) are CRASHED, not retried, with p_error, their attempts too (which
+-- fences any late write). A run never stays with a worker that is gone.
+-- Locks: the worker's runs, then their attempts. Returns the number of runs released.
+CREATE OR REPLACE FUNCTION skiplock.release_worker_runs(p_worker_id text, p_error jsonb)
+RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_now timestamptz := skiplock.now();
-    v_ids text[];
-    v_n   integer;
+    v_now      timestamptz := skiplock.now();
+    v_ids      text[];
+    v_attempts text[];
+    v_count    integer;
 BEGIN
     WITH requeued AS (
         UPDATE skiplock.runs
@@ -98,13 +102,39 @@ BEGIN
          WHERE worker_id = p_worker_id AND status = 'DEQUEUED'
         RETURNING id)
     SELECT array_agg(id) INTO v_ids FROM requeued;
-    v_n := coalesce(cardinality(v_ids), 0);
+    v_count := coalesce(cardinality(v_ids), 0);
     PERFORM skiplock.notify_runs(v_ids);
-    IF v_n > 0 THEN
+    IF v_count > 0 THEN
         PERFORM pg_notify('skiplock_wake', '');
     END IF;
+    WITH crashed AS (
+        UPDATE skiplock.runs r
+           SET status = 'CRASHED', finished_at = v_now, updated_at = v_now, worker_id = NULL,
+               error = p_error
+         WHERE r.worker_id = p_worker_id AND r.status = 'EXECUTING'
+        RETURNING r.id, r.current_attempt_id)
+    SELECT array_agg(c.current_attempt_id), array_agg(c.id) INTO v_attempts, v_ids
+      FROM crashed c;
+    PERFORM skiplock.notify_runs(v_ids);
+    UPDATE skiplock.attempts a
+       SET status = 'CRASHED', finished_at = v_now, error = p_error
+     WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
+    RETURN v_count + coalesce(cardinality(v_attempts), 0);
+END;
+$$;
+
+-- stop_worker: an orderly stop. The worker is marked stopped and releases what it still
+-- holds (release_worker_runs): after a drain that is nothing, or the runs whose results
+-- it could not record. Returns the number of runs released.
+CREATE OR REPLACE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
     UPDATE skiplock.workers SET stopped_at = v_now, last_heartbeat_at = v_now WHERE id = p_worker_id;
-    RETURN v_n;
+    RETURN skiplock.release_worker_runs(p_worker_id, jsonb_build_object(
+        'type', 'WorkerStopped',
+        'message', format('worker %s stopped without recording this attempt', p_worker_id)));
 END;
 $$;
 
@@ -171,10 +201,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
     v_worker   skiplock.workers;
-    v_attempts text[];
-    v_ids      text[];
     v_count    integer := 0;
-    v_n        integer;
 BEGIN
     FOR v_worker IN
         SELECT * FROM skiplock.workers w
@@ -184,35 +211,10 @@ BEGIN
          FOR UPDATE SKIP LOCKED
     LOOP
         UPDATE skiplock.workers SET lost_at = v_now WHERE id = v_worker.id;
-        WITH requeued AS (
-            UPDATE skiplock.runs
-               SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
-             WHERE worker_id = v_worker.id AND status = 'DEQUEUED'
-            RETURNING id)
-        SELECT array_agg(id) INTO v_ids FROM requeued;
-        PERFORM skiplock.notify_runs(v_ids);
-        v_n := coalesce(cardinality(v_ids), 0);
-        v_count := v_count + v_n;
-        IF v_n > 0 THEN
-            PERFORM pg_notify('skiplock_wake', '');
-        END IF;
-        WITH crashed AS (
-            UPDATE skiplock.runs r
-               SET status = 'CRASHED', finished_at = v_now, updated_at = v_now, worker_id = NULL,
-                   error = jsonb_build_object(
-                       'type', 'WorkerLost',
-                       'message', format('worker %s stopped renewing its lease (last heartbeat %s)',
-                                         v_worker.id, v_worker.last_heartbeat_at))
-             WHERE r.worker_id = v_worker.id AND r.status = 'EXECUTING'
-            RETURNING r.id, r.current_attempt_id)
-        SELECT array_agg(c.current_attempt_id), array_agg(c.id) INTO v_attempts, v_ids
-          FROM crashed c;
-        PERFORM skiplock.notify_runs(v_ids);
-        v_count := v_count + coalesce(cardinality(v_attempts), 0);
-        UPDATE skiplock.attempts a
-           SET status = 'CRASHED', finished_at = v_now,
-               error = jsonb_build_object('type', 'WorkerLost', 'message', 'worker lease lapsed')
-         WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
+        v_count := v_count + skiplock.release_worker_runs(v_worker.id, jsonb_build_object(
+            'type', 'WorkerLost',
+            'message', format('worker %s stopped renewing its lease (last heartbeat %s)',
+                              v_worker.id, v_worker.last_heartbeat_at)));
     END LOOP;
     RETURN v_count;
 END;
