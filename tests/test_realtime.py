@@ -242,3 +242,30 @@ def test_bad_subscriptions_raise_typed_errors(app: Engine) -> None:
         app.runs.subscribe_to_batch(None)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         app.runs.subscribe_to_run(42)  # type: ignore[arg-type]
+
+
+def test_a_change_that_missed_the_registration_is_caught_up(app: Engine) -> None:
+    """A transaction that looked for subscribers before the first one registered sends no
+    NOTIFY; the subscription re-reads once every such transaction has ended."""
+
+    @app.task("missed")
+    def missed(_: None, ctx: TaskContext) -> None:
+        pass
+
+    h = missed.trigger(None, delay="1h")
+    assert fetch(app.dsn, "SELECT count(*) FROM skiplock.subscribers") == [(0,)]
+    with psycopg.connect(app.dsn) as writer:
+        writer.execute(
+            "UPDATE skiplock.runs SET metadata = '{\"late\": true}' WHERE id = %s", (h.id,)
+        )
+        writer.execute("SELECT skiplock.notify_runs(ARRAY[%s])", (h.id,))  # nobody registered
+        seen = Collector(
+            app.runs.subscribe_to_run(h.id), until=lambda c: c.runs[-1].metadata == {"late": True}
+        )
+        wait_for(lambda: seen.runs)
+        wait_for(lambda: fetch(app.dsn, "SELECT count(*) FROM skiplock.subscribers") == [(1,)])
+        assert seen.runs[0].metadata == {}
+        time.sleep(0.3)
+        assert not seen.ended.is_set()  # the writer has not committed yet
+    # committed now, with no notification ever sent for it
+    assert seen.ended.wait(10), "the change was never seen"
