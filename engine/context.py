@@ -105,22 +105,24 @@ class TaskContext:
     task_id: str
     worker_id: str
     metadata: Metadata = field(default_factory=Metadata)
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    # a plain flag (nothing blocks on it; assignment is atomic): an Event per run cost
+    # more than the rest of the context together
+    _stopped: bool = field(default=False, repr=False)
     stop_reason: str | None = None
 
     @property
     def is_canceled(self) -> bool:
-        return self._stop.is_set()
+        return self._stopped
 
     def check_canceled(self) -> None:
         """Raise `TaskRunCanceledError` if the run was canceled or timed out."""
-        if self._stop.is_set():
+        if self._stopped:
             raise TaskRunCanceledError(f"run {self.run_id} stopped: {self.stop_reason}")
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self._stop.set()
+        self._stopped = True
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` once for this run: its result is recorded, and on a
