@@ -79,8 +79,8 @@ class Injector:
 
     def pg_restart(self) -> tuple[list[int], str]:
         """Under load: once a task doing database work of its own is in flight (so that a
-        task fails on the outage), or after 5 s."""
-        busy = self._wait_for_db_work(5.0)
+        task fails on the outage), or after 15 s."""
+        busy = self._wait_for_db_work(15.0)
         down = self.cluster.restart_immediate(down_for=self.rng.uniform(0.5, 1.0))
         lease = self.pool.settings.lease_timeout
         return [], f"unreachable {down:.1f}s (lease {lease:.0f}s), {busy} db tasks in flight"

@@ -74,7 +74,7 @@ def run(cluster: Cluster, plan: Plan, log_dir: Path) -> Outcome:
             injector.inject(kind)
         triggerer.join(timeout=plan.seconds + 120)
         timings["load"] = time.monotonic() - injector.started
-        stall = 3 * plan.settings.lease_timeout + 5
+        stall = 2 * plan.settings.lease_timeout + 3
         timings["drain"] = drain(dsn, plan.drain_timeout, stall)
     finally:
         exits = pool.stop_all()
