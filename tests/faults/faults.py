@@ -4,6 +4,7 @@ execution caused by killing the executing worker from one that had no excuse."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ KINDS = (
     "terminate_listener_conns",
     "pg_restart",
     "sigstop_worker",
+    "long_transaction",
 )
 # process faults: a run executing in the target may legitimately crash or run twice
 PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker")
@@ -99,6 +101,32 @@ class Injector:
                 if (row and row[0]) or time.monotonic() > deadline:
                     return int(row[0]) if row else 0
                 time.sleep(0.05)
+
+    def long_transaction(self) -> tuple[list[int], str]:
+        """Another session holds a transaction open (a snapshot, and a row lock on a run)
+        for twice the lease, on a thread, while the workload goes on."""
+        seconds = 2 * self.pool.settings.lease_timeout
+        ready = threading.Event()
+
+        def hold() -> None:
+            try:
+                with psycopg.connect(self.dsn, application_name="fault-driver") as c:
+                    c.execute("SELECT txid_current()")
+                    c.execute(
+                        "SELECT id FROM skiplock.runs WHERE status = 'QUEUED' "
+                        "ORDER BY order_at LIMIT 1 FOR UPDATE"
+                    )
+                    ready.set()
+                    time.sleep(seconds)
+                    c.rollback()
+            except psycopg.OperationalError:
+                pass  # a restart ended it early
+            finally:
+                ready.set()
+
+        threading.Thread(target=hold, name="fault-long-tx", daemon=True).start()
+        ready.wait(10)
+        return [], f"open for {seconds:.0f}s, one queued run locked"
 
     def _terminate(self, where: str) -> int:
         query = (

@@ -6,6 +6,7 @@ the load, prints the table and exits non-zero if an invariant failed."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--logs", type=Path, default=None, help="worker logs (default: a temp dir)")
     args = p.parse_args(argv)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # every restart is noisy
     plan = soak_plan(args.runs, args.seconds, args.faults, args.workers, args.seed)
     logs = args.logs or Path(tempfile.mkdtemp(prefix="skiplock-soak-logs-"))
     cluster = Cluster().init()
