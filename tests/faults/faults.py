@@ -1,0 +1,138 @@
+"""The faults: each one injected, timed and logged, so the invariants can tell a double
+execution caused by killing the executing worker from one that had no excuse."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import psycopg
+
+from .cluster import Cluster
+from .workers import WorkerPool
+
+KINDS = (
+    "sigkill_worker",
+    "terminate_worker_conns",
+    "terminate_listener_conns",
+    "pg_restart",
+    "sigstop_worker",
+    "long_transaction",
+)
+# process faults: a run executing in the target may legitimately crash or run twice
+PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker")
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: float  # seconds since the workload started
+    took: float
+    pids: list[int] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class Injector:
+    cluster: Cluster
+    dsn: str
+    pool: WorkerPool
+    rng: random.Random
+    started: float = field(default_factory=time.monotonic)
+    log: list[Fault] = field(default_factory=list)
+
+    def inject(self, kind: str) -> Fault:
+        began = time.monotonic()
+        pids, detail = getattr(self, kind)()
+        fault = Fault(kind, began - self.started, time.monotonic() - began, pids, detail)
+        self.log.append(fault)
+        return fault
+
+    def counts(self) -> Counter[str]:
+        return Counter(f.kind for f in self.log)
+
+    def process_fault_pids(self) -> set[int]:
+        return {p for f in self.log if f.kind in PROCESS_FAULTS for p in f.pids}
+
+    # -- the faults ------------------------------------------------------------------------
+
+    def sigkill_worker(self) -> tuple[list[int], str]:
+        victim = self.rng.choice(self.pool.live())
+        self.pool.kill(victim)
+        replacement = self.pool.spawn()
+        return [victim.pid], f"killed {victim.name}, spawned {replacement.name}"
+
+    def sigstop_worker(self) -> tuple[list[int], str]:
+        victim = self.rng.choice(self.pool.live())
+        seconds = self.pool.settings.lease_timeout * 1.5 + 1.0
+        self.pool.freeze(victim, seconds)
+        return [victim.pid], f"stopped {victim.name} for {seconds:.1f}s"
+
+    def terminate_worker_conns(self) -> tuple[list[int], str]:
+        n = self._terminate("application_name LIKE 'fault-worker-%'")
+        return [], f"{n} backends"
+
+    def terminate_listener_conns(self) -> tuple[list[int], str]:
+        n = self._terminate("application_name LIKE 'skiplock-listener:%'")
+        return [], f"{n} backends"
+
+    def pg_restart(self) -> tuple[list[int], str]:
+        """Under load: once a task doing database work of its own is in flight (so that a
+        task fails on the outage), or after 15 s."""
+        busy = self._wait_for_db_work(15.0)
+        down = self.cluster.restart_immediate(down_for=self.rng.uniform(0.5, 1.0))
+        lease = self.pool.settings.lease_timeout
+        return [], f"unreachable {down:.1f}s (lease {lease:.0f}s), {busy} db tasks in flight"
+
+    def _wait_for_db_work(self, timeout: float) -> int:
+        query = (
+            "SELECT count(*) FROM fault_ledger s WHERE s.kind = 'start' "
+            "AND s.task = 'fault-db-touch' AND s.at > clock_timestamp() - interval '0.5 s' "
+            "AND NOT EXISTS (SELECT 1 FROM fault_ledger e "
+            "                WHERE e.run_id = s.run_id AND e.kind = 'effect')"
+        )
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True, application_name="fault-driver") as c:
+            while True:
+                row = c.execute(query).fetchone()
+                if (row and row[0]) or time.monotonic() > deadline:
+                    return int(row[0]) if row else 0
+                time.sleep(0.05)
+
+    def long_transaction(self) -> tuple[list[int], str]:
+        """Another session holds a transaction open (a snapshot, and a row lock on a run)
+        for twice the lease, on a thread, while the workload goes on."""
+        seconds = 2 * self.pool.settings.lease_timeout
+        ready = threading.Event()
+
+        def hold() -> None:
+            try:
+                with psycopg.connect(self.dsn, application_name="fault-driver") as c:
+                    c.execute("SELECT txid_current()")
+                    c.execute(
+                        "SELECT id FROM skiplock.runs WHERE status = 'QUEUED' "
+                        "ORDER BY order_at LIMIT 1 FOR UPDATE"
+                    )
+                    ready.set()
+                    time.sleep(seconds)
+                    c.rollback()
+            except psycopg.OperationalError:
+                pass  # a restart ended it early
+            finally:
+                ready.set()
+
+        threading.Thread(target=hold, name="fault-long-tx", daemon=True).start()
+        ready.wait(10)
+        return [], f"open for {seconds:.0f}s, one queued run locked"
+
+    def _terminate(self, where: str) -> int:
+        query = (
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = current_database() AND pid <> pg_backend_pid() AND {where}"
+        )
+        with psycopg.connect(self.dsn, autocommit=True, application_name="fault-driver") as c:
+            row = c.execute(query.encode()).fetchone()
+        return int(row[0]) if row else 0

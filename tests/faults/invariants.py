@@ -1,0 +1,155 @@
+"""The invariants, counted from the database once the workload has drained. Each check
+returns the offending rows (run ids first) so that a failure names its evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+FINAL = ("COMPLETED", "CANCELED", "FAILED", "TIMED_OUT", "CRASHED", "SYSTEM_FAILURE", "EXPIRED")
+LIMITED_QUEUE = "fault-limited"
+LIMIT = 2
+
+
+@dataclass
+class Check:
+    name: str
+    rows: list[tuple[Any, ...]]
+    must_be_zero: bool = True
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def ok(self) -> bool:
+        return not self.must_be_zero or self.count == 0
+
+
+@dataclass
+class Findings:
+    checks: list[Check] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    runs: int = 0
+    queue_peak: int = 0
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def by_name(self) -> dict[str, Check]:
+        return {c.name: c for c in self.checks}
+
+
+def _rows(conn: psycopg.Connection[Any], query: str, *params: Any) -> list[tuple[Any, ...]]:
+    return conn.execute(query.encode(), params or None).fetchall()
+
+
+def peak_overlap(intervals: list[tuple[datetime, datetime | None]]) -> tuple[int, list[Any]]:
+    """The most intervals open at one instant (an end at t comes before a start at t), and
+    the instants at which more than LIMIT were open."""
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals if e is not None],
+        key=lambda e: (e[0], e[1]),
+    )
+    level = peak = 0
+    above: list[Any] = []
+    for at, step in events:
+        level += step
+        peak = max(peak, level)
+        if step > 0 and level > LIMIT:
+            above.append((at, level))
+    return peak, above
+
+
+def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
+    final = list(FINAL)
+    faulted = list(process_fault_pids)
+    with psycopg.connect(dsn, autocommit=True, application_name="fault-driver") as conn:
+        f = Findings()
+        f.statuses = dict(
+            _rows(conn, "SELECT status::text, count(*) FROM skiplock.runs GROUP BY 1")
+        )
+        f.runs = sum(f.statuses.values())
+        # worker ids whose process was SIGKILLed or SIGSTOPped (re-registrations share the pid)
+        faulted_workers = [
+            r[0]
+            for r in _rows(conn, "SELECT id FROM skiplock.workers WHERE pid = ANY (%s)", faulted)
+        ]
+
+        lost = _rows(
+            conn,
+            "SELECT id, status::text, task_identifier, worker_id FROM skiplock.runs "
+            "WHERE status::text <> ALL (%s) ORDER BY id",
+            final,
+        )
+        present = {
+            r[0] for r in _rows(conn, "SELECT id FROM skiplock.runs WHERE id = ANY (%s)", acked)
+        }
+        missing = [(i,) for i in acked if i not in present]
+        open_attempts = _rows(
+            conn,
+            "SELECT r.id, r.status::text, a.id, a.status::text FROM skiplock.runs r "
+            "JOIN skiplock.attempts a ON a.run_id = r.id "
+            "WHERE r.status::text = ANY (%s) AND a.status IN ('EXECUTING', 'SUSPENDED') "
+            "ORDER BY r.id",
+            final,
+        )
+        not_one_outcome = _rows(
+            conn,
+            "SELECT r.id, r.status::text, count(a.id) FILTER (WHERE a.status = 'COMPLETED') "
+            "FROM skiplock.runs r LEFT JOIN skiplock.attempts a ON a.run_id = r.id "
+            "GROUP BY r.id, r.status "
+            "HAVING (r.status = 'COMPLETED') <> (count(a.id) FILTER "
+            "        (WHERE a.status = 'COMPLETED') = 1) "
+            "    OR count(a.id) FILTER (WHERE a.status = 'COMPLETED') > 1 ORDER BY r.id",
+        )
+        intervals = _rows(
+            conn,
+            "SELECT a.started_at, a.finished_at FROM skiplock.attempts a "
+            "JOIN skiplock.runs r ON r.id = a.run_id WHERE r.queue = %s",
+            LIMITED_QUEUE,
+        )
+        f.queue_peak, above = peak_overlap([(s, e) for s, e in intervals])
+        doubles = _rows(
+            conn,
+            "SELECT l.run_id, count(*), array_agg(l.pid ORDER BY l.at), "
+            "       bool_or(l.pid = ANY (%s)) OR EXISTS (SELECT 1 FROM skiplock.attempts a "
+            "           WHERE a.run_id = l.run_id AND a.worker_id = ANY (%s)) "
+            "FROM fault_ledger l WHERE l.kind = 'effect' GROUP BY l.run_id "
+            "HAVING count(*) > 1 ORDER BY l.run_id",
+            faulted,
+            faulted_workers,
+        )
+        no_effect = _rows(
+            conn,
+            "SELECT r.id, r.task_identifier FROM skiplock.runs r WHERE r.status = 'COMPLETED' "
+            "AND NOT EXISTS (SELECT 1 FROM fault_ledger l "
+            "                WHERE l.run_id = r.id AND l.kind = 'effect') ORDER BY r.id",
+        )
+        healthy_crashed = _rows(
+            conn,
+            "SELECT r.id, a.id, a.worker_id, w.pid, r.error->>'message' FROM skiplock.runs r "
+            "JOIN skiplock.attempts a ON a.id = r.current_attempt_id "
+            "LEFT JOIN skiplock.workers w ON w.id = a.worker_id "
+            "WHERE r.status = 'CRASHED' AND NOT (a.worker_id = ANY (%s)) ORDER BY r.id",
+            faulted_workers,
+        )
+    f.checks = [
+        Check("lost runs (not final after the drain)", lost),
+        Check("acknowledged triggers missing", missing),
+        Check("final runs with an attempt still open", open_attempts),
+        Check("runs without exactly one outcome", not_one_outcome),
+        Check(f"attempts starting above the limit of {LIMITED_QUEUE}", above),
+        Check("double effects, no process fault", [r for r in doubles if not r[3]]),
+        Check(
+            "double effects, executing worker killed/stopped",
+            [r for r in doubles if r[3]],
+            must_be_zero=False,
+        ),
+        Check("COMPLETED runs without an effect", no_effect),
+        Check("healthy runs CRASHED (worker not killed/stopped)", healthy_crashed),
+    ]
+    return f
