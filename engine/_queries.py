@@ -168,7 +168,8 @@ def claim(
         (worker_id, version, tasks, queues, limit),
         lambda rows: [dict(r) for r in rows],
         # a lost reply leaves runs EXECUTING with nobody running them; re-sending would
-        # claim others on top, so it is not retried (the lease tick recovers them)
+        # claim others on top, so it is not retried: the worker's next heartbeat does not
+        # list them, and the database queues them again (skiplock.release_lost_attempts)
         idempotent=False,
     )
 

@@ -115,12 +115,18 @@ class Worker:
         self.default_ttl = default_ttl  # for tasks without a ttl (`skiplock dev`: 10 minutes)
         self.id = f"worker_{uuid.uuid4().hex}"
         self._running: dict[str, _Attempt] = {}  # by attempt id
+        # finished attempts whose outcome is queued for the database but not yet recorded:
+        # the worker still holds them, and says so in every heartbeat
+        self._unrecorded: set[str] = set()
+        # a claim and a heartbeat never overlap: a heartbeat lists every attempt held, so
+        # the database may release runs of this worker it does not list (see heartbeat)
+        self._claim_lock = asyncio.Lock()
         self._by_run: dict[str, str] = {}  # run id -> attempt id
         self._threads = DaemonThreadPool(concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
-        self._completions: asyncio.Queue[tuple[str, Any]] | None = None
+        self._completions: asyncio.Queue[tuple[str, Any, str | None]] | None = None
         self._background: set[asyncio.Future[None]] = set()  # fire-and-forget tasks
         self._stop_requested = threading.Event()
 
@@ -241,11 +247,12 @@ class Worker:
             if free > 0:
                 self._wake.clear()
                 try:
-                    rows = await db.run(
-                        _queries.claim(self.id, self.version, task_ids, self.queues, free)
-                    )
-                    found = len(rows)
-                    self._start(rows)
+                    async with self._claim_lock:
+                        rows = await db.run(
+                            _queries.claim(self.id, self.version, task_ids, self.queues, free)
+                        )
+                        found = len(rows)
+                        self._start(rows)
                 except psycopg.Error:
                     log.exception("claim failed; retrying after the poll interval")
                     found = 0
@@ -275,7 +282,6 @@ class Worker:
         ctx, task = attempt.ctx, attempt.task
         try:
             output = await self._call(attempt)
-            await self._flush_metadata(attempt)
         except Suspended:
             pass  # the run is WAITING (or no longer ours): the database has it
         except NonDeterministic as exc:
@@ -301,7 +307,12 @@ class Worker:
         else:
             assert self._completions is not None
             if ctx.stop_reason not in _SETTLED:  # else the database settles the run
-                self._completions.put_nowait((ctx.attempt_id, output))
+                # the final metadata goes with the outcome: one round trip, one commit
+                metadata = None
+                if ctx.metadata.version != attempt.metadata_flushed:
+                    metadata = ctx.metadata.snapshot()[1]
+                self._unrecorded.add(ctx.attempt_id)
+                self._completions.put_nowait((ctx.attempt_id, output, metadata))
         finally:
             self._running.pop(ctx.attempt_id, None)
             if self._by_run.get(ctx.run_id) == ctx.attempt_id:
@@ -354,9 +365,22 @@ class Worker:
     async def _fail(
         self, ctx: TaskContext, status: str, exc: BaseException, retry_delay: float | None
     ) -> None:
-        new_status = await self.engine.adb.run(
-            _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
-        )
+        query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
+        pause = 0.2
+        while True:
+            try:
+                new_status = await self.engine.adb.run(query)
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                # fenced by attempt, so resending is safe; the attempt stays in hand (and
+                # in heartbeats) until it is recorded. Past the lease, maintenance owns it.
+                assert self._loop is not None
+                if self._loop.time() - self._renewed_at > self.lease_timeout:
+                    log.error("gave up recording failed attempt %s: lease lapsed", ctx.attempt_id)
+                    return
+                log.warning("could not record failed attempt %s; retrying", ctx.attempt_id)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             assert self._loop is not None and self._wake is not None
             self._loop.call_later(retry_delay, self._wake.set)
@@ -390,7 +414,7 @@ class Worker:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < 1000:
                 batch.append(queue.get_nowait())
-            body = json.dumps([{"attempt_id": a, "output": o} for a, o in batch])
+            body = "[" + ",".join(_completion_json(*c) for c in batch) + "]"
             while True:
                 try:
                     await self.engine.adb.run(_queries.complete_attempts(body))
@@ -403,7 +427,8 @@ class Worker:
                     # fenced and idempotent: safe to resend until the database is back
                     log.exception("could not record %d completions; retrying", len(batch))
                     await asyncio.sleep(1.0)
-            for _ in batch:
+            for attempt_id, _, _ in batch:
+                self._unrecorded.discard(attempt_id)
                 queue.task_done()
 
     # -- signals from the database ----------------------------------------------------------
@@ -458,7 +483,9 @@ class Worker:
     async def _check_current(self) -> None:
         """Renew the lease, and stop attempts the database no longer considers current."""
         assert self._loop is not None
-        stale = await self.engine.adb.run(_queries.heartbeat(self.id, list(self._running)))
+        async with self._claim_lock:
+            held = [*self._running, *self._unrecorded]
+            stale = await self.engine.adb.run(_queries.heartbeat(self.id, held))
         if stale is None:
             # declared lost while we could not reach the database: our runs were crashed
             log.error("worker %s was declared lost; stopping its runs, registering anew", self.id)
@@ -497,6 +524,12 @@ class Worker:
             except psycopg.Error:
                 log.warning("tick failed", exc_info=True)
             await asyncio.sleep(self.tick_interval)
+
+
+def _completion_json(attempt_id: str, output: Any, metadata: str | None) -> str:
+    item = json.dumps({"attempt_id": attempt_id, "output": output}, separators=(",", ":"))
+    # metadata is already JSON text (a snapshot): spliced in, not encoded twice
+    return item if metadata is None else f'{item[:-1]},"metadata":{metadata}}}'
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float) -> None:

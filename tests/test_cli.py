@@ -118,17 +118,18 @@ def _watch(dsn: str, *args: str) -> subprocess.Popen[str]:
 def test_runs_watch_follows_a_run_to_its_end_and_a_tag_until_interrupted(dsn: str) -> None:
     app = Engine(dsn)
     run = app.trigger("cli-echo", {"n": 1}, delay="1h")
+    first = app.runs.retrieve(run.id).status.value  # DELAYED, or PENDING_VERSION if undeployed
     follow = _watch(dsn, run.id)
     tagged = _watch(dsn, "--tag", "watched")
-    wait_for(lambda: fetch(dsn, "SELECT 1 FROM skiplock.subscribers"))  # both are listening
+    assert follow.stdout is not None and tagged.stdout is not None
+    assert follow.stdout.readline().split()[:3] == [run.id, "cli-echo", first]
+    # both processes listen (registered) before the tagged run exists
+    wait_for(lambda: fetch(dsn, "SELECT count(*) FROM skiplock.subscribers") == [(2,)])
     later = app.trigger("cli-echo", {"n": 2}, tags=["watched"], delay="1h")
     app.runs.cancel(run.id)
     out, err = follow.communicate(timeout=30)
     assert follow.returncode == 0, err
-    lines = out.splitlines()
-    first = app.runs.retrieve(later.id).status.value  # DELAYED, or PENDING_VERSION if undeployed
-    assert lines[0].split()[:3] == [run.id, "cli-echo", first]
-    assert lines[-1].split()[:3] == [run.id, "cli-echo", "CANCELED"]
+    assert out.splitlines()[-1].split()[:3] == [run.id, "cli-echo", "CANCELED"]
 
     app.runs.cancel(later.id)
     line_of = lambda status: f"{later.id}  cli-echo  {status}"  # noqa: E731

@@ -145,6 +145,41 @@ def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
     ) == [(True,)]
 
 
+def test_a_heartbeat_releases_runs_the_worker_no_longer_holds(app: Engine) -> None:
+    """A claim whose reply never arrived (or an outcome given up on) leaves a run EXECUTING
+    under a live worker that does not know it: its next heartbeat, which lists every
+    attempt the worker holds, releases it (queued again while it has tries left)."""
+    from engine import Retry
+
+    @app.task("lost-reply")
+    def lost_reply(p: Any, ctx: TaskContext) -> None: ...
+
+    @app.task("lost-reply-once", retry=Retry(max_attempts=1))
+    def lost_once(p: Any, ctx: TaskContext) -> None: ...
+
+    worker = f"worker_lost_reply_{os.getpid()}"
+    entries = [lost_reply.deployment_entry(), lost_once.deployment_entry()]
+    app.db.run(_queries.register_worker(worker, "dev", "h", 1, None, 5, entries, 30.0))
+    kept, lost, last_try = lost_reply.trigger(1), lost_reply.trigger(2), lost_once.trigger(3)
+    claimed = app.db.run(_queries.claim(worker, "dev", ["lost-reply", "lost-reply-once"], None, 3))
+    held = {c["run_id"]: c["attempt_id"] for c in claimed}
+    assert set(held) == {kept.id, lost.id, last_try.id}
+    # the worker knows only `kept` (the reply with the others was lost)
+    assert app.db.run(_queries.heartbeat(worker, [held[kept.id]])) == []
+    assert app.runs.retrieve(kept).status is RunStatus.EXECUTING
+    requeued = app.runs.retrieve(lost)
+    assert requeued.status is RunStatus.QUEUED and requeued.error["type"] == "AttemptLost"
+    assert requeued.attempts[0].status == "CRASHED"
+    assert app.runs.retrieve(last_try).status is RunStatus.CRASHED  # no tries left
+    # the requeued run is claimed again, on a second attempt, and completes
+    (again,) = app.db.run(_queries.claim(worker, "dev", ["lost-reply"], None, 1))
+    assert again["run_id"] == lost.id and again["attempt_number"] == 2
+    late = f'[{{"attempt_id": "{held[lost.id]}", "output": 1}}]'
+    assert app.db.run(_queries.complete_attempts(late)) == []  # the lost attempt is fenced
+    done = f'[{{"attempt_id": "{again["attempt_id"]}", "output": 2}}]'
+    assert app.db.run(_queries.complete_attempts(done)) == [lost.id]
+
+
 def test_sigkill_of_a_worker_is_seen_within_the_lease(
     app: Engine, dsn: str, start_worker: Any
 ) -> None:

@@ -55,11 +55,66 @@ BEGIN
 END;
 $$;
 
+-- release_lost_attempts: see heartbeat. Returns the number of runs released.
+CREATE OR REPLACE FUNCTION skiplock.release_lost_attempts(p_worker_id text, p_held text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_error    jsonb := jsonb_build_object(
+        'type', 'AttemptLost',
+        'message', format('worker %s lost track of this attempt (a reply or an outcome '
+                          'that never reached it or the database)', p_worker_id));
+    v_ids      text[];
+    v_attempts text[];
+    v_queued   boolean;
+BEGIN
+    WITH lost AS (
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.worker_id = p_worker_id AND r.status = 'EXECUTING'
+           AND r.current_attempt_id <> ALL (p_held)
+           FOR UPDATE SKIP LOCKED),
+    released AS (
+        UPDATE skiplock.runs r
+           SET status = CASE WHEN r.attempt_count < r.max_attempts
+                             THEN 'QUEUED'::skiplock.run_status
+                             ELSE 'CRASHED'::skiplock.run_status END,
+               worker_id = NULL, updated_at = v_now, available_at = v_now,
+               error = v_error,
+               finished_at = CASE WHEN r.attempt_count < r.max_attempts THEN NULL ELSE v_now END
+          FROM lost
+         WHERE r.id = lost.id
+        RETURNING r.id, r.current_attempt_id, r.status)
+    SELECT array_agg(x.id), array_agg(x.current_attempt_id), bool_or(x.status = 'QUEUED')
+      INTO v_ids, v_attempts, v_queued
+      FROM released x;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE skiplock.attempts a
+       SET status = 'CRASHED', finished_at = v_now, error = v_error
+     WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
+    PERFORM skiplock.notify_runs(v_ids);
+    IF v_queued THEN
+        PERFORM pg_notify('skiplock_wake', '');
+    END IF;
+    RETURN cardinality(v_ids);
+END;
+$$;
+
 -- heartbeat: renew the worker's lease and tell it which of the attempts it believes it is
 -- running are no longer current (canceled, crashed after a lapsed lease): it must stop
 -- those. Returns NULL when the worker is unknown or was declared lost (its lease lapsed
 -- and its runs were crashed): such a worker must stop everything and register anew.
--- Locks: the worker row.
+-- p_attempt_ids lists every attempt the worker holds: running, or finished with the
+-- outcome not yet recorded; the worker never sends it while a claim is in flight. So a
+-- run EXECUTING under this worker with an attempt not listed is one the worker lost
+-- track of (a claim whose reply never arrived, an outcome it gave up recording): nobody
+-- will finish it. Its attempt is CRASHED and the run is queued again if it has tries
+-- left (keeping its place), else CRASHED.
+-- Locks: the worker row, then its unlisted runs (SKIP LOCKED) and their attempts.
 CREATE OR REPLACE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
@@ -74,6 +129,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    PERFORM skiplock.release_lost_attempts(p_worker_id, coalesce(p_attempt_ids, '{}'));
     RETURN ARRAY(
         SELECT i.id FROM unnest(p_attempt_ids) AS i(id)
         EXCEPT

@@ -3,7 +3,9 @@
 -- late result from a canceled, timed-out or superseded attempt changes nothing.
 
 -- complete_attempts: record successes in one statement.
--- p_results: [{"attempt_id": ..., "output": <json>}].
+-- p_results: [{"attempt_id": ..., "output": <json>, "metadata": <json, optional>}]; a
+-- metadata given (at most 256 KB) replaces the run's: the attempt's last changes, written
+-- with its outcome.
 -- Locks: the attempts and runs rows named.
 -- Returns the run ids whose completion was accepted.
 CREATE OR REPLACE FUNCTION skiplock.complete_attempts(p_results jsonb)
@@ -15,6 +17,7 @@ DECLARE
     v_now      timestamptz := skiplock.now();
     v_attempts text[];
     v_outputs  jsonb[];
+    v_metas    jsonb[];
     v_runs     text[];
     v_done     text[];
     v_done_ids text[];
@@ -23,14 +26,20 @@ BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
     -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
     -- against the input rows, the planner scanned a whole index per call instead.
-    SELECT array_agg(x.attempt_id), array_agg(x.output) INTO v_attempts, v_outputs
-      FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb);
+    -- (metadata over the 256 KB cap is dropped, not raised: one run must not hold up the
+    -- others' outcomes; the run keeps its last accepted metadata)
+    SELECT array_agg(x.attempt_id), array_agg(x.output),
+           array_agg(CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END)
+      INTO v_attempts, v_outputs, v_metas
+      FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb, metadata jsonb);
     v_runs := ARRAY(SELECT a.run_id FROM skiplock.attempts a WHERE a.id = ANY (v_attempts));
     WITH done AS (
         UPDATE skiplock.runs r
            SET status = 'COMPLETED', error = NULL, finished_at = v_now, updated_at = v_now,
                worker_id = NULL,
-               output = v_outputs[array_position(v_attempts, r.current_attempt_id)]
+               output = v_outputs[array_position(v_attempts, r.current_attempt_id)],
+               metadata = coalesce(v_metas[array_position(v_attempts, r.current_attempt_id)],
+                                   r.metadata)
          WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
            AND r.current_attempt_id = ANY (v_attempts)
         RETURNING r.id, r.current_attempt_id, r.queue)

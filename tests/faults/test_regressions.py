@@ -1,6 +1,5 @@
-"""Focused reproductions of bugs the fault scenarios found, one deterministic test each.
-They are xfail(strict=True): when a fix lands they pass, and strict makes that fail the
-suite until the mark is removed."""
+"""Focused reproductions of bugs the fault scenarios found, one deterministic test each,
+kept as regression tests once fixed."""
 
 from __future__ import annotations
 
@@ -19,14 +18,6 @@ from .workers import WorkerPool, WorkerSettings
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
-LOST_FAILURE = (
-    "BUG: a failed attempt whose fail_attempt() call meets an unreachable database is "
-    "dropped (Worker._execute -> _fail raises after the 4 tenacity tries, ~0.35 s; no "
-    "resend as for completions): the run stays EXECUTING under a live, heartbeating worker "
-    "forever, and stays EXECUTING after that worker stops cleanly (stop_worker requeues "
-    "only DEQUEUED runs; crash_lost_workers skips stopped workers)"
-)
-
 
 def _status(dsn: str, run_id: str) -> str | None:
     try:
@@ -38,7 +29,6 @@ def _status(dsn: str, run_id: str) -> str | None:
         return None
 
 
-@pytest.mark.xfail(strict=True, reason=LOST_FAILURE)
 def test_an_attempt_failing_while_postgres_restarts_is_retried(
     cluster: Cluster, tmp_path: Path
 ) -> None:
