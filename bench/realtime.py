@@ -21,27 +21,47 @@ skiplock_runs only while some session is registered in skiplock.subscribers. So:
   begins once its row is in skiplock.subscribers), and stopped, SIGTERM, after the clock
   stops; the benchmark then waits for its row to be gone.
 
-Measured in one run: each repetition measures every workload both ways on fresh databases,
-the order (without, with) alternating between repetitions, so that the two figures of a
-repetition share conditions (the machine is shared: read the ratios). Figures are medians
-over the repetitions with min and max; the ratio is with ÷ without of the medians, and the
-median (min-max) of the per-repetition ratios is given too.
+Measured in one run; every repetition measures every workload both ways. The machine may
+be shared, so read the ratios: figures are medians over the repetitions with min and max;
+the ratio is with ÷ without of the medians, and the median (min-max) of the per-repetition
+ratios is given too. Two ways of pairing:
 
-* enqueue, trigger() x1: --runs calls of `task.trigger(payload)` in a loop from one
-  thread, one transaction each (as bench/drain.py); afterwards exactly that many runs must
-  be QUEUED.
-* drain, 2 workers: --drain-runs no-op runs are queued first (untimed, batch_trigger),
-  then 2 worker processes (`engine.cli worker bench.noop_app:app --concurrency 50`) are
-  spawned. `wall` is from just before the first spawn until a 50 ms poll sees every run
-  COMPLETED (includes process start-up); `busy` is from the first attempt's start to the
-  last attempt's finish by the database's timestamps (the steady state: dequeue,
-  begin_attempts and complete_attempts all notify). Afterwards every run must have
-  executed exactly once (bench.drain.verify_exactly_once). The bench database has
-  track_functions = 'pl'; the mean ms per call of the workers' functions, notify_runs
-  included, is printed per repetition.
+* separate: a fresh database for each of without and with, one after the other, the
+  order alternating between repetitions; the subscriber process is started after the
+  untimed preparation and stopped after the clock stops.
+* alternating: two fresh databases side by side, the subscriber process on the second;
+  the workload runs in chunks, alternately in one and the other (ABBA order), and the
+  times of each database's chunks are summed. Changes in the first database announce
+  nothing (its skiplock.subscribers is empty), and the subscriber idles meanwhile. Both
+  halves of the pair share conditions within a second, which the separate way cannot
+  promise on a busy machine.
+
+The workloads:
+
+* enqueue, trigger() x1 (separate): --runs calls of `task.trigger(payload)` in a loop
+  from one thread, one transaction each (as bench/drain.py); afterwards exactly that many
+  runs must be QUEUED.
+* enqueue, trigger() x1, alternating x250: the same, --runs per database, in chunks of
+  250 calls.
+* drain, 2 workers (separate): --drain-runs no-op runs are queued first (untimed,
+  batch_trigger), then 2 worker processes (`engine.cli worker bench.noop_app:app
+  --concurrency 50`) are spawned. The rate is from just before the first spawn until a
+  50 ms poll sees every run COMPLETED (includes process start-up); `busy` is from the
+  first attempt's start to the last attempt's finish by the database's timestamps (the
+  steady state: begin_attempts and complete_attempts, the functions the workers call,
+  both notify). The bench database has track_functions = 'pl'; the mean ms per call of
+  the workers' functions, notify_runs included, is printed per repetition.
+* drain, warm workers, alternating x2000: 2 workers on each database, warmed up by 200
+  runs each; then the queue is paused, 2000 runs are queued, and the time is taken from
+  just before resume_queue() to the chunk's last attempt finish (database clock);
+  --drain-runs per database in all.
+* After every drain each database's runs must have executed exactly once
+  (bench.drain.verify_exactly_once).
 * subscriber CPU: seconds of CPU the subscriber process and its database backend used
   during the timed window (from /proc: only when the server runs on this machine), and
   what its feed handled (notification bursts, notifications, ids, time in the handler).
+  For drains, the CPU of the workers' own LISTEN backends (which PostgreSQL wakes for
+  every notification in their database, whatever the channel) is printed too.
 
 Latency (one fresh database per repetition, no subscriber process): the benchmark process
 iterates `app.runs.subscribe_to_runs_with_tag("lat")` on a thread, which records
@@ -117,6 +137,9 @@ IDLE_TAG = "bench-nobody"  # the subscriber process's tag: no run has it
 LATENCY_TAG = "lat"
 LATENCY_GAP = 0.02  # seconds between the latency runs' triggers
 DRAIN_WORKERS = 2
+ENQUEUE_CHUNK = 250  # triggers per chunk, alternating between the two databases
+DRAIN_CHUNK = 2000  # runs per chunk, alternating
+DRAIN_WARM_UP = 200  # runs drained in each database before the chunks
 REGISTER_TIMEOUT = 60.0
 STATS_PREFIX = "SUBSCRIBER_STATS "
 FUNCTIONS = ("lock_ready", "begin_attempts", "complete_attempts", "notify_runs")
@@ -266,6 +289,7 @@ class Sample:
     seconds: float
     busy_seconds: float | None = None  # drain: first attempt start -> last attempt finish
     subscriber_cpu: float | None = None  # CPU s of the subscriber + its backend, timed window
+    listener_cpu: float | None = None  # CPU s of the workers' LISTEN backends (drains)
     subscriber_stats: dict[str, float] | None = None
     function_ms: dict[str, tuple[int, float]] | None = None  # name -> (calls, ms per call)
 
@@ -276,6 +300,43 @@ class Sample:
     @property
     def busy_rate(self) -> float | None:
         return None if not self.busy_seconds else self.runs / self.busy_seconds
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def listener_backends(conn: Conn, workers: list[common.Worker]) -> list[int]:
+    """Backend pids of the workers' LISTEN connections (engine/_listener.py); waits for
+    workers still starting up."""
+    names = [f"skiplock-listener:{w.process.pid}" for w in workers]
+    pids: list[int] = []
+
+    def found() -> bool:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = ANY (%s)", (names,)
+        ).fetchall()
+        pids[:] = [int(pid) for (pid,) in rows]
+        return len(pids) == len(workers)
+
+    common.wait_until(found, workers, REGISTER_TIMEOUT, "the workers' LISTEN sessions")
+    return pids
+
+
+def backends_cpu(pids: list[int]) -> float | None:
+    return _sum([cpu_seconds(p) for p in pids])
+
+
+def abba(pairs: int) -> list[bool]:
+    """Without/with order of alternating chunks: F T, T F, F T, ... (with = True)."""
+    return [v for k in range(pairs) for v in ((False, True) if k % 2 == 0 else (True, False))]
+
+
+# separate databases, one after the other (the order alternates between repetitions)
 
 
 def enqueue_single(dsn: str, n: int, sub: Subscriber | None) -> Sample:
@@ -305,6 +366,8 @@ def drain(dsn: str, n: int, sub: Subscriber | None, log_dir: Path) -> Sample:
             wait_completed(conn, n, workers, timeout)
             elapsed = time.perf_counter() - started
             cpu1 = sub.cpu() if sub else None
+            # since the workers connected: start-up is a small part of it
+            listeners = backends_cpu(listener_backends(conn, workers))
             expect_subscribers(conn, 1 if sub else 0)
         finally:
             stop_workers(workers)
@@ -313,7 +376,7 @@ def drain(dsn: str, n: int, sub: Subscriber | None, log_dir: Path) -> Sample:
     for w in workers:
         for line in w.problems():
             print(f"    worker {w.process.pid} logged: {line}", file=sys.stderr)
-    return Sample(n, elapsed, busy, _delta(cpu0, cpu1))
+    return Sample(n, elapsed, busy, _delta(cpu0, cpu1), listeners)
 
 
 def queue_for_drain(dsn: str, n: int) -> None:
@@ -336,52 +399,155 @@ def function_ms(dsn: str) -> dict[str, tuple[int, float]]:
     return {name: (int(calls), float(ms)) for name, calls, ms in rows}
 
 
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
+def separate(
+    prepare: Callable[[str, int], None] | None,
+    run: Callable[[str, int, Subscriber | None, Path], Sample],
+    size: Callable[[argparse.Namespace], int],
+) -> Measure:
+    """Without, then with (or the other way round): a fresh database each, the subscriber
+    process started after `prepare` and stopped after `run`."""
+
+    def measure(server_dsn: str, args: argparse.Namespace, log_dir: Path, name: str, r: int):
+        n = size(args)
+        out = {}
+        for with_sub in (False, True) if r % 2 == 0 else (True, False):
+            with fresh_database(server_dsn, f"{name}_{int(with_sub)}") as dsn:
+                if prepare is not None:
+                    prepare(dsn, n)
+                if not with_sub:
+                    sample = run(dsn, n, None, log_dir)
+                else:
+                    with subscriber(dsn, log_dir) as sub:
+                        sample = run(dsn, n, sub, log_dir)
+                    sample = dataclasses.replace(sample, subscriber_stats=sub.stats)
+                if prepare is queue_for_drain:
+                    sample = dataclasses.replace(sample, function_ms=function_ms(dsn))
+            out[with_sub] = sample
+        return out
+
+    return measure
 
 
-Workload = Callable[[str, int, Subscriber | None, Path], Sample]
+# two databases side by side, measured in alternating chunks
 
 
-@dataclass(frozen=True)
-class Throughput:
-    name: str
-    size: Callable[[argparse.Namespace], int]
-    prepare: Callable[[str, int], None] | None  # untimed, before the subscriber starts
-    run: Workload
+@contextlib.contextmanager
+def database_pair(
+    server_dsn: str, name: str, log_dir: Path
+) -> Iterator[tuple[dict[bool, str], Subscriber]]:
+    """Fresh databases for without (False) and with (True) realtime, a subscriber process
+    on the second."""
+    with (
+        fresh_database(server_dsn, f"{name}_0") as without,
+        fresh_database(server_dsn, f"{name}_1") as with_,
+        subscriber(with_, log_dir) as sub,
+    ):
+        yield {False: without, True: with_}, sub
 
 
-THROUGHPUT = [
-    Throughput(
+def enqueue_alternating(
+    server_dsn: str, args: argparse.Namespace, log_dir: Path, name: str, _r: int
+) -> dict[bool, Sample]:
+    chunk = min(ENQUEUE_CHUNK, args.runs)
+    pairs = max(1, args.runs // chunk)
+    seconds = {False: 0.0, True: 0.0}
+    cpu: list[float | None] = []
+    with database_pair(server_dsn, name, log_dir) as (dsns, sub):
+        with noop_task(dsns[False]) as without, noop_task(dsns[True]) as with_:
+            tasks = {False: without, True: with_}
+            i = 0
+            cpu0 = sub.cpu()
+            for with_sub in abba(pairs):
+                task = tasks[with_sub]
+                started = time.perf_counter()
+                for _ in range(chunk):
+                    task.trigger({"i": i})
+                    i += 1
+                seconds[with_sub] += time.perf_counter() - started
+            cpu.append(_delta(cpu0, sub.cpu()))
+        for with_sub, dsn in dsns.items():
+            with common.connect(dsn) as conn:
+                expect_subscribers(conn, int(with_sub))
+            expect_queued(dsn, pairs * chunk)
+    stats = sub.stats
+    n = pairs * chunk
+    return {
+        False: Sample(n, seconds[False]),
+        True: Sample(n, seconds[True], subscriber_cpu=cpu[0], subscriber_stats=stats),
+    }
+
+
+def drain_alternating(
+    server_dsn: str, args: argparse.Namespace, log_dir: Path, name: str, _r: int
+) -> dict[bool, Sample]:
+    chunk = min(DRAIN_CHUNK, args.drain_runs)
+    pairs = max(1, args.drain_runs // chunk)
+    seconds = {False: 0.0, True: 0.0}
+    listener_cpu: dict[bool, list[float | None]] = {False: [], True: []}
+    sub_cpu: list[float | None] = []
+    with (
+        database_pair(server_dsn, name, log_dir) as (dsns, sub),
+        contextlib.ExitStack() as stack,
+    ):
+        tasks = {v: stack.enter_context(noop_task(dsn)) for v, dsn in dsns.items()}
+        conns = {v: stack.enter_context(common.connect(dsn)) for v, dsn in dsns.items()}
+        workers: dict[bool, list[common.Worker]] = {}
+        for v, dsn in dsns.items():
+            workers[v] = spawn_workers(dsn, DRAIN_WORKERS, log_dir)
+            stack.callback(common.stop, workers[v])
+        done = dict.fromkeys(dsns, DRAIN_WARM_UP)
+        for v in dsns:  # warm up, and find the queue's name
+            trigger_batches(tasks[v], payloads(DRAIN_WARM_UP))
+        for v in dsns:
+            wait_completed(conns[v], DRAIN_WARM_UP, workers[v], 120)
+        queue = common.scalar(conns[False], "SELECT queue FROM skiplock.runs LIMIT 1")
+        listeners = {v: listener_backends(conns[v], workers[v]) for v in dsns}
+        for conn in conns.values():
+            conn.execute("SELECT skiplock.pause_queue(%s)", (queue,))
+        for with_sub in abba(pairs):
+            conn, task = conns[with_sub], tasks[with_sub]
+            trigger_batches(task, payloads(chunk))  # paused: they stay QUEUED
+            cpu0, lcpu0 = sub.cpu(), backends_cpu(listeners[with_sub])
+            started = common.timestamp(conn, "SELECT clock_timestamp()")
+            conn.execute("SELECT skiplock.resume_queue(%s)", (queue,))
+            done[with_sub] += chunk
+            wait_completed(conn, done[with_sub], workers[with_sub], max(120.0, chunk / 50))
+            sub_cpu.append(_delta(cpu0, sub.cpu()))
+            listener_cpu[with_sub].append(_delta(lcpu0, backends_cpu(listeners[with_sub])))
+            conn.execute("SELECT skiplock.pause_queue(%s)", (queue,))
+            last = common.timestamp(conn, "SELECT max(finished_at) FROM skiplock.attempts")
+            seconds[with_sub] += (last - started).total_seconds()
+        for v in dsns:
+            expect_subscribers(conns[v], int(v))
+            stop_workers(workers[v])
+            verify_exactly_once(conns[v], done[v])
+    n = pairs * chunk
+    return {
+        False: Sample(n, seconds[False], listener_cpu=_sum(listener_cpu[False])),
+        True: Sample(
+            n,
+            seconds[True],
+            subscriber_cpu=_sum(sub_cpu),
+            listener_cpu=_sum(listener_cpu[True]),
+            subscriber_stats=sub.stats,
+        ),
+    }
+
+
+Measure = Callable[[str, argparse.Namespace, Path, str, int], dict[bool, Sample]]
+
+THROUGHPUT: list[tuple[str, Measure]] = [
+    (
         "enqueue, trigger() x1",
-        lambda a: a.runs,
-        None,
-        lambda dsn, n, sub, _logs: enqueue_single(dsn, n, sub),
+        separate(None, lambda dsn, n, sub, _logs: enqueue_single(dsn, n, sub), lambda a: a.runs),
     ),
-    Throughput(
+    (f"enqueue, trigger() x1, alternating x{ENQUEUE_CHUNK}", enqueue_alternating),
+    (
         f"drain, {DRAIN_WORKERS} workers x{WORKER_CONCURRENCY}",
-        lambda a: a.drain_runs,
-        queue_for_drain,
-        drain,
+        separate(queue_for_drain, drain, lambda a: a.drain_runs),
     ),
+    (f"drain, warm workers, alternating x{DRAIN_CHUNK}", drain_alternating),
 ]
-
-
-def measure_throughput(
-    server_dsn: str, t: Throughput, n: int, with_sub: bool, log_dir: Path, name: str
-) -> Sample:
-    with fresh_database(server_dsn, name) as dsn:
-        if t.prepare is not None:
-            t.prepare(dsn, n)
-        if not with_sub:
-            sample = t.run(dsn, n, None, log_dir)
-        else:
-            with subscriber(dsn, log_dir) as sub:
-                sample = t.run(dsn, n, sub, log_dir)
-            sample = dataclasses.replace(sample, subscriber_stats=sub.stats)
-        if t.prepare is queue_for_drain:
-            sample = dataclasses.replace(sample, function_ms=function_ms(dsn))
-    return sample
 
 
 # -- latency ------------------------------------------------------------------------------------
@@ -525,6 +691,8 @@ def describe(sample: Sample) -> str:
         text += f", busy {sample.busy_rate:.0f} runs/s"
     if sample.subscriber_cpu is not None:
         text += f"; subscriber CPU {sample.subscriber_cpu:.2f}s"
+    if sample.listener_cpu is not None:
+        text += f"; workers' LISTEN backends CPU {sample.listener_cpu:.2f}s"
     if sample.subscriber_stats:
         s = sample.subscriber_stats
         text += (
@@ -540,15 +708,14 @@ def describe(sample: Sample) -> str:
 
 def run_all(server_dsn: str, args: argparse.Namespace, log_dir: Path) -> Results:
     res = Results()
+    width = max(len(name) for name, _ in THROUGHPUT)
     for r in range(args.repeat):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for k, t in enumerate(THROUGHPUT):
-            for with_sub in order:
-                name = f"skiplock_rt_{os.getpid()}_{r}_{k}_{int(with_sub)}"
-                sample = measure_throughput(server_dsn, t, t.size(args), with_sub, log_dir, name)
-                res.throughput.setdefault(t.name, {False: [], True: []})[with_sub].append(sample)
+        for k, (name, measure) in enumerate(THROUGHPUT):
+            samples = measure(server_dsn, args, log_dir, f"skiplock_rt_{os.getpid()}_{r}_{k}", r)
+            for with_sub, sample in samples.items():
+                res.throughput.setdefault(name, {False: [], True: []})[with_sub].append(sample)
                 label = "with" if with_sub else "without"
-                res.note(f"#{r + 1} {t.name:<24} {label:<7} {describe(sample)}")
+                res.note(f"#{r + 1} {name:<{width}} {label:<7} {describe(sample)}")
         with fresh_database(server_dsn, f"skiplock_rt_{os.getpid()}_{r}_lat") as dsn:
             lat = latency(dsn, args.latency_runs, log_dir)
         res.latency.append(lat)
@@ -660,9 +827,12 @@ def section(
             "throwaway cluster (unless --dsn), a fresh database per measurement. "
             '"With realtime": one subscriber process holding a tag subscription that '
             'matches nothing, so every run change is NOTIFYed and re-read; "without": no '
-            "subscription anywhere (notify_runs returns at its gate). The two are "
-            'interleaved, alternating order, within each repetition. "busy": first attempt '
-            "start to last finish (database timestamps); wall includes worker start-up. "
+            "subscription anywhere (notify_runs returns at its gate). Rows without "
+            '"alternating": a fresh database each, one after the other, the order '
+            'alternating between repetitions; "alternating" rows: two databases side by '
+            "side, the workload in chunks alternately in each (ABBA), so that both share "
+            'conditions within a second. "busy": first attempt start to last finish '
+            "(database timestamps); the row above it includes worker start-up. "
             "Subscriber CPU: the subscriber process plus its backend during the timed "
             "window. See the module docstring for exactly what is timed.",
             "",
