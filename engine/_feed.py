@@ -6,9 +6,13 @@ query for the announced ids that some subscription watches (by id, tag or batch)
 each row into the mailboxes of the subscriptions that watch it. Reads run on the listener's
 own connection, so a thousand subscriptions in a process still use one connection.
 
-A subscription's first snapshot is read on that connection too, after it is registered;
-after a reconnect (None from the listener) every subscription is read again. A snapshot
-equal to the last one delivered to a subscription is not delivered twice.
+Each subscription's key (a run id, tag, batch, or '*' for all runs) is registered with
+skiplock.watch() on that connection, so that only watched runs are announced. After a
+registration commits, the subscription's first snapshot is read, and read again once
+every transaction older than the registration has ended (one that looked for watchers
+just before it announced nothing). After a reconnect (None from the listener) every key
+is registered anew and every subscription read again. A snapshot equal to the last one
+delivered to a subscription is not delivered twice.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class RunFeed:
             "all": {},
         }
         self._registration: Registration | None = None
+        self._new: list[Subscription] = []  # subscribed, not yet registered and read
 
     def subscribe(
         self, kind: Kind, key: str, mailbox: Mailbox, created_from: datetime | None = None
@@ -100,8 +105,13 @@ class RunFeed:
         with self._lock:
             self._subs[kind].setdefault(key, set()).add(sub)
             if self._registration is None:
-                self._registration = self._listener.add(_CHANNEL, self._on_notes)
-        self._listener.call(lambda conn: self._read_all(conn, [sub], first=True))
+                self._registration = self._listener.add(
+                    _CHANNEL, self._on_notes, on_connect=self._watch_all
+                )
+            self._new.append(sub)
+            first_new = len(self._new) == 1
+        if first_new:  # one call starts every subscription made until it runs
+            self._listener.call(self._start_new)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -111,8 +121,9 @@ class RunFeed:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[sub.kind][sub.key]
+                    self._listener.call(lambda c: _unwatch(c, sub.kind, sub.key))
             if self._registration is not None and not any(self._subs.values()):
-                self._listener.remove(self._registration)
+                self._listener.remove(self._registration)  # unwatches everything
                 self._registration = None
 
     def count(self) -> int:
@@ -120,6 +131,23 @@ class RunFeed:
             return sum(len(s) for by_key in self._subs.values() for s in by_key.values())
 
     # -- on the listener thread ------------------------------------------------------------
+
+    def _start_new(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            new, self._new = self._new, []
+            new = [s for s in new if s in self._subs[s.kind].get(s.key, ())]
+        if not new:
+            return
+        execute(conn, _queries.watch([s.kind for s in new], [s.key for s in new]))
+        self._read_all(conn, new, first=True)
+        self._listener.after_settled(lambda c: self._read_all(c, new, first=False))
+
+    def _watch_all(self, conn: psycopg.Connection[Any]) -> None:
+        """On a new connection: register every key again (the session is a new one)."""
+        with self._lock:
+            keys = [(kind, key) for kind, by_key in self._subs.items() for key in by_key]
+        if keys:
+            execute(conn, _queries.watch([k for k, _ in keys], [v for _, v in keys]))
 
     def _on_notes(self, payloads: list[str] | None, conn: psycopg.Connection[Any]) -> None:
         with self._lock:
@@ -168,6 +196,10 @@ class RunFeed:
                 if sub.live and not first:
                     for row in execute(conn, _queries.runs_by_id(sorted(sub.live))):
                         _deliver(sub, row)
+
+
+def _unwatch(conn: psycopg.Connection[Any], kind: Kind, key: str) -> None:
+    execute(conn, _queries.unwatch([kind], [key]))
 
 
 def _snapshot_query(sub: Subscription, *, first: bool) -> Query[list[dict[str, Any]]]:

@@ -11,11 +11,13 @@ A lost connection (terminated backend, server restart) is reopened with backoff,
 are re-issued, and every handler then gets its None. Notifications are hints, never the
 state itself, so nothing is missed as long as handlers re-read on None.
 
-Channels in GATED are only announced while some session is registered as a listener of
-them (skiplock.subscribe(), see sql/functions/05_realtime.sql). A transaction that looked
-for listeners just before the registration committed announces nothing, so handlers of a
-gated channel get their None only once every transaction older than the registration has
-ended.
+Channels in GATED carry only what a registered session watches (skiplock.subscribe()
+and skiplock.watch(), see sql/functions/05_realtime.sql). On each connection the listener
+registers the session, then calls the channel's `on_connect` hooks (which say what to
+watch). A transaction that looked for watchers just before such a registration committed
+announces nothing, so handlers of a gated channel get their None only once every
+transaction older than the registration has ended; `after_settled` schedules any other
+work on the same rule.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from psycopg import sql
 log = logging.getLogger("skiplock.listener")
 
 Handler = Callable[[list[str] | None, psycopg.Connection[Any]], None]
+OnConnect = Callable[[psycopg.Connection[Any]], None]
 GATED = frozenset({"skiplock_runs"})
 
 _IDLE_CHECK = 5.0  # seconds without traffic before the connection is probed
@@ -48,6 +51,7 @@ _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 class Registration:
     channel: str
     handler: Handler
+    on_connect: OnConnect | None = None
     pending_catch_up: bool = field(default=False)
 
 
@@ -71,6 +75,8 @@ class Listener:
         self._registrations: list[Registration] = []
         self._calls: list[Callable[[psycopg.Connection[Any]], None]] = []
         self._thread: threading.Thread | None = None
+        # (horizon, fn): run fn once no transaction older than horizon is in flight
+        self._waiting: list[tuple[int, Callable[[psycopg.Connection[Any]], None]]] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -78,10 +84,13 @@ class Listener:
 
     # -- API for other threads -----------------------------------------------------------
 
-    def add(self, channel: str, handler: Handler) -> Registration:
+    def add(
+        self, channel: str, handler: Handler, on_connect: OnConnect | None = None
+    ) -> Registration:
         """Call `handler` for notifications on `channel` from now on. It gets a None once
-        the channel is being listened to; changes before that must be read by the caller."""
-        reg = Registration(channel, handler, pending_catch_up=True)
+        the channel is being listened to; changes before that must be read by the caller.
+        `on_connect(conn)` runs on every new connection before that None."""
+        reg = Registration(channel, handler, on_connect, pending_catch_up=True)
         with self._lock:
             self._registrations.append(reg)
             self._ensure_thread()
@@ -100,6 +109,11 @@ class Listener:
             self._calls.append(fn)
             self._ensure_thread()
         self._poke()
+
+    def after_settled(self, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
+        """Run `fn` on the listener thread once every transaction in flight now (on the
+        listener's clock: after the calls queued before this one) has ended."""
+        self.call(lambda conn: self._waiting.append((_horizon(conn), fn)))
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -143,7 +157,12 @@ class Listener:
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.Connection.connect(
-            self.dsn, autocommit=True, application_name=f"skiplock-listener:{os.getpid()}"
+            self.dsn,
+            autocommit=True,
+            application_name=f"skiplock-listener:{os.getpid()}",
+            # handlers re-run a few statements all the time: planning them anew each time
+            # cost more than running them (bench/realtime.py); their generic plans are good
+            options="-c plan_cache_mode=force_generic_plan",
         )
         self.connects += 1
         return conn
@@ -156,7 +175,6 @@ class Listener:
 
         conn.add_notify_handler(lambda n: collect(n.channel, n.payload))
         listening: set[str] = set()
-        horizon: Any = None  # of the gated registration, until settled
         with self._lock:  # every handler catches up on a new connection
             for reg in self._registrations:
                 reg.pending_catch_up = True
@@ -168,28 +186,26 @@ class Listener:
             if not wanted and not calls:
                 if listening & GATED:
                     conn.execute("SELECT skiplock.unsubscribe()")
+                self._waiting.clear()  # catch-ups of subscriptions that are gone
                 return  # closes the connection; the thread ends if still idle
             for channel in sorted(wanted - listening):
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 if channel in GATED:
                     conn.execute("SELECT skiplock.subscribe()")
-                    horizon = _scalar(conn, "SELECT skiplock.subscription_horizon()")
                 listening.add(channel)
             for channel in sorted(listening - wanted):
                 conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
                 if channel in GATED:
                     conn.execute("SELECT skiplock.unsubscribe()")
                 listening.discard(channel)
-            if horizon is not None and _scalar(
-                conn, "SELECT skiplock.subscription_settled(%s)", horizon
-            ):
-                horizon = None
             for fn in calls:
                 _guarded(_ignoring_payloads(fn), None, conn)
-            self._dispatch(conn, regs, received, gated_ready=horizon is None)
+            self._catch_up(conn, regs)
+            self._run_settled(conn)
+            self._dispatch(conn, regs, received)
 
             # notifications that came in while handlers ran: go round again at once
-            timeout = 0.0 if received else _SETTLE_POLL if horizon is not None else _IDLE_CHECK
+            timeout = 0.0 if received else _SETTLE_POLL if self._waiting else _IDLE_CHECK
             fd, wake = conn.fileno(), self._wake_r.fileno()
             readable, _, _ = select.select([fd, wake], [], [], timeout)
             if wake in readable:
@@ -203,20 +219,38 @@ class Listener:
             elif not readable and timeout == _IDLE_CHECK:
                 conn.execute("SELECT 1")  # a quiet connection may be a dead one
 
+    def _catch_up(self, conn: psycopg.Connection[Any], regs: list[Registration]) -> None:
+        """New registrations, and all of them on a new connection, get their None: at once
+        on a plain channel; on a gated one after `on_connect` and once settled."""
+        for reg in regs:
+            if not reg.pending_catch_up:
+                continue
+            reg.pending_catch_up = False
+            if reg.channel not in GATED:
+                _guarded(reg.handler, None, conn)
+                continue
+            if reg.on_connect is not None:
+                _guarded(_ignoring_payloads(reg.on_connect), None, conn)
+            self._waiting.append((_horizon(conn), _ignoring_payloads_none(reg.handler)))
+
+    def _run_settled(self, conn: psycopg.Connection[Any]) -> None:
+        if not self._waiting:
+            return
+        xmin = _xmin(conn)
+        due = [fn for h, fn in self._waiting if h <= xmin]
+        self._waiting = [(h, fn) for h, fn in self._waiting if h > xmin]
+        for fn in due:
+            _guarded(_ignoring_payloads(fn), None, conn)
+
     def _dispatch(
         self,
         conn: psycopg.Connection[Any],
         regs: list[Registration],
         received: dict[str, list[str]],
-        *,
-        gated_ready: bool,
     ) -> None:
         notes = dict(received)
         received.clear()
         for reg in regs:
-            if reg.pending_catch_up and (gated_ready or reg.channel not in GATED):
-                reg.pending_catch_up = False
-                _guarded(reg.handler, None, conn)
             payloads = notes.get(reg.channel)
             if payloads:
                 _guarded(reg.handler, payloads, conn)
@@ -238,9 +272,25 @@ def _ignoring_payloads(fn: Callable[[psycopg.Connection[Any]], None]) -> Handler
     return handler
 
 
-def _scalar(conn: psycopg.Connection[Any], query: Any, *params: Any) -> Any:
-    row = conn.execute(query, params or None).fetchone()
-    return row[0] if row else None
+def _ignoring_payloads_none(handler: Handler) -> Callable[[psycopg.Connection[Any]], None]:
+    def fn(conn: psycopg.Connection[Any]) -> None:
+        handler(None, conn)
+
+    return fn
+
+
+def _horizon(conn: psycopg.Connection[Any]) -> int:
+    """The next xid: every transaction that could have read the state before now has one
+    below it (it wrote before it looked for watchers)."""
+    row = conn.execute("SELECT skiplock.subscription_horizon()::text").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _xmin(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _drain(sock: socket.socket) -> None:

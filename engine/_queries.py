@@ -91,6 +91,14 @@ def runs_by_id(ids: list[str]) -> Query[list[dict[str, Any]]]:
     )
 
 
+def watch(kinds: list[str], keys: list[str]) -> Query[None]:
+    return Query("SELECT skiplock.watch(%s, %s)", (kinds, keys), lambda rows: None)
+
+
+def unwatch(kinds: list[str], keys: list[str]) -> Query[None]:
+    return Query("SELECT skiplock.unwatch(%s, %s)", (kinds, keys), lambda rows: None)
+
+
 def changed_runs(
     ids: list[str], run_ids: list[str], tags: list[str], batches: list[str]
 ) -> Query[list[dict[str, Any]]]:

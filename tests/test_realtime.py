@@ -213,24 +213,37 @@ def test_worker_and_subscriptions_share_the_listen_connection(
     assert seen.ended.wait(20) and seen.runs[-1].status is RunStatus.COMPLETED
 
 
-def test_run_changes_are_announced_only_while_someone_is_registered(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as other:
+def test_only_watched_runs_are_announced(app: Engine, dsn: str) -> None:
+    @app.task("announced")
+    def announced_task(x: int, ctx: TaskContext) -> int:
+        return x
+
+    watched, other = announced_task.trigger(1).id, announced_task.trigger(2).id
+    tagged = announced_task.trigger(3, tags=["loud"]).id
+    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as writer:
         listen.execute("LISTEN skiplock_runs")
 
         def announced(ids: list[str]) -> list[str]:
-            other.execute("SELECT skiplock.notify_runs(%s)", (ids,))
-            other.commit()
+            writer.execute("SELECT skiplock.notify_runs(%s)", (ids,))
+            writer.commit()
             return [n.payload for n in listen.notifies(timeout=0.3)]
 
-        assert announced(["run_a"]) == []
+        assert announced([watched]) == []  # nobody registered
         listen.execute("SELECT skiplock.subscribe()")
+        assert announced([watched]) == []  # registered, watching nothing
+        listen.execute("SELECT skiplock.watch(%s, %s)", (["run", "tag"], [watched, "loud"]))
+        assert announced([watched, other, tagged]) == [f"{watched},{tagged}"]
+        listen.execute("SELECT skiplock.watch('{all}', '{*}')")
         many = [f"run_{i:032d}" for i in range(450)]
         payloads = announced(many)
         assert [len(p.split(",")) for p in payloads] == [200, 200, 50]
         assert all(len(p) < 8000 for p in payloads)
         assert ",".join(payloads).split(",") == many
+        listen.execute("SELECT skiplock.unwatch('{all}', '{*}')")
+        assert announced([other]) == []
         listen.execute("SELECT skiplock.unsubscribe()")
-        assert announced(["run_b"]) == []
+        assert announced([watched]) == []
+        assert fetch(dsn, "SELECT count(*) FROM skiplock.subscriptions") == [(0,)]
 
 
 def test_bad_subscriptions_raise_typed_errors(app: Engine) -> None:

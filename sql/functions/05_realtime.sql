@@ -2,24 +2,62 @@
 -- announces the run ids on channel skiplock_runs in the same transaction, ids only (a
 -- payload is at most 8000 bytes; subscribers re-read the rows). One notification per
 -- statement set, 200 ids each: a batch of completions costs one NOTIFY, not one per run.
--- Nothing is sent while no session is registered in skiplock.subscribers.
+-- Only runs that a listening session watches (skiplock.subscriptions: by id, tag or
+-- batch, or all runs) are announced; with nobody watching, nothing is sent.
 -- Direct UPDATEs of skiplock.runs announce nothing: call skiplock.notify_runs(ids) after.
 
--- notify_runs: announce changes of the runs p_ids (duplicates are folded at commit).
+-- notify_runs: announce changes of those runs of p_ids that someone watches (duplicates
+-- are folded at commit).
 CREATE OR REPLACE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
 DECLARE
+    v_ids  text[];
     v_from integer := 1;
 BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0
-       OR NOT EXISTS (SELECT 1 FROM skiplock.subscribers) THEN
+       OR NOT EXISTS (SELECT 1 FROM skiplock.subscriptions) THEN
         RETURN;
     END IF;
-    WHILE v_from <= cardinality(p_ids) LOOP
-        PERFORM pg_notify('skiplock_runs', array_to_string(p_ids[v_from:v_from + 199], ','));
+    IF EXISTS (SELECT 1 FROM skiplock.subscriptions s WHERE s.kind = 'all') THEN
+        v_ids := p_ids;
+    ELSE
+        v_ids := ARRAY(
+            SELECT r.id FROM skiplock.runs r
+             WHERE r.id = ANY (p_ids)
+               AND (EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                             WHERE s.kind = 'run' AND s.key = r.id)
+                    OR (r.batch_id IS NOT NULL
+                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                                     WHERE s.kind = 'batch' AND s.key = r.batch_id))
+                    OR (r.tags <> '{}'
+                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                                     WHERE s.kind = 'tag' AND s.key = ANY (r.tags)))));
+    END IF;
+    WHILE v_from <= cardinality(v_ids) LOOP
+        PERFORM pg_notify('skiplock_runs', array_to_string(v_ids[v_from:v_from + 199], ','));
         v_from := v_from + 200;
     END LOOP;
 END;
+$$;
+
+-- watch / unwatch: what this session's subscriptions watch (kinds[i], keys[i]); the
+-- session must be registered with subscribe(). A change by a transaction that looked for
+-- watchers before watch() committed is not announced: re-read once it has ended (see
+-- subscription_horizon).
+CREATE OR REPLACE FUNCTION skiplock.watch(p_kinds text[], p_keys text[]) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO skiplock.subscriptions (kind, key, pid)
+    SELECT k, v, pg_backend_pid() FROM unnest(p_kinds, p_keys) AS u(k, v)
+    ON CONFLICT DO NOTHING
+$$;
+
+CREATE OR REPLACE FUNCTION skiplock.unwatch(p_kinds text[], p_keys text[]) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM skiplock.subscriptions s
+     USING unnest(p_kinds, p_keys) AS u(k, v)
+     WHERE s.kind = u.k AND s.key = u.v AND s.pid = pg_backend_pid()
 $$;
 
 -- subscribe / unsubscribe: register this session as a listener of skiplock_runs (the
@@ -33,15 +71,15 @@ $$;
 
 CREATE OR REPLACE FUNCTION skiplock.unsubscribe() RETURNS void
 LANGUAGE sql AS $$
-    DELETE FROM skiplock.subscribers WHERE pid = pg_backend_pid()
+    DELETE FROM skiplock.subscriptions WHERE pid = pg_backend_pid();
+    DELETE FROM skiplock.subscribers WHERE pid = pg_backend_pid();
 $$;
 
--- subscription_horizon: after subscribe() commits, the first xid no transaction that
--- could have missed the registration has; subscription_settled(h) is true once every
--- transaction before h has ended. A change by a transaction that checked for subscribers
--- just before the registration committed is only visible after that: re-read then.
+-- subscription_horizon: taken after subscribe() or watch() commits, the first xid no
+-- transaction that could have missed the registration has (it wrote the run before it
+-- looked for watchers). Once pg_snapshot_xmin(pg_current_snapshot()) reaches it, every
+-- such transaction has ended: re-read then, and nothing was missed.
 CREATE OR REPLACE FUNCTION skiplock.subscription_horizon() RETURNS xid8
 LANGUAGE sql VOLATILE AS $$ SELECT pg_snapshot_xmax(pg_current_snapshot()) $$;
 
-CREATE OR REPLACE FUNCTION skiplock.subscription_settled(p_horizon xid8) RETURNS boolean
-LANGUAGE sql VOLATILE AS $$ SELECT pg_snapshot_xmin(pg_current_snapshot()) >= p_horizon $$;
+DROP FUNCTION IF EXISTS skiplock.subscription_settled(xid8);

@@ -70,6 +70,8 @@ BEGIN
     -- registrations of sessions that are gone (killed, restarted server)
     DELETE FROM skiplock.subscribers s
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
+    DELETE FROM skiplock.subscriptions s
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
 
     RETURN jsonb_build_object(
         'waitpoints', v_waits,
