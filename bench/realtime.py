@@ -10,16 +10,19 @@ PostgreSQL's defaults (fsync and synchronous_commit on). Every measurement gets 
 database (migrated, with the no-op task deployed at version "bench").
 
 Every function that changes a run calls skiplock.notify_runs(ids), which sends NOTIFY on
-skiplock_runs only while some session is registered in skiplock.subscribers. So:
+skiplock_runs for the ids some subscription watches (skiplock.subscriptions: a run, a
+tag, a batch, or all runs), and nothing while nobody watches. So:
 
-* without realtime: no subscription anywhere (the table is empty; checked at the end of
-  every timed window);
+* without realtime: no subscription anywhere (skiplock.subscribers is empty; checked at
+  the end of every timed window);
 * with realtime: one subscriber process (this script with --subscriber) holding
-  `app.runs.subscribe_to_runs_with_tag("bench-nobody")` open. Every change is announced,
-  and its feed re-reads the announced ids with one query per burst of notifications and
-  finds no match. It is started on the fresh database before the clock starts (timing
-  begins once its row is in skiplock.subscribers), and stopped, SIGTERM, after the clock
-  stops; the benchmark then waits for its row to be gone.
+  `app.runs.subscribe_to_runs_with_tag("bench-nobody")` open: a live subscription, so
+  every change pays the lookup of who watches it, but none of the benchmark's runs has
+  the tag, so nothing is announced (before subscriptions said what they watch, every
+  change was, and cost ~20%: see bench/RESULTS.md). It is started on the fresh database
+  before the clock starts (timing begins once its row is in skiplock.subscribers), and
+  stopped, SIGTERM, after the clock stops; the benchmark then waits for its row to be
+  gone.
 
 Measured in one run; every repetition measures every workload both ways. The machine may
 be shared, so read the ratios: figures are medians over the repetitions with min and max;
