@@ -72,7 +72,9 @@ def raise_mapped(exc: psycopg.Error) -> NoReturn:
     mapped = SQLSTATE_ERRORS.get(state)
     if mapped is not None:
         raise mapped(message) from None
-    if state.startswith("22") or state == "23514":  # bad cast, NUL byte, range; a CHECK
+    # a bad cast, a range, a NUL byte (refused by the server in JSON, by psycopg in text
+    # before sending: a DataError with no SQLSTATE); a CHECK constraint
+    if isinstance(exc, psycopg.DataError) or state == "23514":
         raise InvalidArgumentError(message) from exc
     raise exc
 

@@ -65,8 +65,9 @@ def build(options: dict[str, Any], defaults: dict[str, Any] | None = None) -> di
         out["idempotency_key_ttl"] = _positive("idempotency_key_ttl", merged["idempotency_key_ttl"])
     if "tags" in merged:
         tags = merged["tags"]
-        tags = [tags] if isinstance(tags, str) else list(tags)
-        out["tags"] = [_text("tag", t) for t in tags]
+        if not isinstance(tags, str | list | tuple):
+            raise InvalidArgumentError(f"tags must be a string or a list of strings, got {tags!r}")
+        out["tags"] = [_text("tag", t) for t in ([tags] if isinstance(tags, str) else tags)]
     if "metadata" in merged:
         metadata = merged["metadata"]
         if not isinstance(metadata, dict):

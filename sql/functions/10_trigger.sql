@@ -37,6 +37,7 @@ BEGIN
     IF p_payload IS NULL THEN
         PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
     END IF;
+    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
 
     IF v_opts ? 'delay_seconds' THEN
         IF (v_opts->>'delay_seconds')::double precision < 0 THEN
@@ -133,7 +134,7 @@ BEGIN
         IF v_id IS NOT NULL THEN
             PERFORM skiplock.notify_runs(ARRAY[v_id]);
             IF v_status = 'QUEUED' THEN
-                PERFORM pg_notify('skiplock_wake', v_queue);
+                PERFORM skiplock.wake(v_queue);
             END IF;
             RETURN QUERY SELECT v_id, v_status, false;
             RETURN;
@@ -168,6 +169,31 @@ BEGIN
     END IF;
     RETURN true;
 END;
+$$;
+
+-- option_type_problem: what is wrong with the JSON types of trigger options, or NULL.
+-- Checked before any option is read, so that a wrong type is SL004 with its name rather
+-- than whatever error a cast of it raises.
+CREATE OR REPLACE FUNCTION skiplock.option_type_problem(p_opts jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(p_opts) <> 'object' THEN 'options must be a JSON object'
+        WHEN jsonb_typeof(p_opts->'tags') <> 'array'
+          OR EXISTS (SELECT 1 FROM jsonb_array_elements(
+                         CASE jsonb_typeof(p_opts->'tags') WHEN 'array' THEN p_opts->'tags' END) t
+                      WHERE jsonb_typeof(t) <> 'string')
+            THEN 'tags must be an array of strings'
+        WHEN jsonb_typeof(p_opts->'metadata') <> 'object' THEN 'metadata must be a JSON object'
+        ELSE coalesce(
+            (SELECT format('%s must be a number', k)
+               FROM unnest(ARRAY['delay_seconds', 'ttl', 'idempotency_key_ttl', 'priority',
+                                 'max_attempts', 'max_duration']) k
+              WHERE jsonb_typeof(p_opts->k) <> 'number' LIMIT 1),
+            (SELECT format('%s must be a string', k)
+               FROM unnest(ARRAY['idempotency_key', 'queue', 'concurrency_key', 'version',
+                                 'batch_id', 'parent_id', 'delay_until']) k
+              WHERE jsonb_typeof(p_opts->k) <> 'string' LIMIT 1))
+    END
 $$;
 
 -- insert_runs: the set-based body of trigger_batch for items without idempotency keys
@@ -209,7 +235,9 @@ BEGIN
     RETURN QUERY
     WITH items AS (
         SELECT x.ord, x.item->'payload' AS payload, v_base || coalesce(x.item->'options', '{}') AS o
-          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)),
+          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+         WHERE skiplock.assert_valid(skiplock.option_type_problem(
+                   v_base || coalesce(x.item->'options', '{}')))),
     shaped AS (
         SELECT i.ord, i.payload, i.o,
                CASE WHEN i.o ? 'delay_seconds'
@@ -302,7 +330,7 @@ BEGIN
           FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
         PERFORM skiplock.notify_runs(v_ids);
         FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
-            PERFORM pg_notify('skiplock_wake', v_queue);
+            PERFORM skiplock.wake(v_queue);
         END LOOP;
         RETURN QUERY SELECT v_batch, u.id, u.status, false
                        FROM unnest(v_ids, v_statuses) AS u(id, status);

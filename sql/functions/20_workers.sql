@@ -98,7 +98,7 @@ BEGIN
      WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
     PERFORM skiplock.notify_runs(v_ids);
     IF v_queued THEN
-        PERFORM pg_notify('skiplock_wake', '');
+        PERFORM skiplock.wake('');
     END IF;
     RETURN cardinality(v_ids);
 END;
@@ -161,7 +161,7 @@ BEGIN
     v_count := coalesce(cardinality(v_ids), 0);
     PERFORM skiplock.notify_runs(v_ids);
     IF v_count > 0 THEN
-        PERFORM pg_notify('skiplock_wake', '');
+        PERFORM skiplock.wake('');
     END IF;
     WITH crashed AS (
         UPDATE skiplock.runs r
@@ -237,7 +237,7 @@ BEGIN
         v_count := v_count + 1;
         v_ids := v_ids || v_id;
         IF v_queue IS NOT NULL THEN
-            PERFORM pg_notify('skiplock_wake', v_queue);  -- duplicates fold at commit
+            PERFORM skiplock.wake(v_queue);  -- duplicates fold at commit
         END IF;
     END LOOP;
     PERFORM skiplock.notify_runs(v_ids);

@@ -47,7 +47,7 @@ BEGIN
       INTO v_done, v_done_ids, v_queues FROM done d;
     PERFORM skiplock.notify_runs(v_done_ids);
     -- a limited queue's freed slots may admit runs other workers are waiting to start
-    PERFORM pg_notify('skiplock_wake', q.name)
+    PERFORM skiplock.wake(q.name)
        FROM skiplock.queues q
       WHERE q.name = ANY (v_queues) AND q.concurrency_limit IS NOT NULL;
     RETURN QUERY
@@ -106,7 +106,7 @@ BEGIN
      WHERE r.id = v_run.id;
     PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
     IF v_status = 'QUEUED' AND p_retry_delay <= 0 THEN
-        PERFORM pg_notify('skiplock_wake', v_run.queue);
+        PERFORM skiplock.wake(v_run.queue);
     END IF;
     RETURN v_status;
 END;

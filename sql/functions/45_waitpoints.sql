@@ -29,7 +29,7 @@ BEGIN
                              updated_at = skiplock.now()
      WHERE id = p_run_id;
     PERFORM skiplock.notify_runs(ARRAY[p_run_id]);
-    PERFORM pg_notify('skiplock_wake', v_run.queue);
+    PERFORM skiplock.wake(v_run.queue);
     RETURN true;
 END;
 $$;

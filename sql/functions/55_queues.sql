@@ -35,7 +35,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM skiplock.queue_for_update(p_name);
     UPDATE skiplock.queues SET paused = false, updated_at = skiplock.now() WHERE name = p_name;
-    PERFORM pg_notify('skiplock_wake', p_name);
+    PERFORM skiplock.wake(p_name);
     RETURN false;
 END;
 $$;
@@ -52,7 +52,7 @@ BEGIN
     PERFORM skiplock.queue_for_update(p_name);
     UPDATE skiplock.queues SET concurrency_limit = p_limit, updated_at = skiplock.now()
      WHERE name = p_name;
-    PERFORM pg_notify('skiplock_wake', p_name);
+    PERFORM skiplock.wake(p_name);
     RETURN p_limit;
 END;
 $$;

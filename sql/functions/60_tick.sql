@@ -46,7 +46,7 @@ BEGIN
     GET DIAGNOSTICS v_promoted = ROW_COUNT;
     PERFORM skiplock.notify_runs(v_ids);
     IF v_promoted > 0 THEN
-        PERFORM pg_notify('skiplock_wake', '');
+        PERFORM skiplock.wake('');
     END IF;
 
     -- waits whose time has come, and tokens whose timeout passed (an error result)
