@@ -8,9 +8,12 @@
 
 -- notify_runs: announce changes of those runs of p_ids that someone watches (duplicates
 -- are folded at commit).
+-- Generic plans: with the ids a parameter, the planner judged a custom plan cheaper at
+-- every call and planned the lookup anew each time, 60 us of a 70 us call.
 CREATE OR REPLACE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_ids  text[];
