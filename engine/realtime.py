@@ -14,10 +14,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from ._feed import Kind, Mailbox, RunFeed
+from ._feed import Item, Kind, Mailbox, RunFeed
 from .models import Run
 
 Parse = Callable[[dict[str, Any]], Run[Any, Any]]
+
+
+def _snapshot(item: Item, kind: Kind, parse: Parse) -> tuple[Run[Any, Any], bool]:
+    """The snapshot in a mailbox item, and whether it is the subscription's last (a
+    single run's final status); an error the feed delivered is raised."""
+    if isinstance(item, BaseException):
+        raise item
+    run = parse(item)
+    return run, kind == "run" and run.is_completed
 
 
 def subscribe(
@@ -41,11 +50,9 @@ def subscribe(
             if item is None:
                 ready.wait()
                 continue
-            if isinstance(item, BaseException):
-                raise item
-            run = parse(item)
+            run, last = _snapshot(item, kind, parse)
             yield run
-            if kind == "run" and run.is_completed:
+            if last:
                 return
     finally:
         feed.unsubscribe(sub)
@@ -76,11 +83,9 @@ async def subscribe_async(
             if item is None:
                 await ready.wait()
                 continue
-            if isinstance(item, BaseException):
-                raise item
-            run = parse(item)
+            run, last = _snapshot(item, kind, parse)
             yield run
-            if kind == "run" and run.is_completed:
+            if last:
                 return
     finally:
         feed.unsubscribe(sub)
