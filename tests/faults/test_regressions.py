@@ -70,8 +70,8 @@ SELF_FENCING_BUG = (
     "Worker._heartbeat runs only after a heartbeat call raises, and database calls have no "
     "timeout: while packets are dropped the heartbeat hangs (in its query, or waiting for "
     "_claim_lock held by a claim hanging the same way), so the worker keeps executing runs "
-    "maintenance has crashed until TCP itself fails (here when the partition ends; on a "
-    "real network after the retransmission timeout, ~15 min)"
+    "past their lease (maintenance crashes them meanwhile) until TCP itself fails (here "
+    "when the partition ends; on a real network after the retransmission timeout, ~15 min)"
 )
 
 
@@ -80,7 +80,7 @@ def test_a_partitioned_worker_stops_its_runs_once_its_lease_lapses(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """One worker behind a proxy, one async run executing; the network goes silent (no
-    reset) for three leases. The worker cannot renew its lease: within the lease plus a
+    reset) for 2.5 leases. The worker cannot renew its lease: within the lease plus a
     heartbeat (and a second of slack) it must stop the run (self-fencing), as the Worker
     docstring says. The probe task traces its life to a local file, outside the fault."""
     dsn = cluster.create_database(f"faults_fence_{uuid.uuid4().hex[:6]}")
@@ -88,7 +88,9 @@ def test_a_partitioned_worker_stops_its_runs_once_its_lease_lapses(
     engine.migrate()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(fault_app.LEDGER_DDL)
-    settings = WorkerSettings(concurrency=2, heartbeat_interval=0.5, lease_timeout=4.0)
+    settings = WorkerSettings(
+        concurrency=2, heartbeat_interval=0.5, lease_timeout=3.0, shutdown_grace=1.0
+    )
     pool = WorkerPool(dsn, tmp_path, settings, upstream=("127.0.0.1", cluster.port))
     worker = pool.spawn()
     assert worker.proxy is not None
@@ -101,7 +103,7 @@ def test_a_partitioned_worker_stops_its_runs_once_its_lease_lapses(
             time.sleep(0.05)
         time.sleep(0.5)
         partitioned_at = time.time()
-        worker.proxy.blackhole(3 * settings.lease_timeout)
+        worker.proxy.blackhole(2.5 * settings.lease_timeout)
         healed_at = time.time()
         trace = probe.read_text().split("\n")  # as it stood when the partition ended
     finally:
