@@ -163,3 +163,22 @@ async def parent(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     result = await child.trigger_and_wait({"n": payload.get("n", 0), "sleep": 0.1})
     await record_async(ctx, token, "effect")
     return {"child_ok": result.ok}
+
+
+@app.task("fault-fence-probe", retry=RETRY)
+async def fence_probe(payload: dict[str, Any], ctx: TaskContext) -> str:
+    """Runs for `seconds`, appending a line to the local file `path` every 0.1 s, and
+    'cancelled' when the worker stops it: a trace outside the database (and outside any
+    network fault) of when the worker fenced the attempt off."""
+    path = payload["path"]
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < payload.get("seconds", 30.0):
+            with open(path, "a") as f:
+                f.write(f"alive {time.time():.3f}\n")
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        with open(path, "a") as f:
+            f.write(f"cancelled {time.time():.3f}\n")
+        raise
+    return "done"

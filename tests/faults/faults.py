@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .cluster import Cluster
-from .workers import WorkerPool
+from .workers import WorkerPool, WorkerProc
 
 KINDS = (
     "sigkill_worker",
@@ -21,9 +21,16 @@ KINDS = (
     "pg_restart",
     "sigstop_worker",
     "long_transaction",
+    "proxy_cut",
+    "proxy_blackhole",
 )
 # process faults: a run executing in the target may legitimately crash or run twice
 PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker")
+# partitions longer than the lease: the target self-fences and its runs are crashed, like
+# a process fault (its side effects cannot be fenced; its database writes must be)
+PARTITION_FAULTS = ("proxy_blackhole",)
+# the faults that need each worker behind a proxy of its own
+PROXY_FAULTS = ("proxy_cut", "proxy_blackhole")
 
 
 @dataclass
@@ -55,7 +62,9 @@ class Injector:
         return Counter(f.kind for f in self.log)
 
     def process_fault_pids(self) -> set[int]:
-        return {p for f in self.log if f.kind in PROCESS_FAULTS for p in f.pids}
+        """Workers killed, stopped or partitioned past their lease."""
+        excused = PROCESS_FAULTS + PARTITION_FAULTS
+        return {p for f in self.log if f.kind in excused for p in f.pids}
 
     # -- the faults ------------------------------------------------------------------------
 
@@ -127,6 +136,47 @@ class Injector:
         threading.Thread(target=hold, name="fault-long-tx", daemon=True).start()
         ready.wait(10)
         return [], f"open for {seconds:.0f}s, one queued run locked"
+
+    def proxy_cut(self) -> tuple[list[int], str]:
+        """Reset every TCP connection of every worker (its pool, LISTEN connection, ledger
+        and task connections) at the proxy: no process fault, no partition."""
+        live = self.pool.live()
+        if any(w.proxy is None for w in live):
+            raise RuntimeError("proxy_cut needs a proxied pool (Plan with proxy faults)")
+        n = sum(w.proxy.cut() for w in live if w.proxy is not None)
+        return [], f"{n} connections reset ({len(live)} workers)"
+
+    def proxy_blackhole(self) -> tuple[list[int], str]:
+        """Partition one worker from the server for the lease + 2 s: maintenance (the other
+        workers' ticks) declares it lost and crashes its runs; it must fence itself. The
+        sessions are reset when the partition ends (see proxy.py)."""
+        victim = self._busiest(5.0)
+        if victim.proxy is None:
+            raise RuntimeError("proxy_blackhole needs a proxied pool (Plan with proxy faults)")
+        seconds = self.pool.settings.lease_timeout + 2.0
+        reset, held = victim.proxy.blackhole(seconds)
+        return [victim.pid], (
+            f"partitioned {victim.name} for {seconds:.1f}s; {reset} sessions reset, "
+            f"{held} bytes dropped"
+        )
+
+    def _busiest(self, timeout: float) -> WorkerProc:
+        """The live worker with the most EXECUTING runs, once one has any (a partition of
+        an idle worker tests nothing), or a random one after `timeout`."""
+        live = {w.pid: w for w in self.pool.live()}
+        query = (
+            "SELECT w.pid FROM skiplock.runs r JOIN skiplock.workers w ON w.id = r.worker_id "
+            "WHERE r.status = 'EXECUTING' AND w.pid = ANY (%s) "
+            "GROUP BY w.pid ORDER BY count(*) DESC, w.pid LIMIT 1"
+        )
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True, application_name="fault-driver") as c:
+            while time.monotonic() < deadline:
+                row = c.execute(query, (list(live),)).fetchone()
+                if row:
+                    return live[row[0]]
+                time.sleep(0.05)
+        return self.rng.choice(list(live.values()))
 
     def _terminate(self, where: str) -> int:
         query = (

@@ -64,6 +64,67 @@ def peak_overlap(intervals: list[tuple[datetime, datetime | None]]) -> tuple[int
     return peak, above
 
 
+_FENCED_WRITES = """
+SELECT 'completed, not current' AS why, r.id, a.id, a.status::text, r.status::text
+  FROM skiplock.attempts a JOIN skiplock.runs r ON r.id = a.run_id
+ WHERE a.status = 'COMPLETED'
+   AND (r.current_attempt_id IS DISTINCT FROM a.id OR r.status <> 'COMPLETED')
+UNION ALL
+SELECT 'outcome after a later attempt began', a.run_id, a.id, a.status::text,
+       n.started_at::text
+  FROM skiplock.attempts a JOIN skiplock.attempts n
+       ON n.run_id = a.run_id AND n.number > a.number
+ WHERE a.status IN ('COMPLETED', 'FAILED', 'TIMED_OUT') AND a.finished_at > n.started_at
+UNION ALL
+SELECT 'outcome after its worker was declared lost', a.run_id, a.id, a.status::text,
+       w.lost_at::text
+  FROM skiplock.attempts a JOIN skiplock.workers w ON w.id = a.worker_id
+ WHERE a.status IN ('COMPLETED', 'FAILED', 'TIMED_OUT') AND a.finished_at > w.lost_at
+UNION ALL
+SELECT 'started by a worker already declared lost', a.run_id, a.id, a.status::text,
+       w.lost_at::text
+  FROM skiplock.attempts a JOIN skiplock.workers w ON w.id = a.worker_id
+ WHERE a.started_at > w.lost_at
+   AND NOT (a.status = 'CRASHED' AND a.error->>'type' = 'WorkerLost')
+UNION ALL
+SELECT 'output without a completion', a.run_id, a.id, a.status::text, NULL
+  FROM skiplock.attempts a
+ WHERE a.output IS NOT NULL AND a.status <> 'COMPLETED'
+UNION ALL
+SELECT 'run output from another attempt', r.id, a.id, a.number::text, r.output::text
+  FROM skiplock.runs r JOIN skiplock.attempts a ON a.id = r.current_attempt_id
+ WHERE r.status = 'COMPLETED'
+   AND (r.output IS DISTINCT FROM a.output
+        OR (r.task_identifier = 'fault-plain' AND (r.output->>'attempt')::int <> a.number)
+        OR (r.task_identifier = 'fault-retry' AND r.output::text::int <> a.number))
+ORDER BY 2, 3
+"""
+
+
+def fenced_writes(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Writes the database accepted from an attempt it had already fenced off. Every
+    outcome a worker writes (complete_attempts, fail_attempt, sql/functions/40_attempts.sql)
+    must apply only while its attempt is the run's current one and EXECUTING, and a worker
+    declared lost (crash_lost_workers sets workers.lost_at and crashes what it held) must
+    get nothing more accepted. One row (why, run id, attempt id, status, detail) for each:
+
+    - an attempt COMPLETED that is not its run's current attempt, or whose run is not
+      COMPLETED;
+    - an attempt whose worker-written outcome (COMPLETED, FAILED, TIMED_OUT) was recorded
+      (finished_at) after a later attempt of the same run had started;
+    - an attempt whose worker-written outcome was recorded after its worker's lost_at;
+    - an attempt started by a worker after that worker's lost_at (work handed to a fenced
+      worker), unless that very crash ended it (CRASHED with the WorkerLost error);
+    - an attempt with an output that is not COMPLETED (only a completion writes one);
+    - a COMPLETED run whose output is not its current attempt's output, or, for the tasks
+      whose output names the attempt number that produced it (fault-plain, fault-retry),
+      names another number than its current attempt's.
+
+    Side effects outside the database cannot be fenced (a partitioned worker's effect may
+    land after its run was crashed): those are the "allowed" double effects, not these."""
+    return _rows(conn, _FENCED_WRITES)
+
+
 def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
     final = list(FINAL)
     faulted = list(process_fault_pids)
@@ -129,6 +190,13 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
             "AND NOT EXISTS (SELECT 1 FROM fault_ledger l "
             "                WHERE l.run_id = r.id AND l.kind = 'effect') ORDER BY r.id",
         )
+        fenced = fenced_writes(conn)
+        late_effects = _rows(
+            conn,
+            "SELECT r.id, r.task_identifier, l.pid, r.finished_at, l.at FROM skiplock.runs r "
+            "JOIN fault_ledger l ON l.run_id = r.id AND l.kind = 'effect' "
+            "WHERE r.status = 'CRASHED' AND l.at > r.finished_at ORDER BY r.id",
+        )
         healthy_crashed = _rows(
             conn,
             "SELECT r.id, a.id, a.worker_id, w.pid, r.error->>'message' FROM skiplock.runs r "
@@ -143,13 +211,17 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
         Check("final runs with an attempt still open", open_attempts),
         Check("runs without exactly one outcome", not_one_outcome),
         Check(f"attempts starting above the limit of {LIMITED_QUEUE}", above),
-        Check("double effects, no process fault", [r for r in doubles if not r[3]]),
+        Check("double effects, no process fault or partition", [r for r in doubles if not r[3]]),
         Check(
-            "double effects, executing worker killed/stopped",
+            "double effects, executing worker killed/stopped/cut off",
             [r for r in doubles if r[3]],
             must_be_zero=False,
         ),
         Check("COMPLETED runs without an effect", no_effect),
-        Check("healthy runs CRASHED (worker not killed/stopped)", healthy_crashed),
+        Check("writes accepted from a fenced attempt or lost worker", fenced),
+        # a side effect cannot be fenced: a frozen or partitioned worker's task may finish
+        # its effect after the database crashed its run (reported, not a failure)
+        Check("effects landing after their run was CRASHED", late_effects, must_be_zero=False),
+        Check("healthy runs CRASHED (worker not killed/stopped/cut off)", healthy_crashed),
     ]
     return f

@@ -25,6 +25,13 @@ def ci_plans() -> list[Plan]:
         ),
         Plan("pg_restart", runs=120, seconds=10, faults=["pg_restart"] * 2, seed=SEED),
         Plan("sigstop", runs=100, seconds=8, faults=["sigstop_worker"], seed=SEED),
+        Plan(
+            "proxy",
+            runs=100,
+            seconds=10,
+            faults=["proxy_cut", "proxy_blackhole", "proxy_cut"],
+            seed=SEED,
+        ),
         Plan("mixed", runs=200, seconds=16, faults=list(KINDS), seed=SEED),
     ]
 

@@ -15,7 +15,7 @@ from engine import Engine
 
 from . import fault_app
 from .cluster import Cluster
-from .faults import Injector
+from .faults import PROXY_FAULTS, Injector
 from .invariants import Findings, check
 from .report import table
 from .workers import WorkerPool, WorkerSettings
@@ -32,6 +32,11 @@ class Plan:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     drain_timeout: float = 90.0
     seed: int | None = None
+
+    @property
+    def proxied(self) -> bool:
+        """Workers reach the server through proxies (and the driver directly)."""
+        return any(k in PROXY_FAULTS for k in self.faults)
 
 
 @dataclass
@@ -58,7 +63,8 @@ def run(cluster: Cluster, plan: Plan, log_dir: Path) -> Outcome:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(fault_app.LEDGER_DDL)
     log_dir.mkdir(parents=True, exist_ok=True)
-    pool = WorkerPool(dsn, log_dir, plan.settings)
+    upstream = ("127.0.0.1", cluster.port) if plan.proxied else None
+    pool = WorkerPool(dsn, log_dir, plan.settings, upstream)
     for _ in range(plan.workers):
         pool.spawn()
     _wait_registered(dsn, plan.workers)

@@ -1,10 +1,11 @@
 """Fault injection: a mixed workload on real worker processes and a PostgreSQL cluster of
 the suite's own, with workers SIGKILLed and frozen past their lease, their connections
-and LISTEN connections terminated, and the server stopped hard and restarted; then the
-invariants, counted from the database.
+and LISTEN connections terminated, the server stopped hard and restarted, and (through a
+TCP proxy per worker) every worker connection reset and a worker partitioned past its
+lease; then the invariants, counted from the database.
 
 The default `pytest` run does the small scenarios of plans.ci_plans() (about a minute
-and a half); `python -m tests.faults.soak --runs 20000` is the long mixed one.
+and three quarters); `python -m tests.faults.soak --runs 20000` is the long mixed one.
 SKIPLOCK_FAULTS_SEED replays a scenario's random choices."""
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Real `skiplock worker fault_app:app` processes: spawned, killed, frozen, replaced,
-each logging to a file of its own (the evidence when an invariant fails)."""
+each logging to a file of its own (the evidence when an invariant fails). With
+`upstream` set, each worker reaches PostgreSQL through a TCP proxy of its own (see
+proxy.py), so that its network can be cut or partitioned alone."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from .proxy import Proxy
 
 HERE = Path(__file__).resolve().parent
 SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
@@ -37,6 +43,7 @@ class WorkerProc:
     name: str
     proc: subprocess.Popen[Any]
     log: Path
+    proxy: Proxy | None = None  # its way to the server, when the pool is proxied
 
     @property
     def pid(self) -> int:
@@ -51,6 +58,8 @@ class WorkerPool:
     dsn: str
     log_dir: Path
     settings: WorkerSettings = field(default_factory=WorkerSettings)
+    # (host, port) of the server's TCP listener: each worker gets a proxy to it
+    upstream: tuple[str, int] | None = None
     procs: list[WorkerProc] = field(default_factory=list)
     retired: list[WorkerProc] = field(default_factory=list)
     _spawned: int = 0
@@ -59,11 +68,15 @@ class WorkerPool:
         self._spawned += 1
         name = f"w{self._spawned}"
         log = self.log_dir / f"{name}.log"
+        dsn, proxy = self.dsn, None
+        if self.upstream is not None:
+            proxy = Proxy(*self.upstream, name=f"fault-proxy-{name}").start()
+            dsn = make_conninfo(self.dsn, host="127.0.0.1", port=str(proxy.port))
         # application_name marks the worker's own connections (the LISTEN connection sets
         # its own, 'skiplock-listener:PID'); the pythonpath makes the worktree's engine win
         env = {
             **os.environ,
-            "SKIPLOCK_DATABASE_URL": f"{self.dsn} application_name=fault-worker-{name}",
+            "SKIPLOCK_DATABASE_URL": f"{dsn} application_name=fault-worker-{name}",
             "PYTHONPATH": os.pathsep.join(
                 [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
             ),
@@ -73,7 +86,7 @@ class WorkerPool:
                 [SKIPLOCK, "-v", "worker", "fault_app:app", *self.settings.args()],
                 cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        worker = WorkerProc(name, proc, log)
+        worker = WorkerProc(name, proc, log, proxy)
         self.procs.append(worker)
         return worker
 
@@ -84,6 +97,8 @@ class WorkerPool:
         """SIGKILL, reap, and forget it."""
         worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(10)
+        if worker.proxy is not None:
+            worker.proxy.close()
         self.procs.remove(worker)
         self.retired.append(worker)
 
@@ -111,6 +126,9 @@ class WorkerPool:
                 w.proc.kill()
                 w.proc.wait(5)
                 bad.append(f"{w.name} did not stop on SIGTERM")
+        for w in self.procs:
+            if w.proxy is not None:
+                w.proxy.close()
         self.retired.extend(self.procs)
         self.procs = []
         return bad
