@@ -159,6 +159,7 @@ class Worker:
         registrations = self._listen()
         background = [
             asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
+            asyncio.create_task(self._fence(), name="skiplock-fence"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._metadata_flusher(), name="skiplock-metadata"),
         ]
@@ -485,6 +486,9 @@ class Worker:
         assert self._loop is not None
         async with self._claim_lock:
             held = [*self._running, *self._unrecorded]
+            # the lease is renewed at some moment after this: counting from here, the
+            # worker's idea of its lease never outlasts the database's
+            sent_at = self._loop.time()
             stale = await self.engine.adb.run(_queries.heartbeat(self.id, held))
         if stale is None:
             # declared lost while we could not reach the database: our runs were crashed
@@ -493,28 +497,39 @@ class Worker:
             self.id = f"worker_{uuid.uuid4().hex}"
             await self._register()
             return
-        self._renewed_at = self._loop.time()
+        self._renewed_at = sent_at
         for attempt_id in stale:
             attempt = self._running.get(attempt_id)
             if attempt is not None:
                 self._stop_run(attempt.ctx.run_id)
 
     async def _heartbeat(self) -> None:
-        assert self._loop is not None
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                await self._check_current()
-            except psycopg.Error:
+                # a partition can swallow the call without an error: give up on it (and
+                # on the claim lock) rather than wait for TCP to notice, minutes later
+                await asyncio.wait_for(self._check_current(), timeout=self.lease_timeout)
+            except (psycopg.Error, TimeoutError):
                 log.warning("heartbeat failed", exc_info=True)
-                if self._loop.time() - self._renewed_at > self.lease_timeout and self._running:
-                    # our lease has lapsed: maintenance will crash these runs; stop them
-                    log.error(
-                        "lease not renewed for %.0fs; stopping %d runs",
-                        self.lease_timeout,
-                        len(self._running),
-                    )
-                    self._stop_all(_LEASE_LOST)
+
+    async def _fence(self) -> None:
+        """Self-fencing, on the clock alone (a hung heartbeat reports nothing): once the
+        lease may have lapsed, maintenance will crash this worker's runs, so stop them."""
+        assert self._loop is not None
+        lapsed_since: float | None = None
+        while True:
+            await asyncio.sleep(min(self.heartbeat_interval, 0.5))
+            if self._loop.time() - self._renewed_at <= self.lease_timeout:
+                lapsed_since = None
+            elif self._running and lapsed_since != self._renewed_at:
+                lapsed_since = self._renewed_at  # once per lapse
+                log.error(
+                    "lease not renewed for %.0fs; stopping %d runs",
+                    self.lease_timeout,
+                    len(self._running),
+                )
+                self._stop_all(_LEASE_LOST)
 
     async def _tick(self) -> None:
         """Drive time-based transitions; the SQL side lets one caller work at a time."""

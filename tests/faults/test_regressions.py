@@ -65,17 +65,6 @@ def test_an_attempt_failing_while_postgres_restarts_is_retried(
     )
 
 
-SELF_FENCING_BUG = (
-    "bug: no self-fencing under a network partition. The lease-lapse check in "
-    "Worker._heartbeat runs only after a heartbeat call raises, and database calls have no "
-    "timeout: while packets are dropped the heartbeat hangs (in its query, or waiting for "
-    "_claim_lock held by a claim hanging the same way), so the worker keeps executing runs "
-    "past their lease (maintenance crashes them meanwhile) until TCP itself fails (here "
-    "when the partition ends; on a real network after the retransmission timeout, ~15 min)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SELF_FENCING_BUG)
 def test_a_partitioned_worker_stops_its_runs_once_its_lease_lapses(
     cluster: Cluster, tmp_path: Path
 ) -> None:
