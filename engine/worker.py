@@ -51,6 +51,29 @@ _LEASE_LOST = "worker lease lost"
 _SETTLED = (_CANCELED, _LEASE_LOST)  # stop reasons after which the database owns the run
 
 
+def _parse_crash_points(spec: str) -> dict[str, int]:
+    points: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, _, n = item.partition(":")
+        points[name] = int(n or "1")
+    return points
+
+
+# Fault injection for tests/faults: SKIPLOCK_CRASH_AT="point:n,..." makes the worker
+# SIGKILL itself the n-th time it passes `point`: "claimed" (a claim has committed, its
+# runs not started), "executing" (a task function is about to run), "completed" (a batch
+# of completions has committed, not yet acknowledged in the worker). Unset: no effect.
+_CRASH_AT = _parse_crash_points(os.environ.get("SKIPLOCK_CRASH_AT", ""))
+
+
+def _crash_point(name: str) -> None:
+    if name in _CRASH_AT:
+        _CRASH_AT[name] -= 1
+        if _CRASH_AT[name] <= 0:
+            log.warning("SKIPLOCK_CRASH_AT: killing this worker at %r", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def error_json(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
@@ -253,6 +276,8 @@ class Worker:
                             _queries.claim(self.id, self.version, task_ids, self.queues, free)
                         )
                         found = len(rows)
+                        if rows:
+                            _crash_point("claimed")
                         self._start(rows)
                 except psycopg.Error:
                     log.exception("claim failed; retrying after the poll interval")
@@ -335,6 +360,7 @@ class Worker:
         _execution_var.set(
             Execution(self.engine, ctx, self._loop, lambda: self._flush_metadata(attempt))
         )
+        _crash_point("executing")
         if task.is_async:
             # awaited in this task: a cancel or the timeout reaches the coroutine directly
             deadline = asyncio.timeout(attempt.max_duration)
@@ -419,6 +445,7 @@ class Worker:
             while True:
                 try:
                     await self.engine.adb.run(_queries.complete_attempts(body))
+                    _crash_point("completed")
                     # the slots those runs held are free now: a limited queue that was
                     # full may admit again, so look (else the poll interval would)
                     assert self._wake is not None

@@ -20,12 +20,22 @@ KINDS = (
     "terminate_listener_conns",
     "pg_restart",
     "sigstop_worker",
+    "crash_after_claim",
+    "crash_during_execution",
+    "crash_after_completion",
     "long_transaction",
     "proxy_cut",
     "proxy_blackhole",
 )
 # process faults: a run executing in the target may legitimately crash or run twice
-PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker")
+# the named crash points: a worker started with SKIPLOCK_CRASH_AT kills itself there
+# (engine/worker.py): after a claim commits, as a task starts, after completions commit
+CRASH_POINTS = {
+    "crash_after_claim": "claimed",
+    "crash_during_execution": "executing",
+    "crash_after_completion": "completed",
+}
+PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker", *CRASH_POINTS)
 # partitions longer than the lease: the target self-fences and its runs are crashed, like
 # a process fault (its side effects cannot be fenced; its database writes must be)
 PARTITION_FAULTS = ("proxy_blackhole",)
@@ -73,6 +83,35 @@ class Injector:
         self.pool.kill(victim)
         replacement = self.pool.spawn()
         return [victim.pid], f"killed {victim.name}, spawned {replacement.name}"
+
+    def _crash_at(self, kind: str) -> tuple[list[int], str]:
+        """A worker that SIGKILLs itself the n-th time it passes a named point; if it
+        never gets there within 20 s it is SIGKILLed like any other."""
+        point, n = CRASH_POINTS[kind], self.rng.randint(1, 2)
+        victim = self.pool.spawn(env={"SKIPLOCK_CRASH_AT": f"{point}:{n}"})
+        # work for it, whatever is left of the load (these runs are checked like any)
+        with psycopg.connect(self.dsn, autocommit=True, application_name="fault-driver") as c:
+            for i in range(20):
+                c.execute(
+                    "SELECT skiplock.trigger('fault-plain', %s::jsonb)",
+                    (f'{{"n": {-1 - i}, "sleep": 0.05}}',),
+                )
+        deadline = time.monotonic() + 20.0
+        while victim.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        died = not victim.alive()
+        self.pool.kill(victim)
+        how = f"died at {point!r} (pass {n})" if died else f"never reached {point!r}; killed"
+        return [victim.proc.pid], f"{victim.name} {how}"
+
+    def crash_after_claim(self) -> tuple[list[int], str]:
+        return self._crash_at("crash_after_claim")
+
+    def crash_during_execution(self) -> tuple[list[int], str]:
+        return self._crash_at("crash_during_execution")
+
+    def crash_after_completion(self) -> tuple[list[int], str]:
+        return self._crash_at("crash_after_completion")
 
     def sigstop_worker(self) -> tuple[list[int], str]:
         victim = self.rng.choice(self.pool.live())

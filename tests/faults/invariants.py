@@ -191,6 +191,16 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
             "                WHERE l.run_id = r.id AND l.kind = 'effect') ORDER BY r.id",
         )
         fenced = fenced_writes(conn)
+        # a waiting task records 'start' when entered: once, and once more when its wait
+        # (a duration or a child run) resumes it, all within one attempt (a resume
+        # continues the suspended attempt; a retry or a crash makes a new one). A third
+        # entry in one attempt means the attempt was resumed twice.
+        resumed_twice = _rows(
+            conn,
+            "SELECT run_id, attempt, count(*), array_agg(pid ORDER BY at) FROM fault_ledger "
+            "WHERE kind = 'start' AND task IN ('fault-wait', 'fault-parent') "
+            "GROUP BY run_id, attempt HAVING count(*) > 2 ORDER BY run_id",
+        )
         late_effects = _rows(
             conn,
             "SELECT r.id, r.task_identifier, l.pid, r.finished_at, l.at FROM skiplock.runs r "
@@ -218,6 +228,7 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
             must_be_zero=False,
         ),
         Check("COMPLETED runs without an effect", no_effect),
+        Check("waitpoints resumed twice (an attempt entered 3+ times)", resumed_twice),
         Check("writes accepted from a fenced attempt or lost worker", fenced),
         # a side effect cannot be fenced: a frozen or partitioned worker's task may finish
         # its effect after the database crashed its run (reported, not a failure)

@@ -26,6 +26,13 @@ def ci_plans() -> list[Plan]:
         Plan("pg_restart", runs=120, seconds=10, faults=["pg_restart"] * 2, seed=SEED),
         Plan("sigstop", runs=100, seconds=8, faults=["sigstop_worker"], seed=SEED),
         Plan(
+            "crash_points",
+            runs=100,
+            seconds=8,
+            faults=["crash_after_claim", "crash_during_execution", "crash_after_completion"],
+            seed=SEED,
+        ),
+        Plan(
             "proxy",
             runs=100,
             seconds=10,

@@ -64,7 +64,7 @@ class WorkerPool:
     retired: list[WorkerProc] = field(default_factory=list)
     _spawned: int = 0
 
-    def spawn(self) -> WorkerProc:
+    def spawn(self, env: dict[str, str] | None = None) -> WorkerProc:
         self._spawned += 1
         name = f"w{self._spawned}"
         log = self.log_dir / f"{name}.log"
@@ -80,6 +80,7 @@ class WorkerPool:
             "PYTHONPATH": os.pathsep.join(
                 [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
             ),
+            **(env or {}),
         }
         with open(log, "w") as out:
             proc = subprocess.Popen(
@@ -94,8 +95,9 @@ class WorkerPool:
         return [w for w in self.procs if w.alive()]
 
     def kill(self, worker: WorkerProc) -> None:
-        """SIGKILL, reap, and forget it."""
-        worker.proc.send_signal(signal.SIGKILL)
+        """SIGKILL, reap, and forget it (a worker that died on its own is only reaped)."""
+        if worker.alive():
+            worker.proc.send_signal(signal.SIGKILL)
         worker.proc.wait(10)
         if worker.proxy is not None:
             worker.proxy.close()
