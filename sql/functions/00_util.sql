@@ -21,12 +21,16 @@ $$;
 -- gen_id: '<prefix>_' || 12 hex digits of milliseconds || 4 hex digits of a cycling
 -- counter || 16 random hex digits. Ids sort by creation time (to the millisecond, then by
 -- the counter, so one session's ids keep their order), which cursor pagination relies on.
+-- The time and the database-wide counter make ids unique (short of 65,536 ids in one
+-- millisecond); the random digits are a second guard, not a secret, so random() (seeded
+-- per session from a strong source) does: 0.3 us, where formatting gen_random_uuid()
+-- took 3.6 of gen_id's 4.9 us, paid once per run and once per attempt.
 CREATE OR REPLACE FUNCTION skiplock.gen_id(p_prefix text) RETURNS text
 LANGUAGE sql VOLATILE AS $$
     SELECT p_prefix || '_'
         || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
         || lpad(to_hex(nextval('skiplock.id_seq')), 4, '0')
-        || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16)
+        || lpad(to_hex((random() * 9223372036854775807)::bigint), 16, '0')
 $$;
 
 -- is_final: statuses a run never leaves.
