@@ -12,6 +12,7 @@ CREATE OR REPLACE FUNCTION skiplock.complete_attempts(p_results jsonb)
 RETURNS TABLE (run_id text)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
