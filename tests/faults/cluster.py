@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -18,6 +17,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from engine._embedded import _as, _unprivileged_user
 
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -114,20 +115,7 @@ class Cluster:
         return self.dsn(name)
 
     def _run(self, tool: str, *args: str) -> None:
-        cmd = [str(self.bin / tool), *args]
-        if self.user is not None:
-            cmd = ["runuser", "-u", self.user.pw_name, "--", *cmd]
+        cmd = _as(self.user, [str(self.bin / tool), *args])
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip()}")
-
-
-def _unprivileged_user() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    raise RuntimeError("running as root and no unprivileged user to run PostgreSQL as")
