@@ -23,6 +23,9 @@ def _scalar(rows: Rows) -> Any:
     return next(iter(rows[0].values())) if rows else None
 
 
+_STATUSES = {s.value: s for s in RunStatus}
+
+
 def _handle(task: str, row: dict[str, Any]) -> RunHandle:
     return RunHandle(row["run_id"], task, RunStatus(row["run_status"]), row["is_cached"])
 
@@ -42,11 +45,24 @@ def trigger(task: str, payload_json: str, options: dict[str, Any]) -> Query[RunH
 
 def trigger_batch(task: str, items_json: str, options: dict[str, Any]) -> Query[BatchHandle]:
     def parse(rows: Rows) -> BatchHandle:
-        return BatchHandle(rows[0]["batch_id"], [_handle(task, r) for r in rows])
+        row = rows[0]
+        return BatchHandle(
+            row["batch_id"],
+            [
+                RunHandle(run_id, task, _STATUSES[status], cached)
+                for run_id, status, cached in zip(
+                    row["run_ids"], row["statuses"], row["cached"], strict=True
+                )
+            ],
+        )
 
+    # one row of arrays rather than a row per run: a third of the time of reading 1,000
     return Query(
-        "SELECT batch_id, run_id, run_status, is_cached "
-        "FROM skiplock.trigger_batch(%s, %s::jsonb, %s::jsonb)",
+        "SELECT min(b.batch_id) AS batch_id, array_agg(b.run_id ORDER BY b.n) AS run_ids, "
+        "array_agg(b.run_status::text ORDER BY b.n) AS statuses, "
+        "array_agg(b.is_cached ORDER BY b.n) AS cached "
+        "FROM skiplock.trigger_batch(%s, %s::jsonb, %s::jsonb) WITH ORDINALITY AS b("
+        "batch_id, run_id, run_status, is_cached, n)",
         (task, items_json, _json(options)),
         parse,
         idempotent=False,

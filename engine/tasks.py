@@ -159,13 +159,12 @@ class Task(Generic[P, O]):
         shared = _options.build(options, self.defaults())
         encoded = []
         for item in items:
-            if isinstance(item, BatchItem):
-                payload, own = item.payload, _options.build(item.options)
+            if isinstance(item, BatchItem) and item.options:
+                own = json.dumps(_options.build(item.options))
+                encoded.append(f'{{"payload":{self.payload_json(item.payload)},"options":{own}}}')
             else:
-                payload, own = item, {}
-            encoded.append(
-                f'{{"payload":{self.payload_json(payload)},"options":{json.dumps(own)}}}'
-            )
+                payload = item.payload if isinstance(item, BatchItem) else item
+                encoded.append(f'{{"payload":{self.payload_json(payload)}}}')
         return _queries.trigger_batch(self.id, "[" + ",".join(encoded) + "]", shared)
 
     def batch_trigger(

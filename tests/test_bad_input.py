@@ -186,6 +186,8 @@ def test_sql_functions_reject_bad_input_with_their_codes(
             assert _sql_error(conn, "SELECT skiplock.trigger_batch('bad-input', %s)", items) == (
                 "SL004"
             ), options
+            shared = "SELECT skiplock.trigger_batch('bad-input', '[{\"payload\": 1}]', %s)"
+            assert _sql_error(conn, shared, options) == "SL004", options
         assert _sql_error(
             conn, "SELECT skiplock.trigger('bad-input', %s::jsonb)", '{"s": "a\\u0000b"}'
         ).startswith("22")

@@ -232,18 +232,23 @@ BEGIN
             VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
         END IF;
     END LOOP;
+    -- the shared options are checked once; an item's own options (rare) with them
+    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_base));
     RETURN QUERY
     WITH items AS (
-        SELECT x.ord, x.item->'payload' AS payload, v_base || coalesce(x.item->'options', '{}') AS o
+        SELECT x.ord, x.item->'payload' AS payload,
+               CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}' THEN v_base
+                    ELSE v_base || (x.item->'options') END AS o
           FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-         WHERE skiplock.assert_valid(skiplock.option_type_problem(
-                   v_base || coalesce(x.item->'options', '{}')))),
+         WHERE x.item->'options' IS NULL OR x.item->'options' = '{}'
+            OR skiplock.assert_valid(skiplock.option_type_problem(v_base || (x.item->'options')))),
     shaped AS (
         SELECT i.ord, i.payload, i.o,
                CASE WHEN i.o ? 'delay_seconds'
                     THEN v_now + make_interval(secs => (i.o->>'delay_seconds')::double precision)
                     WHEN i.o ? 'delay_until' THEN (i.o->>'delay_until')::timestamptz END AS delay,
-               coalesce(ARRAY(SELECT jsonb_array_elements_text(i.o->'tags')), '{}') AS tags,
+               CASE WHEN i.o ? 'tags' THEN ARRAY(SELECT jsonb_array_elements_text(i.o->'tags'))
+                    ELSE '{}' END AS tags,
                coalesce((i.o->>'priority')::integer, 0) AS priority,
                coalesce((i.o->>'ttl')::double precision, v_dep.ttl) AS ttl,
                coalesce(i.o->>'queue', v_dep.queue, p_task) AS queue
@@ -261,8 +266,8 @@ BEGIN
                         THEN 'concurrency_key must be at most 256 characters'
                     WHEN length(s.queue) NOT BETWEEN 1 AND 256
                         THEN 'queue name must be 1 to 256 characters'
-                    WHEN cardinality(s.tags) > 10 OR EXISTS (
-                            SELECT 1 FROM unnest(s.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)
+                    WHEN s.tags <> '{}' AND (cardinality(s.tags) > 10 OR EXISTS (
+                            SELECT 1 FROM unnest(s.tags) t WHERE length(t) NOT BETWEEN 1 AND 128))
                         THEN 'a run has at most 10 tags of 1 to 128 characters'
                     WHEN octet_length((s.o->'metadata')::text) > 262144
                         THEN 'metadata must be at most 256 KB'
