@@ -188,7 +188,11 @@ def claim(
     worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
 ) -> Query[list[dict[str, Any]]]:
     return Query(
-        "SELECT * FROM skiplock.claim(%s, %s, %s, %s, %s)",
+        # payload and metadata as JSON text: the worker validates the payload straight from
+        # it, and decodes metadata only when there is some
+        "SELECT run_id, task_identifier, payload::text AS payload, "
+        "metadata::text AS metadata, max_duration, attempt_id, attempt_number "
+        "FROM skiplock.claim(%s, %s, %s, %s, %s)",
         (worker_id, version, tasks, queues, limit),
         lambda rows: [dict(r) for r in rows],
         # a lost reply leaves runs EXECUTING with nobody running them; re-sending would

@@ -119,15 +119,15 @@ class Task(Generic[P, O]):
         """Validate `payload` against the task's payload type and return it as JSON."""
         return encode_payload(self.payload_adapter, payload, self.id)
 
-    def parse_payload(self, payload: Any) -> P:
-        parsed: P = self.payload_adapter.validate_python(payload)
+    def parse_payload(self, payload_json: str) -> P:
+        """The stored payload (JSON text) as the task's payload type: parsed and validated
+        in one pass (pydantic's JSON mode), not decoded to Python first."""
+        parsed: P = self.payload_adapter.validate_json(payload_json)
         return parsed
 
-    def output_json(self, output: Any) -> Any:
-        """The task's return value as JSON-ready Python data, checked against its type."""
-        return self.output_adapter.dump_python(
-            self.output_adapter.validate_python(output), mode="json"
-        )
+    def output_json(self, output: Any) -> str:
+        """The task's return value as JSON text, checked against its type."""
+        return self.output_adapter.dump_json(self.output_adapter.validate_python(output)).decode()
 
     # -- triggering ----------------------------------------------------------------------
 

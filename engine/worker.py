@@ -86,7 +86,7 @@ def error_json(exc: BaseException) -> dict[str, Any]:
 class _Attempt:
     ctx: TaskContext
     task: Task[Any, Any]
-    payload: Any
+    payload: str  # JSON text
     max_duration: float | None
     future: asyncio.Task[None] | None = None
     metadata_flushed: int = 0  # the metadata version last written
@@ -149,7 +149,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
-        self._completions: asyncio.Queue[tuple[str, Any, str | None]] | None = None
+        self._completions: asyncio.Queue[tuple[str, str, str | None]] | None = None
         self._background: set[asyncio.Future[None]] = set()  # fire-and-forget tasks
         self._stop_requested = threading.Event()
 
@@ -295,7 +295,7 @@ class Worker:
                 attempt_id=row["attempt_id"],
                 task_id=task.id,
                 worker_id=self.id,
-                metadata=Metadata(row["metadata"]),
+                metadata=Metadata(None if row["metadata"] == "{}" else json.loads(row["metadata"])),
             )
             attempt = _Attempt(ctx, task, row["payload"], row["max_duration"])
             self._running[ctx.attempt_id] = attempt
@@ -346,8 +346,8 @@ class Worker:
             assert self._wake is not None
             self._wake.set()
 
-    async def _call(self, attempt: _Attempt) -> Any:
-        """Run the task function once; return its output as JSON-ready data."""
+    async def _call(self, attempt: _Attempt) -> str:
+        """Run the task function once; return its output as JSON text."""
         ctx, task = attempt.ctx, attempt.task
         try:
             payload = task.parse_payload(attempt.payload)
@@ -361,6 +361,8 @@ class Worker:
             Execution(self.engine, ctx, self._loop, lambda: self._flush_metadata(attempt))
         )
         _crash_point("executing")
+        if task.is_async and attempt.max_duration is None:
+            return task.output_json(await task.fn(payload, ctx))
         if task.is_async:
             # awaited in this task: a cancel or the timeout reaches the coroutine directly
             deadline = asyncio.timeout(attempt.max_duration)
@@ -568,10 +570,12 @@ class Worker:
             await asyncio.sleep(self.tick_interval)
 
 
-def _completion_json(attempt_id: str, output: Any, metadata: str | None) -> str:
-    item = json.dumps({"attempt_id": attempt_id, "output": output}, separators=(",", ":"))
-    # metadata is already JSON text (a snapshot): spliced in, not encoded twice
-    return item if metadata is None else f'{item[:-1]},"metadata":{metadata}}}'
+def _completion_json(attempt_id: str, output: str, metadata: str | None) -> str:
+    # output and metadata are JSON text already, and attempt ids (skiplock.gen_id: a
+    # prefix, "_" and hex digits) need no escaping: spliced in, nothing encoded twice
+    if metadata is None:
+        return f'{{"attempt_id":"{attempt_id}","output":{output}}}'
+    return f'{{"attempt_id":"{attempt_id}","output":{output},"metadata":{metadata}}}'
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float) -> None:

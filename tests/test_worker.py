@@ -63,6 +63,29 @@ def test_def_and_async_tasks_complete_with_typed_outputs(
     assert r1.started_at is not None and r1.finished_at is not None
 
 
+def test_outputs_that_json_cannot_spell_do_not_block_other_completions(
+    app: Engine, start_worker: StartWorker
+) -> None:
+    """NaN and infinities have no JSON spelling: such an output is stored as null (as
+    pydantic's JSON mode writes them), never sent as bare NaN, which the database would
+    refuse, and with it the whole batch of completions it came in."""
+
+    @app.task("odd-floats")
+    async def odd_floats(p: dict[str, str], ctx: TaskContext) -> Any:
+        return {"value": float(p["x"]), "label": p["x"]}
+
+    start_worker(concurrency=8)
+    handles = [odd_floats.trigger({"x": x}) for x in ("nan", "inf", "-inf", "1.5")]
+    runs = [finished(app, h.id) for h in handles]
+    assert [r.status for r in runs] == [RunStatus.COMPLETED] * 4
+    assert [r.output for r in runs] == [
+        {"value": None, "label": "nan"},
+        {"value": None, "label": "inf"},
+        {"value": None, "label": "-inf"},
+        {"value": 1.5, "label": "1.5"},
+    ]
+
+
 def test_retries_follow_backoff_then_succeed(app: Engine, start_worker: StartWorker) -> None:
     @app.task("flaky", retry=Retry(max_attempts=4, min_timeout=0.2, factor=2.0, randomize=False))
     def flaky(p: dict[str, int], ctx: TaskContext) -> int:
