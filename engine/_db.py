@@ -151,10 +151,10 @@ class Database:
 
 
 class _LoopConnections:
-    """Idle connections of one event loop, and a bound on how many may be open."""
+    """Idle connections of one event loop, by lane, and a bound on how many may be open."""
 
     def __init__(self, max_size: int) -> None:
-        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.idle: dict[str, list[psycopg.AsyncConnection[Any]]] = {}
         self.slots = asyncio.Semaphore(max_size)
 
 
@@ -181,23 +181,36 @@ class AsyncDatabase:
             conns = self._loops[loop] = _LoopConnections(self._max_size)
         return conns
 
-    async def _run_once(self, conns: _LoopConnections, query: Query[T]) -> T:
+    async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:
-            conn = conns.idle.pop() if conns.idle else None
+            idle = conns.idle.setdefault(lane, [])
+            conn = idle.pop() if idle else None
             if conn is None or conn.closed:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             try:
                 result = await _execute_async(conn, query)
             except SkiplockError:
-                conns.idle.append(conn)  # a typed error from SQL: the connection is fine
+                idle.append(conn)  # a typed error from SQL: the connection is fine
                 raise
             except BaseException:
                 await conn.close()  # its state is unknown: never reuse it
                 raise
-            conns.idle.append(conn)
+            idle.append(conn)
             return result
 
-    async def run(self, query: Query[T], conn: psycopg.AsyncConnection[Any] | None = None) -> T:
+    async def run(
+        self,
+        query: Query[T],
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        *,
+        lane: str = "",
+    ) -> T:
+        """Run `query`; with `conn`, inside the caller's transaction (never retried).
+
+        A `lane` keeps its own idle connections: a statement sent often (a worker's
+        claim) then meets a session that has its functions compiled and its plans
+        cached, instead of whichever connection a periodic call used last (measured:
+        a claim on a cold session took 12-16 ms instead of about 1)."""
         if conn is not None:
             return await _execute_async(conn, query)
         conns = self._for_loop()
@@ -208,10 +221,11 @@ class AsyncDatabase:
             reraise=True,
         ):
             with attempt:
-                return await self._run_once(conns, query)
+                return await self._run_once(conns, query, lane)
         raise AssertionError("unreachable: tenacity re-raises")
 
     async def close(self) -> None:
         conns = self._loops.pop(asyncio.get_running_loop(), None)
-        while conns is not None and conns.idle:
-            await conns.idle.pop().close()
+        for idle in conns.idle.values() if conns is not None else ():
+            while idle:
+                await idle.pop().close()
