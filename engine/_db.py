@@ -171,6 +171,17 @@ class AsyncDatabase:
         self.dsn = dsn
         self._max_size = max_size
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
+        self._lane_settings: dict[str, dict[str, str]] = {}
+
+    def configure_lane(self, lane: str, settings: dict[str, str]) -> None:
+        """Session settings (set_config) for the connections `lane` opens from now on."""
+        self._lane_settings[lane] = dict(settings)
+
+    async def _connect(self, lane: str) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        for name, value in self._lane_settings.get(lane, {}).items():
+            await conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        return conn
 
     def _for_loop(self) -> _LoopConnections:
         loop = asyncio.get_running_loop()
@@ -186,7 +197,7 @@ class AsyncDatabase:
             idle = conns.idle.setdefault(lane, [])
             conn = idle.pop() if idle else None
             if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+                conn = await self._connect(lane)
             try:
                 result = await _execute_async(conn, query)
             except SkiplockError:

@@ -179,6 +179,12 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
+        # A claim commits without waiting for its WAL to reach disk. Lost to a server
+        # crash, it is as if this worker had crashed after claiming: the run is queued
+        # again and the attempt, unknown to the database, is fenced (its outcome is
+        # refused, the heartbeat reports it stale). Triggers, outcomes and everything else
+        # commit durably; an outcome's flush makes the claim before it durable too.
+        db.configure_lane("claim", {"synchronous_commit": "off"})
         await self._register()
         # a first heartbeat now, before any claim: its session compiles the heartbeat's
         # functions here, not later while a claim waits for it (the claim lock)
