@@ -16,17 +16,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now        timestamptz := skiplock.now();
     v_opts       jsonb := coalesce(p_options, '{}');
-    v_key        text := v_opts->>'idempotency_key';
-    v_version    text := v_opts->>'version';
+    v_key        text;
+    v_version    text;
     v_dep        skiplock.deployment_tasks;
     v_deployed   boolean;
-    v_delay      timestamptz;
-    v_start      timestamptz;
+    v_run        skiplock.run_values;
     v_status     skiplock.run_status;
-    v_queue      text;
-    v_tags       text[];
-    v_priority   integer;
-    v_ttl        double precision;
     v_parent     skiplock.runs;
     v_id         text;
     v_existing   skiplock.runs;
@@ -38,44 +33,14 @@ BEGIN
         PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
     END IF;
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
-
-    IF v_opts ? 'delay_seconds' THEN
-        IF (v_opts->>'delay_seconds')::double precision < 0 THEN
-            PERFORM skiplock.invalid(format('delay must not be negative, got %s s', v_opts->>'delay_seconds'));
-        END IF;
-        v_delay := v_now + make_interval(secs => (v_opts->>'delay_seconds')::double precision);
-    ELSIF v_opts ? 'delay_until' THEN
-        v_delay := (v_opts->>'delay_until')::timestamptz;
-    END IF;
-    IF (v_opts->>'ttl')::double precision <= 0 THEN
-        PERFORM skiplock.invalid('ttl must be positive');
+    v_key := v_opts->>'idempotency_key';
+    v_version := v_opts->>'version';
+    IF length(v_key) > 2048 THEN
+        PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
     END IF;
     IF (v_opts->>'idempotency_key_ttl')::double precision <= 0 THEN
         PERFORM skiplock.invalid('idempotency_key_ttl must be positive');
     END IF;
-    IF (v_opts->>'max_attempts')::integer < 1 THEN
-        PERFORM skiplock.invalid('max_attempts must be at least 1');
-    END IF;
-    IF (v_opts->>'max_duration')::double precision <= 0 THEN
-        PERFORM skiplock.invalid('max_duration must be positive');
-    END IF;
-    IF length(v_opts->>'concurrency_key') > 256 THEN
-        PERFORM skiplock.invalid('concurrency_key must be at most 256 characters');
-    END IF;
-    IF length(v_key) > 2048 THEN
-        PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
-    END IF;
-    v_tags := '{}';
-    IF v_opts ? 'tags' THEN
-        v_tags := ARRAY(SELECT jsonb_array_elements_text(v_opts->'tags'));
-        IF cardinality(v_tags) > 10 OR EXISTS (SELECT 1 FROM unnest(v_tags) t WHERE length(t) NOT BETWEEN 1 AND 128) THEN
-            PERFORM skiplock.invalid('a run has at most 10 tags of 1 to 128 characters');
-        END IF;
-    END IF;
-    IF octet_length((v_opts->'metadata')::text) > 262144 THEN
-        PERFORM skiplock.invalid('metadata must be at most 256 KB');
-    END IF;
-    v_priority := coalesce((v_opts->>'priority')::integer, 0);
 
     -- the latest deployment of the task (of the pinned version, if one is pinned)
     SELECT * INTO v_dep FROM skiplock.deployment_tasks d
@@ -83,20 +48,15 @@ BEGIN
      ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
     v_deployed := FOUND;
 
-    v_queue := coalesce(v_opts->>'queue', v_dep.queue, p_task);
-    -- TTL counts from enqueue: the trigger, or the end of the delay
-    v_ttl := coalesce((v_opts->>'ttl')::double precision, v_dep.ttl);
-    IF length(v_queue) NOT BETWEEN 1 AND 256 THEN
-        PERFORM skiplock.invalid('queue name must be 1 to 256 characters');
-    END IF;
-    IF v_queue IS DISTINCT FROM v_dep.queue THEN
+    v_run := skiplock.run_options(v_opts, p_task, v_dep, v_now);
+    PERFORM skiplock.assert_valid(v_run.problem);
+    IF v_run.queue IS DISTINCT FROM v_dep.queue THEN
         -- a queue named by a trigger (not by a deployed task) exists from then on
         INSERT INTO skiplock.queues (name, created_at, updated_at)
-        VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
+        VALUES (v_run.queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
     END IF;
-    v_start := greatest(v_now, coalesce(v_delay, v_now));
     v_status := CASE WHEN NOT v_deployed THEN 'PENDING_VERSION'
-                     WHEN v_delay > v_now THEN 'DELAYED'
+                     WHEN v_run.delay > v_now THEN 'DELAYED'
                      ELSE 'QUEUED' END;
 
     IF v_opts ? 'parent_id' THEN
@@ -116,18 +76,15 @@ BEGIN
             version, version_pinned, max_attempts, max_duration,
             order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
         VALUES (
-            skiplock.gen_id('run'), p_task, v_status, p_payload,
-            coalesce(v_opts->'metadata', '{}'), v_tags,
+            skiplock.gen_id('run'), p_task, v_status, p_payload, v_run.metadata, v_run.tags,
             v_key, v_now + make_interval(secs => (v_opts->>'idempotency_key_ttl')::double precision),
             v_opts->>'batch_id',
             v_parent.id, coalesce(v_parent.root_id, v_parent.id),
             coalesce(v_parent.depth + 1, 0),
-            v_queue, v_opts->>'concurrency_key', v_priority,
-            v_version, v_version IS NOT NULL,
-            coalesce((v_opts->>'max_attempts')::integer, v_dep.max_attempts, 3),
-            coalesce((v_opts->>'max_duration')::double precision, v_dep.max_duration),
-            v_start - make_interval(secs => v_priority), v_start, v_now, v_now,
-            v_delay, v_ttl, v_start + make_interval(secs => v_ttl))
+            v_run.queue, v_run.concurrency_key, v_run.priority,
+            v_version, v_version IS NOT NULL, v_run.max_attempts, v_run.max_duration,
+            v_run.start_at - make_interval(secs => v_run.priority), v_run.start_at, v_now, v_now,
+            v_run.delay, v_run.ttl, v_run.start_at + make_interval(secs => v_run.ttl))
         ON CONFLICT (task_identifier, idempotency_key)
             WHERE idempotency_key IS NOT NULL AND NOT idempotency_key_released
               AND status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
@@ -137,7 +94,7 @@ BEGIN
         IF v_id IS NOT NULL THEN
             PERFORM skiplock.notify_runs(ARRAY[v_id]);
             IF v_status = 'QUEUED' THEN
-                PERFORM skiplock.wake(v_queue);
+                PERFORM skiplock.wake(v_run.queue);
             END IF;
             -- OUT parameters and RETURN NEXT: no query for the result row
             run_id := v_id; run_status := v_status; is_cached := false;
@@ -219,26 +176,85 @@ BEGIN
 END;
 $$;
 
+-- run_options: the values a run takes from its options p_opts (over the defaults of the
+-- task's deployment p_dep), with what is wrong with them (problem; NULL if nothing). One
+-- definition for trigger() and insert_runs(), which computes it once for the options
+-- every item of a batch shares.
+CREATE OR REPLACE FUNCTION skiplock.run_options(
+    p_opts jsonb, p_task text, p_dep skiplock.deployment_tasks, p_now timestamptz)
+RETURNS skiplock.run_values
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v skiplock.run_values;
+BEGIN
+    v.problem := skiplock.option_type_problem(p_opts);
+    IF v.problem IS NOT NULL THEN
+        RETURN v;
+    END IF;
+    IF p_opts ? 'delay_seconds' THEN
+        IF (p_opts->>'delay_seconds')::double precision < 0 THEN
+            v.problem := format('delay must not be negative, got %s s', p_opts->>'delay_seconds');
+            RETURN v;
+        END IF;
+        v.delay := p_now + make_interval(secs => (p_opts->>'delay_seconds')::double precision);
+    ELSIF p_opts ? 'delay_until' THEN
+        v.delay := (p_opts->>'delay_until')::timestamptz;
+    END IF;
+    -- TTL counts from enqueue: the trigger, or the end of the delay
+    v.start_at := greatest(p_now, coalesce(v.delay, p_now));
+    v.ttl := coalesce((p_opts->>'ttl')::double precision, p_dep.ttl);
+    v.priority := coalesce((p_opts->>'priority')::integer, 0);
+    v.queue := coalesce(p_opts->>'queue', p_dep.queue, p_task);
+    v.concurrency_key := p_opts->>'concurrency_key';
+    v.max_attempts := coalesce((p_opts->>'max_attempts')::integer, p_dep.max_attempts, 3);
+    v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
+    v.metadata := coalesce(p_opts->'metadata', '{}');
+    v.tags := '{}';
+    IF p_opts ? 'tags' THEN
+        v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
+    END IF;
+    v.problem := CASE
+        WHEN v.ttl <= 0 THEN 'ttl must be positive'
+        WHEN v.max_attempts < 1 THEN 'max_attempts must be at least 1'
+        WHEN v.max_duration <= 0 THEN 'max_duration must be positive'
+        WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
+        WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
+        WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
+    END;
+    IF v.problem IS NULL AND v.tags <> '{}' AND (cardinality(v.tags) > 10 OR EXISTS (
+            SELECT 1 FROM unnest(v.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)) THEN
+        v.problem := 'a run has at most 10 tags of 1 to 128 characters';
+    END IF;
+    RETURN v;
+END;
+$$;
+
 -- insert_runs: the set-based body of trigger_batch for items without idempotency keys
 -- and without versions or parents of their own (the batch's apply to all): one INSERT
 -- for the whole batch instead of one trigger() call per item. Checks every item as
--- trigger() does; one bad item aborts the statement. Returns the runs in item order.
+-- trigger() does (the shared options once); one bad item aborts the statement. Returns
+-- the runs in item order.
 CREATE OR REPLACE FUNCTION skiplock.insert_runs(p_task text, p_items jsonb, p_options jsonb)
 RETURNS TABLE (run_id text, run_status skiplock.run_status, run_queue text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now     timestamptz := skiplock.now();
     v_base    jsonb := coalesce(p_options, '{}');
-    v_version text := v_base->>'version';
+    v_version text;
     v_dep     skiplock.deployment_tasks;
     v_found   boolean;
+    v_shared  skiplock.run_values;
     v_parent  skiplock.runs;
     v_queue   text;
 BEGIN
+    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_base));
+    v_version := v_base->>'version';
     SELECT * INTO v_dep FROM skiplock.deployment_tasks d
      WHERE d.task_identifier = p_task AND (v_version IS NULL OR d.version = v_version)
      ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
     v_found := FOUND;
+    v_shared := skiplock.run_options(v_base, p_task, v_dep, v_now);
+    PERFORM skiplock.assert_valid(v_shared.problem);
     IF v_base ? 'parent_id' THEN
         SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_base->>'parent_id' FOR KEY SHARE;
         IF NOT FOUND THEN
@@ -247,7 +263,7 @@ BEGIN
         END IF;
     END IF;
     FOR v_queue IN
-        SELECT DISTINCT coalesce(v_base->>'queue', i->'options'->>'queue', v_dep.queue, p_task)
+        SELECT DISTINCT coalesce(v_base->>'queue', i->'options'->>'queue', v_shared.queue)
           FROM jsonb_array_elements(p_items) i
     LOOP
         IF v_queue IS DISTINCT FROM v_dep.queue AND length(v_queue) BETWEEN 1 AND 256 THEN
@@ -255,47 +271,16 @@ BEGIN
             VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
         END IF;
     END LOOP;
-    -- the shared options are checked once; an item's own options (rare) with them
-    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_base));
     RETURN QUERY
     WITH items AS (
-        SELECT x.ord, x.item->'payload' AS payload,
-               CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}' THEN v_base
-                    ELSE v_base || (x.item->'options') END AS o
+        SELECT x.ord, x.item->'payload' AS payload, o.v
           FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-         WHERE x.item->'options' IS NULL OR x.item->'options' = '{}'
-            OR skiplock.assert_valid(skiplock.option_type_problem(v_base || (x.item->'options')))),
-    shaped AS (
-        SELECT i.ord, i.payload, i.o,
-               CASE WHEN i.o ? 'delay_seconds'
-                    THEN v_now + make_interval(secs => (i.o->>'delay_seconds')::double precision)
-                    WHEN i.o ? 'delay_until' THEN (i.o->>'delay_until')::timestamptz END AS delay,
-               CASE WHEN i.o ? 'tags' THEN ARRAY(SELECT jsonb_array_elements_text(i.o->'tags'))
-                    ELSE '{}' END AS tags,
-               coalesce((i.o->>'priority')::integer, 0) AS priority,
-               coalesce((i.o->>'ttl')::double precision, v_dep.ttl) AS ttl,
-               coalesce(i.o->>'queue', v_dep.queue, p_task) AS queue
-          FROM items i),
-    checked AS (
-        SELECT s.*, greatest(v_now, coalesce(s.delay, v_now)) AS start_at,
-               CASE WHEN s.payload IS NULL THEN 'payload must not be SQL NULL (use JSON null)'
-                    WHEN (s.o->>'delay_seconds')::double precision < 0
-                        THEN format('delay must not be negative, got %s s', s.o->>'delay_seconds')
-                    WHEN s.ttl <= 0 THEN 'ttl must be positive'
-                    WHEN (s.o->>'max_attempts')::integer < 1 THEN 'max_attempts must be at least 1'
-                    WHEN (s.o->>'max_duration')::double precision <= 0
-                        THEN 'max_duration must be positive'
-                    WHEN length(s.o->>'concurrency_key') > 256
-                        THEN 'concurrency_key must be at most 256 characters'
-                    WHEN length(s.queue) NOT BETWEEN 1 AND 256
-                        THEN 'queue name must be 1 to 256 characters'
-                    WHEN s.tags <> '{}' AND (cardinality(s.tags) > 10 OR EXISTS (
-                            SELECT 1 FROM unnest(s.tags) t WHERE length(t) NOT BETWEEN 1 AND 128))
-                        THEN 'a run has at most 10 tags of 1 to 128 characters'
-                    WHEN octet_length((s.o->'metadata')::text) > 262144
-                        THEN 'metadata must be at most 256 KB'
-               END AS problem
-          FROM shaped s)
+         CROSS JOIN LATERAL (  -- OFFSET 0: evaluated once per item, not once per field
+             SELECT CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}'
+                         THEN v_shared
+                         ELSE skiplock.run_options(v_base || (x.item->'options'), p_task, v_dep, v_now)
+                    END AS v
+             OFFSET 0) o)
     INSERT INTO skiplock.runs AS r (
         id, task_identifier, status, payload, metadata, tags, batch_id,
         parent_id, root_id, depth, queue, concurrency_key, priority,
@@ -303,18 +288,19 @@ BEGIN
         order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
     SELECT skiplock.gen_id('run'), p_task,
            CASE WHEN NOT v_found THEN 'PENDING_VERSION'
-                WHEN c.delay > v_now THEN 'DELAYED' ELSE 'QUEUED' END::skiplock.run_status,
-           c.payload, coalesce(c.o->'metadata', '{}'), c.tags, c.o->>'batch_id',
+                WHEN (i.v).delay > v_now THEN 'DELAYED' ELSE 'QUEUED' END::skiplock.run_status,
+           i.payload, (i.v).metadata, (i.v).tags, v_base->>'batch_id',
            v_parent.id, coalesce(v_parent.root_id, v_parent.id), coalesce(v_parent.depth + 1, 0),
-           c.queue, c.o->>'concurrency_key', c.priority,
-           v_version, v_version IS NOT NULL,
-           coalesce((c.o->>'max_attempts')::integer, v_dep.max_attempts, 3),
-           coalesce((c.o->>'max_duration')::double precision, v_dep.max_duration),
-           c.start_at - make_interval(secs => c.priority), c.start_at, v_now, v_now,
-           c.delay, c.ttl, c.start_at + make_interval(secs => c.ttl)
-      FROM checked c
-     WHERE skiplock.assert_valid(c.problem)
-     ORDER BY c.ord  -- gen_id (volatile) is evaluated after the sort: ids in item order
+           (i.v).queue, (i.v).concurrency_key, (i.v).priority,
+           v_version, v_version IS NOT NULL, (i.v).max_attempts, (i.v).max_duration,
+           (i.v).start_at - make_interval(secs => (i.v).priority), (i.v).start_at, v_now, v_now,
+           (i.v).delay, (i.v).ttl, (i.v).start_at + make_interval(secs => (i.v).ttl)
+      FROM items i
+     WHERE (i.payload IS NOT NULL AND (i.v).problem IS NULL)
+        OR skiplock.assert_valid(CASE WHEN i.payload IS NULL
+                                      THEN 'payload must not be SQL NULL (use JSON null)'
+                                      ELSE (i.v).problem END)
+     ORDER BY i.ord  -- gen_id (volatile) is evaluated after the sort: ids in item order
     RETURNING r.id, r.status, r.queue;
 END;
 $$;
