@@ -151,11 +151,21 @@ class Database:
 
 
 class _LoopConnections:
-    """Idle connections of one event loop, by lane, and a bound on how many may be open."""
+    """Connections of one event loop: the idle ones by lane, and a bound (`max_size`) on
+    how many are open, idle or in use, over all lanes."""
 
     def __init__(self, max_size: int) -> None:
         self.idle: dict[str, list[psycopg.AsyncConnection[Any]]] = {}
-        self.slots = asyncio.Semaphore(max_size)
+        self.slots = asyncio.Semaphore(max_size)  # held while a connection is in use
+        self.max_size = max_size
+        self.open = 0
+
+    def idle_elsewhere(self, lane: str) -> psycopg.AsyncConnection[Any] | None:
+        """An idle connection of another lane (its settings are not `lane`'s: to close)."""
+        for other, idle in self.idle.items():
+            if other != lane and idle:
+                return idle.pop(0)  # the longest idle
+        return None
 
 
 class AsyncDatabase:
@@ -192,21 +202,39 @@ class AsyncDatabase:
             conns = self._loops[loop] = _LoopConnections(self._max_size)
         return conns
 
+    async def _checkout(self, conns: _LoopConnections, lane: str) -> psycopg.AsyncConnection[Any]:
+        idle = conns.idle.setdefault(lane, [])
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+            conns.open -= 1
+        spare = conns.idle_elsewhere(lane) if conns.open >= conns.max_size else None
+        conns.open += 1  # counted before any await, so that concurrent checkouts see it
+        try:
+            if spare is not None:
+                # the connections in use are fewer than the slots: one of another lane
+                # is idle, and closing it makes room
+                conns.open -= 1
+                await spare.close()
+            return await self._connect(lane)
+        except BaseException:
+            conns.open -= 1
+            raise
+
     async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:
-            idle = conns.idle.setdefault(lane, [])
-            conn = idle.pop() if idle else None
-            if conn is None or conn.closed:
-                conn = await self._connect(lane)
+            conn = await self._checkout(conns, lane)
             try:
                 result = await _execute_async(conn, query)
             except SkiplockError:
-                idle.append(conn)  # a typed error from SQL: the connection is fine
+                conns.idle[lane].append(conn)  # a typed error from SQL: the connection is fine
                 raise
             except BaseException:
+                conns.open -= 1
                 await conn.close()  # its state is unknown: never reuse it
                 raise
-            idle.append(conn)
+            conns.idle[lane].append(conn)
             return result
 
     async def run(
