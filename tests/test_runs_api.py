@@ -246,3 +246,24 @@ def test_reschedule_moves_a_delayed_run_only(app: Engine, tasks: Any) -> None:
     with pytest.raises(InvalidArgumentError):
         app.runs.reschedule(delayed, delay="-1h")
     assert app.runs.retrieve(queued).delayed_until is None
+
+
+def test_deleting_runs_deletes_their_attempts(app: Engine, tasks: Any) -> None:
+    """Retention by hand (DELETE FROM skiplock.runs ...) takes the runs' attempts along."""
+    ticket, _ = tasks
+    worker_id = deploy(app, version="v1")
+    kept, gone = ticket.trigger(Ticket(number=1)), ticket.trigger(Ticket(number=2))
+    started = fetch(
+        app.dsn,
+        "SELECT run_id FROM skiplock.begin_attempts(%s, 'v1', %s, 'QUEUED')",
+        worker_id,
+        [kept.id, gone.id],
+    )
+    assert sorted(r[0] for r in started) == sorted([kept.id, gone.id])
+
+    fetch(app.dsn, "DELETE FROM skiplock.runs WHERE id = %s RETURNING id", gone.id)
+    attempts = fetch(
+        app.dsn, "SELECT run_id FROM skiplock.attempts WHERE run_id = ANY (%s)", [kept.id, gone.id]
+    )
+    assert attempts == [(kept.id,)]
+    assert app.runs.retrieve(kept.id).attempts[0].status == "EXECUTING"
