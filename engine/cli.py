@@ -117,6 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         shutdown_grace=args.shutdown_grace,
         heartbeat_interval=args.heartbeat_interval,
         lease_timeout=args.lease_timeout,
+        freeze_gc=True,  # the process is the worker
     ).run()
 
 

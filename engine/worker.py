@@ -101,7 +101,10 @@ class Worker:
     The worker holds its runs under a lease of `lease_timeout` seconds, renewed every
     `heartbeat_interval`. If the lease lapses (process killed, host lost, partition),
     maintenance crashes its started runs and requeues the rest; a worker that cannot
-    renew its lease for that long stops its own runs first (self-fencing)."""
+    renew its lease for that long stops its own runs first (self-fencing).
+
+    `freeze_gc=True` (what `skiplock worker` sets) moves everything alive at start-up out
+    of the garbage collector's sight, for a process that is nothing but the worker."""
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         metadata_interval: float = 0.25,
         default_ttl: float | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -137,6 +141,8 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.metadata_interval = metadata_interval
         self.default_ttl = default_ttl  # for tasks without a ttl (`skiplock dev`: 10 minutes)
+        # for a process that is the worker (`skiplock worker` sets it): see run_async
+        self.freeze_gc = freeze_gc
         self.id = f"worker_{uuid.uuid4().hex}"
         self._running: dict[str, _Attempt] = {}  # by attempt id
         # finished attempts whose outcome is queued for the database but not yet recorded:
@@ -189,12 +195,14 @@ class Worker:
         # a first heartbeat now, before any claim: its session compiles the heartbeat's
         # functions here, not later while a claim waits for it (the claim lock)
         await self._check_current()
-        # Everything alive now (modules, the app, pydantic's schemas: some 10^5 objects)
-        # lives as long as the process: out of the collector's sight, a full collection
-        # takes well under a millisecond instead of 15-25 ms, a pause every run then
-        # waiting to start would sit through.
-        gc.collect()
-        gc.freeze()
+        if self.freeze_gc:
+            # Everything alive now (modules, the app, pydantic's schemas: some 10^5
+            # objects) lives as long as the process: out of the collector's sight, a full
+            # collection takes well under a millisecond instead of 15-25 ms, a pause that
+            # every run waiting to start would sit through. Not for a worker inside a
+            # bigger process: its objects alive now would never be collected either.
+            gc.collect()
+            gc.freeze()
         registrations = self._listen()
         background = [
             asyncio.create_task(self._heartbeat(), name="skiplock-heartbeat"),
