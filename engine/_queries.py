@@ -23,11 +23,8 @@ def _scalar(rows: Rows) -> Any:
     return next(iter(rows[0].values())) if rows else None
 
 
-_STATUSES = {s.value: s for s in RunStatus}
-
-
-def _handle(task: str, row: dict[str, Any]) -> RunHandle:
-    return RunHandle(row["run_id"], task, RunStatus(row["run_status"]), row["is_cached"])
+def _handle(task: str, run_id: str, status: str, cached: bool) -> RunHandle:
+    return RunHandle(run_id, task, RunStatus(status), cached)
 
 
 # -- triggering ---------------------------------------------------------------------
@@ -37,7 +34,7 @@ def trigger(task: str, payload_json: str, options: dict[str, Any]) -> Query[RunH
     return Query(
         "SELECT run_id, run_status, is_cached FROM skiplock.trigger(%s, %s::jsonb, %s::jsonb)",
         (task, payload_json, _json(options)),
-        lambda rows: _handle(task, rows[0]),
+        lambda rows: _handle(task, rows[0]["run_id"], rows[0]["run_status"], rows[0]["is_cached"]),
         # with a key, re-sending cannot make a second run
         idempotent="idempotency_key" in options,
     )
@@ -49,10 +46,8 @@ def trigger_batch(task: str, items_json: str, options: dict[str, Any]) -> Query[
         return BatchHandle(
             row["batch_id"],
             [
-                RunHandle(run_id, task, _STATUSES[status], cached)
-                for run_id, status, cached in zip(
-                    row["run_ids"], row["statuses"], row["cached"], strict=True
-                )
+                _handle(task, *run)
+                for run in zip(row["run_ids"], row["statuses"], row["cached"], strict=True)
             ],
         )
 
