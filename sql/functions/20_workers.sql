@@ -1,5 +1,14 @@
 -- Workers and deployments: registration, heartbeat, orderly stop.
 
+-- worker_is_active: the worker is registered and neither stopped nor declared lost. A
+-- worker that is not takes no run (its lease is gone, so nobody would ever crash or
+-- requeue what it took): it must register anew.
+CREATE OR REPLACE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM skiplock.workers w
+                    WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL)
+$$;
+
 -- register_worker: record a worker and its deployment (version + task set), create
 -- the queues its tasks declare, and release PENDING_VERSION runs the deployment can
 -- now serve (to DELAYED if their delay is still ahead, else QUEUED); a run triggered

@@ -103,8 +103,7 @@ DECLARE
     v_now timestamptz := skiplock.now();
     v_ids text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM skiplock.workers w  -- as begin_attempts: not a lost worker
-                    WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL) THEN
+    IF NOT skiplock.worker_is_active(p_worker_id) THEN
         RETURN;
     END IF;
     v_ids := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
@@ -135,12 +134,7 @@ AS $$
 DECLARE
     v_now timestamptz := skiplock.clock();
 BEGIN
-    IF cardinality(p_run_ids) = 0
-       -- a worker declared lost (or stopped) starts nothing: its lease is gone, so nobody
-       -- would ever crash or requeue what it took (it must register anew)
-       OR NOT EXISTS (SELECT 1 FROM skiplock.workers w
-                       WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL)
-    THEN
+    IF cardinality(p_run_ids) = 0 OR NOT skiplock.worker_is_active(p_worker_id) THEN
         RETURN;
     END IF;
     PERFORM skiplock.notify_runs(p_run_ids);  -- ids not started are re-read for nothing
