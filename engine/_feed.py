@@ -138,7 +138,7 @@ class RunFeed:
             new = [s for s in new if s in self._subs[s.kind].get(s.key, ())]
         if not new:
             return
-        execute(conn, _queries.watch([s.kind for s in new], [s.key for s in new]))
+        _watch(conn, [(s.kind, s.key) for s in new])
         self._read_all(conn, new, first=True)
         self._listener.after_settled(lambda c: self._read_all(c, new, first=False))
 
@@ -147,7 +147,7 @@ class RunFeed:
         with self._lock:
             keys = [(kind, key) for kind, by_key in self._subs.items() for key in by_key]
         if keys:
-            execute(conn, _queries.watch([k for k, _ in keys], [v for _, v in keys]))
+            _watch(conn, keys)
 
     def _on_notes(self, payloads: list[str] | None, conn: psycopg.Connection[Any]) -> None:
         with self._lock:
@@ -196,6 +196,10 @@ class RunFeed:
                 if sub.live and not first:
                     for row in execute(conn, _queries.runs_by_id(sorted(sub.live))):
                         _deliver(sub, row)
+
+
+def _watch(conn: psycopg.Connection[Any], keys: list[tuple[Kind, str]]) -> None:
+    execute(conn, _queries.watch([kind for kind, _ in keys], [key for _, key in keys]))
 
 
 def _unwatch(conn: psycopg.Connection[Any], kind: Kind, key: str) -> None:
