@@ -89,6 +89,7 @@ class Task(Generic[P, O]):
         self.output_type: Any = hints.get("return", Any)
         self.payload_adapter: TypeAdapter[Any] = TypeAdapter(self.payload_type)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(self.output_type)
+        self._entries_adapter: TypeAdapter[list[dict[str, Any]]] | None = None  # entries_json
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -118,6 +119,21 @@ class Task(Generic[P, O]):
     def payload_json(self, payload: Any) -> str:
         """Validate `payload` against the task's payload type and return it as JSON."""
         return encode_payload(self.payload_adapter, payload, self.id)
+
+    def entries_json(self, payloads: list[Any]) -> str | None:
+        """A batch's items without options of their own, `[{"payload": ...}, ...]`, validated
+        and encoded in one call (0.5 us an item instead of 1.3 one call per payload), or
+        None when a payload is invalid or the whole is over the size limit of one payload:
+        then the caller encodes item by item, and its error names the payload."""
+        if self._entries_adapter is None:
+            entry_type: Any = dict[str, self.payload_type]  # type: ignore[name-defined]
+            self._entries_adapter = TypeAdapter(list[entry_type])
+        adapter = self._entries_adapter
+        try:
+            encoded = adapter.dump_json(adapter.validate_python([{"payload": p} for p in payloads]))
+        except (ValidationError, PydanticSerializationError):
+            return None
+        return encoded.decode() if len(encoded) <= MAX_PAYLOAD_BYTES else None
 
     def parse_payload(self, payload_json: str) -> P:
         """The stored payload (JSON text) as the task's payload type: parsed and validated
@@ -157,6 +173,11 @@ class Task(Generic[P, O]):
         if not items:
             raise InvalidArgumentError("a batch needs at least one item")
         shared = _options.build(options, self.defaults())
+        if not any(isinstance(item, BatchItem) and item.options for item in items):
+            payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
+            entries = self.entries_json(payloads)
+            if entries is not None:
+                return _queries.trigger_batch(self.id, entries, shared)
         encoded = []
         for item in items:
             if isinstance(item, BatchItem) and item.options:

@@ -241,6 +241,10 @@ def test_batch_trigger_makes_runs_in_order_under_one_batch(app: Engine) -> None:
     assert all(r.batch_id == batch.id for r in runs)
     assert [r.tags for r in runs] == [["batch"], ["batch"], ["third"]]
     assert [r.status for r in runs] == [RunStatus.QUEUED, RunStatus.QUEUED, RunStatus.DELAYED]
+    # items without options of their own are validated and encoded in one call
+    plain_items = resize.batch_trigger([Image(url="d", width=7), {"url": "e"}])
+    payloads = [app.runs.retrieve(h).payload for h in plain_items.runs]
+    assert payloads == [{"url": "d", "width": 7}, {"url": "e", "width": 100}]
 
 
 def test_batch_of_1000_in_one_round_trip_and_1001_rejected(app: Engine) -> None:
