@@ -341,8 +341,9 @@ def batch_trigger_and_wait(
 
 def batch_results(batch_id: str) -> Query[list[dict[str, Any]]]:
     return Query(
-        "SELECT id, status, output, error FROM skiplock.runs WHERE batch_id = %s ORDER BY id",
-        (batch_id,),
+        "SELECT id, status, output, error FROM skiplock.runs WHERE batch_id = %s"
+        " AND id = ANY ((SELECT run_ids FROM skiplock.batches WHERE id = %s)::text[]) ORDER BY id",
+        (batch_id, batch_id),
         lambda rows: [dict(r) for r in rows],
     )
 

@@ -81,6 +81,34 @@ def test_a_changed_function_file_is_reapplied(empty_dsn: str) -> None:
         assert c.execute("SELECT skiplock.tick()").fetchone() is not None
 
 
+def test_upgrade_keeps_what_runs_hold(empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database made before 0011 (batches found through an index on runs.batch_id):
+    after the upgrade its batches list their runs, by batches.run_ids."""
+    every = _migrate.sql_files()
+    before = [f for f in every if f.kind == "migration" and f.name < "0011"]
+    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO skiplock.batches VALUES ('batch_old', 'old-task', 3, now()),"
+            " ('batch_empty', 'old-task', 0, now())"
+        )
+        c.execute(
+            "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
+            " max_attempts, order_at, available_at, created_at, updated_at, batch_id)"
+            " SELECT 'run_' || i, 'old-task', 'COMPLETED', '{}', 'q', 1, now(), now(), now(),"
+            " now(), CASE WHEN i <= 3 THEN 'batch_old' END FROM generate_series(1, 5) i"
+        )
+    monkeypatch.undo()
+    assert Engine(empty_dsn).migrate() == [f.name for f in every if f not in before]
+    with psycopg.connect(empty_dsn) as c:
+        listed = c.execute("SELECT id FROM skiplock.list_runs(p_batch := 'batch_old')")
+        assert [r[0] for r in listed.fetchall()] == ["run_3", "run_2", "run_1"]
+        assert c.execute(
+            "SELECT run_ids FROM skiplock.batches WHERE id = 'batch_empty'"
+        ).fetchone() == ([],)
+
+
 def test_function_files_only_create_or_replace() -> None:
     """Re-applying a function file must be safe: nothing in it may fail the second time."""
     for path in sorted((_migrate.sql_dir() / "functions").glob("*.sql")):

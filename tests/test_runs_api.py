@@ -10,7 +10,7 @@ import pytest
 from helpers import deploy, fetch
 from pydantic import BaseModel
 
-from engine import Engine, Run, RunStatus, TaskContext
+from engine import BatchItem, Engine, Run, RunStatus, TaskContext
 from engine.errors import (
     InvalidArgumentError,
     RunNotDelayedError,
@@ -115,6 +115,12 @@ def test_list_filters(app: Engine, tasks: Any) -> None:
     assert t2.id in ids(app.runs.list(status="DELAYED", limit=100))
     assert t1.id not in ids(app.runs.list(status=["DELAYED", "EXECUTING"], limit=100))
     assert ids(app.runs.list(batch=batch.id)) == [h.id for h in reversed(batch.runs)]
+    # item by item (a key of its own): a run the key finds is not the batch's
+    keyed = note.batch_trigger([BatchItem("c", {"idempotency_key": "k1"}), "d"])
+    cached = note.batch_trigger([BatchItem("e", {"idempotency_key": "k1"}), "f"])
+    assert cached.runs[0].is_cached and cached.runs[0].id == keyed.runs[0].id
+    assert ids(app.runs.list(batch=keyed.id)) == [h.id for h in reversed(keyed.runs)]
+    assert ids(app.runs.list(batch=cached.id)) == [cached.runs[1].id]
     combined = ids(app.runs.list(task="note", tag="blue", limit=100))
     assert n1.id in combined and t2.id not in combined
     created = app.runs.retrieve(t2).created_at

@@ -309,6 +309,7 @@ $$;
 -- batch id. p_items is a JSON array of {"payload": ..., "options": {...}}; each item's
 -- options override p_options. All or nothing: one bad item writes no run. Items without
 -- idempotency keys, versions or parents of their own go in one set-based INSERT.
+-- The batch's row lists the runs it created (run_ids: its runs are read by primary key).
 -- Returns (batch_id, run_id, run_status, is_cached) in item order. SL005 over 1,000.
 CREATE OR REPLACE FUNCTION skiplock.trigger_batch(p_task text, p_items jsonb, p_options jsonb DEFAULT '{}')
 RETURNS TABLE (batch_id text, run_id text, run_status skiplock.run_status, is_cached boolean)
@@ -333,8 +334,6 @@ BEGIN
     IF p_task IS NULL OR length(p_task) NOT BETWEEN 1 AND 256 THEN
         PERFORM skiplock.invalid('task id must be 1 to 256 characters');
     END IF;
-    INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at)
-    VALUES (v_batch, p_task, v_count, skiplock.now());
     IF NOT v_opts ? 'idempotency_key' AND NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(p_items) i
          WHERE i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']) THEN
@@ -342,6 +341,8 @@ BEGIN
                array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
           INTO v_ids, v_statuses, v_queues
           FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
+        INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
+        VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
         PERFORM skiplock.notify_runs(v_ids);
         FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
             PERFORM skiplock.wake(v_queue);
@@ -350,11 +351,18 @@ BEGIN
                        FROM unnest(v_ids, v_statuses) AS u(id, status);
         RETURN;
     END IF;
+    v_ids := '{}';
     FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY ORDER BY ordinality LOOP
-        RETURN QUERY
         SELECT v_batch, t.run_id, t.run_status, t.is_cached
+          INTO batch_id, run_id, run_status, is_cached
           FROM skiplock.trigger(p_task, v_item->'payload',
                                 v_opts || coalesce(v_item->'options', '{}')) t;
+        IF NOT is_cached THEN  -- a cached run belongs to whatever created it
+            v_ids := v_ids || run_id;
+        END IF;
+        RETURN NEXT;
     END LOOP;
+    INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
+    VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
 END;
 $$;

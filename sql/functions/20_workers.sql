@@ -154,7 +154,9 @@ $$;
 -- Locks: the worker's runs, then their attempts. Returns the number of runs released.
 CREATE OR REPLACE FUNCTION skiplock.release_worker_runs(p_worker_id text, p_error jsonb)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off  -- a worker's runs: through runs_slots_idx, whatever the statistics
+AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
     v_ids      text[];

@@ -260,7 +260,8 @@ BEGIN
         || coalesce(p_options, '{}')) t;
     WITH marked AS (
         UPDATE skiplock.runs r SET waited_on = true
-         WHERE r.batch_id = v_batch RETURNING r.status)
+         WHERE r.id = ANY ((SELECT b.run_ids FROM skiplock.batches b WHERE b.id = v_batch)::text[])
+        RETURNING r.status)
     SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
     INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
                                      completed_at)

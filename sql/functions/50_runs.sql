@@ -4,13 +4,17 @@
 -- Filters are ANDed; NULL means no filter. Tags match runs having any of p_tags.
 -- p_after is the cursor: the id of the last run of the previous page.
 -- Raises SL003 when a task filter names a task no deployment and no run knows.
+-- Planned for the filters of each call (custom plans): those given pick the index, such
+-- as the primary key for a batch's runs (batches.run_ids) or runs_task_idx for a task's.
 CREATE OR REPLACE FUNCTION skiplock.list_runs(
     p_status skiplock.run_status[] DEFAULT NULL, p_tasks text[] DEFAULT NULL,
     p_tags text[] DEFAULT NULL, p_batch text DEFAULT NULL,
     p_created_from timestamptz DEFAULT NULL, p_created_to timestamptz DEFAULT NULL,
     p_after text DEFAULT NULL, p_limit integer DEFAULT 20)
 RETURNS SETOF skiplock.run_details
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     v_unknown text;
 BEGIN
@@ -29,7 +33,8 @@ BEGIN
      WHERE (p_status IS NULL OR d.status = ANY (p_status))
        AND (p_tasks IS NULL OR d.task_identifier = ANY (p_tasks))
        AND (p_tags IS NULL OR (d.tags && p_tags AND d.tags <> '{}'))
-       AND (p_batch IS NULL OR d.batch_id = p_batch)
+       AND (p_batch IS NULL OR (d.batch_id = p_batch AND d.id = ANY (
+               (SELECT b.run_ids FROM skiplock.batches b WHERE b.id = p_batch)::text[])))
        AND (p_created_from IS NULL OR d.created_at >= p_created_from)
        AND (p_created_to IS NULL OR d.created_at < p_created_to)
        AND (p_after IS NULL OR d.id < p_after)

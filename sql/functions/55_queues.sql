@@ -78,5 +78,6 @@ SELECT w.id, w.version, w.hostname, w.pid, w.queues, w.concurrency, w.started_at
             WHEN w.lost_at IS NOT NULL THEN 'lost'
             WHEN w.lease_expires_at < skiplock.now() THEN 'lapsed'
             ELSE 'active' END AS state,
-       (SELECT count(*) FROM skiplock.runs r WHERE r.worker_id = w.id) AS runs_in_hand
+       (SELECT count(*) FROM skiplock.runs r  -- runs_slots_idx: the runs in flight
+         WHERE r.status IN ('DEQUEUED', 'EXECUTING') AND r.worker_id = w.id) AS runs_in_hand
   FROM skiplock.workers w;
