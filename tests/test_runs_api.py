@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from helpers import deploy, fetch
 from pydantic import BaseModel
@@ -121,6 +123,14 @@ def test_list_filters(app: Engine, tasks: Any) -> None:
     assert cached.runs[0].is_cached and cached.runs[0].id == keyed.runs[0].id
     assert ids(app.runs.list(batch=keyed.id)) == [h.id for h in reversed(keyed.runs)]
     assert ids(app.runs.list(batch=cached.id)) == [cached.runs[1].id]
+    # SQL-level: a run triggered into an existing batch is listed under it
+    with psycopg.connect(app.dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT run_id FROM skiplock.trigger('note', '\"g\"', %s::jsonb)",
+            (json.dumps({"batch_id": batch.id}),),
+        ).fetchone()
+    assert row is not None
+    assert ids(app.runs.list(batch=batch.id))[0] == row[0]
     combined = ids(app.runs.list(task="note", tag="blue", limit=100))
     assert n1.id in combined and t2.id not in combined
     created = app.runs.retrieve(t2).created_at

@@ -92,6 +92,10 @@ BEGIN
         RETURNING r.id INTO v_id;
 
         IF v_id IS NOT NULL THEN
+            IF v_opts ? 'batch_id' THEN  -- a batch lists its runs (trigger_batch's own
+                UPDATE skiplock.batches b   -- row is written after its items)
+                   SET run_ids = b.run_ids || v_id WHERE b.id = v_opts->>'batch_id';
+            END IF;
             PERFORM skiplock.notify_runs(ARRAY[v_id]);
             IF v_status = 'QUEUED' THEN
                 PERFORM skiplock.wake(v_run.queue);
