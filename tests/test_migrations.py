@@ -109,6 +109,21 @@ def test_upgrade_keeps_what_runs_hold(empty_dsn: str, monkeypatch: pytest.Monkey
         ).fetchone() == ([],)
 
 
+def test_functions_that_pin_plans_run_without_jit(empty_dsn: str) -> None:
+    """A function that switches a plan node type off switches JIT off too: on PostgreSQL
+    15-17 a disabled node costs 10^10, over jit_above_cost, and a server with JIT compiled
+    each such call with LLVM (a claim took 170-260 ms instead of 0.3 on PostgreSQL 15)."""
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn) as c:
+        rows = c.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'skiplock'"
+            " AND EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'enable%=off')"
+        ).fetchall()
+    assert {"lock_ready", "begin_attempts", "complete_attempts"} <= {name for name, _ in rows}
+    assert [name for name, config in rows if "jit=off" not in config] == []
+
+
 def test_function_files_only_create_or_replace() -> None:
     """Re-applying a function file must be safe: nothing in it may fail the second time."""
     for path in sorted((_migrate.sql_dir() / "functions").glob("*.sql")):

@@ -12,7 +12,7 @@
 -- every call and planned the lookup anew each time, 60 us of a 70 us call.
 CREATE OR REPLACE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE

@@ -68,7 +68,7 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.release_lost_attempts(p_worker_id text, p_held text[])
 RETURNS integer
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
@@ -127,7 +127,7 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[])
 RETURNS text[]
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 AS $$
 DECLARE
     v_now timestamptz := skiplock.now();
@@ -155,7 +155,7 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.release_worker_runs(p_worker_id text, p_error jsonb)
 RETURNS integer
 LANGUAGE plpgsql
-SET enable_seqscan = off  -- a worker's runs: through runs_slots_idx, whatever the statistics
+SET enable_seqscan = off SET jit = off  -- its runs via runs_slots_idx, whatever the stats
 AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();

@@ -20,6 +20,10 @@
 -- empty, read full), so sequential scans, hash and merge joins are switched off for them.
 -- Seen without it on PostgreSQL 15: complete_attempts nested a sequential scan of
 -- attempts per row, 0.5 to 4 s per call of 200.
+-- And without JIT: a disabled plan node costs 10^10 on PostgreSQL 15-17, which puts
+-- every such plan over jit_above_cost, and where the server has JIT (Debian's and the
+-- PGDG packages do) each call compiled its plan with LLVM: on PostgreSQL 15 a claim took
+-- 170-260 ms, with no run ready, instead of 0.3 ms.
 -- They also run on generic plans (plan_cache_mode): with array parameters the planner
 -- judged a custom plan cheaper and re-planned each statement at every call; on generic
 -- plans a serial claim + complete loop spent 50-54 us a run claiming instead of 59-74,
@@ -28,7 +32,7 @@ CREATE OR REPLACE FUNCTION skiplock.lock_ready(
     p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS text[]
 LANGUAGE plpgsql
-SET enable_sort = off SET enable_seqscan = off
+SET enable_sort = off SET enable_seqscan = off SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
@@ -97,7 +101,7 @@ CREATE OR REPLACE FUNCTION skiplock.dequeue(
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                attempt_count integer, max_attempts integer, max_duration double precision)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 AS $$
 DECLARE
     v_now timestamptz := skiplock.now();
@@ -128,7 +132,7 @@ CREATE OR REPLACE FUNCTION skiplock.begin_attempts(
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE

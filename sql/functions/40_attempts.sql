@@ -11,7 +11,7 @@
 CREATE OR REPLACE FUNCTION skiplock.complete_attempts(p_results jsonb)
 RETURNS TABLE (run_id text)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
@@ -72,7 +72,7 @@ CREATE OR REPLACE FUNCTION skiplock.fail_attempt(
     p_retry_delay double precision DEFAULT NULL)
 RETURNS skiplock.run_status
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 AS $$
 DECLARE
     v_now    timestamptz := skiplock.now();

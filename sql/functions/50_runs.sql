@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION skiplock.list_runs(
     p_after text DEFAULT NULL, p_limit integer DEFAULT 20)
 RETURNS SETOF skiplock.run_details
 LANGUAGE plpgsql STABLE
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = force_custom_plan SET jit = off  -- see lock_ready
 AS $$
 DECLARE
     v_unknown text;
