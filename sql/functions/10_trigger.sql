@@ -92,8 +92,9 @@ BEGIN
         RETURNING r.id INTO v_id;
 
         IF v_id IS NOT NULL THEN
-            IF v_opts ? 'batch_id' THEN  -- a batch lists its runs (trigger_batch's own
-                UPDATE skiplock.batches b   -- row is written after its items)
+            -- a batch lists its runs (trigger_batch writes its own row after its items)
+            IF v_opts ? 'batch_id' THEN
+                UPDATE skiplock.batches b
                    SET run_ids = b.run_ids || v_id WHERE b.id = v_opts->>'batch_id';
             END IF;
             PERFORM skiplock.notify_runs(ARRAY[v_id]);
