@@ -173,18 +173,17 @@ class Task(Generic[P, O]):
         if not items:
             raise InvalidArgumentError("a batch needs at least one item")
         shared = _options.build(options, self.defaults())
+        payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
         if not any(isinstance(item, BatchItem) and item.options for item in items):
-            payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
             entries = self.entries_json(payloads)
             if entries is not None:
                 return _queries.trigger_batch(self.id, entries, shared)
         encoded = []
-        for item in items:
+        for item, payload in zip(items, payloads, strict=True):
             if isinstance(item, BatchItem) and item.options:
                 own = json.dumps(_options.build(item.options))
-                encoded.append(f'{{"payload":{self.payload_json(item.payload)},"options":{own}}}')
+                encoded.append(f'{{"payload":{self.payload_json(payload)},"options":{own}}}')
             else:
-                payload = item.payload if isinstance(item, BatchItem) else item
                 encoded.append(f'{{"payload":{self.payload_json(payload)}}}')
         return _queries.trigger_batch(self.id, "[" + ",".join(encoded) + "]", shared)
 

@@ -346,27 +346,28 @@ BEGIN
                array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
           INTO v_ids, v_statuses, v_queues
           FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
-        INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
-        VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
         PERFORM skiplock.notify_runs(v_ids);
         FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
             PERFORM skiplock.wake(v_queue);
         END LOOP;
         RETURN QUERY SELECT v_batch, u.id, u.status, false
                        FROM unnest(v_ids, v_statuses) AS u(id, status);
-        RETURN;
+    ELSE
+        v_ids := '{}';
+        FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY
+                       ORDER BY ordinality LOOP
+            SELECT v_batch, t.run_id, t.run_status, t.is_cached
+              INTO batch_id, run_id, run_status, is_cached
+              FROM skiplock.trigger(p_task, v_item->'payload',
+                                    v_opts || coalesce(v_item->'options', '{}')) t;
+            IF NOT is_cached THEN  -- a cached run belongs to whatever created it
+                v_ids := v_ids || run_id;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
     END IF;
-    v_ids := '{}';
-    FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY ORDER BY ordinality LOOP
-        SELECT v_batch, t.run_id, t.run_status, t.is_cached
-          INTO batch_id, run_id, run_status, is_cached
-          FROM skiplock.trigger(p_task, v_item->'payload',
-                                v_opts || coalesce(v_item->'options', '{}')) t;
-        IF NOT is_cached THEN  -- a cached run belongs to whatever created it
-            v_ids := v_ids || run_id;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
+    -- written once, with its runs: trigger() appending one by one would rewrite the list
+    -- for each item
     INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
     VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
 END;
