@@ -89,7 +89,7 @@ class Task(Generic[P, O]):
         self.output_type: Any = hints.get("return", Any)
         self.payload_adapter: TypeAdapter[Any] = TypeAdapter(self.payload_type)
         self.output_adapter: TypeAdapter[Any] = TypeAdapter(self.output_type)
-        self._entries_adapter: TypeAdapter[list[dict[str, Any]]] | None = None  # entries_json
+        self._entries_adapter: TypeAdapter[list[dict[str, Any]]] | None = None  # _entries_json
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -120,7 +120,7 @@ class Task(Generic[P, O]):
         """Validate `payload` against the task's payload type and return it as JSON."""
         return encode_payload(self.payload_adapter, payload, self.id)
 
-    def entries_json(self, payloads: list[Any]) -> str | None:
+    def _entries_json(self, payloads: list[Any]) -> str | None:
         """A batch's items without options of their own, `[{"payload": ...}, ...]`, validated
         and encoded in one call (0.5 us an item instead of 1.3 one call per payload), or
         None when a payload is invalid or the whole is over the size limit of one payload:
@@ -175,7 +175,7 @@ class Task(Generic[P, O]):
         shared = _options.build(options, self.defaults())
         payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
         if not any(isinstance(item, BatchItem) and item.options for item in items):
-            entries = self.entries_json(payloads)
+            entries = self._entries_json(payloads)
             if entries is not None:
                 return _queries.trigger_batch(self.id, entries, shared)
         encoded = []
