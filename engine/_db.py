@@ -161,7 +161,7 @@ class _LoopConnections:
         self.open = 0
 
     def idle_elsewhere(self, lane: str) -> psycopg.AsyncConnection[Any] | None:
-        """An idle connection of another lane (its settings are not `lane`'s: to close)."""
+        """An idle connection of another lane (to close: each lane keeps its own sessions)."""
         for other, idle in self.idle.items():
             if other != lane and idle:
                 return idle.pop(0)  # the longest idle
@@ -181,17 +181,6 @@ class AsyncDatabase:
         self.dsn = dsn
         self._max_size = max_size
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
-        self._lane_settings: dict[str, dict[str, str]] = {}
-
-    def configure_lane(self, lane: str, settings: dict[str, str]) -> None:
-        """Session settings (set_config) for the connections `lane` opens from now on."""
-        self._lane_settings[lane] = dict(settings)
-
-    async def _connect(self, lane: str) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-        for name, value in self._lane_settings.get(lane, {}).items():
-            await conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-        return conn
 
     def _for_loop(self) -> _LoopConnections:
         loop = asyncio.get_running_loop()
@@ -217,7 +206,7 @@ class AsyncDatabase:
                 # is idle, and closing it makes room
                 conns.open -= 1
                 await spare.close()
-            return await self._connect(lane)
+            return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except BaseException:
             conns.open -= 1
             raise

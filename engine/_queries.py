@@ -182,22 +182,36 @@ def dequeue(
     )
 
 
-def claim(
-    worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
+def complete_and_claim(
+    results_json: str | None,
+    worker_id: str,
+    version: str,
+    tasks: list[str],
+    queues: list[str] | None,
+    limit: int,
 ) -> Query[list[dict[str, Any]]]:
+    """Record finished attempts (JSON as complete_attempts takes, or None) and claim up
+    to `limit` runs, in one durable commit."""
     return Query(
         # payload and metadata as JSON text: the worker validates the payload straight from
         # it, and decodes metadata only when there is some
         "SELECT run_id, task_identifier, payload::text AS payload, "
         "metadata::text AS metadata, max_duration, attempt_id, attempt_number "
-        "FROM skiplock.claim(%s, %s, %s, %s, %s)",
-        (worker_id, version, tasks, queues, limit),
+        "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)",
+        (results_json, worker_id, version, tasks, queues, limit),
         lambda rows: [dict(r) for r in rows],
         # a lost reply leaves runs EXECUTING with nobody running them; re-sending would
         # claim others on top, so it is not retried: the worker's next heartbeat does not
-        # list them, and the database queues them again (skiplock.release_lost_attempts)
+        # list them, and the database queues them again (skiplock.release_lost_attempts).
+        # The completions are fenced by attempt: the worker sends them again.
         idempotent=False,
     )
+
+
+def claim(
+    worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
+) -> Query[list[dict[str, Any]]]:
+    return complete_and_claim(None, worker_id, version, tasks, queues, limit)
 
 
 def start_attempts(worker_id: str, run_ids: list[str]) -> Query[list[dict[str, Any]]]:

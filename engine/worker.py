@@ -1,9 +1,9 @@
 """The worker: takes runs from the database and executes their attempts.
 
-One asyncio loop per worker process. Runs are claimed in batches (one call dequeues
-and starts attempts for up to the free slots); completions are flushed in batches by one
-coroutine, so under load many runs share a commit. `async def` tasks run on the loop,
-`def` tasks in a pool of daemon threads. No transaction is open while user code runs:
+One asyncio loop per worker process. One coroutine takes work: each of its calls records
+the attempts that finished since the last one and claims runs for the free slots (one
+durable commit for both), so under load many runs share a commit. `async def` tasks run
+on the loop, `def` tasks in a pool of daemon threads. No transaction is open while user code runs:
 every database call is one autocommit function call.
 """
 
@@ -185,12 +185,6 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
-        # A claim commits without waiting for its WAL to reach disk. Lost to a server
-        # crash, it is as if this worker had crashed after claiming: the run is queued
-        # again and the attempt, unknown to the database, is fenced (its outcome is
-        # refused, the heartbeat reports it stale). Triggers, outcomes and everything else
-        # commit durably; an outcome's flush makes the claim before it durable too.
-        db.configure_lane("claim", {"synchronous_commit": "off"})
         await self._register()
         # a first heartbeat now, before any claim: its session compiles the heartbeat's
         # functions here, not later while a claim waits for it (the claim lock)
@@ -210,11 +204,15 @@ class Worker:
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._metadata_flusher(), name="skiplock-metadata"),
         ]
-        flusher = asyncio.create_task(self._flush_completions(), name="skiplock-flush")
+        flusher: asyncio.Task[None] | None = None
         try:
             await self._fetch_loop()
+            # from here on attempts only finish: their outcomes are recorded on their own
+            flusher = asyncio.create_task(self._flush_completions(), name="skiplock-flush")
             await self._drain()
         finally:
+            if flusher is None:
+                flusher = asyncio.create_task(self._flush_completions(), name="skiplock-flush")
             for reg in registrations:
                 Listener.for_dsn(self.engine.dsn).remove(reg)
             await self._record_completions()
@@ -286,30 +284,53 @@ class Worker:
     # -- taking work -----------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
+        """Until the worker stops: record finished attempts and claim runs for the free
+        slots, in one call. The claim commits durably before anything it took starts: a
+        claim lost to a server crash would leave its run queued while this worker ran it,
+        and the run would run twice. Sharing that commit with the completions keeps its
+        cost (a WAL flush) to one per round, as a completion needs one anyway."""
         assert self._stopping is not None and self._wake is not None
-        db = self.engine.adb
+        assert self._completions is not None
+        db, queue = self.engine.adb, self._completions
         task_ids = list(self.engine.tasks)
+        done: list[tuple[str, str, str | None]] = []  # taken from the queue, not recorded
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
+            while not queue.empty() and len(done) < 1000:
+                done.append(queue.get_nowait())
             found = 0
-            if free > 0:
+            if free > 0 or done:
                 self._wake.clear()
+                query = _queries.complete_and_claim(
+                    _completions_json(done) if done else None,
+                    self.id,
+                    self.version,
+                    task_ids,
+                    self.queues,
+                    max(free, 0),
+                )
                 try:
                     async with self._claim_lock:
-                        rows = await db.run(
-                            _queries.claim(self.id, self.version, task_ids, self.queues, free),
-                            lane="claim",
-                        )
+                        rows = await db.run(query, lane="claim")
+                        if done:
+                            _crash_point("completed")
+                            self._recorded(done)
+                            done = []
                         found = len(rows)
                         if rows:
                             _crash_point("claimed")
                         self._start(rows)
                 except psycopg.Error:
+                    # completions are fenced by attempt: sent again in the next round
                     log.exception("claim failed; retrying after the poll interval")
-                    found = 0
+                    await _wait_any(self._stopping, timeout=self.poll_interval)
+                    continue
             if found < free or free <= 0:
                 # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
                 await _wait_any(self._wake, self._stopping, timeout=self.poll_interval)
+        for item in done:  # back to the queue, for the flusher (counted once, not twice)
+            queue.put_nowait(item)
+            queue.task_done()
 
     def _start(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -460,31 +481,31 @@ class Worker:
                     log.warning("metadata flush failed", exc_info=True)
 
     async def _flush_completions(self) -> None:
-        """Send completions in batches: whatever finished while the last batch was in
-        flight goes in the next one."""
+        """Once the fetch loop is done: send completions in batches, whatever finished
+        while the last batch was in flight in the next one."""
         assert self._completions is not None
         queue = self._completions
         while True:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < 1000:
                 batch.append(queue.get_nowait())
-            body = "[" + ",".join(_completion_json(*c) for c in batch) + "]"
+            body = _completions_json(batch)
             while True:
                 try:
                     await self.engine.adb.run(_queries.complete_attempts(body), lane="complete")
                     _crash_point("completed")
-                    # the slots those runs held are free now: a limited queue that was
-                    # full may admit again, so look (else the poll interval would)
-                    assert self._wake is not None
-                    self._wake.set()
                     break
                 except psycopg.Error:
                     # fenced and idempotent: safe to resend until the database is back
                     log.exception("could not record %d completions; retrying", len(batch))
                     await asyncio.sleep(1.0)
-            for attempt_id, _, _ in batch:
-                self._unrecorded.discard(attempt_id)
-                queue.task_done()
+            self._recorded(batch)
+
+    def _recorded(self, batch: list[tuple[str, str, str | None]]) -> None:
+        assert self._completions is not None
+        for attempt_id, _, _ in batch:
+            self._unrecorded.discard(attempt_id)
+            self._completions.task_done()
 
     # -- signals from the database ----------------------------------------------------------
 
@@ -593,6 +614,10 @@ class Worker:
             except psycopg.Error:
                 log.warning("tick failed", exc_info=True)
             await asyncio.sleep(self.tick_interval)
+
+
+def _completions_json(batch: list[tuple[str, str, str | None]]) -> str:
+    return "[" + ",".join(_completion_json(*c) for c in batch) + "]"
 
 
 def _completion_json(attempt_id: str, output: str, metadata: str | None) -> str:

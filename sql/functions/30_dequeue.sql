@@ -193,3 +193,27 @@ LANGUAGE sql AS $$
         p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
         'QUEUED')
 $$;
+
+-- complete_and_claim: a worker's hot path, one transaction: record the successes in
+-- p_results (as complete_attempts; NULL for none), then claim up to p_limit runs (as
+-- claim). The worker starts what it claimed once this commits, so the claim must be as
+-- durable as any other commit: lost to a server crash, it would leave the run queued
+-- while the worker runs it, and run it twice. One commit (one WAL flush) for both halves
+-- makes that cheap. Completing first frees the slots of limited queues for the claim.
+-- Locks: as complete_attempts, then as lock_ready. Returns as claim.
+CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
+    p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[],
+    p_limit integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
+               max_duration double precision, attempt_id text, attempt_number integer)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_results IS NOT NULL THEN
+        PERFORM skiplock.complete_attempts(p_results);
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT * FROM skiplock.claim(p_worker_id, p_version, p_tasks, p_queues,
+                                                  p_limit);
+    END IF;
+END;
+$$;

@@ -3,14 +3,17 @@ kept as regression tests once fixed."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import RunningWorker, wait_for
 
-from engine import Engine
+from engine import Engine, TaskContext
 
 from . import fault_app
 from .cluster import Cluster
@@ -106,3 +109,56 @@ def test_a_partitioned_worker_stops_its_runs_once_its_lease_lapses(
         f"{healed_at - partitioned_at:.1f}s (lease {settings.lease_timeout:.0f}s, budget "
         f"{budget:.1f}s; {len(late)} probe lines past the budget); worker log: {worker.log}"
     )
+
+
+def test_a_claim_survives_a_crash_right_after_its_run_started(cluster: Cluster) -> None:
+    """A run starts; the server crashes before anything else commits; the task finishes
+    after the restart. The claim must have been durable: lost, the run would be queued
+    again and run a second time by the worker that was already running it. The WAL
+    writer is held off (wal_writer_delay 10 s), and the worker commits nothing else
+    meanwhile (long heartbeat and tick intervals), so an asynchronous claim commit would
+    be lost every time."""
+    dsn = cluster.create_database(f"faults_claim_{uuid.uuid4().hex[:6]}")
+    app = Engine(dsn)
+    app.migrate()
+    entered: list[str] = []
+    started, finish = threading.Event(), threading.Event()
+
+    @app.task("crash-probe")
+    async def probe(payload: dict[str, int], ctx: TaskContext) -> int:
+        entered.append(ctx.attempt_id)
+        started.set()
+        while not finish.is_set():
+            await asyncio.sleep(0.02)
+        return len(entered)
+
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        conn.execute("SELECT pg_reload_conf()")
+        # an idle WAL writer hibernates, and the next asynchronous commit wakes it to
+        # write that commit at once; one now keeps it awake (and slow) for the test
+        time.sleep(0.2)
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("CREATE TABLE wal_writer_nudge (x integer)")
+        time.sleep(0.2)
+    worker = app.worker(
+        concurrency=1, heartbeat_interval=10.0, lease_timeout=60.0, tick_interval=30.0
+    )
+    try:
+        with RunningWorker(worker):
+            time.sleep(1.0)  # its start-up commits (register, heartbeat, first tick) first
+            run_id = probe.trigger({}).id
+            assert started.wait(30), "the run never started"
+            cluster.stop_immediate()
+            cluster.start()
+            finish.set()
+            wait_for(lambda: _status(dsn, run_id) in ("COMPLETED", "FAILED", "CRASHED"), 30)
+            time.sleep(1.0)  # room for a second start, if the claim was lost
+    finally:
+        finish.set()
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+            conn.execute("SELECT pg_reload_conf()")
+        app.close()
+    assert _status(dsn, run_id) == "COMPLETED"
+    assert len(entered) == 1, f"the run was started {len(entered)} times: {entered}"
