@@ -263,8 +263,10 @@ def wait_completed(
     """Poll until n runs are COMPLETED; fail fast when a worker dies or time runs out."""
     deadline = time.perf_counter() + timeout
     while True:
+        # a COMPLETED run has one COMPLETED attempt; attempts hold only runs started, so
+        # the poll does not scan what is still queued
         row = conn.execute(
-            "SELECT count(*) FROM skiplock.runs WHERE status = 'COMPLETED'"
+            "SELECT count(*) FROM skiplock.attempts WHERE status = 'COMPLETED'"
         ).fetchone()
         if row is not None and row[0] >= n:
             return
