@@ -41,12 +41,15 @@ def attempt_intervals(dsn: str, where: str, *params: Any) -> list[tuple[Any, ...
 
 @pytest.fixture
 def worker_procs(dsn: str) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Three real worker processes serving tests/cli_app.py."""
+    """Three real worker processes serving tests/cli_app.py, one slot each: a worker
+    records a finished run and claims the next in one transaction, so with more slots one
+    process could keep both of the limit-2 queue's slots, and nothing would be shown
+    about limits across processes."""
     procs = [
         spawn_worker(
             dsn,
             "--concurrency",
-            "4",
+            "1",
             "--version",
             "q1",
             "--queues",

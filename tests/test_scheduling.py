@@ -111,6 +111,34 @@ def test_pending_version_run_expires_in_real_time(app: Engine, start_worker: Any
     assert run.status is RunStatus.EXPIRED
 
 
+def test_a_claim_in_flight_keeps_its_worker_from_being_declared_lost(
+    app: Engine, conn: psycopg.Connection[Any]
+) -> None:
+    """Maintenance finds a worker's lease lapsed while a claim of that worker is still
+    committing. Declared lost then, the worker would hold the claimed run with nobody to
+    ever crash or requeue it (found by the fault soak): the run stayed EXECUTING."""
+
+    @app.task("claim-vs-lost")
+    def claimed(p: Any, ctx: TaskContext) -> None: ...
+
+    worker = f"worker_race_{os.getpid()}"
+    entry = claimed.deployment_entry()
+    app.db.run(_queries.register_worker(worker, "dev", "h", 1, None, 5, [entry], 30.0))
+    h = claimed.trigger(1)
+    with psycopg.connect(app.dsn) as claiming:  # a claim's transaction, not yet committed
+        (row,) = claiming.execute(
+            "SELECT run_id FROM skiplock.claim(%s, 'dev', '{claim-vs-lost}', NULL, 1)",
+            (worker,),
+        ).fetchall()
+        assert row[0] == h.id
+        at(conn, datetime.now(UTC) + timedelta(seconds=31))
+        assert tick(conn)["crashed"] == 0  # the lease lapsed, but the claim holds the worker
+        claiming.commit()
+    assert tick(conn)["crashed"] == 1  # now visible, the claimed run goes with its worker
+    run = app.runs.retrieve(h)
+    assert run.status is RunStatus.CRASHED and run.error["type"] == "WorkerLost"
+
+
 def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
     app: Engine, conn: psycopg.Connection[Any]
 ) -> None:

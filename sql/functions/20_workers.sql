@@ -3,10 +3,16 @@
 -- worker_is_active: the worker is registered and neither stopped nor declared lost. A
 -- worker that is not takes no run (its lease is gone, so nobody would ever crash or
 -- requeue what it took): it must register anew.
+-- Locks: the worker row FOR SHARE, until the caller commits. A claim in flight thereby
+-- keeps maintenance (crash_lost_workers: FOR UPDATE SKIP LOCKED) from declaring its
+-- worker lost before the runs it takes are visible: lost meanwhile, the worker would
+-- hold them with nobody to ever crash or requeue them (found by the fault soak). A
+-- worker being declared lost makes the claim wait, then find it lost.
 CREATE OR REPLACE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT EXISTS (SELECT 1 FROM skiplock.workers w
-                    WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL)
+                    WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL
+                      FOR SHARE)
 $$;
 
 -- register_worker: record a worker and its deployment (version + task set), create

@@ -200,7 +200,9 @@ $$;
 -- durable as any other commit: lost to a server crash, it would leave the run queued
 -- while the worker runs it, and run it twice. One commit (one WAL flush) for both halves
 -- makes that cheap. Completing first frees the slots of limited queues for the claim.
--- Locks: as complete_attempts, then as lock_ready. Returns as claim.
+-- Locks: the worker row FOR SHARE first (see worker_is_active; taken before the runs the
+-- completions lock, in the order crash_lost_workers takes them, so the two cannot
+-- deadlock), then as complete_attempts, then as lock_ready. Returns as claim.
 CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
     p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[],
     p_limit integer)
@@ -208,6 +210,7 @@ RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer)
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM skiplock.worker_is_active(p_worker_id);
     IF p_results IS NOT NULL THEN
         PERFORM skiplock.complete_attempts(p_results);
     END IF;
