@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _durable
+from ._jsonb import has_nul
 from .errors import InvalidArgumentError, TaskRunCanceledError
 
 MAX_METADATA_BYTES = 256 * 1024
@@ -28,7 +29,17 @@ class Metadata:
         with self._lock:
             candidate = json.loads(json.dumps(self._data))
             apply(candidate)
-            encoded = json.dumps(candidate)
+            try:
+                encoded = json.dumps(candidate, allow_nan=False)  # jsonb has no NaN
+            except ValueError as exc:
+                raise InvalidArgumentError(
+                    f"metadata must be JSON, without NaN or infinities: {exc}"
+                ) from exc
+            if has_nul(encoded):
+                raise InvalidArgumentError(
+                    "metadata must not hold NUL characters (\\u0000): PostgreSQL cannot "
+                    "store them in JSON"
+                )
             if len(encoded.encode()) > MAX_METADATA_BYTES:
                 raise InvalidArgumentError(
                     f"metadata would be {len(encoded.encode()):,} bytes; the limit is "

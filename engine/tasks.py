@@ -17,6 +17,7 @@ from pydantic_core import PydanticSerializationError
 from . import _durable, _options, _queries
 from ._db import Query
 from ._durations import Duration, parse_seconds
+from ._jsonb import has_nul
 from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
 from .models import BatchHandle, Queue, Retry, RunHandle
 
@@ -142,8 +143,15 @@ class Task(Generic[P, O]):
         return parsed
 
     def output_json(self, output: Any) -> str:
-        """The task's return value as JSON text, checked against its type."""
-        return self.output_adapter.dump_json(self.output_adapter.validate_python(output)).decode()
+        """The task's return value as JSON text, checked against its type and against
+        what jsonb can store."""
+        text = self.output_adapter.dump_json(self.output_adapter.validate_python(output)).decode()
+        if has_nul(text):
+            raise InvalidArgumentError(
+                "the task's output holds a NUL character (\\u0000), which PostgreSQL "
+                "cannot store in JSON"
+            )
+        return text
 
     # -- triggering ----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from .errors import (
     InvalidArgumentError,
     NonDeterminismError,
     PayloadValidationError,
+    SkiplockError,
     TaskRunCanceledError,
 )
 
@@ -76,10 +77,11 @@ def _crash_point(name: str) -> None:
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:
+    # a NUL character, which jsonb cannot store, is written as the text \x00
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "stack": "".join(traceback.format_exception(exc)),
+        "message": str(exc).replace("\x00", "\\x00"),
+        "stack": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
     }
 
 
@@ -320,9 +322,11 @@ class Worker:
                         if rows:
                             _crash_point("claimed")
                         self._start(rows)
-                except psycopg.Error:
+                except (psycopg.Error, SkiplockError) as exc:
                     # completions are fenced by attempt: sent again in the next round
                     log.exception("claim failed; retrying after the poll interval")
+                    if done and _refused(exc):
+                        done = await self._record_each(done)
                     await _wait_any(self._stopping, timeout=self.poll_interval)
                     continue
             if found < free or free <= 0:
@@ -489,17 +493,55 @@ class Worker:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < 1000:
                 batch.append(queue.get_nowait())
-            body = _completions_json(batch)
-            while True:
+            while batch:
                 try:
-                    await self.engine.adb.run(_queries.complete_attempts(body), lane="complete")
+                    await self.engine.adb.run(
+                        _queries.complete_attempts(_completions_json(batch)), lane="complete"
+                    )
                     _crash_point("completed")
+                    self._recorded(batch)
                     break
-                except psycopg.Error:
+                except (psycopg.Error, SkiplockError) as exc:
                     # fenced and idempotent: safe to resend until the database is back
                     log.exception("could not record %d completions; retrying", len(batch))
-                    await asyncio.sleep(1.0)
-            self._recorded(batch)
+                    if _refused(exc):
+                        batch = await self._record_each(batch)
+                    if batch:
+                        await asyncio.sleep(1.0)
+
+    async def _record_each(
+        self, batch: list[tuple[str, str, str | None]]
+    ) -> list[tuple[str, str, str | None]]:
+        """The database refused the data of a batch of outcomes: record them one by one,
+        so that one it cannot store holds up no other. An outcome refused on its own fails
+        its attempt (SYSTEM_FAILURE) instead; if even that is refused, the worker lets the
+        attempt go, and the database releases it as a lost attempt at the next heartbeat.
+        Returns the outcomes left for a later try (any other error)."""
+        left: list[tuple[str, str, str | None]] = []
+        for item in batch:
+            attempt_id = item[0]
+            try:
+                await self.engine.adb.run(
+                    _queries.complete_attempts(_completions_json([item])), lane="complete"
+                )
+            except (psycopg.Error, SkiplockError) as exc:
+                if not _refused(exc):
+                    left.append(item)
+                    continue
+                log.error("the outcome of attempt %s was refused: %s", attempt_id, exc)
+                refusal = InvalidArgumentError(f"the outcome could not be stored: {exc}")
+                query = _queries.fail_attempt(
+                    attempt_id, error_json(refusal), "SYSTEM_FAILURE", None
+                )
+                try:
+                    await self.engine.adb.run(query)
+                except (psycopg.Error, SkiplockError) as again:
+                    if not _refused(again):
+                        left.append(item)
+                        continue
+                    log.error("gave up on attempt %s: %s", attempt_id, again)
+            self._recorded([item])
+        return left
 
     def _recorded(self, batch: list[tuple[str, str, str | None]]) -> None:
         assert self._completions is not None
@@ -614,6 +656,13 @@ class Worker:
             except psycopg.Error:
                 log.warning("tick failed", exc_info=True)
             await asyncio.sleep(self.tick_interval)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The database refused the data sent (resending the same will not help). Any other
+    error (a connection lost, a read-only server during a failover, a function missing
+    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
+    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))
 
 
 def _completions_json(batch: list[tuple[str, str, str | None]]) -> str:

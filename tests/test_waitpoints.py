@@ -234,6 +234,7 @@ def test_canceling_a_waiting_parent_cancels_its_child(app: Engine, start_worker:
 def test_metadata_is_flushed_while_the_run_executes(app: Engine, start_worker: Any) -> None:
     progress_seen = threading.Event()
     too_big: list[str] = []
+    refused: list[str] = []
 
     @app.task("progress")
     def progress(p: Any, ctx: TaskContext) -> None:
@@ -244,6 +245,12 @@ def test_metadata_is_flushed_while_the_run_executes(app: Engine, start_worker: A
             ctx.metadata.set("blob", "x" * (300 * 1024))
         except InvalidArgumentError as exc:
             too_big.append(str(exc))
+        # what jsonb cannot store is refused here, not with the outcome it would go with
+        for unstorable in ("a\x00b", float("nan")):
+            try:
+                ctx.metadata.set("odd", unstorable)
+            except InvalidArgumentError as exc:
+                refused.append(str(exc))
         progress_seen.wait(10)
         ctx.metadata.set("progress", 1.0)
 
@@ -255,6 +262,8 @@ def test_metadata_is_flushed_while_the_run_executes(app: Engine, start_worker: A
     progress_seen.set()
     run = finished(app, h.id)
     assert run.metadata["progress"] == 1.0 and too_big and "limit" in too_big[0]
+    assert len(refused) == 2 and "NUL" in refused[0] and "NaN" in refused[1]
+    assert "odd" not in run.metadata and run.status is RunStatus.COMPLETED
 
 
 def test_trigger_and_wait_on_a_finished_keyed_child_resumes_at_once(

@@ -86,6 +86,64 @@ def test_outputs_that_json_cannot_spell_do_not_block_other_completions(
     ]
 
 
+def test_an_output_or_error_with_a_nul_character_fails_its_attempt_and_nothing_else(
+    app: Engine, start_worker: StartWorker
+) -> None:
+    """PostgreSQL's jsonb cannot store \\u0000. An output holding one fails its attempt
+    with a clear error; an error message holding one is stored with the NUL spelled out.
+    Sent as they were, the database refused the outcome and the batch it came in: the
+    worker stopped (found while reviewing what a refused batch does)."""
+
+    @app.task("nul-output", retry=Retry(max_attempts=1))
+    def nul_output(p: int, ctx: TaskContext) -> str:
+        return "a\x00b"
+
+    @app.task("nul-error", retry=Retry(max_attempts=1))
+    def nul_error(p: int, ctx: TaskContext) -> None:
+        raise ValueError("bad \x00 byte")
+
+    @app.task("plain-output")
+    def plain_output(p: int, ctx: TaskContext) -> int:
+        return p
+
+    handles = [nul_output.trigger(1), nul_error.trigger(2), plain_output.trigger(3)]
+    start_worker(concurrency=4)
+    bad_output, bad_error, good = (finished(app, h.id) for h in handles)
+    assert bad_output.status is RunStatus.FAILED
+    assert bad_output.error["type"] == "InvalidArgumentError"
+    assert "NUL character" in bad_output.error["message"]
+    assert bad_error.status is RunStatus.FAILED
+    assert bad_error.error["message"] == "bad \\x00 byte"
+    assert good.status is RunStatus.COMPLETED and good.output == 3
+    assert finished(app, plain_output.trigger(4).id).output == 4  # the worker goes on
+
+
+def test_an_outcome_the_database_refuses_fails_alone(
+    app: Engine, start_worker: StartWorker
+) -> None:
+    """Whatever the database refuses in a batch of outcomes (here an output spelled as
+    JSON the database does not take, past the worker's own checks) fails only its own
+    attempt, as SYSTEM_FAILURE; the other outcomes are recorded and the worker goes on."""
+
+    @app.task("refused-output")
+    def refused(p: int, ctx: TaskContext) -> int:
+        return p
+
+    @app.task("accepted-output")
+    def accepted(p: int, ctx: TaskContext) -> int:
+        return p
+
+    refused.output_json = lambda output: "NaN"  # type: ignore[method-assign]
+    handles = [refused.trigger(1), *(accepted.trigger(i) for i in range(2, 6))]
+    start_worker(concurrency=8)
+    bad, *good = (finished(app, h.id) for h in handles)
+    assert bad.status is RunStatus.SYSTEM_FAILURE
+    assert bad.error["message"].startswith("the outcome could not be stored")
+    assert [r.status for r in good] == [RunStatus.COMPLETED] * 4
+    assert [r.output for r in good] == [2, 3, 4, 5]
+    assert finished(app, accepted.trigger(6).id).output == 6  # the worker goes on
+
+
 def test_retries_follow_backoff_then_succeed(app: Engine, start_worker: StartWorker) -> None:
     @app.task("flaky", retry=Retry(max_attempts=4, min_timeout=0.2, factor=2.0, randomize=False))
     def flaky(p: dict[str, int], ctx: TaskContext) -> int:
