@@ -1,9 +1,10 @@
 """What PostgreSQL's jsonb cannot store, checked before a value is sent.
 
-jsonb refuses the escape \\u0000 (a NUL character in a string) and the non-standard
-NaN / Infinity some encoders write. A task's output or metadata holding either would be
-refused with the outcome it travels with; checked in the worker instead, the attempt
-fails with a clear error and the other outcomes are not held up.
+jsonb refuses the escape \\u0000 (a NUL character in a string), which JSON allows. A
+task's output or metadata holding one would be refused together with the batch of
+outcomes it travels in; checked before, the one attempt fails with a clear error. (The
+other thing jsonb refuses, a bare NaN or Infinity, pydantic never writes, and metadata
+is encoded with allow_nan=False.)
 """
 
 from __future__ import annotations

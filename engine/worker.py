@@ -3,8 +3,8 @@
 One asyncio loop per worker process. One coroutine takes work: each of its calls records
 the attempts that finished since the last one and claims runs for the free slots (one
 durable commit for both), so under load many runs share a commit. `async def` tasks run
-on the loop, `def` tasks in a pool of daemon threads. No transaction is open while user code runs:
-every database call is one autocommit function call.
+on the loop, `def` tasks in a pool of daemon threads. No transaction is open while user
+code runs: every database call is one autocommit function call.
 """
 
 from __future__ import annotations
