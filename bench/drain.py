@@ -64,7 +64,7 @@ if str(REPO) not in sys.path:  # `python bench/drain.py` puts bench/, not the re
     sys.path.insert(0, str(REPO))
 
 from bench import common  # noqa: E402
-from bench.noop_app import define  # noqa: E402
+from bench.noop_app import COMPLETED_COUNT, define  # noqa: E402
 from engine import Engine, Task  # noqa: E402
 
 BATCH_SIZE = 1000
@@ -263,11 +263,7 @@ def wait_completed(
     """Poll until n runs are COMPLETED; fail fast when a worker dies or time runs out."""
     deadline = time.perf_counter() + timeout
     while True:
-        # a COMPLETED run has one COMPLETED attempt; attempts hold only runs started, so
-        # the poll does not scan what is still queued
-        row = conn.execute(
-            "SELECT count(*) FROM skiplock.attempts WHERE status = 'COMPLETED'"
-        ).fetchone()
+        row = conn.execute(COMPLETED_COUNT).fetchone()
         if row is not None and row[0] >= n:
             return
         dead = [w for w in workers if w.process.poll() is not None]

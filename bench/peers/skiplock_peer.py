@@ -11,7 +11,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from bench.common import BenchError, Conn, connect, scalar, timestamp
-from bench.noop_app import PICKUP_TASK_ID, TASK_ID, define, define_pickup
+from bench.noop_app import COMPLETED_COUNT, PICKUP_TASK_ID, TASK_ID, define, define_pickup
 from bench.peers.base import BATCH, Client, System, python_module
 from engine import Engine
 
@@ -88,13 +88,7 @@ class Skiplock(System):
         return {"SKIPLOCK_DATABASE_URL": dsn}
 
     def completed(self, conn: Conn, n: int) -> int:
-        # A COMPLETED run has exactly one COMPLETED attempt, and attempts hold only the
-        # runs started (all of the bench task, in a bench database): the poll costs what
-        # was drained, as the peers' (an index on status) do. Counted in runs, it was a
-        # scan of the whole table, every 50 ms: 63 ms a poll with a backlog of 1,000,000.
-        return int(
-            scalar(conn, "SELECT count(*) FROM skiplock.attempts WHERE status = 'COMPLETED'")
-        )
+        return int(scalar(conn, COMPLETED_COUNT))
 
     def nth_finish(self, conn: Conn, n: int) -> datetime:
         return timestamp(
