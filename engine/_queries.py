@@ -208,12 +208,6 @@ def complete_and_claim(
     )
 
 
-def claim(
-    worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
-) -> Query[list[dict[str, Any]]]:
-    return complete_and_claim(None, worker_id, version, tasks, queues, limit)
-
-
 def start_attempts(worker_id: str, run_ids: list[str]) -> Query[list[dict[str, Any]]]:
     return Query(
         "SELECT * FROM skiplock.start_attempts(%s, %s)",

@@ -298,8 +298,7 @@ class Worker:
         done: list[tuple[str, str, str | None]] = []  # taken from the queue, not recorded
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
-            while not queue.empty() and len(done) < 1000:
-                done.append(queue.get_nowait())
+            self._take_completions(done)
             found = 0
             if free > 0 or done:
                 self._wake.clear()
@@ -488,11 +487,9 @@ class Worker:
         """Once the fetch loop is done: send completions in batches, whatever finished
         while the last batch was in flight in the next one."""
         assert self._completions is not None
-        queue = self._completions
         while True:
-            batch = [await queue.get()]
-            while not queue.empty() and len(batch) < 1000:
-                batch.append(queue.get_nowait())
+            batch = [await self._completions.get()]
+            self._take_completions(batch)
             while batch:
                 try:
                     await self.engine.adb.run(
@@ -542,6 +539,12 @@ class Worker:
                     log.error("gave up on attempt %s: %s", attempt_id, again)
             self._recorded([item])
         return left
+
+    def _take_completions(self, batch: list[tuple[str, str, str | None]]) -> None:
+        """Move queued completions into `batch`, up to 1,000 in all."""
+        assert self._completions is not None
+        while not self._completions.empty() and len(batch) < 1000:
+            batch.append(self._completions.get_nowait())
 
     def _recorded(self, batch: list[tuple[str, str, str | None]]) -> None:
         assert self._completions is not None

@@ -67,7 +67,7 @@ def test_a_started_run_never_expires(app: Engine, conn: psycopg.Connection[Any])
     task = define(app, "ttl-started")
     worker = deploy(app, lease=86400)
     h = task.trigger(None, ttl=60)
-    (row,) = app.db.run(_queries.claim(worker, "dev", ["ttl-started"], None, 1))
+    (row,) = app.db.run(_queries.complete_and_claim(None, worker, "dev", ["ttl-started"], None, 1))
     assert row["run_id"] == h.id
     at(conn, datetime.now(UTC) + timedelta(hours=1))
     tick(conn)
@@ -149,7 +149,7 @@ def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
     entry = leased.deployment_entry()
     app.db.run(_queries.register_worker(worker, "dev", "h", 1, None, 5, [entry], 30.0))
     started_run, never_started, bystander = (leased.trigger(i) for i in range(3))
-    (claimed,) = app.db.run(_queries.claim(worker, "dev", ["leased"], None, 1))
+    (claimed,) = app.db.run(_queries.complete_and_claim(None, worker, "dev", ["leased"], None, 1))
     assert claimed["run_id"] == started_run.id
     (dequeued,) = app.db.run(_queries.dequeue(worker, "dev", ["leased"], None, 1))
     assert dequeued["run_id"] == never_started.id
@@ -169,7 +169,7 @@ def test_lapsed_lease_crashes_started_runs_and_requeues_the_rest(
     assert app.db.run(_queries.complete_attempts(late)) == []
     assert app.db.run(_queries.heartbeat(worker, [claimed["attempt_id"]])) is None
     # nor can it take work under its old id: nobody would ever crash what it took
-    assert app.db.run(_queries.claim(worker, "dev", ["leased"], None, 5)) == []
+    assert app.db.run(_queries.complete_and_claim(None, worker, "dev", ["leased"], None, 5)) == []
     assert app.db.run(_queries.dequeue(worker, "dev", ["leased"], None, 5)) == []
     assert app.runs.retrieve(bystander).status is RunStatus.QUEUED
     assert fetch(
@@ -193,7 +193,9 @@ def test_a_heartbeat_releases_runs_the_worker_no_longer_holds(app: Engine) -> No
     entries = [lost_reply.deployment_entry(), lost_once.deployment_entry()]
     app.db.run(_queries.register_worker(worker, "dev", "h", 1, None, 5, entries, 30.0))
     kept, lost, last_try = lost_reply.trigger(1), lost_reply.trigger(2), lost_once.trigger(3)
-    claimed = app.db.run(_queries.claim(worker, "dev", ["lost-reply", "lost-reply-once"], None, 3))
+    claimed = app.db.run(
+        _queries.complete_and_claim(None, worker, "dev", ["lost-reply", "lost-reply-once"], None, 3)
+    )
     held = {c["run_id"]: c["attempt_id"] for c in claimed}
     assert set(held) == {kept.id, lost.id, last_try.id}
     # the worker knows only `kept` (the reply with the others was lost)
@@ -204,7 +206,7 @@ def test_a_heartbeat_releases_runs_the_worker_no_longer_holds(app: Engine) -> No
     assert requeued.attempts[0].status == "CRASHED"
     assert app.runs.retrieve(last_try).status is RunStatus.CRASHED  # no tries left
     # the requeued run is claimed again, on a second attempt, and completes
-    (again,) = app.db.run(_queries.claim(worker, "dev", ["lost-reply"], None, 1))
+    (again,) = app.db.run(_queries.complete_and_claim(None, worker, "dev", ["lost-reply"], None, 1))
     assert again["run_id"] == lost.id and again["attempt_number"] == 2
     late = f'[{{"attempt_id": "{held[lost.id]}", "output": 1}}]'
     assert app.db.run(_queries.complete_attempts(late)) == []  # the lost attempt is fenced

@@ -45,7 +45,7 @@ def started_parent(app: Engine, worker: str, task: Any) -> tuple[str, str]:
     h = task.trigger(None)
     (row,) = [
         r
-        for r in app.db.run(_queries.claim(worker, "dev", [task.id], None, 50))
+        for r in app.db.run(_queries.complete_and_claim(None, worker, "dev", [task.id], None, 50))
         if r["run_id"] == h.id
     ]
     return h.id, row["attempt_id"]
@@ -108,7 +108,9 @@ def test_a_child_finishing_while_its_parent_blocks_on_it_resumes_the_parent_once
         waitpoint = sql(app.dsn, "SELECT skiplock.run_waitpoint(%s)", kid.id)
         (kid_row,) = [
             r
-            for r in app.db.run(_queries.claim(worker, "dev", ["race-child"], None, 50))
+            for r in app.db.run(
+                _queries.complete_and_claim(None, worker, "dev", ["race-child"], None, 50)
+            )
             if r["run_id"] == kid.id
         ]
         body = f'[{{"attempt_id": "{kid_row["attempt_id"]}", "output": 1}}]'
@@ -137,7 +139,9 @@ def test_cancel_racing_completion_gives_one_final_status(app: Engine) -> None:
         )
         (kid_row,) = [
             r
-            for r in app.db.run(_queries.claim(worker, "dev", ["race-child"], None, 50))
+            for r in app.db.run(
+                _queries.complete_and_claim(None, worker, "dev", ["race-child"], None, 50)
+            )
             if r["run_id"] == kid.id
         ]
         body = f'[{{"attempt_id": "{kid_row["attempt_id"]}", "output": 1}}]'
