@@ -1,5 +1,6 @@
-"""The async connection cache: lanes keep their own sessions, and all lanes together
-stay within the bound."""
+"""Connections: the blocking pool keeps a serial caller on one session; the async
+connection cache's lanes keep their own sessions, and all lanes together stay within the
+bound."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 from helpers import fetch, wait_for
 
-from engine._db import AsyncDatabase, Query
+from engine._db import AsyncDatabase, Database, Query
 
 
 def _pid() -> Query[int]:
@@ -22,6 +23,18 @@ def _open_sessions(dsn: str) -> int:
     return int(
         fetch(dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lanes'")[0][0]
     )
+
+
+def test_a_serial_caller_keeps_one_session(dsn: str) -> None:
+    # The pool opens its first connection before the first query, instead of racing it
+    # and opening a second, which it would then hand out in turn with the first.
+    db = Database(dsn)
+    try:
+        pids = {db.run(_pid()) for _ in range(20)}
+        assert len(pids) == 1
+        assert db.pool.get_stats()["pool_size"] == 1
+    finally:
+        db.close()
 
 
 def test_lanes_keep_their_sessions_within_the_bound(dsn: str) -> None:
