@@ -51,6 +51,7 @@ _TIMED_OUT = "max_duration exceeded"
 _SHUTDOWN = "worker shut down"
 _LEASE_LOST = "worker lease lost"
 _SETTLED = (_CANCELED, _LEASE_LOST)  # stop reasons after which the database owns the run
+_START_UP_BACKOFF, _START_UP_BACKOFF_MAX = 0.5, 5.0  # seconds between tries to register
 
 
 def _parse_crash_points(spec: str) -> dict[str, int]:
@@ -104,6 +105,8 @@ class Worker:
     `heartbeat_interval`. If the lease lapses (process killed, host lost, partition),
     maintenance crashes its started runs and requeues the rest; a worker that cannot
     renew its lease for that long stops its own runs first (self-fencing).
+
+    A worker started while the database cannot be reached waits for it (see `_start_up`).
 
     `freeze_gc=True` (what `skiplock worker` sets) moves everything alive at start-up out
     of the garbage collector's sight, for a process that is nothing but the worker."""
@@ -187,10 +190,10 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stopping.set)
         db = self.engine.adb
-        await self._register()
-        # a first heartbeat now, before any claim: its session compiles the heartbeat's
-        # functions here, not later while a claim waits for it (the claim lock)
-        await self._check_current()
+        if not await self._start_up():
+            self._threads.shutdown()
+            await db.close()
+            return
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
             # objects) lives as long as the process: out of the collector's sight, a full
@@ -243,6 +246,27 @@ class Worker:
                 self._completions.qsize(),
                 self.lease_timeout,
             )
+
+    async def _start_up(self) -> bool:
+        """Register, and take a first heartbeat before any claim (its session compiles the
+        heartbeat's functions now, not later while a claim waits for it: the claim lock).
+        While the database cannot be reached (started alongside the worker, restarting,
+        failing over), try again with backoff up to 5 s, until stopped: False then. Each
+        try registers under a new id: one whose reply was lost may have committed, and its
+        row lapses with its lease, holding no runs."""
+        assert self._stopping is not None
+        delay = _START_UP_BACKOFF
+        while not self._stopping.is_set():
+            try:
+                await self._register()
+                await self._check_current()
+                return True
+            except psycopg.OperationalError as exc:
+                log.warning("database unreachable (%s); trying again in %.1fs", exc, delay)
+            await _wait_any(self._stopping, timeout=delay)
+            delay = min(delay * 2, _START_UP_BACKOFF_MAX)
+            self.id = f"worker_{uuid.uuid4().hex}"
+        return False
 
     async def _register(self) -> None:
         tasks = [t.deployment_entry() for t in self.engine.tasks.values()]

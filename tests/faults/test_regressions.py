@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import RunningWorker, wait_for
+from helpers import RunningWorker, fetch, wait_for
 
 from engine import Engine, TaskContext
 
@@ -162,3 +162,50 @@ def test_a_claim_survives_a_crash_right_after_its_run_started(cluster: Cluster) 
         app.close()
     assert _status(dsn, run_id) == "COMPLETED"
     assert len(entered) == 1, f"the run was started {len(entered)} times: {entered}"
+
+
+def test_a_worker_started_while_postgres_is_down_waits_for_it(cluster: Cluster) -> None:
+    """Found by the soak: a worker process whose first registration failed while the server
+    restarted exited with status 1. A worker started alongside its database (one compose
+    file, one boot) must wait for it instead."""
+    dsn = cluster.create_database(f"faults_startup_{uuid.uuid4().hex[:6]}")
+    app = Engine(dsn)
+    app.migrate()
+
+    @app.task("startup-probe")
+    async def probe(payload: dict[str, int], ctx: TaskContext) -> int:
+        return payload["n"] * 2
+
+    cluster.stop_immediate()
+    down = True
+    try:
+        with RunningWorker(app.worker(concurrency=1)) as worker:
+            time.sleep(3.0)  # several failed tries: the query retries alone last ~0.4 s
+            cluster.start()
+            down = False
+            run_id = probe.trigger({"n": 21}).id
+            wait_for(lambda: _status(dsn, run_id) == "COMPLETED", 30)
+            assert app.runs.retrieve(run_id).output == 42
+            assert fetch(
+                dsn,
+                "SELECT count(*) FROM skiplock.workers WHERE id = %s AND stopped_at IS NULL",
+                worker.id,
+            ) == [(1,)]
+    finally:
+        if down:
+            cluster.start()
+        app.close()
+
+
+def test_a_worker_waiting_for_postgres_stops_when_asked(cluster: Cluster) -> None:
+    app = Engine(cluster.dsn())
+    cluster.stop_immediate()
+    try:
+        running = RunningWorker(app.worker(concurrency=1))
+        with running:
+            time.sleep(1.5)
+        # stop() raised nothing: it stopped cleanly, never registered
+        assert not running.thread.is_alive()
+    finally:
+        cluster.start()
+        app.close()
