@@ -155,6 +155,36 @@ def test_trigger_and_wait_gives_the_childs_result(app: Engine, start_worker: Any
     assert {c.version for c in children} == {run.version}  # on the parent's version
 
 
+def test_a_waited_child_that_retries_resumes_its_parent_once_with_its_final_result(
+    app: Engine, start_worker: Any
+) -> None:
+    # the child leaves EXECUTING three times (twice back to QUEUED, then COMPLETED): only
+    # the final status may complete the parent's waitpoints, its RUN one and its BATCH one
+    @app.task("child-flaky", retry=FAST)
+    async def child(p: int, ctx: TaskContext) -> int:
+        if ctx.attempt < 3:
+            raise ValueError(f"attempt {ctx.attempt} fails")
+        return p + ctx.attempt
+
+    @app.task("parent-of-flaky")
+    async def parent(p: int, ctx: TaskContext) -> list[Any]:
+        one = await child.trigger_and_wait(p)
+        many = await child.batch_trigger_and_wait([p, p + 1])
+        return [one.unwrap(), [r.unwrap() for r in many]]
+
+    start_worker(concurrency=4, tick_interval=0.1)
+    run = finished(app, parent.trigger(10).id)
+    assert run.output == [13, [13, 14]]
+    assert {c.attempt_count for c in app.runs.list(task="child-flaky").data} == {3}
+    assert fetch(
+        app.dsn,
+        "SELECT DISTINCT w.type::text, w.status::text, w.pending_runs, w.is_error "
+        "FROM skiplock.waitpoints w JOIN skiplock.runs r "
+        "ON r.id = w.run_id OR r.batch_id = w.batch_id WHERE r.parent_id = %s ORDER BY 1",
+        run.id,
+    ) == [("BATCH", "COMPLETED", 0, False), ("RUN", "COMPLETED", None, False)]
+
+
 def test_batch_trigger_and_wait_gives_results_in_item_order(app: Engine, start_worker: Any) -> None:
     @app.task("item")
     def item(p: int, ctx: TaskContext) -> int:

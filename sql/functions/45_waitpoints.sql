@@ -275,11 +275,19 @@ $$;
 
 -- on_waited_run_final: when a run some waitpoint waits for reaches a final status,
 -- complete its RUN waitpoint with its result and count it off its BATCH waitpoint.
+-- The trigger's WHEN names one column, and the status test is here: a WHEN clause is
+-- prepared anew for every statement that updates runs (its is_final calls inlined each
+-- time), and that cost every status change 25 us, waited on or not (a one-row UPDATE of
+-- a copy of runs, in a transaction of its own: 86 us with that clause, 61 with this one,
+-- 60 without the trigger).
 CREATE OR REPLACE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_wp skiplock.waitpoints;
 BEGIN
+    IF NOT skiplock.is_final(NEW.status) OR skiplock.is_final(OLD.status) THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO v_wp FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = NEW.id;
     IF FOUND THEN
         PERFORM skiplock.complete_waitpoint(v_wp.id, skiplock.run_result(NEW),
@@ -300,7 +308,7 @@ $$;
 CREATE OR REPLACE TRIGGER runs_waited_on_final
     AFTER UPDATE OF status ON skiplock.runs
     FOR EACH ROW
-    WHEN (NEW.waited_on AND skiplock.is_final(NEW.status) AND NOT skiplock.is_final(OLD.status))
+    WHEN (NEW.waited_on)
     EXECUTE FUNCTION skiplock.on_waited_run_final();
 
 -- record_step: record the result of durable step p_position of the attempt's run, fenced
