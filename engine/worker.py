@@ -150,7 +150,7 @@ class Worker:
         self.default_ttl = default_ttl  # for tasks without a ttl (`skiplock dev`: 10 minutes)
         # for a process that is the worker (`skiplock worker` sets it): see run_async
         self.freeze_gc = freeze_gc
-        self.id = f"worker_{uuid.uuid4().hex}"
+        self.id = _new_worker_id()
         self._running: dict[str, _Attempt] = {}  # by attempt id
         # finished attempts whose outcome is queued for the database but not yet recorded:
         # the worker still holds them, and says so in every heartbeat
@@ -267,7 +267,7 @@ class Worker:
                 log.warning("database unreachable (%s); trying again in %.1fs", exc, delay)
             await _wait_any(self._stopping, timeout=delay)
             delay = min(delay * 2, _START_UP_BACKOFF_MAX)
-            self.id = f"worker_{uuid.uuid4().hex}"
+            self.id = _new_worker_id()
         return False
 
     async def _register(self) -> None:
@@ -640,7 +640,7 @@ class Worker:
             # declared lost while we could not reach the database: our runs were crashed
             log.error("worker %s was declared lost; stopping its runs, registering anew", self.id)
             self._stop_all(_LEASE_LOST)
-            self.id = f"worker_{uuid.uuid4().hex}"
+            self.id = _new_worker_id()
             await self._register()
             return
         self._renewed_at = sent_at
@@ -699,6 +699,10 @@ else:
 
     def _start_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return asyncio.create_task(coro, name=name)
+
+
+def _new_worker_id() -> str:
+    return f"worker_{uuid.uuid4().hex}"
 
 
 def _refused(exc: BaseException) -> bool:
