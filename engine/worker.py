@@ -518,9 +518,7 @@ class Worker:
             self._take_completions(batch)
             while batch:
                 try:
-                    await self.engine.adb.run(
-                        _queries.complete_attempts(_completions_json(batch)), lane="complete"
-                    )
+                    await self._send_completions(batch)
                     _crash_point("completed")
                     self._recorded(batch)
                     break
@@ -531,6 +529,12 @@ class Worker:
                         batch = await self._record_each(batch)
                     if batch:
                         await asyncio.sleep(1.0)
+
+    async def _send_completions(self, batch: list[tuple[str, str, str | None]]) -> None:
+        """Record the outcomes in `batch` alone (no claim), on the lane of their own."""
+        await self.engine.adb.run(
+            _queries.complete_attempts(_completions_json(batch)), lane="complete"
+        )
 
     async def _record_each(
         self, batch: list[tuple[str, str, str | None]]
@@ -544,9 +548,7 @@ class Worker:
         for item in batch:
             attempt_id = item[0]
             try:
-                await self.engine.adb.run(
-                    _queries.complete_attempts(_completions_json([item])), lane="complete"
-                )
+                await self._send_completions([item])
             except (psycopg.Error, SkiplockError) as exc:
                 if not _refused(exc):
                     left.append(item)
