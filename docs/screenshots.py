@@ -27,8 +27,8 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
 from engine import Engine, Retry, TaskContext, wait  # noqa: E402
-from engine._embedded import embedded_dsn  # noqa: E402
 from engine.dashboard import create_app  # noqa: E402
+from engine.db.embedded import embedded_dsn  # noqa: E402
 
 DB = "skiplock_screenshots"
 

@@ -1,15 +1,15 @@
 """skiplock: Trigger.dev's run model for Python on plain PostgreSQL."""
 
 from . import wait
-from .app import Engine
-from .context import Metadata, TaskContext
+from .api.context import Metadata, TaskContext
+from .api.engine import Engine
+from .api.queues import QueueInfo
+from .api.runs import Page
+from .api.tasks import BatchItem, Task
+from .api.waitpoints import Waitpoint
 from .errors import AbortTaskRunError, WaitFailedError
 from .models import Attempt, BatchHandle, Queue, Result, Retry, Run, RunHandle, RunStatus, Token
-from .queues import QueueInfo
-from .runs import Page
-from .tasks import BatchItem, Task
-from .waitpoints import Waitpoint
-from .worker import Worker
+from .worker.runtime import Worker
 
 __all__ = [
     "AbortTaskRunError",

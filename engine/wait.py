@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from . import _options
-from ._durable import current
 from ._durations import Duration, parse_seconds
+from .api import options as _options
+from .api.durable import current
 from .errors import InvalidArgumentError, InvalidDurationError
 from .models import Token
 

@@ -69,7 +69,7 @@ def deploy(
     without running one. Returns the worker id used."""
     import uuid
 
-    from engine import _queries
+    from engine.db import queries as _queries
 
     worker_id = f"worker_test_{uuid.uuid4().hex[:12]}"
     entries = [t.deployment_entry() for t in (tasks if tasks is not None else app.tasks.values())]

@@ -11,7 +11,7 @@ import textwrap
 
 from helpers import fetch, wait_for
 
-from engine._db import AsyncDatabase, Database, Query
+from engine.db.database import AsyncDatabase, Database, Query
 
 
 def _pid() -> Query[int]:
@@ -46,9 +46,9 @@ def test_a_pool_left_open_is_closed_at_exit(dsn: str) -> None:
     script = textwrap.dedent(
         """
         import atexit, sys
-        # registered before engine._db's own handler, so it runs after it (last in, first out)
+        # registered before engine.db.database's own handler: it runs after it (LIFO)
         atexit.register(lambda: print("closed" if db._pool is None else "open"))
-        from engine._db import Database, Query
+        from engine.db.database import Database, Query
         db = Database(sys.argv[1])
         db.run(Query("SELECT 1", (), lambda rows: None))
         """

@@ -119,8 +119,9 @@ def test_binaries_on_path_run_the_whole_schema(
 ) -> None:
     import psycopg
 
-    from engine import Engine, RunStatus, _queries
-    from engine._embedded import embedded_dsn
+    from engine import Engine, RunStatus
+    from engine.db import queries as _queries
+    from engine.db.embedded import embedded_dsn
 
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     dsn = embedded_dsn(data_dir, use_wheel=False)

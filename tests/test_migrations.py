@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from engine import Engine, _migrate
+from engine import Engine
+from engine.db import migrate as _migrate
 from engine.errors import MigrationError
 
 

@@ -14,8 +14,8 @@ import pytest
 from helpers import fetch, wait_for
 
 from engine import Engine, Run, RunStatus, TaskContext
-from engine._feed import RunFeed
-from engine._listener import Listener
+from engine.api.feed import RunFeed
+from engine.db.listener import Listener
 from engine.errors import InvalidArgumentError, RunNotFoundError
 
 LISTENER = f"skiplock-listener:{os.getpid()}"

@@ -169,7 +169,7 @@ def test_list_pages_newest_first_and_iterates_every_page(app: Engine, tasks: Any
 
 
 def test_children_waitpoints_and_workers_for_overviews(app: Engine, tasks: Any) -> None:
-    from engine import _queries
+    from engine.db import queries as _queries
 
     _, note = tasks
     parent = note.trigger("parent", delay="1h")
@@ -202,7 +202,7 @@ def test_list_bad_input(app: Engine, tasks: Any) -> None:
 
 
 def test_cancel_cascades_to_descendants_and_spares_final_ones(app: Engine, tasks: Any) -> None:
-    from engine import _queries
+    from engine.db import queries as _queries
 
     ticket, _ = tasks
     parent = ticket.trigger({"number": 1})

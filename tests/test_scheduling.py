@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from helpers import deploy, fetch, spawn_worker, wait_for
 
-from engine import Engine, RunStatus, TaskContext, _queries
+from engine import Engine, RunStatus, TaskContext
+from engine.db import queries as _queries
 
 
 def at(conn: psycopg.Connection[Any], when: datetime) -> None:

@@ -173,7 +173,7 @@ def test_trigger_by_id_validates_local_tasks_and_accepts_unknown_ones(app: Engin
 
 
 def test_sql_level_bad_input_is_a_typed_error(app: Engine) -> None:
-    from engine import _queries
+    from engine.db import queries as _queries
 
     before = count(app.dsn)
     with pytest.raises(InvalidArgumentError, match="delay"):
@@ -267,7 +267,7 @@ def test_batch_with_one_bad_item_writes_nothing(app: Engine) -> None:
     with pytest.raises(PayloadValidationError):
         resize.batch_trigger([{"url": "ok"}, {"bad": True}])
     with pytest.raises(InvalidArgumentError):  # caught by SQL: bad per-item option
-        from engine import _queries
+        from engine.db import queries as _queries
 
         app.db.run(
             _queries.trigger_batch(

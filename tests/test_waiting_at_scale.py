@@ -70,7 +70,7 @@ def test_a_thousand_waiting_runs_hold_no_worker_memory_or_connections(
 def _batch(task: str, token_id: str, n: int) -> object:
     import json
 
-    from engine import _queries
+    from engine.db import queries as _queries
 
     items = json.dumps([{"payload": token_id}] * n)
     return _queries.trigger_batch(task, items, {})

@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 from helpers import deploy, fetch
 
-from engine import Engine, RunStatus, TaskContext, _queries
+from engine import Engine, RunStatus, TaskContext
+from engine.db import queries as _queries
 
 
 def race(*calls: Callable[[], Any]) -> list[Any]:

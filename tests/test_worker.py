@@ -13,7 +13,8 @@ import pytest
 from helpers import deploy, fetch, wait_for
 from pydantic import BaseModel
 
-from engine import AbortTaskRunError, Engine, Retry, RunStatus, TaskContext, Worker, _queries
+from engine import AbortTaskRunError, Engine, Retry, RunStatus, TaskContext, Worker
+from engine.db import queries as _queries
 from engine.errors import InvalidArgumentError
 
 StartWorker = Callable[..., Worker]

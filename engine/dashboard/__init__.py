@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from ..app import Engine
+from ..api.engine import Engine
 from ..models import Attempt, Run
 from . import events
 from .security import AccessGuard, Csrf, check_bind

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..app import Engine
+from ..api.engine import Engine
 from ..errors import SkiplockError
 from ..models import Run
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..api.waitpoints import Waitpoint
 from ..models import Run
-from ..waitpoints import Waitpoint
 
 _ATTEMPT_END = {
     "COMPLETED": "COMPLETED",

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from ..app import Engine
+from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
 from ..models import RunStatus
 from .security import Csrf

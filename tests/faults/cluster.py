@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from engine._embedded import _as, _unprivileged_user
+from engine.db.embedded import _as, _unprivileged_user
 
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 

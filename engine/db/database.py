@@ -26,7 +26,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from .errors import SQLSTATE_ERRORS, InvalidArgumentError, SkiplockError
+from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SkiplockError
 
 T = TypeVar("T")
 Rows = list[DictRow]

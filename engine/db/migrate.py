@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import MigrationError
+from ..errors import MigrationError
 
 _LOCK_KEY = 0x736B69706C6F636B  # "skiplock": the advisory lock all migrators take
 
@@ -42,11 +42,11 @@ class SqlFile:
 
 def sql_dir() -> Path:
     """sql/ as shipped in the wheel (engine/sql), else the source checkout's sql/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
+    package = Path(__file__).resolve().parent.parent  # engine/
+    for candidate in (package / "sql", package.parent / "sql"):
         if (candidate / "migrations").is_dir():
             return candidate
-    raise MigrationError(f"sql/ not found next to {here}")
+    raise MigrationError(f"sql/ not found in or next to {package}")
 
 
 def sql_files(root: Path | None = None) -> list[SqlFile]:

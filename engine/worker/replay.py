@@ -21,13 +21,13 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _queries
-from ._durable import to_json
-from .models import Result
+from ..api.durable import to_json
+from ..db import queries as _queries
+from ..models import Result
 
 if TYPE_CHECKING:
-    from .app import Engine
-    from .context import TaskContext
+    from ..api.context import TaskContext
+    from ..api.engine import Engine
 
 T = TypeVar("T")
 

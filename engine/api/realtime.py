@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from ._feed import Item, Kind, Mailbox, RunFeed
-from .models import Run
+from ..models import Run
+from .feed import Item, Kind, Mailbox, RunFeed
 
 Parse = Callable[[dict[str, Any]], Run[Any, Any]]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from .app import Engine
-from .dashboard import serve
+from ..api.engine import Engine
+from ..dashboard import serve
 
 DEV_TTL = 600.0
 DEV_VERSION = "dev"

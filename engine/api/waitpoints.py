@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import _queries
-from ._durable import to_json
-from ._durations import Duration
-from .errors import InvalidArgumentError
-from .models import Token
-from .wait import token_options
+from .._durations import Duration
+from ..db import queries as _queries
+from ..errors import InvalidArgumentError
+from ..models import Token
+from ..wait import token_options
+from .durable import to_json
 
 if TYPE_CHECKING:
-    from .app import Engine
+    from .engine import Engine
 
 
 class Waitpoint(BaseModel):

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _queries, realtime
-from ._db import Query
-from ._durations import Duration, delay_options
-from .errors import InvalidArgumentError
-from .models import Run, RunHandle, RunStatus
+from .._durations import Duration, delay_options
+from ..db import queries as _queries
+from ..db.database import Query
+from ..errors import InvalidArgumentError
+from ..models import Run, RunHandle, RunStatus
+from . import realtime
 
 if TYPE_CHECKING:
-    from .app import Engine
+    from .engine import Engine
     from .tasks import Task
 
 P = TypeVar("P")

@@ -14,15 +14,17 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from . import _durable, _options, _queries
-from ._db import Query
-from ._durations import Duration, parse_seconds
-from ._jsonb import has_nul
-from .errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
-from .models import BatchHandle, Queue, Retry, RunHandle
+from .._durations import Duration, parse_seconds
+from .._jsonb import has_nul
+from ..db import queries as _queries
+from ..db.database import Query
+from ..errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
+from ..models import BatchHandle, Queue, Retry, RunHandle
+from . import durable as _durable
+from . import options as _options
 
 if TYPE_CHECKING:
-    from .app import Engine
+    from .engine import Engine
 
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741

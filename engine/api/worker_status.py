@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from . import _queries
+from ..db import queries as _queries
 
 if TYPE_CHECKING:
-    from .app import Engine
+    from .engine import Engine
 
 
 class WorkerInfo(BaseModel):

@@ -10,9 +10,9 @@ import json
 from datetime import datetime
 from typing import Any, LiteralString
 
-from ._db import Query, Rows
-from .errors import RunNotFoundError, TokenNotFoundError, UnknownQueueError
-from .models import BatchHandle, RunHandle, RunStatus
+from ..errors import RunNotFoundError, TokenNotFoundError, UnknownQueueError
+from ..models import BatchHandle, RunHandle, RunStatus
+from .database import Query, Rows
 
 
 def _json(value: Any) -> str:

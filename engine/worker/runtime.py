@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _queries
-from ._durable import current_execution as _execution_var
-from ._execution import Execution, NonDeterministic, Suspended
-from ._listener import Listener, Registration
-from ._threads import DaemonThreadPool
-from .context import Metadata, TaskContext
-from .errors import (
+from ..api.context import Metadata, TaskContext
+from ..api.durable import current_execution as _execution_var
+from ..db import queries as _queries
+from ..db.listener import Listener, Registration
+from ..errors import (
     AbortTaskRunError,
     InvalidArgumentError,
     NonDeterminismError,
@@ -40,10 +38,12 @@ from .errors import (
     SkiplockError,
     TaskRunCanceledError,
 )
+from .replay import Execution, NonDeterministic, Suspended
+from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
-    from .app import Engine
-    from .tasks import Task
+    from ..api.engine import Engine
+    from ..api.tasks import Task
 
 log = logging.getLogger("skiplock.worker")
 

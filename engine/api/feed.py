@@ -26,11 +26,11 @@ from typing import Any, ClassVar, Literal
 
 import psycopg
 
-from . import _queries
-from ._db import Query, execute
-from ._listener import Listener, Registration
-from .errors import RunNotFoundError
-from .models import FINAL_STATUSES
+from ..db import queries as _queries
+from ..db.database import Query, execute
+from ..db.listener import Listener, Registration
+from ..errors import RunNotFoundError
+from ..models import FINAL_STATUSES
 
 Kind = Literal["run", "tag", "batch", "all"]
 Item = dict[str, Any] | BaseException

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .errors import EmbeddedPostgresError
+from ..errors import EmbeddedPostgresError
 
 DATABASE = "skiplock"
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _durable
-from ._jsonb import has_nul
-from .errors import InvalidArgumentError, TaskRunCanceledError
+from .._jsonb import has_nul
+from ..errors import InvalidArgumentError, TaskRunCanceledError
+from . import durable as _durable
 
 MAX_METADATA_BYTES = 256 * 1024
 

@@ -1,6 +1,6 @@
 """`skiplock demo`: a worker process and a few runs on the embedded PostgreSQL.
 
-The tasks below are served by a real `skiplock worker engine.demo:app` subprocess;
+The tasks below are served by a real `skiplock worker engine.cli.demo:app` subprocess;
 this process only triggers runs and reads their results.
 """
 
@@ -15,9 +15,9 @@ import time
 
 from pydantic import BaseModel
 
-from .app import Engine
-from .context import TaskContext
-from .models import Retry
+from ..api.context import TaskContext
+from ..api.engine import Engine
+from ..models import Retry
 
 app = Engine()
 
@@ -61,7 +61,7 @@ def main(dsn: str | None = None) -> None:
             "-m",
             "engine.cli",
             "worker",
-            "engine.demo:app",
+            "engine.cli.demo:app",
             "--concurrency",
             "4",
             "--version",

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from .models import Result
+from ..models import Result
 
 T = TypeVar("T")
 _JSON: TypeAdapter[Any] = TypeAdapter(Any)

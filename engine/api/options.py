@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from ._durations import Duration, delay_options, parse_seconds
-from .errors import InvalidArgumentError
-from .models import Queue
+from .._durations import Duration, delay_options, parse_seconds
+from ..errors import InvalidArgumentError
+from ..models import Queue
 
 
 class TriggerOptions(TypedDict, total=False):

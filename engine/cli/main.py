@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._watch import watch
-from .app import Engine
-from .errors import InvalidArgumentError, SkiplockError
-from .models import Run
+from ..api.engine import Engine
+from ..errors import InvalidArgumentError, SkiplockError
+from ..models import Run
+from .watch import watch
 
 
 def load_app(spec: str) -> Engine:
@@ -190,7 +190,7 @@ def _int(text: str) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    from .dashboard import serve
+    from ..dashboard import serve
 
     token = args.token or os.environ.get("SKIPLOCK_DASHBOARD_TOKEN") or None
     app = _engine(args)
@@ -306,7 +306,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import _migrate, _options, _queries
-from ._db import AsyncDatabase, Database, Query
-from ._durations import Duration
-from .errors import InvalidArgumentError
-from .models import Queue, Retry, RunHandle
+from .._durations import Duration
+from ..db import migrate as _migrate
+from ..db import queries as _queries
+from ..db.database import AsyncDatabase, Database, Query
+from ..errors import InvalidArgumentError
+from ..models import Queue, Retry, RunHandle
+from . import options as _options
 from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .waitpoints import Waitpoints
-from .workers import Workers
+from .worker_status import Workers
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from ..worker.runtime import Worker
 
 
 class Engine:
@@ -52,7 +54,7 @@ class Engine:
         """The database DSN; starts the embedded cluster when none was configured."""
         with self._lock:
             if self._dsn is None:
-                from ._embedded import embedded_dsn
+                from ..db.embedded import embedded_dsn
 
                 self._dsn = embedded_dsn()
             return self._dsn
@@ -172,6 +174,6 @@ class Engine:
         **settings: Any,
     ) -> Worker:
         """A worker for this engine's tasks; `.run()` blocks until SIGTERM/SIGINT."""
-        from .worker import Worker
+        from ..worker.runtime import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, version=version, **settings)

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from . import _queries
-from .errors import InvalidArgumentError
+from ..db import queries as _queries
+from ..errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from .app import Engine
+    from .engine import Engine
 
 
 class QueueInfo(BaseModel):

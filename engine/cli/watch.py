@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .app import Engine
-from .errors import InvalidArgumentError
-from .models import Run
+from ..api.engine import Engine
+from ..errors import InvalidArgumentError
+from ..models import Run
 
 _COLUMNS = ["ID", "TASK", "STATUS", "ATTEMPTS", "UPDATED", "METADATA"]
 _MAX_ROWS = 40

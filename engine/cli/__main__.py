@@ -1,0 +1,7 @@
+"""`python -m engine.cli`: the `skiplock` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""The SQL access layer: connections and the one path every query takes (`database`),
+the named queries (`queries`), migrations, the embedded cluster and the LISTEN connection.
+It knows sql/ and the models; nothing above it."""
