@@ -1,31 +1,43 @@
-"""The Engine: where tasks are defined, runs are triggered, and workers come from."""
+"""The Engine: where tasks are defined and runs are triggered, with the API objects
+(`runs`, `queues`, `waitpoints`, `workers`) that share its connections."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, Unpack
 
 import psycopg
 
 from .._durations import Duration
-from ..db import migrate as _migrate
-from ..db import queries as _queries
+from ..db import migrate as migrations
+from ..db import queries
 from ..db.database import AsyncDatabase, Database, Query
 from ..errors import InvalidArgumentError
 from ..models import Queue, Retry, RunHandle
-from . import options as _options
+from . import options as trigger_options
+from .connections import Connections
+from .options import TriggerOptions
 from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .waitpoints import Waitpoints
 from .worker_status import Workers
 
-if TYPE_CHECKING:
-    from ..worker.runtime import Worker
+
+class WorkerProcess(Protocol):
+    """What `Engine.worker()` returns: an `engine.Worker` (typed here by what it does, so
+    that the API layer does not import the worker runtime)."""
+
+    id: str
+    shutdown_grace: float
+
+    def run(self) -> None: ...
+
+    async def run_async(self, *, install_signals: bool = False) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Engine:
@@ -36,61 +48,39 @@ class Engine:
     running for later processes)."""
 
     def __init__(self, dsn: str | None = None, *, pool_size: int = 10) -> None:
-        self._dsn = dsn or os.environ.get("SKIPLOCK_DATABASE_URL") or None
-        self._pool_size = pool_size
-        self._lock = threading.Lock()
-        self._db: Database | None = None
-        self._adb: AsyncDatabase | None = None
+        self._conns = Connections(dsn, pool_size=pool_size)
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.runs = Runs(self)
-        self.queues = Queues(self)
-        self.waitpoints = Waitpoints(self)
-        self.workers = Workers(self)
+        self.runs = Runs(self._conns)
+        self.queues = Queues(self._conns)
+        self.waitpoints = Waitpoints(self._conns)
+        self.workers = Workers(self._conns)
 
     # -- connection ----------------------------------------------------------------------
 
     @property
     def dsn(self) -> str:
         """The database DSN; starts the embedded cluster when none was configured."""
-        with self._lock:
-            if self._dsn is None:
-                from ..db.embedded import embedded_dsn
-
-                self._dsn = embedded_dsn()
-            return self._dsn
+        return self._conns.dsn
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            dsn = self.dsn
-            with self._lock:
-                if self._db is None:
-                    self._db = Database(dsn, max_size=self._pool_size)
-        return self._db
+        return self._conns.db
 
     @property
     def adb(self) -> AsyncDatabase:
-        if self._adb is None:
-            dsn = self.dsn
-            with self._lock:
-                if self._adb is None:
-                    self._adb = AsyncDatabase(dsn, max_size=self._pool_size)
-        return self._adb
+        return self._conns.adb
 
     def migrate(self) -> list[str]:
         """Apply sql/ migrations and function files. Idempotent; concurrent callers
         serialise on an advisory lock. Returns the files applied."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return _migrate.migrate(conn)
+            return migrations.migrate(conn)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        self._conns.close()
 
     async def close_async(self) -> None:
-        if self._adb is not None:
-            await self._adb.close()
-        self.close()
+        await self._conns.close_async()
 
     def __enter__(self) -> Engine:
         return self
@@ -124,7 +114,7 @@ class Engine:
             if id in self.tasks:
                 raise InvalidArgumentError(f"task {id!r} is already defined")
             task: Task[Any, Any] = Task(
-                self, id, fn, queue=queue, retry=retry, max_duration=max_duration, ttl=ttl
+                self._conns, id, fn, queue=queue, retry=retry, max_duration=max_duration, ttl=ttl
             )
             self.tasks[id] = task
             return task
@@ -134,13 +124,13 @@ class Engine:
     # -- triggering by id ------------------------------------------------------------------
 
     def _trigger_query(
-        self, task_id: str, payload: Any, options: dict[str, Any]
+        self, task_id: str, payload: Any, options: TriggerOptions
     ) -> Query[RunHandle]:
         task = self.tasks.get(task_id)
         if task is not None:
             return task._trigger_query(payload, options)
         payload_json = encode_payload(ANY_PAYLOAD, payload, task_id)
-        return _queries.trigger(task_id, payload_json, _options.build(options))
+        return queries.trigger(task_id, payload_json, trigger_options.build(options))
 
     def trigger(
         self,
@@ -148,7 +138,7 @@ class Engine:
         payload: Any,
         *,
         conn: psycopg.Connection[Any] | None = None,
-        **options: Any,
+        **options: Unpack[TriggerOptions],
     ) -> RunHandle:
         """Trigger a task by id; its code need not be importable here. A task defined on
         this engine has its payload validated as `Task.trigger` does."""
@@ -160,7 +150,7 @@ class Engine:
         payload: Any,
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
-        **options: Any,
+        **options: Unpack[TriggerOptions],
     ) -> RunHandle:
         return await self.adb.run(self._trigger_query(task_id, payload, options), conn)
 
@@ -172,8 +162,9 @@ class Engine:
         concurrency: int = 10,
         version: str | None = None,
         **settings: Any,
-    ) -> Worker:
-        """A worker for this engine's tasks; `.run()` blocks until SIGTERM/SIGINT."""
+    ) -> WorkerProcess:
+        """A worker for this engine's tasks (an `engine.Worker`); `.run()` blocks until
+        SIGTERM/SIGINT."""
         from ..worker.runtime import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, version=version, **settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -13,20 +13,21 @@ from ..models import Queue
 
 
 class TriggerOptions(TypedDict, total=False):
-    """Every option `trigger` takes (see API.md)."""
+    """Every option `trigger` takes, as README's Concepts section describes them; a None
+    value is the same as leaving the option out (the task's default applies)."""
 
-    delay: Duration | datetime
-    ttl: Duration
-    idempotency_key: str
-    idempotency_key_ttl: Duration
-    tags: str | Sequence[str]
-    metadata: dict[str, Any]
-    queue: str | Queue
-    concurrency_key: str
-    priority: int
-    max_attempts: int
-    max_duration: float | timedelta
-    version: str
+    delay: Duration | datetime | None
+    ttl: Duration | None
+    idempotency_key: str | None
+    idempotency_key_ttl: Duration | None
+    tags: str | Sequence[str] | None
+    metadata: dict[str, Any] | None
+    queue: str | Queue | None
+    concurrency_key: str | None
+    priority: int | None
+    max_attempts: int | None
+    max_duration: float | timedelta | None
+    version: str | None
 
 
 _KNOWN = frozenset(TriggerOptions.__annotations__)
@@ -47,7 +48,7 @@ def _positive(name: str, value: Duration) -> float:
     return seconds
 
 
-def build(options: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+def build(options: Mapping[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON options for skiplock.trigger(): `options` over the task's `defaults`.
 
     Raises `InvalidArgumentError` (or a subclass) naming the bad option."""

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import builtins
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from ..db import queries as _queries
+from ..db import queries
 from ..errors import InvalidArgumentError
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .connections import Connections
+from .twins import Plan, twin
 
 
 class QueueInfo(BaseModel):
@@ -45,48 +43,41 @@ def _limit(limit: int | None) -> int | None:
 class Queues:
     """`app.queues`: every call has an `_async` twin with the same arguments."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, conns: Connections) -> None:
+        self._conns = conns
 
-    def list(self) -> list[QueueInfo]:
-        return [QueueInfo.model_validate(r) for r in self._engine.db.run(_queries.queue_stats())]
+    @twin
+    def list(self) -> Plan[builtins.list[QueueInfo]]:
+        return [QueueInfo.model_validate(r) for r in (yield queries.queue_stats())]
 
-    async def list_async(self) -> builtins.list[QueueInfo]:
-        rows = await self._engine.adb.run(_queries.queue_stats())
-        return [QueueInfo.model_validate(r) for r in rows]
+    list_async = list.aio
 
-    def retrieve(self, name: str) -> QueueInfo:
+    @twin
+    def retrieve(self, name: str) -> Plan[QueueInfo]:
         """Raises `UnknownQueueError` when no task declares the queue and no run names it."""
-        return QueueInfo.model_validate(self._engine.db.run(_queries.queue_stat(_name(name))))
+        return QueueInfo.model_validate((yield queries.queue_stat(_name(name))))
 
-    async def retrieve_async(self, name: str) -> QueueInfo:
-        row = await self._engine.adb.run(_queries.queue_stat(_name(name)))
-        return QueueInfo.model_validate(row)
+    retrieve_async = retrieve.aio
 
-    def pause(self, name: str) -> QueueInfo:
+    @twin
+    def pause(self, name: str) -> Plan[QueueInfo]:
         """A paused queue starts no run; its runs stay QUEUED. Running runs finish."""
-        self._engine.db.run(_queries.queue_call("pause_queue", _name(name)))
-        return self.retrieve(name)
+        yield queries.queue_call("pause_queue", _name(name))
+        return QueueInfo.model_validate((yield queries.queue_stat(name)))
 
-    async def pause_async(self, name: str) -> QueueInfo:
-        await self._engine.adb.run(_queries.queue_call("pause_queue", _name(name)))
-        return await self.retrieve_async(name)
+    pause_async = pause.aio
 
-    def resume(self, name: str) -> QueueInfo:
-        self._engine.db.run(_queries.queue_call("resume_queue", _name(name)))
-        return self.retrieve(name)
+    @twin
+    def resume(self, name: str) -> Plan[QueueInfo]:
+        yield queries.queue_call("resume_queue", _name(name))
+        return QueueInfo.model_validate((yield queries.queue_stat(name)))
 
-    async def resume_async(self, name: str) -> QueueInfo:
-        await self._engine.adb.run(_queries.queue_call("resume_queue", _name(name)))
-        return await self.retrieve_async(name)
+    resume_async = resume.aio
 
-    def set_limit(self, name: str, limit: int | None) -> QueueInfo:
+    @twin
+    def set_limit(self, name: str, limit: int | None) -> Plan[QueueInfo]:
         """Change the concurrency limit (None: unlimited); it applies to the next admission."""
-        self._engine.db.run(_queries.queue_call("set_queue_limit", _name(name), _limit(limit)))
-        return self.retrieve(name)
+        yield queries.queue_call("set_queue_limit", _name(name), _limit(limit))
+        return QueueInfo.model_validate((yield queries.queue_stat(name)))
 
-    async def set_limit_async(self, name: str, limit: int | None) -> QueueInfo:
-        await self._engine.adb.run(
-            _queries.queue_call("set_queue_limit", _name(name), _limit(limit))
-        )
-        return await self.retrieve_async(name)
+    set_limit_async = set_limit.aio

@@ -1,4 +1,4 @@
-"""The runs API: retrieve, list with cursor pages, cancel, replay, reschedule."""
+"""The runs API: retrieve, list with cursor pages, cancel, replay, reschedule, subscribe."""
 
 from __future__ import annotations
 
@@ -6,21 +6,19 @@ import builtins
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._durations import Duration, delay_options
-from ..db import queries as _queries
+from ..db import queries
 from ..db.database import Query
 from ..errors import InvalidArgumentError
 from ..models import Run, RunHandle, RunStatus
 from . import realtime
+from .connections import Connections
+from .twins import Plan, twin
 
 if TYPE_CHECKING:
-    from .engine import Engine
     from .tasks import Task
-
-P = TypeVar("P")
-O = TypeVar("O")  # noqa: E741
 
 RunRef = str | RunHandle
 
@@ -54,7 +52,7 @@ class ListFilter:
 
     def query(self, after: str | None) -> Query[list[dict[str, Any]]]:
         # one extra row tells whether a next page exists
-        return _queries.list_runs(
+        return queries.list_runs(
             status=self.status,
             tasks=self.tasks,
             tags=self.tags,
@@ -69,8 +67,8 @@ class ListFilter:
 class Page:
     """One page of runs, newest first. Iterating a page walks every following page."""
 
-    def __init__(self, runs: Runs, flt: ListFilter, rows: list[dict[str, Any]]) -> None:
-        self._runs, self._filter = runs, flt
+    def __init__(self, conns: Connections, flt: ListFilter, rows: list[dict[str, Any]]) -> None:
+        self._conns, self._filter = conns, flt
         self.data: list[Run[Any, Any]] = [Run.model_validate(r) for r in rows[: flt.limit]]
         self._more = len(rows) > flt.limit
 
@@ -87,14 +85,11 @@ class Page:
             raise InvalidArgumentError("this is the last page")
         return self.data[-1].id
 
-    def get_next_page(self) -> Page:
-        return Page(
-            self._runs, self._filter, self._runs._engine.db.run(self._filter.query(self._cursor()))
-        )
+    @twin
+    def get_next_page(self) -> Plan[Page]:
+        return Page(self._conns, self._filter, (yield self._filter.query(self._cursor())))
 
-    async def get_next_page_async(self) -> Page:
-        rows = await self._runs._engine.adb.run(self._filter.query(self._cursor()))
-        return Page(self._runs, self._filter, rows)
+    get_next_page_async = get_next_page.aio
 
     def __iter__(self) -> Iterator[Run[Any, Any]]:
         page: Page | None = self
@@ -110,56 +105,53 @@ class Page:
             page = await page.get_next_page_async() if page.has_next_page() else None
 
 
+def _model(task: Task[Any, Any] | None) -> Callable[[dict[str, Any]], Run[Any, Any]]:
+    if task is None:
+        return Run.model_validate
+    # parametrised at run time with the task's annotated types
+    typed = Run.__class_getitem__((task.payload_type, task.output_type))
+    return typed.model_validate  # type: ignore[union-attr,return-value]
+
+
+def _filter(
+    status: str | Sequence[str] | None,
+    task: str | Sequence[str] | None,
+    tag: str | Sequence[str] | None,
+    batch: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+) -> ListFilter:
+    statuses = _strings("status", status)
+    for s in statuses or []:
+        if s not in RunStatus.__members__:
+            raise InvalidArgumentError(f"unknown status {s!r}")
+    return ListFilter(
+        statuses,
+        _strings("task", task),
+        _strings("tag", tag),
+        batch,
+        created_from,
+        created_to,
+        _limit(limit),
+    )
+
+
 class Runs:
     """`app.runs`: every call has an `_async` twin with the same arguments."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, conns: Connections) -> None:
+        self._conns = conns
 
-    # retrieve ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _model(task: Task[P, O] | None) -> Callable[[dict[str, Any]], Run[Any, Any]]:
-        if task is None:
-            return Run.model_validate
-        # parametrised at run time with the task's annotated types
-        typed = Run.__class_getitem__((task.payload_type, task.output_type))
-        return typed.model_validate  # type: ignore[union-attr,return-value]
-
-    def retrieve(self, run: RunRef, *, task: Task[P, O] | None = None) -> Run[Any, Any]:
+    @twin
+    def retrieve(self, run: RunRef, *, task: Task[Any, Any] | None = None) -> Plan[Run[Any, Any]]:
         """The run's current state with its attempts; with `task`, payload and output are
         parsed to the task's types. Raises `RunNotFoundError` for an unknown id."""
-        return self._model(task)(self._engine.db.run(_queries.retrieve(run_id(run))))
+        return _model(task)((yield queries.retrieve(run_id(run))))
 
-    async def retrieve_async(self, run: RunRef, *, task: Task[P, O] | None = None) -> Run[Any, Any]:
-        return self._model(task)(await self._engine.adb.run(_queries.retrieve(run_id(run))))
+    retrieve_async = retrieve.aio
 
-    # list --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _filter(
-        status: str | Sequence[str] | None,
-        task: str | Sequence[str] | None,
-        tag: str | Sequence[str] | None,
-        batch: str | None,
-        created_from: datetime | None,
-        created_to: datetime | None,
-        limit: int,
-    ) -> ListFilter:
-        statuses = _strings("status", status)
-        for s in statuses or []:
-            if s not in RunStatus.__members__:
-                raise InvalidArgumentError(f"unknown status {s!r}")
-        return ListFilter(
-            statuses,
-            _strings("task", task),
-            _strings("tag", tag),
-            batch,
-            created_from,
-            created_to,
-            _limit(limit),
-        )
-
+    @twin
     def list(
         self,
         *,
@@ -171,82 +163,65 @@ class Runs:
         created_to: datetime | None = None,
         limit: int = 20,
         after: str | None = None,
-    ) -> Page:
+    ) -> Plan[Page]:
         """Runs newest first, filtered (filters AND together; a list matches any of its
         values). `after` is a page's `next_cursor`: the page that follows it. Raises
         `UnknownTaskError` for a task filter no deployment or run knows."""
-        flt = self._filter(status, task, tag, batch, created_from, created_to, limit)
-        return Page(self, flt, self._engine.db.run(flt.query(_cursor(after))))
+        flt = _filter(status, task, tag, batch, created_from, created_to, limit)
+        return Page(self._conns, flt, (yield flt.query(_cursor(after))))
 
-    async def list_async(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        task: str | Sequence[str] | None = None,
-        tag: str | Sequence[str] | None = None,
-        batch: str | None = None,
-        created_from: datetime | None = None,
-        created_to: datetime | None = None,
-        limit: int = 20,
-        after: str | None = None,
-    ) -> Page:
-        flt = self._filter(status, task, tag, batch, created_from, created_to, limit)
-        return Page(self, flt, await self._engine.adb.run(flt.query(_cursor(after))))
+    list_async = list.aio
 
-    def children(self, run: RunRef, *, limit: int = 100) -> builtins.list[Run[Any, Any]]:
+    @twin
+    def children(self, run: RunRef, *, limit: int = 100) -> Plan[builtins.list[Run[Any, Any]]]:
         """The runs this run triggered, oldest first (at most `limit`)."""
-        rows = self._engine.db.run(_queries.children(run_id(run), _limit(limit)))
+        rows = yield queries.children(run_id(run), _limit(limit))
         return [Run.model_validate(r) for r in rows]
 
-    async def children_async(
-        self, run: RunRef, *, limit: int = 100
-    ) -> builtins.list[Run[Any, Any]]:
-        rows = await self._engine.adb.run(_queries.children(run_id(run), _limit(limit)))
-        return [Run.model_validate(r) for r in rows]
+    children_async = children.aio
 
-    # cancel / replay / reschedule -------------------------------------------------------
-
-    def cancel(self, run: RunRef) -> RunStatus:
+    @twin
+    def cancel(self, run: RunRef) -> Plan[RunStatus]:
         """Cancel the run and its non-final descendants; a running attempt is stopped and
         its late result ignored. Returns the run's status after the call (a run already
         final keeps its status)."""
-        return self._engine.db.run(_queries.cancel(run_id(run)))
+        status: RunStatus = yield queries.cancel(run_id(run))
+        return status
 
-    async def cancel_async(self, run: RunRef) -> RunStatus:
-        return await self._engine.adb.run(_queries.cancel(run_id(run)))
+    cancel_async = cancel.aio
 
-    def replay(self, run: RunRef) -> Run[Any, Any]:
+    @twin
+    def replay(self, run: RunRef) -> Plan[Run[Any, Any]]:
         """A new run with the same task, payload, tags and metadata, on the latest version."""
-        return self.retrieve(self._engine.db.run(_queries.replay(run_id(run))))
+        new_id = yield queries.replay(run_id(run))
+        return Run.model_validate((yield queries.retrieve(new_id)))
 
-    async def replay_async(self, run: RunRef) -> Run[Any, Any]:
-        new_id: str = await self._engine.adb.run(_queries.replay(run_id(run)))
-        return await self.retrieve_async(new_id)
+    replay_async = replay.aio
 
-    def reschedule(self, run: RunRef, *, delay: Duration | datetime) -> Run[Any, Any]:
+    @twin
+    def reschedule(self, run: RunRef, *, delay: Duration | datetime) -> Plan[Run[Any, Any]]:
         """Move a DELAYED run's start; raises `RunNotDelayedError` for any other status."""
-        self._engine.db.run(_queries.reschedule(run_id(run), delay_options(delay)))
-        return self.retrieve(run)
+        rid = run_id(run)
+        yield queries.reschedule(rid, delay_options(delay))
+        return Run.model_validate((yield queries.retrieve(rid)))
 
-    async def reschedule_async(self, run: RunRef, *, delay: Duration | datetime) -> Run[Any, Any]:
-        await self._engine.adb.run(_queries.reschedule(run_id(run), delay_options(delay)))
-        return await self.retrieve_async(run)
+    reschedule_async = reschedule.aio
 
     # realtime ----------------------------------------------------------------------------
 
     def subscribe_to_run(
-        self, run: RunRef, *, task: Task[P, O] | None = None
+        self, run: RunRef, *, task: Task[Any, Any] | None = None
     ) -> Iterator[Run[Any, Any]]:
         """Snapshots of the run: its current state at once, then one per change (status,
         metadata, output); ends after a final status. A reader slower than the changes
         gets the latest state, skipping intermediate ones. Raises `RunNotFoundError` for
         an unknown id. All subscriptions of a process share one LISTEN connection."""
-        return realtime.subscribe(self._engine.dsn, "run", run_id(run), self._model(task))
+        return realtime.subscribe(self._conns.dsn, "run", run_id(run), _model(task))
 
     def subscribe_to_run_async(
-        self, run: RunRef, *, task: Task[P, O] | None = None
+        self, run: RunRef, *, task: Task[Any, Any] | None = None
     ) -> AsyncIterator[Run[Any, Any]]:
-        return realtime.subscribe_async(self._engine.dsn, "run", run_id(run), self._model(task))
+        return realtime.subscribe_async(self._conns.dsn, "run", run_id(run), _model(task))
 
     def subscribe_to_runs_with_tag(
         self, tag: str, *, created_from: datetime | None = None
@@ -255,7 +230,7 @@ class Runs:
         created since `created_from` if given), then each change of any run with the tag,
         including runs created later. Ends when the caller stops iterating."""
         return realtime.subscribe(
-            self._engine.dsn,
+            self._conns.dsn,
             "tag",
             _key("tag", tag),
             Run.model_validate,
@@ -266,7 +241,7 @@ class Runs:
         self, tag: str, *, created_from: datetime | None = None
     ) -> AsyncIterator[Run[Any, Any]]:
         return realtime.subscribe_async(
-            self._engine.dsn,
+            self._conns.dsn,
             "tag",
             _key("tag", tag),
             Run.model_validate,
@@ -276,18 +251,18 @@ class Runs:
     def subscribe_to_changes_async(self) -> AsyncIterator[Run[Any, Any]]:
         """Every run as it changes, from now on (no first snapshot; nothing is re-read
         after a reconnect). For live overviews such as the dashboard's runs list."""
-        return realtime.subscribe_async(self._engine.dsn, "all", "*", Run.model_validate)
+        return realtime.subscribe_async(self._conns.dsn, "all", "*", Run.model_validate)
 
     def subscribe_to_batch(self, batch_id: str) -> Iterator[Run[Any, Any]]:
         """Snapshots of every run of the batch, then each change. Ends when the caller
         stops iterating."""
         return realtime.subscribe(
-            self._engine.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+            self._conns.dsn, "batch", _key("batch id", batch_id), Run.model_validate
         )
 
     def subscribe_to_batch_async(self, batch_id: str) -> AsyncIterator[Run[Any, Any]]:
         return realtime.subscribe_async(
-            self._engine.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+            self._conns.dsn, "batch", _key("batch id", batch_id), Run.model_validate
         )
 
 

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 import psycopg
 from pydantic import TypeAdapter, ValidationError
@@ -22,9 +22,8 @@ from ..errors import BatchTooLargeError, InvalidArgumentError, PayloadValidation
 from ..models import BatchHandle, Queue, Retry, RunHandle
 from . import durable as _durable
 from . import options as _options
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .connections import Connections
+from .options import TriggerOptions
 
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
@@ -65,7 +64,7 @@ class Task(Generic[P, O]):
 
     def __init__(
         self,
-        engine: Engine,
+        conns: Connections,
         task_id: str,
         fn: Callable[..., O] | Callable[..., Awaitable[O]],
         *,
@@ -76,7 +75,7 @@ class Task(Generic[P, O]):
     ) -> None:
         if not isinstance(task_id, str) or not 1 <= len(task_id) <= 256 or "\x00" in task_id:
             raise InvalidArgumentError("task id must be 1 to 256 characters")
-        self.engine = engine
+        self._conns = conns
         self.id = task_id
         self.fn = fn
         self.queue = Queue(queue) if isinstance(queue, str) else (queue or Queue(task_id))
@@ -157,26 +156,34 @@ class Task(Generic[P, O]):
 
     # -- triggering ----------------------------------------------------------------------
 
-    def _trigger_query(self, payload: P, options: dict[str, Any]) -> Query[RunHandle]:
+    def _trigger_query(self, payload: P, options: TriggerOptions) -> Query[RunHandle]:
         return _queries.trigger(
             self.id, self.payload_json(payload), _options.build(options, self.defaults())
         )
 
     def trigger(
-        self, payload: P, *, conn: psycopg.Connection[Any] | None = None, **options: Any
+        self,
+        payload: P,
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+        **options: Unpack[TriggerOptions],
     ) -> RunHandle:
         """Create a run. Given `conn`, the run commits or rolls back with the caller's
         transaction and no worker sees it before commit. Invalid payloads or options raise
         before anything is written."""
-        return self.engine.db.run(self._trigger_query(payload, options), conn)
+        return self._conns.db.run(self._trigger_query(payload, options), conn)
 
     async def trigger_async(
-        self, payload: P, *, conn: psycopg.AsyncConnection[Any] | None = None, **options: Any
+        self,
+        payload: P,
+        *,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        **options: Unpack[TriggerOptions],
     ) -> RunHandle:
-        return await self.engine.adb.run(self._trigger_query(payload, options), conn)
+        return await self._conns.adb.run(self._trigger_query(payload, options), conn)
 
     def _batch_query(
-        self, items: Sequence[P | BatchItem[P]], options: dict[str, Any]
+        self, items: Sequence[P | BatchItem[P]], options: TriggerOptions
     ) -> Query[BatchHandle]:
         if len(items) > MAX_BATCH:
             raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
@@ -202,17 +209,17 @@ class Task(Generic[P, O]):
         items: Sequence[P | BatchItem[P]],
         *,
         conn: psycopg.Connection[Any] | None = None,
-        **options: Any,
+        **options: Unpack[TriggerOptions],
     ) -> BatchHandle:
         """Create up to 1,000 runs in one round trip, all or none, under one batch id."""
-        return self.engine.db.run(self._batch_query(items, options), conn)
+        return self._conns.db.run(self._batch_query(items, options), conn)
 
     # -- from inside another task: trigger and wait ---------------------------------------
 
     def _parse_output(self, output: Any) -> Any:
         return self.output_adapter.validate_python(output)
 
-    def trigger_and_wait(self, payload: P, **options: Any) -> Any:
+    def trigger_and_wait(self, payload: P, **options: Unpack[TriggerOptions]) -> Any:
         """From inside a task: trigger a child run and wait for it (durably: the parent
         suspends and frees its slot). Gives a `Result`; await it in an `async def` task.
         The child runs on the parent's version unless `version=` pins another."""
@@ -223,7 +230,9 @@ class Task(Generic[P, O]):
             lambda: execution.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
         )
 
-    def batch_trigger_and_wait(self, items: Sequence[P | BatchItem[P]], **options: Any) -> Any:
+    def batch_trigger_and_wait(
+        self, items: Sequence[P | BatchItem[P]], **options: Unpack[TriggerOptions]
+    ) -> Any:
         """From inside a task: trigger up to 1,000 child runs and wait for all of them.
         Gives a list of `Result`, in item order (failed children have `ok=False`)."""
         query = self._batch_query(items, options)
@@ -238,6 +247,6 @@ class Task(Generic[P, O]):
         items: Sequence[P | BatchItem[P]],
         *,
         conn: psycopg.AsyncConnection[Any] | None = None,
-        **options: Any,
+        **options: Unpack[TriggerOptions],
     ) -> BatchHandle:
-        return await self.engine.adb.run(self._batch_query(items, options), conn)
+        return await self._conns.adb.run(self._batch_query(items, options), conn)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .._durations import Duration
-from ..db import queries as _queries
+from ..db import queries
 from ..errors import InvalidArgumentError
 from ..models import Token
 from ..wait import token_options
+from .connections import Connections
 from .durable import to_json
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .twins import Plan, twin
 
 
 class Waitpoint(BaseModel):
@@ -44,11 +43,12 @@ def _token_id(token: Token | str) -> str:
 
 
 class Waitpoints:
-    """Every call has an `_async` twin with the same arguments."""
+    """`app.waitpoints`: every call has an `_async` twin with the same arguments."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, conns: Connections) -> None:
+        self._conns = conns
 
+    @twin
     def create_token(
         self,
         *,
@@ -56,47 +56,34 @@ class Waitpoints:
         idempotency_key: str | None = None,
         idempotency_key_ttl: Duration | None = None,
         tags: str | Sequence[str] | None = None,
-    ) -> Token:
+    ) -> Plan[Token]:
+        """A token that anyone with its id can complete; with `timeout`, waiting on it
+        ends with an error result then. With `idempotency_key`, the same key gives the
+        same token (`is_cached`) until the key's TTL."""
         options = token_options(timeout, idempotency_key, idempotency_key_ttl, tags)
-        row = self._engine.db.run(_queries.create_token(options))
+        row = yield queries.create_token(options)
         return Token(row["waitpoint_id"], row["is_cached"])
 
-    async def create_token_async(
-        self,
-        *,
-        timeout: Duration | None = None,
-        idempotency_key: str | None = None,
-        idempotency_key_ttl: Duration | None = None,
-        tags: str | Sequence[str] | None = None,
-    ) -> Token:
-        options = token_options(timeout, idempotency_key, idempotency_key_ttl, tags)
-        row = await self._engine.adb.run(_queries.create_token(options))
-        return Token(row["waitpoint_id"], row["is_cached"])
+    create_token_async = create_token.aio
 
-    def complete_token(self, token: Token | str, output: Any = None) -> bool:
+    @twin
+    def complete_token(self, token: Token | str, output: Any = None) -> Plan[bool]:
         """Complete the token; True if this call did (a second completion keeps the first
         output and returns False). Raises `TokenNotFoundError` for an unknown id."""
-        return bool(self._engine.db.run(_queries.complete_token(_token_id(token), to_json(output))))
+        return bool((yield queries.complete_token(_token_id(token), to_json(output))))
 
-    async def complete_token_async(self, token: Token | str, output: Any = None) -> bool:
-        query = _queries.complete_token(_token_id(token), to_json(output))
-        done: bool = await self._engine.adb.run(query)
-        return done
+    complete_token_async = complete_token.aio
 
-    def retrieve(self, token: Token | str) -> Waitpoint:
-        return Waitpoint.model_validate(self._engine.db.run(_queries.waitpoint(_token_id(token))))
+    @twin
+    def retrieve(self, token: Token | str) -> Plan[Waitpoint]:
+        return Waitpoint.model_validate((yield queries.waitpoint(_token_id(token))))
 
-    async def retrieve_async(self, token: Token | str) -> Waitpoint:
-        row = await self._engine.adb.run(_queries.waitpoint(_token_id(token)))
-        return Waitpoint.model_validate(row)
+    retrieve_async = retrieve.aio
 
-    def for_run(self, run: str) -> list[Waitpoint]:
+    @twin
+    def for_run(self, run: str) -> Plan[list[Waitpoint]]:
         """Every waitpoint the run has blocked on (durations, tokens, child runs, batches),
         in the order it did, with their state."""
-        return [
-            Waitpoint.model_validate(r) for r in self._engine.db.run(_queries.run_waitpoints(run))
-        ]
+        return [Waitpoint.model_validate(r) for r in (yield queries.run_waitpoints(run))]
 
-    async def for_run_async(self, run: str) -> list[Waitpoint]:
-        rows = await self._engine.adb.run(_queries.run_waitpoints(run))
-        return [Waitpoint.model_validate(r) for r in rows]
+    for_run_async = for_run.aio

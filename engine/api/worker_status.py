@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from ..db import queries as _queries
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from ..db import queries
+from .connections import Connections
+from .twins import Plan, twin
 
 
 class WorkerInfo(BaseModel):
@@ -35,15 +33,14 @@ class WorkerInfo(BaseModel):
 
 
 class Workers:
-    """Every call has an `_async` twin."""
+    """`app.workers`: every call has an `_async` twin."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, conns: Connections) -> None:
+        self._conns = conns
 
-    def list(self) -> builtins.list[WorkerInfo]:
+    @twin
+    def list(self) -> Plan[builtins.list[WorkerInfo]]:
         """Active workers first, then the most recently started (at most 200)."""
-        return [WorkerInfo.model_validate(r) for r in self._engine.db.run(_queries.workers())]
+        return [WorkerInfo.model_validate(r) for r in (yield queries.workers())]
 
-    async def list_async(self) -> builtins.list[WorkerInfo]:
-        rows = await self._engine.adb.run(_queries.workers())
-        return [WorkerInfo.model_validate(r) for r in rows]
+    list_async = list.aio
