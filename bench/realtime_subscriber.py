@@ -36,7 +36,7 @@ class _Stop(Exception):
 def subscriber_main(dsn: str) -> int:
     """Hold one tag subscription that matches nothing until SIGTERM, then unsubscribe,
     wait for the registration to be gone, and print what the feed handled."""
-    from engine.api.feed import RunFeed  # counting only: the feed itself is unchanged
+    from engine.api.realtime import RunFeed  # counting only: the feed itself is unchanged
 
     stats = {"bursts": 0, "notifications": 0, "ids": 0, "handler_s": 0.0}
     original = RunFeed._on_notes

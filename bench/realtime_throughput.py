@@ -72,7 +72,7 @@ def _sum(values: list[float | None]) -> float | None:
 
 
 def listener_backends(conn: Conn, workers: list[common.Worker]) -> list[int]:
-    """Backend pids of the workers' LISTEN connections (engine/_listener.py); waits for
+    """Backend pids of the workers' LISTEN connections (engine/db/listener.py); waits for
     workers still starting up."""
     names = [f"skiplock-listener:{w.process.pid}" for w in workers]
     pids: list[int] = []

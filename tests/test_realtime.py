@@ -14,7 +14,7 @@ import pytest
 from helpers import fetch, wait_for
 
 from engine import Engine, Run, RunStatus, TaskContext
-from engine.api.feed import RunFeed
+from engine.api.realtime import RunFeed
 from engine.db.listener import Listener
 from engine.errors import InvalidArgumentError, RunNotFoundError
 

@@ -1,8 +1,21 @@
-"""Realtime subscriptions: iterators of `Run` snapshots fed by LISTEN/NOTIFY.
+"""Realtime subscriptions: iterators of `Run` snapshots, fed by LISTEN/NOTIFY.
 
-`app.runs.subscribe_to_run(id)` and friends are built on `subscribe` and
-`subscribe_async` here; the machinery (one LISTEN connection per process, one query per
-burst of changes) is in engine/_feed.py and engine/_listener.py.
+`app.runs.subscribe_to_run(id)` and friends are `subscribe` and `subscribe_async` at the
+bottom of this file. Underneath, the run feed serves every run subscription of a process
+from its one LISTEN connection (engine/db/listener.py).
+
+Changed runs are announced on skiplock_runs with ids only. On each read the feed makes one
+query for the announced ids that some subscription watches (by id, tag or batch) and puts
+each row into the mailboxes of the subscriptions that watch it. Reads run on the listener's
+own connection, so a thousand subscriptions in a process still use one connection.
+
+Each subscription's key (a run id, tag, batch, or '*' for all runs) is registered with
+skiplock.watch() on that connection, so that only watched runs are announced. After a
+registration commits, the subscription's first snapshot is read, and read again once
+every transaction older than the registration has ended (one that looked for watchers
+just before it announced nothing). After a reconnect (None from the listener) every key
+is registered anew and every subscription read again. A snapshot equal to the last one
+delivered to a subscription is not delivered twice.
 """
 
 from __future__ import annotations
@@ -10,12 +23,227 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
 
-from ..models import Run
-from .feed import Item, Kind, Mailbox, RunFeed
+import psycopg
+
+from ..db import queries as _queries
+from ..db.database import Query, execute
+from ..db.listener import Listener, Registration
+from ..errors import RunNotFoundError
+from ..models import FINAL_STATUSES, Run
+
+Kind = Literal["run", "tag", "batch", "all"]
+Item = dict[str, Any] | BaseException
+
+_CHANNEL = "skiplock_runs"
+_SNAPSHOT_LIMIT = 1000  # newest runs of a tag in a tag subscription's first snapshot
+# a tag subscription re-reads, after a reconnect, the tag's runs created since it started
+# (less this margin, for transactions that were open when it started)
+_CATCH_UP_MARGIN = timedelta(minutes=1)
+
+
+class Mailbox:
+    """The latest snapshot of each run not yet taken, oldest change first. A reader slower
+    than the changes skips intermediate states of a run, never a run."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, Item] = OrderedDict()
+        self._wake = wake
+
+    def put(self, key: str, item: Item) -> None:
+        with self._lock:
+            self._items[key] = item  # a run already waiting keeps its place
+        self._wake()
+
+    def take(self) -> Item | None:
+        with self._lock:
+            return self._items.popitem(last=False)[1] if self._items else None
+
+
+@dataclass(eq=False)
+class Subscription:
+    kind: Kind
+    key: str
+    mailbox: Mailbox
+    created_from: datetime | None
+    started: datetime = field(default_factory=lambda: datetime.now().astimezone())
+    seen: dict[str, int] = field(default_factory=dict)  # run id -> last snapshot delivered
+    live: set[str] = field(default_factory=set)  # runs seen in a non-final status
+
+
+class RunFeed:
+    """The process's run subscriptions for one DSN; get it with `RunFeed.for_dsn`."""
+
+    _feeds: ClassVar[dict[str, RunFeed]] = {}
+    _feeds_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def for_dsn(cls, dsn: str) -> RunFeed:
+        with cls._feeds_lock:
+            feed = cls._feeds.get(dsn)
+            if feed is None:
+                feed = cls._feeds[dsn] = cls(Listener.for_dsn(dsn))
+            return feed
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._subs: dict[Kind, dict[str, set[Subscription]]] = {
+            "run": {},
+            "tag": {},
+            "batch": {},
+            "all": {},
+        }
+        self._registration: Registration | None = None
+        self._new: list[Subscription] = []  # subscribed, not yet registered and read
+
+    def subscribe(
+        self, kind: Kind, key: str, mailbox: Mailbox, created_from: datetime | None = None
+    ) -> Subscription:
+        sub = Subscription(kind, key, mailbox, created_from)
+        with self._lock:
+            self._subs[kind].setdefault(key, set()).add(sub)
+            if self._registration is None:
+                self._registration = self._listener.add(
+                    _CHANNEL, self._on_notes, on_connect=self._watch_all
+                )
+            self._new.append(sub)
+            first_new = len(self._new) == 1
+        if first_new:  # one call starts every subscription made until it runs
+            self._listener.call(self._start_new)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs[sub.kind].get(sub.key)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.kind][sub.key]
+                    self._listener.call(lambda c: _unwatch(c, sub.kind, sub.key))
+            if self._registration is not None and not any(self._subs.values()):
+                self._listener.remove(self._registration)  # unwatches everything
+                self._registration = None
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(s) for by_key in self._subs.values() for s in by_key.values())
+
+    # -- on the listener thread ------------------------------------------------------------
+
+    def _start_new(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            new, self._new = self._new, []
+            new = [s for s in new if s in self._subs[s.kind].get(s.key, ())]
+        if not new:
+            return
+        _watch(conn, [(s.kind, s.key) for s in new])
+        self._read_all(conn, new, first=True)
+        self._listener.after_settled(lambda c: self._read_all(c, new, first=False))
+
+    def _watch_all(self, conn: psycopg.Connection[Any]) -> None:
+        """On a new connection: register every key again (the session is a new one)."""
+        with self._lock:
+            keys = [(kind, key) for kind, by_key in self._subs.items() for key in by_key]
+        if keys:
+            _watch(conn, keys)
+
+    def _on_notes(self, payloads: list[str] | None, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            watched = {kind: dict(by_key) for kind, by_key in self._subs.items()}
+        if payloads is None:  # (re)connected: anything may have changed meanwhile
+            self._read_all(
+                conn,
+                [s for by_key in watched.values() for ss in by_key.values() for s in ss],
+                first=False,
+            )
+            return
+        ids = sorted({i for p in payloads for i in p.split(",") if i})
+        run_ids = ids if watched["all"] else [i for i in ids if i in watched["run"]]
+        if not ids or not (run_ids or watched["tag"] or watched["batch"]):
+            return
+        rows = execute(
+            conn,
+            _queries.changed_runs(ids, run_ids, list(watched["tag"]), list(watched["batch"])),
+        )
+        for row in rows:
+            targets = set(watched["run"].get(row["id"], ())) | watched["all"].get("*", set())
+            for tag in row["tags"] or ():
+                targets |= watched["tag"].get(tag, set())
+            if row["batch_id"] is not None:
+                targets |= watched["batch"].get(row["batch_id"], set())
+            for sub in targets:
+                _deliver(sub, row)
+
+    def _read_all(
+        self, conn: psycopg.Connection[Any], subs: list[Subscription], *, first: bool
+    ) -> None:
+        by_id = [s for s in subs if s.kind == "run"]
+        if by_id:
+            rows = {r["id"]: r for r in execute(conn, _queries.runs_by_id([s.key for s in by_id]))}
+            for sub in by_id:
+                row = rows.get(sub.key)
+                if row is not None:
+                    _deliver(sub, row)
+                elif first:
+                    sub.mailbox.put(sub.key, RunNotFoundError(f"run {sub.key} does not exist"))
+        for sub in subs:
+            if sub.kind in ("tag", "batch"):
+                snapshot = execute(conn, _snapshot_query(sub, first=first))
+                for row in reversed(snapshot):
+                    _deliver(sub, row)  # oldest first
+                if sub.live and not first:
+                    for row in execute(conn, _queries.runs_by_id(sorted(sub.live))):
+                        _deliver(sub, row)
+
+
+def _watch(conn: psycopg.Connection[Any], keys: list[tuple[Kind, str]]) -> None:
+    execute(conn, _queries.watch([kind for kind, _ in keys], [key for _, key in keys]))
+
+
+def _unwatch(conn: psycopg.Connection[Any], kind: Kind, key: str) -> None:
+    execute(conn, _queries.unwatch([kind], [key]))
+
+
+def _snapshot_query(sub: Subscription, *, first: bool) -> Query[list[dict[str, Any]]]:
+    created_from = sub.created_from
+    if not first:
+        since = sub.started - _CATCH_UP_MARGIN
+        created_from = since if created_from is None else max(created_from, since)
+    return _queries.list_runs(
+        status=None,
+        tasks=None,
+        tags=[sub.key] if sub.kind == "tag" else None,
+        batch=sub.key if sub.kind == "batch" else None,
+        created_from=created_from,
+        created_to=None,
+        after=None,
+        limit=_SNAPSHOT_LIMIT,
+    )
+
+
+def _deliver(sub: Subscription, row: dict[str, Any]) -> None:
+    if sub.kind == "all":  # it sees every run: remembering them would grow without end
+        sub.mailbox.put(row["id"], row)
+        return
+    fingerprint = hash(repr(row))
+    if sub.seen.get(row["id"]) == fingerprint:
+        return
+    sub.seen[row["id"]] = fingerprint
+    if row["status"] in FINAL_STATUSES:
+        sub.live.discard(row["id"])
+    else:
+        sub.live.add(row["id"])
+    sub.mailbox.put(row["id"], row)
+
+
+# -- subscriptions: what the runs API hands out ---------------------------------------
 
 Parse = Callable[[dict[str, Any]], Run[Any, Any]]
 

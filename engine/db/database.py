@@ -1,7 +1,7 @@
 """Connections: pools, the one path every query takes, error mapping, transient retries.
 
 Operations are built sans-I/O as `Query` values (SQL, parameters, a row parser) in
-`engine/_queries.py`; `Database` and `AsyncDatabase` are the two thin shells that run
+`engine/db/queries.py`; `Database` and `AsyncDatabase` are the two thin shells that run
 them, so each operation is written once for both the sync and the async API.
 """
 
