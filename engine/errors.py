@@ -70,6 +70,11 @@ class WaitFailedError(SkiplockError):
         self.run_id = run_id
 
 
+class DurableCallError(SkiplockError, RuntimeError):
+    """A durable call (a wait, a step, `trigger_and_wait`) made outside a running task, or
+    the blocking `_sync` form of one made in an `async def` task (it would block the loop)."""
+
+
 class AbortTaskRunError(Exception):
     """Raise inside a task to fail the run at once, with no retry."""
 

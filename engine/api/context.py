@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 from .._jsonb import has_nul
-from ..errors import InvalidArgumentError, TaskRunCanceledError
+from ..errors import DurableCallError, InvalidArgumentError, TaskRunCanceledError
 from . import durable as _durable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 MAX_METADATA_BYTES = 256 * 1024
 
@@ -135,14 +138,40 @@ class TaskContext:
             self.stop_reason = reason
         self._stopped = True
 
+    @overload
+    def step(
+        self, name: str, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]: ...
+
+    @overload
+    def step(
+        self, name: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]: ...
+
     def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` once for this run: its result is recorded, and on a
         resume or a retry the recorded result comes back without running it again. In an
-        `async def` task, await it (fn may be sync or async); in a `def` task it returns
-        the result. Results must be JSON-serialisable; a replay gets the JSON form."""
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError("a step needs a name")
-        execution = _durable.current()
+        `async def` task, await it (fn may be sync or async). In a `def` task it returns
+        the result (typed code there calls `step_sync`). Results must be
+        JSON-serialisable; a replay gets the JSON form."""
+        execution = _step_execution(name)
         if execution.in_loop():
             return execution.step_async(name, fn, *args, **kwargs)
         return execution.step_sync(name, fn, *args, **kwargs)
+
+    def step_sync(self, name: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`step` in a `def` task: runs `fn` in this thread (once) and returns its result.
+        Raises `DurableCallError` in an `async def` task."""
+        execution = _step_execution(name)
+        if execution.in_loop():
+            raise DurableCallError(
+                "ctx.step_sync() blocks, and this is an async def task: use `await ctx.step(...)`"
+            )
+        result: T = execution.step_sync(name, fn, *args, **kwargs)
+        return result
+
+
+def _step_execution(name: str) -> _durable.DurableExecution:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError("a step needs a name")
+    return _durable.current()

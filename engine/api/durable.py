@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter
 
+from ..errors import DurableCallError
 from ..models import Result
 
 T = TypeVar("T")
@@ -56,8 +57,32 @@ current_execution: contextvars.ContextVar[DurableExecution | None] = contextvars
 def current() -> DurableExecution:
     execution = current_execution.get()
     if execution is None:
-        raise RuntimeError("durable calls (waits, steps, trigger_and_wait) need a running task")
+        raise DurableCallError("durable calls (waits, steps, trigger_and_wait) need a running task")
     return execution
+
+
+Work = Callable[[DurableExecution], Coroutine[Any, Any, T]]
+
+
+def call_async(work: Work[T]) -> Coroutine[Any, Any, T]:
+    """A durable call's awaitable form: in an `async def` task, the coroutine to await.
+
+    In a `def` task's thread the same call blocks and returns the value itself (API.md keeps
+    one name for both). The type states the async form, so that mypy catches a missing
+    `await`; typed `def` tasks call the `_sync` form instead (`call_sync`)."""
+    execution = current()
+    return cast("Coroutine[Any, Any, T]", execution.dispatch(lambda: work(execution)))
+
+
+def call_sync(name: str, work: Work[T]) -> T:
+    """A durable call's blocking form, for `def` tasks: waits for the value. Raises
+    `DurableCallError` in an `async def` task, whose loop it would block."""
+    execution = current()
+    if execution.in_loop():
+        raise DurableCallError(
+            f"{name}_sync() blocks, and this is an async def task: use `await {name}(...)`"
+        )
+    return cast(T, execution.dispatch(lambda: work(execution)))
 
 
 def to_json(value: Any) -> str:

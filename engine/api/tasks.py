@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, Unpack
@@ -19,10 +19,10 @@ from .._jsonb import has_nul
 from ..db import queries as _queries
 from ..db.database import Query
 from ..errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
-from ..models import BatchHandle, Queue, Retry, RunHandle
-from . import durable as _durable
+from ..models import BatchHandle, Queue, Result, Retry, RunHandle
 from . import options as _options
 from .connections import Connections
+from .durable import Work, call_async, call_sync
 from .options import TriggerOptions
 
 P = TypeVar("P")
@@ -219,28 +219,43 @@ class Task(Generic[P, O]):
     def _parse_output(self, output: Any) -> Any:
         return self.output_adapter.validate_python(output)
 
-    def trigger_and_wait(self, payload: P, **options: Unpack[TriggerOptions]) -> Any:
-        """From inside a task: trigger a child run and wait for it (durably: the parent
-        suspends and frees its slot). Gives a `Result`; await it in an `async def` task.
-        The child runs on the parent's version unless `version=` pins another."""
+    def _child_work(self, payload: P, options: TriggerOptions) -> Work[Result]:
         payload_json = self.payload_json(payload)
         opts = _options.build(options, self.defaults())
-        execution = _durable.current()
-        return execution.dispatch(
-            lambda: execution.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
-        )
+        return lambda ex: ex.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
+
+    def trigger_and_wait(
+        self, payload: P, **options: Unpack[TriggerOptions]
+    ) -> Coroutine[Any, Any, Result]:
+        """From inside a task: trigger a child run and wait for it (durably: the parent
+        suspends and frees its slot). Gives a `Result`; await it in an `async def` task
+        (in a `def` task the call blocks; typed code there calls `trigger_and_wait_sync`).
+        The child runs on the parent's version unless `version=` pins another."""
+        return call_async(self._child_work(payload, options))
+
+    def trigger_and_wait_sync(self, payload: P, **options: Unpack[TriggerOptions]) -> Result:
+        """`trigger_and_wait` in a `def` task."""
+        return call_sync("trigger_and_wait", self._child_work(payload, options))
+
+    def _children_work(
+        self, items: Sequence[P | BatchItem[P]], options: TriggerOptions
+    ) -> Work[list[Result]]:
+        query = self._batch_query(items, options)
+        items_json, opts = query.params[1], json.loads(query.params[2])
+        return lambda ex: ex.batch_trigger_and_wait(self.id, items_json, opts, self._parse_output)
 
     def batch_trigger_and_wait(
         self, items: Sequence[P | BatchItem[P]], **options: Unpack[TriggerOptions]
-    ) -> Any:
+    ) -> Coroutine[Any, Any, list[Result]]:
         """From inside a task: trigger up to 1,000 child runs and wait for all of them.
         Gives a list of `Result`, in item order (failed children have `ok=False`)."""
-        query = self._batch_query(items, options)
-        items_json, opts = query.params[1], json.loads(query.params[2])
-        execution = _durable.current()
-        return execution.dispatch(
-            lambda: execution.batch_trigger_and_wait(self.id, items_json, opts, self._parse_output)
-        )
+        return call_async(self._children_work(items, options))
+
+    def batch_trigger_and_wait_sync(
+        self, items: Sequence[P | BatchItem[P]], **options: Unpack[TriggerOptions]
+    ) -> list[Result]:
+        """`batch_trigger_and_wait` in a `def` task."""
+        return call_sync("batch_trigger_and_wait", self._children_work(items, options))
 
     async def batch_trigger_async(
         self,
