@@ -132,8 +132,7 @@ class Database:
         # Wait for the first connection: a request that came while it was still being
         # opened made the pool open a second one, and the pool hands its connections out
         # in turn, so even a caller that never overlaps itself switched sessions at every
-        # call. Measured, trigger() in a loop: 534 us a call on one session, 580 on two in
-        # turn; through the engine, 633 -> 584 and 592 -> 577 (medians of 7).
+        # call (trigger() in a loop: 534 us a call on one session, 580 on two in turn).
         try:
             pool.open(wait=True)
         except BaseException:
