@@ -9,7 +9,7 @@ from .api.tasks import BatchItem, Task
 from .api.waitpoints import Waitpoint
 from .errors import AbortTaskRunError, WaitFailedError
 from .models import Attempt, BatchHandle, Queue, Result, Retry, Run, RunHandle, RunStatus, Token
-from .worker.runtime import Worker
+from .worker import Worker
 
 __all__ = [
     "AbortTaskRunError",

@@ -1,7 +1,7 @@
 """The seam between the public API and the worker runtime for durable calls.
 
 `wait.*`, `ctx.step` and `Task.trigger_and_wait` (public API) find the execution they
-belong to here; the worker runtime (`_execution.Execution`) is what it is at run time.
+belong to here; the worker runtime (`engine.worker.replay.Execution`) is what it is at run time.
 The public layer depends only on this protocol, never on the runtime itself.
 """
 

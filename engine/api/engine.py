@@ -165,6 +165,6 @@ class Engine:
     ) -> WorkerProcess:
         """A worker for this engine's tasks (an `engine.Worker`); `.run()` blocks until
         SIGTERM/SIGINT."""
-        from ..worker.runtime import Worker
+        from ..worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, version=version, **settings)

@@ -29,7 +29,7 @@ KINDS = (
 )
 # process faults: a run executing in the target may legitimately crash or run twice
 # the named crash points: a worker started with SKIPLOCK_CRASH_AT kills itself there
-# (engine/worker/): after a claim commits, as a task starts, after completions commit
+# (engine/worker/faults.py): after a claim commits, as a task starts, after completions commit
 CRASH_POINTS = {
     "crash_after_claim": "claimed",
     "crash_during_execution": "executing",

@@ -1,0 +1,122 @@
+"""Taking work: the claim loop, and starting the attempts it claims.
+
+One coroutine takes work for the whole worker. Each of its calls records the attempts
+that finished since the last one and claims runs for the free slots, in one durable
+commit, so under load many runs share a commit. Guarantees:
+
+* A claim commits durably before anything it took starts: a claim lost to a server
+  crash would leave its run queued while this worker ran it, and the run would run
+  twice. Sharing that commit with the completions keeps its cost (a WAL flush) to one
+  per round, as a completion needs one anyway.
+* No more attempts run than `concurrency`.
+* A claim never overlaps a heartbeat (the lease's `claim_lock`).
+* Completions that could not be sent are sent again (they are fenced by attempt), and
+  handed to the outcomes' flusher when the loop stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..api.context import Metadata, TaskContext
+from ..db import queries as _queries
+from ..errors import SkiplockError
+from .execution import Executor, start_task
+from .faults import checkpoint
+from .lease import Lease
+from .outcomes import Completion, Outcomes, completions_json, refused
+from .state import RunningAttempt, WorkerState, wait_any
+
+if TYPE_CHECKING:
+    from ..api.engine import Engine
+
+log = logging.getLogger("skiplock.worker")
+
+
+class Claims:
+    """The claim loop of one worker (`run`), and the start of what it claims."""
+
+    def __init__(
+        self,
+        state: WorkerState,
+        lease: Lease,
+        outcomes: Outcomes,
+        executor: Executor,
+        engine: Engine,
+        *,
+        version: str,
+        queues: list[str] | None,
+        concurrency: int,
+        poll_interval: float,
+    ) -> None:
+        self._state, self._lease, self._outcomes = state, lease, outcomes
+        self._executor, self._engine = executor, engine
+        self._version, self._queues = version, queues
+        self._concurrency, self._poll_interval = concurrency, poll_interval
+
+    async def run(self) -> None:
+        """Until the worker stops: record finished attempts and claim runs for the free
+        slots, in one call; start what was claimed."""
+        state, outcomes, claim_lock = self._state, self._outcomes, self._lease.claim_lock
+        stopping, wake, running = state.stopping, state.wake, state.running
+        db = self._engine.adb
+        task_ids = list(self._engine.tasks)
+        done: list[Completion] = []  # taken from the queue, not recorded
+        while not stopping.is_set():
+            free = self._concurrency - len(running)
+            outcomes.take(done)
+            found = 0
+            if free > 0 or done:
+                wake.clear()
+                query = _queries.complete_and_claim(
+                    completions_json(done) if done else None,
+                    state.id,
+                    self._version,
+                    task_ids,
+                    self._queues,
+                    max(free, 0),
+                )
+                try:
+                    async with claim_lock:
+                        rows = await db.run(query, lane="claim")
+                        if done:
+                            checkpoint("completed")
+                            outcomes.recorded(done)
+                            done = []
+                        found = len(rows)
+                        if rows:
+                            checkpoint("claimed")
+                        self._start(rows)
+                except (psycopg.Error, SkiplockError) as exc:
+                    # completions are fenced by attempt: sent again in the next round
+                    log.exception("claim failed; retrying after the poll interval")
+                    if done and refused(exc):
+                        done = await outcomes.record_each(done)
+                    await wait_any(stopping, timeout=self._poll_interval)
+                    continue
+            if found < free or free <= 0:
+                # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
+                await wait_any(wake, stopping, timeout=self._poll_interval)
+        outcomes.give_back(done)  # for the flusher
+
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        """Start an attempt for each claimed row, as a task on the loop."""
+        state, tasks, execute = self._state, self._engine.tasks, self._executor.execute
+        for row in rows:
+            task = tasks[row["task_identifier"]]
+            ctx = TaskContext(
+                run_id=row["run_id"],
+                attempt=row["attempt_number"],
+                attempt_id=row["attempt_id"],
+                task_id=task.id,
+                worker_id=state.id,
+                metadata=Metadata(None if row["metadata"] == "{}" else json.loads(row["metadata"])),
+            )
+            attempt = RunningAttempt(ctx, task, row["payload"], row["max_duration"])
+            state.running[ctx.attempt_id] = attempt
+            state.by_run[ctx.run_id] = ctx.attempt_id
+            attempt.future = start_task(execute(attempt), f"run {ctx.run_id}")

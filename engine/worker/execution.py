@@ -1,0 +1,185 @@
+"""Running one attempt: calling the task function, and classifying how it ended.
+
+`async def` tasks run on the worker's loop, `def` tasks in its pool of daemon threads
+(threads.py); a task's `max_duration` bounds either. No transaction is open while the
+task function runs. How an attempt ends decides what is recorded (`Executor.execute`):
+
+* it returned: its output is queued for recording (outcomes.py), with its final metadata;
+* `Suspended`: the run is WAITING, or no longer ours: the database has it, nothing to do;
+* a replay that asked for another durable call: SYSTEM_FAILURE, not retried;
+* `max_duration` exceeded: TIMED_OUT, not retried;
+* `AbortTaskRunError`, a stored payload the task cannot parse: FAILED, not retried;
+* stopped by the worker's shutdown: FAILED, retried at once (if attempts are left);
+* any other exception: FAILED, retried after the task's retry delay;
+* canceled, or the lease lost: nothing; the database has already settled the run.
+
+Whatever happens, the attempt leaves `WorkerState.running` and the claim loop is woken
+(a slot is free). While attempts run, their metadata changes are written every
+`metadata_interval` seconds, and before a durable call suspends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..api.durable import current_execution as _execution_var
+from ..db import queries as _queries
+from ..errors import (
+    AbortTaskRunError,
+    NonDeterminismError,
+    PayloadValidationError,
+    TaskRunCanceledError,
+)
+from .faults import checkpoint
+from .outcomes import Outcomes
+from .replay import Execution, NonDeterministic, Suspended
+from .state import SETTLED, SHUTDOWN, TIMED_OUT, RunningAttempt, WorkerState
+from .threads import DaemonThreadPool
+
+if TYPE_CHECKING:
+    from ..api.engine import Engine
+
+log = logging.getLogger("skiplock.worker")
+
+
+class Executor:
+    """Runs the worker's attempts, one asyncio task each (`execute`), and writes their
+    metadata while they run."""
+
+    def __init__(
+        self,
+        state: WorkerState,
+        outcomes: Outcomes,
+        engine: Engine,
+        threads: DaemonThreadPool,
+        *,
+        metadata_interval: float,
+    ) -> None:
+        self._state, self._outcomes, self._engine = state, outcomes, engine
+        self._running, self._by_run = state.running, state.by_run
+        self._threads = threads
+        self._metadata_interval = metadata_interval
+
+    async def execute(self, attempt: RunningAttempt) -> None:
+        """Run the attempt and record how it ended (see the module's docstring)."""
+        ctx, task, outcomes = attempt.ctx, attempt.task, self._outcomes
+        try:
+            output = await self._call(attempt)
+        except Suspended:
+            pass  # the run is WAITING (or no longer ours): the database has it
+        except NonDeterministic as exc:
+            await outcomes.fail(ctx, "SYSTEM_FAILURE", NonDeterminismError(str(exc)), None)
+        except asyncio.CancelledError:
+            if ctx.stop_reason == SHUTDOWN:
+                await outcomes.fail(ctx, "FAILED", TaskRunCanceledError(SHUTDOWN), retry_delay=0.0)
+            elif ctx.stop_reason is None:
+                raise
+            # canceled or lease lost: the database already settled the run; nothing to report
+        except TimeoutError as exc:
+            if ctx.stop_reason == TIMED_OUT:
+                await outcomes.fail(ctx, "TIMED_OUT", exc, retry_delay=None)
+            else:
+                await outcomes.fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+        except (AbortTaskRunError, PayloadValidationError) as exc:
+            await outcomes.fail(ctx, "FAILED", exc, retry_delay=None)
+        except Exception as exc:
+            if ctx.stop_reason == SHUTDOWN:
+                await outcomes.fail(ctx, "FAILED", exc, retry_delay=0.0)
+            elif ctx.stop_reason not in SETTLED:
+                await outcomes.fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+        else:
+            if ctx.stop_reason not in SETTLED:  # else the database settles the run
+                # the final metadata goes with the outcome: one round trip, one commit
+                metadata = None
+                if ctx.metadata.version != attempt.metadata_flushed:
+                    metadata = ctx.metadata.snapshot()[1]
+                outcomes.put(ctx.attempt_id, output, metadata)
+        finally:
+            self._running.pop(ctx.attempt_id, None)
+            if self._by_run.get(ctx.run_id) == ctx.attempt_id:
+                del self._by_run[ctx.run_id]
+            self._state.wake.set()
+
+    async def _call(self, attempt: RunningAttempt) -> str:
+        """Run the task function once; return its output as JSON text."""
+        ctx, task = attempt.ctx, attempt.task
+        try:
+            payload = task.parse_payload(attempt.payload)
+        except Exception as exc:
+            raise PayloadValidationError(
+                f"stored payload does not match the task's type: {exc}"
+            ) from exc
+        # durable calls find their execution here (a def task's thread copies the context)
+        _execution_var.set(
+            Execution(self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt))
+        )
+        checkpoint("executing")
+        if task.is_async and attempt.max_duration is None:
+            return task.output_json(await task.fn(payload, ctx))
+        if task.is_async:
+            # awaited in this task: a cancel or the timeout reaches the coroutine directly
+            deadline = asyncio.timeout(attempt.max_duration)
+            try:
+                async with deadline:
+                    result = await task.fn(payload, ctx)
+            except TimeoutError:
+                if deadline.expired():
+                    ctx.request_stop(TIMED_OUT)
+                raise
+            return task.output_json(result)
+        work = self._threads.submit(task.fn, payload, ctx)
+        try:
+            # shielded: the thread cannot be interrupted, so its future must outlive us
+            async with asyncio.timeout(attempt.max_duration):
+                result = await asyncio.shield(work)
+        except TimeoutError:
+            if work.done() and not work.cancelled() and work.exception() is not None:
+                raise  # the task itself raised TimeoutError
+            ctx.request_stop(TIMED_OUT)
+            await asyncio.wait([work])  # hold the slot until the thread returns; ignore it
+            raise
+        except asyncio.CancelledError:
+            if ctx.stop_reason is not None:
+                await asyncio.wait([work])
+            raise
+        return task.output_json(result)
+
+    async def flush_metadata(self, attempt: RunningAttempt) -> None:
+        """Write the attempt's metadata to its run if it changed since the last write."""
+        if attempt.ctx.metadata.version == attempt.metadata_flushed:
+            return  # unchanged: no encoding, no round trip (the common case)
+        version, encoded = attempt.ctx.metadata.snapshot()
+        if version != attempt.metadata_flushed:
+            await self._engine.adb.run(_queries.update_metadata(attempt.ctx.attempt_id, encoded))
+            attempt.metadata_flushed = version
+
+    async def metadata_flusher(self) -> None:
+        """Flush running attempts' metadata changes every `metadata_interval` seconds, so
+        that whoever watches a run sees its progress while it runs. Until cancelled."""
+        while True:
+            await asyncio.sleep(self._metadata_interval)
+            for attempt in list(self._running.values()):
+                try:
+                    await self.flush_metadata(attempt)
+                except psycopg.Error:
+                    log.warning("metadata flush failed", exc_info=True)
+
+
+if sys.version_info >= (3, 12):
+
+    def start_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A run's task, started eagerly: it runs here up to its first wait, and a run
+        that never waits finishes here, with no round through the event loop. Measured, a
+        worker's CPU a no-op run on Python 3.12: 15-24 us against 26-38 scheduled."""
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
+
+else:
+
+    def start_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(coro, name=name)

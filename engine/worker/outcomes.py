@@ -1,0 +1,198 @@
+"""Recording finished attempts: the completions queue, batches, the one-by-one fallback.
+
+A successful attempt's outcome is queued (`put`). While the worker takes work, the claim
+loop sends whatever is queued with its next claim, in one commit (claims.py); once it
+stops, `flush` sends batches on their own. A failed attempt is recorded at once (`fail`).
+
+Guarantees:
+
+* An attempt stays held (in `WorkerState.unrecorded`, so in every heartbeat) until its
+  outcome is recorded.
+* Every write is fenced by attempt and idempotent: a batch is sent again until the
+  database takes it (or refuses its data), a failure until it is recorded or the lease
+  has lapsed (maintenance owns the run then).
+* A batch whose data the database refuses is recorded one by one (`record_each`), so
+  an outcome it cannot store holds up no other: that one fails its attempt instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..db import queries as _queries
+from ..errors import InvalidArgumentError, SkiplockError
+from .faults import checkpoint
+from .lease import Lease
+from .state import WorkerState
+
+if TYPE_CHECKING:
+    from ..api.context import TaskContext
+    from ..api.engine import Engine
+
+log = logging.getLogger("skiplock.worker")
+
+Completion = tuple[str, str, str | None]  # attempt id, output JSON, metadata JSON or None
+MAX_BATCH = 1000  # completions per call
+
+
+class Outcomes:
+    """The worker's finished attempts on their way to the database."""
+
+    queue: asyncio.Queue[Completion]  # from `open()` on: queued, not yet taken for sending
+
+    def __init__(self, state: WorkerState, lease: Lease, engine: Engine) -> None:
+        self._state, self._lease, self._engine = state, lease, engine
+        self._unrecorded = state.unrecorded
+
+    def open(self) -> None:
+        self.queue = asyncio.Queue()
+
+    def put(self, attempt_id: str, output: str, metadata: str | None) -> None:
+        """Queue a successful attempt's outcome; the worker holds it until recorded."""
+        self._unrecorded.add(attempt_id)
+        self.queue.put_nowait((attempt_id, output, metadata))
+
+    def take(self, batch: list[Completion]) -> None:
+        """Move queued completions into `batch`, up to 1,000 in all."""
+        queue = self.queue
+        while not queue.empty() and len(batch) < MAX_BATCH:
+            batch.append(queue.get_nowait())
+
+    def give_back(self, batch: list[Completion]) -> None:
+        """Queue taken completions again, for `flush` (counted once, not twice)."""
+        for item in batch:
+            self.queue.put_nowait(item)
+            self.queue.task_done()
+
+    def recorded(self, batch: list[Completion]) -> None:
+        """The database has recorded `batch`: the worker no longer holds its attempts."""
+        for attempt_id, _, _ in batch:
+            self._unrecorded.discard(attempt_id)
+            self.queue.task_done()
+
+    async def flush(self) -> None:
+        """Once the fetch loop is done: send completions in batches, whatever finished
+        while the last batch was in flight in the next one. Runs until cancelled."""
+        while True:
+            batch = [await self.queue.get()]
+            self.take(batch)
+            while batch:
+                try:
+                    await self.send(batch)
+                    checkpoint("completed")
+                    self.recorded(batch)
+                    break
+                except (psycopg.Error, SkiplockError) as exc:
+                    # fenced and idempotent: safe to resend until the database is back
+                    log.exception("could not record %d completions; retrying", len(batch))
+                    if refused(exc):
+                        batch = await self.record_each(batch)
+                    if batch:
+                        await asyncio.sleep(1.0)
+
+    async def wait_recorded(self) -> None:
+        """Wait for `flush` to record every finished attempt, but not past the lease:
+        once it lapses (the database unreachable all along) maintenance crashes those runs
+        and would fence the late results anyway, so SIGTERM must not hang on them."""
+        timeout = self._lease.lease_timeout
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout=timeout)
+        except TimeoutError:
+            log.error(
+                "%d finished attempt(s) could not be recorded within the lease (%.0fs); "
+                "their runs will be marked CRASHED",
+                self.queue.qsize(),
+                timeout,
+            )
+
+    async def send(self, batch: list[Completion]) -> None:
+        """Record the outcomes in `batch` alone (no claim), on the lane of their own."""
+        await self._engine.adb.run(
+            _queries.complete_attempts(completions_json(batch)), lane="complete"
+        )
+
+    async def record_each(self, batch: list[Completion]) -> list[Completion]:
+        """The database refused the data of a batch of outcomes: record them one by one,
+        so that one it cannot store holds up no other. An outcome refused on its own fails
+        its attempt (SYSTEM_FAILURE) instead; if even that is refused, the worker lets the
+        attempt go, and the database releases it as a lost attempt at the next heartbeat.
+        Returns the outcomes left for a later try (any other error)."""
+        left: list[Completion] = []
+        for item in batch:
+            attempt_id = item[0]
+            try:
+                await self.send([item])
+            except (psycopg.Error, SkiplockError) as exc:
+                if not refused(exc):
+                    left.append(item)
+                    continue
+                log.error("the outcome of attempt %s was refused: %s", attempt_id, exc)
+                refusal = InvalidArgumentError(f"the outcome could not be stored: {exc}")
+                query = _queries.fail_attempt(
+                    attempt_id, error_json(refusal), "SYSTEM_FAILURE", None
+                )
+                try:
+                    await self._engine.adb.run(query)
+                except (psycopg.Error, SkiplockError) as again:
+                    if not refused(again):
+                        left.append(item)
+                        continue
+                    log.error("gave up on attempt %s: %s", attempt_id, again)
+            self.recorded([item])
+        return left
+
+    async def fail(
+        self, ctx: TaskContext, status: str, exc: BaseException, retry_delay: float | None
+    ) -> None:
+        """Record the attempt as failed with `status` (retried after `retry_delay` seconds
+        if not None and attempts are left); wake the claim loop when the retry is due."""
+        query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
+        pause = 0.2
+        while True:
+            try:
+                new_status = await self._engine.adb.run(query)
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                # fenced by attempt, so resending is safe; the attempt stays in hand (and
+                # in heartbeats) until it is recorded. Past the lease, maintenance owns it.
+                if self._lease.lapsed():
+                    log.error("gave up recording failed attempt %s: lease lapsed", ctx.attempt_id)
+                    return
+                log.warning("could not record failed attempt %s; retrying", ctx.attempt_id)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        if new_status is not None and new_status.value == "QUEUED" and retry_delay:
+            self._state.loop.call_later(retry_delay, self._state.wake.set)
+
+
+def refused(exc: BaseException) -> bool:
+    """The database refused the data sent (resending the same will not help). Any other
+    error (a connection lost, a read-only server during a failover, a function missing
+    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
+    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))
+
+
+def error_json(exc: BaseException) -> dict[str, Any]:
+    # a NUL character, which jsonb cannot store, is written as the text \x00
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc).replace("\x00", "\\x00"),
+        "stack": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
+    }
+
+
+def completions_json(batch: list[Completion]) -> str:
+    return "[" + ",".join(_completion_json(*c) for c in batch) + "]"
+
+
+def _completion_json(attempt_id: str, output: str, metadata: str | None) -> str:
+    # output and metadata are JSON text already, and attempt ids (skiplock.gen_id: a
+    # prefix, "_" and hex digits) need no escaping: spliced in, nothing encoded twice
+    if metadata is None:
+        return f'{{"attempt_id":"{attempt_id}","output":{output}}}'
+    return f'{{"attempt_id":"{attempt_id}","output":{output},"metadata":{metadata}}}'
