@@ -30,8 +30,10 @@ class WorkerProcess(Protocol):
     """What `Engine.worker()` returns: an `engine.Worker` (typed here by what it does, so
     that the API layer does not import the worker runtime)."""
 
-    id: str
     shutdown_grace: float
+
+    @property
+    def id(self) -> str: ...
 
     def run(self) -> None: ...
 
