@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -264,21 +265,28 @@ def subscribe(
     parse: Parse,
     *,
     created_from: datetime | None = None,
+    timeout: float | None = None,
 ) -> Iterator[Run[Any, Any]]:
     """Snapshots of the watched runs: the current state at once, then one per change. A
     subscription to one run ends after its final status; the others when the caller stops
-    iterating (break, or close() on the iterator)."""
+    iterating (break, or close() on the iterator). With `timeout`, waiting for a change
+    past that many seconds from the start raises `TimeoutError`."""
     feed = RunFeed.for_dsn(dsn)
     ready = threading.Event()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_run: Run[Any, Any] | None = None
     sub = feed.subscribe(kind, key, Mailbox(ready.set), created_from)
     try:
         while True:
             ready.clear()
             item = sub.mailbox.take()
             if item is None:
-                ready.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if not ready.wait(left):
+                    raise _timed_out(key, timeout, last_run)
                 continue
             run, last = _snapshot(item, kind, parse)
+            last_run = run
             yield run
             if last:
                 return
@@ -293,27 +301,40 @@ async def subscribe_async(
     parse: Parse,
     *,
     created_from: datetime | None = None,
+    timeout: float | None = None,
 ) -> AsyncIterator[Run[Any, Any]]:
     """`subscribe` for async code: the same snapshots, awaited on the running loop."""
     feed = RunFeed.for_dsn(dsn)
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
+    deadline = None if timeout is None else loop.time() + timeout
 
     def wake() -> None:  # called on the listener thread
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
             loop.call_soon_threadsafe(ready.set)
 
+    last_run: Run[Any, Any] | None = None
     sub = feed.subscribe(kind, key, Mailbox(wake), created_from)
     try:
         while True:
             ready.clear()
             item = sub.mailbox.take()
             if item is None:
-                await ready.wait()
+                left = None if deadline is None else deadline - loop.time()
+                try:
+                    await asyncio.wait_for(ready.wait(), left)
+                except TimeoutError:
+                    raise _timed_out(key, timeout, last_run) from None
                 continue
             run, last = _snapshot(item, kind, parse)
+            last_run = run
             yield run
             if last:
                 return
     finally:
         feed.unsubscribe(sub)
+
+
+def _timed_out(key: str, timeout: float | None, last: Run[Any, Any] | None) -> TimeoutError:
+    now = f" (still {last.status.value})" if last is not None else ""
+    return TimeoutError(f"{key}: no final status within {timeout:g}s{now}")

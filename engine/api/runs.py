@@ -207,6 +207,32 @@ class Runs:
 
     reschedule_async = reschedule.aio
 
+    # waiting for a result ----------------------------------------------------------------
+
+    def poll(
+        self, run: RunRef, *, timeout: float | None = 60.0, task: Task[Any, Any] | None = None
+    ) -> Run[Any, Any]:
+        """Block until the run reaches a final status and return it (with `task`, typed as
+        `retrieve` does). Built on the realtime feed: no sleep loop, one LISTEN connection
+        per process. Raises `TimeoutError` past `timeout` seconds (None: no limit) and
+        `RunNotFoundError` for an unknown id."""
+        for snapshot in realtime.subscribe(
+            self._conns.dsn, "run", run_id(run), _model(task), timeout=_timeout(timeout)
+        ):
+            if snapshot.is_completed:
+                return snapshot
+        raise AssertionError("unreachable: a run's subscription ends on its final status")
+
+    async def poll_async(
+        self, run: RunRef, *, timeout: float | None = 60.0, task: Task[Any, Any] | None = None
+    ) -> Run[Any, Any]:
+        async for snapshot in realtime.subscribe_async(
+            self._conns.dsn, "run", run_id(run), _model(task), timeout=_timeout(timeout)
+        ):
+            if snapshot.is_completed:
+                return snapshot
+        raise AssertionError("unreachable: a run's subscription ends on its final status")
+
     # realtime ----------------------------------------------------------------------------
 
     def subscribe_to_run(
@@ -284,3 +310,11 @@ def _key(name: str, value: str) -> str:
     if not isinstance(value, str) or not value or "\0" in value:
         raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+def _timeout(timeout: float | None) -> float | None:
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
+    ):
+        raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return timeout

@@ -1,0 +1,2 @@
+skiplock migrate
+skiplock worker myapp:app --concurrency 10 --version 2026.11.1
