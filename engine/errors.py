@@ -75,6 +75,11 @@ class DurableCallError(SkiplockError, RuntimeError):
     the blocking `_sync` form of one made in an `async def` task (it would block the loop)."""
 
 
+class UnknownTaskWarning(UserWarning):
+    """A trigger named a task that neither this engine nor any deployment declares: its
+    run waits in PENDING_VERSION until a worker of that task registers (often a typo)."""
+
+
 class AbortTaskRunError(Exception):
     """Raise inside a task to fail the run at once, with no retry."""
 

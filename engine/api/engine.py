@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
@@ -14,8 +16,8 @@ from .._durations import Duration
 from ..db import migrate as migrations
 from ..db import queries
 from ..db.database import AsyncDatabase, Database, Query
-from ..errors import InvalidArgumentError
-from ..models import Queue, Retry, RunHandle
+from ..errors import InvalidArgumentError, UnknownTaskWarning
+from ..models import Queue, Retry, RunHandle, RunStatus
 from . import options as trigger_options
 from .connections import Connections
 from .options import TriggerOptions
@@ -143,8 +145,14 @@ class Engine:
         **options: Unpack[TriggerOptions],
     ) -> RunHandle:
         """Trigger a task by id; its code need not be importable here. A task defined on
-        this engine has its payload validated as `Task.trigger` does."""
-        return self.db.run(self._trigger_query(task_id, payload, options), conn)
+        this engine has its payload validated as `Task.trigger` does. Triggering a task no
+        deployment has yet is allowed (the run waits in PENDING_VERSION); when neither this
+        engine nor any deployment knows the id, an `UnknownTaskWarning` names the closest
+        known ids."""
+        handle = self.db.run(self._trigger_query(task_id, payload, options), conn)
+        if self._maybe_unknown(handle):
+            _warn_unknown(task_id, [*self.tasks, *self.db.run(queries.deployed_task_ids(), conn)])
+        return handle
 
     async def trigger_async(
         self,
@@ -154,7 +162,16 @@ class Engine:
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[TriggerOptions],
     ) -> RunHandle:
-        return await self.adb.run(self._trigger_query(task_id, payload, options), conn)
+        handle = await self.adb.run(self._trigger_query(task_id, payload, options), conn)
+        if self._maybe_unknown(handle):
+            deployed = await self.adb.run(queries.deployed_task_ids(), conn)
+            _warn_unknown(task_id, [*self.tasks, *deployed])
+        return handle
+
+    def _maybe_unknown(self, handle: RunHandle) -> bool:
+        """PENDING_VERSION for a task this engine does not define: no deployment has the
+        task, or none has the pinned version (the warning tells the two apart)."""
+        return handle.status is RunStatus.PENDING_VERSION and handle.task_identifier not in self.tasks
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -170,3 +187,16 @@ class Engine:
         from ..worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, version=version, **settings)
+
+
+def _warn_unknown(task_id: str, known: list[str]) -> None:
+    if task_id in known:
+        return  # deployed, at another version than the one pinned
+    close = difflib.get_close_matches(task_id, sorted(set(known)), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    warnings.warn(
+        f"no task {task_id!r} is defined on this engine or deployed by any worker: the run "
+        f"waits in PENDING_VERSION until a worker with that task registers{hint}",
+        UnknownTaskWarning,
+        stacklevel=3,
+    )

@@ -408,6 +408,15 @@ def workers() -> Query[list[dict[str, Any]]]:
     )
 
 
+def deployed_task_ids() -> Query[list[str]]:
+    """Every task id some deployment has registered, at any version."""
+    return Query(
+        "SELECT DISTINCT task_identifier FROM skiplock.deployment_tasks",
+        (),
+        lambda rows: [r["task_identifier"] for r in rows],
+    )
+
+
 def update_metadata(attempt_id: str, metadata_json: str) -> Query[bool]:
     return Query(
         "SELECT skiplock.update_metadata(%s, %s::jsonb)", (attempt_id, metadata_json), _scalar
