@@ -171,7 +171,9 @@ class Engine:
     def _maybe_unknown(self, handle: RunHandle) -> bool:
         """PENDING_VERSION for a task this engine does not define: no deployment has the
         task, or none has the pinned version (the warning tells the two apart)."""
-        return handle.status is RunStatus.PENDING_VERSION and handle.task_identifier not in self.tasks
+        return (
+            handle.status is RunStatus.PENDING_VERSION and handle.task_identifier not in self.tasks
+        )
 
     # -- workers ---------------------------------------------------------------------------
 

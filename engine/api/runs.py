@@ -207,6 +207,16 @@ class Runs:
 
     reschedule_async = reschedule.aio
 
+    @twin
+    def status_reason(self, run: RunRef) -> Plan[str | None]:
+        """Why the run has not moved on, in one line for people, or None when nothing
+        holds it up: "no deployment has task X", "attempt 3 at 2026-12-06 14:03:07 UTC",
+        "waiting for a worker of version V", "queue q is paused", a lapsed worker, ..."""
+        reason: str | None = yield queries.status_reason(run_id(run))
+        return reason
+
+    status_reason_async = status_reason.aio
+
     # waiting for a result ----------------------------------------------------------------
 
     def poll(

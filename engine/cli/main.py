@@ -69,11 +69,15 @@ def _print_runs(runs: list[Run[Any, Any]], as_json: bool) -> None:
     print(_table(rows, header))
 
 
-def _print_run(run: Run[Any, Any], as_json: bool) -> None:
+def _print_run(run: Run[Any, Any], as_json: bool, reason: str | None = None) -> None:
     if as_json:
-        print(json.dumps(run.model_dump(mode="json"), indent=2))
+        dumped = run.model_dump(mode="json")
+        print(json.dumps({**dumped, "status_reason": reason} if reason else dumped, indent=2))
         return
-    fields = run.model_dump(mode="json", exclude={"attempts"})
+    fields: dict[str, Any] = run.model_dump(mode="json", exclude={"attempts"})
+    if reason:  # right under the status it explains
+        status = fields.pop("status")
+        fields = {"id": fields.pop("id"), "status": status, "why": reason, **fields}
     width = max(len(k) for k in fields)
     for key, value in fields.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else value
@@ -131,7 +135,8 @@ def cmd_runs(args: argparse.Namespace) -> None:
         if page.has_next_page() and not args.json:
             print(f"... more: --limit {args.limit * 2}")
     elif args.action == "show":
-        _print_run(app.runs.retrieve(args.run_id), args.json)
+        run = app.runs.retrieve(args.run_id)
+        _print_run(run, args.json, app.runs.status_reason(run.id))
     elif args.action == "cancel":
         status = app.runs.cancel(args.run_id)
         print(

@@ -86,6 +86,7 @@ class Views:
             "run": run,
             "waitpoints": waitpoints,
             "children": await self.engine.runs.children_async(run.id),
+            "reason": await self.engine.runs.status_reason_async(run.id),
             "timeline": timeline(run, waitpoints),
         }
         name = "_run_body.html" if request.query_params.get("fragment") else "run.html"

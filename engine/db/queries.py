@@ -408,6 +408,10 @@ def workers() -> Query[list[dict[str, Any]]]:
     )
 
 
+def status_reason(run_id: str) -> Query[str | None]:
+    return Query("SELECT skiplock.run_status_reason(%s)", (run_id,), _scalar)
+
+
 def deployed_task_ids() -> Query[list[str]]:
     """Every task id some deployment has registered, at any version."""
     return Query(
