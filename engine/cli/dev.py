@@ -6,10 +6,13 @@ expire after 10 minutes in the queue."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+from types import FrameType
 
 from ..api.engine import Engine
-from ..dashboard import serve
+from ..dashboard import server
 
 DEV_TTL = 600.0
 DEV_VERSION = "dev"
@@ -22,6 +25,22 @@ def run_dev(app: Engine, *, host: str, port: int, concurrency: int = 10) -> None
     if applied:
         log.info("applied %d migration file(s)", len(applied))
     worker = app.worker(concurrency=concurrency, version=DEV_VERSION, default_ttl=DEV_TTL)
+    dashboard = server(app, host=host, port=port)
+    # uvicorn takes SIGTERM and SIGINT while it serves, then restores the handlers it found
+    # and raises the signal again: with the default SIGTERM handler that killed the process
+    # at once, runs left EXECUTING. Ours asks the worker to drain (and stops the server, if
+    # the signal came before uvicorn took over); a second signal exits at once.
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            print("skiplock dev: second signal, stopping without draining", flush=True)
+            os._exit(1)
+        stopping.set()
+        dashboard.should_exit = True
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     thread = threading.Thread(target=worker.run, name="skiplock-dev-worker", daemon=True)
     thread.start()
     print(
@@ -30,7 +49,10 @@ def run_dev(app: Engine, *, host: str, port: int, concurrency: int = 10) -> None
         flush=True,
     )
     try:
-        serve(app, host=host, port=port)
+        dashboard.run()
     finally:
         worker.stop()
+        print(f"skiplock dev: draining (up to {worker.shutdown_grace:g}s)", flush=True)
         thread.join(timeout=worker.shutdown_grace + 5)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -19,6 +19,9 @@ from ..models import Attempt, Run
 from . import events
 from .security import AccessGuard, Csrf, check_bind
 from .views import Views
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["create_app", "serve"]
 
@@ -106,7 +109,18 @@ def serve(
     engine: Engine, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None
 ) -> None:
     """Serve the dashboard until interrupted; refuses a non-loopback host without a token."""
+    server(engine, host=host, port=port, token=token).run()
+
+
+def server(
+    engine: Engine, *, host: str = "127.0.0.1", port: int = 8080, token: str | None = None
+) -> uvicorn.Server:
+    """The dashboard's server, not started: `.run()` serves until a signal or until
+    `should_exit` is set. Refuses a non-loopback host without a token."""
     import uvicorn
 
     check_bind(host, token)
-    uvicorn.run(create_app(engine, token=token), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(engine, token=token), host=host, port=port, log_level="warning"
+    )
+    return uvicorn.Server(config)
