@@ -55,6 +55,32 @@ class MigrationError(SkiplockError):
     """The database schema does not match the migrations shipped with this version."""
 
 
+class SchemaNotMigratedError(MigrationError):
+    """The database lacks skiplock's schema, or objects of this version of it: it was never
+    migrated, or not since an upgrade. The message says what to run."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the database is not migrated ({detail}): run `skiplock migrate` "
+            "(or `app.migrate()`, or start the worker with --migrate)"
+        )
+        self.detail = detail
+
+
+class DatabaseUnreachableError(SkiplockError):
+    """No connection to the database could be opened at first contact (refused, timed
+    out, unknown host, authentication failed). The message is one line: the address tried
+    (password hidden), where it came from, and why it failed. Once a shell has connected,
+    later connection failures are the driver's `psycopg.OperationalError`, retried as
+    transient."""
+
+    def __init__(self, address: str, source: str, reason: str) -> None:
+        super().__init__(f"cannot connect to the database at {address} ({source}): {reason}")
+        self.address = address
+        self.source = source
+        self.reason = reason
+
+
 class EmbeddedPostgresError(SkiplockError):
     """The embedded PostgreSQL cluster could not be started."""
 

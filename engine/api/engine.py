@@ -24,6 +24,7 @@ from .options import TriggerOptions
 from .queues import Queues
 from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
+from .twins import Plan, twin
 from .waitpoints import Waitpoints
 from .worker_status import Workers
 
@@ -49,7 +50,10 @@ class Engine:
 
     The DSN comes from the argument, else $SKIPLOCK_DATABASE_URL, else an embedded
     PostgreSQL cluster in a per-user data directory (started on first use, and kept
-    running for later processes)."""
+    running for later processes). A malformed DSN raises `InvalidArgumentError` here.
+    Nothing connects until the first call; a first connection that fails raises
+    `DatabaseUnreachableError` within the connect timeout ($SKIPLOCK_CONNECT_TIMEOUT,
+    default 5 s), and a database never migrated raises `SchemaNotMigratedError`."""
 
     def __init__(self, dsn: str | None = None, *, pool_size: int = 10) -> None:
         self._conns = Connections(dsn, pool_size=pool_size)
@@ -77,8 +81,17 @@ class Engine:
     def migrate(self) -> list[str]:
         """Apply sql/ migrations and function files. Idempotent; concurrent callers
         serialise on an advisory lock. Returns the files applied."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self.db.connect() as conn:
             return migrations.migrate(conn)
+
+    @twin
+    def check(self) -> Plan[None]:
+        """Connect, and check that every migration of this version is applied; writes
+        nothing. Raises `DatabaseUnreachableError` or `SchemaNotMigratedError`, each one
+        line saying what to do. For start-up checks (`skiplock dashboard` makes one)."""
+        migrations.check_applied((yield queries.migrations_applied()))
+
+    check_async = check.aio
 
     def close(self) -> None:
         self._conns.close()

@@ -1,10 +1,12 @@
-"""The `skiplock` command: migrate, worker, runs, demo."""
+"""The `skiplock` command: the database's schema, workers, runs and queues, the dashboard,
+local development and a demo."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
-from ..models import Run
+from ..models import Run, RunStatus
 from .watch import watch
 
 
@@ -122,14 +124,33 @@ def cmd_worker(args: argparse.Namespace) -> None:
         heartbeat_interval=args.heartbeat_interval,
         lease_timeout=args.lease_timeout,
         freeze_gc=True,  # the process is the worker
+        migrate=args.migrate,  # at start-up, waiting for the database as registering does
     ).run()
+
+
+def _statuses(given: list[str] | None) -> list[str] | None:
+    """`--status` values in any case; an unknown one lists the valid values."""
+    if not given:
+        return None
+    valid = [s.value for s in RunStatus]
+    statuses = [s.strip().upper() for s in given]
+    unknown = [g for g, s in zip(given, statuses, strict=True) if s not in valid]
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown status {unknown[0]!r}; valid (any case): {', '.join(valid)}"
+        )
+    return statuses
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
     app = _engine(args)
     if args.action == "list":
         page = app.runs.list(
-            status=args.status, task=args.task, tag=args.tag, batch=args.batch, limit=args.limit
+            status=_statuses(args.status),
+            task=args.task,
+            tag=args.tag,
+            batch=args.batch,
+            limit=args.limit,
         )
         _print_runs(page.data, args.json)
         if page.has_next_page() and not args.json:
@@ -149,6 +170,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
     elif args.action == "watch":
         if (args.run_id is None) == (args.tag is None):
             raise InvalidArgumentError("give a run id or --tag, not both")
+        # the live feed waits for its database as a worker does: check it first, so that
+        # a wrong address or an unmigrated database fails now, in one line
+        app.check()
         with contextlib.suppress(KeyboardInterrupt):  # the way to stop watching a tag
             watch(
                 app,
@@ -199,6 +223,10 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
     token = args.token or os.environ.get("SKIPLOCK_DASHBOARD_TOKEN") or None
     app = _engine(args)
+    try:
+        app.check()
+    except SkiplockError as exc:  # served anyway: its pages say the same until it is fixed
+        print(f"warning: {exc}", file=sys.stderr, flush=True)
     print(f"skiplock dashboard on http://{args.host}:{args.port}/", flush=True)
     serve(app, host=args.host, port=args.port, token=token)
 
@@ -217,19 +245,73 @@ def cmd_demo(args: argparse.Namespace) -> None:
     demo_main(args.dsn)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("skiplock")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was not installed
+        return "unknown (not installed)"
+
+
+_RUNS_ACTIONS = {
+    "list": "list runs, newest first, filtered by status, task, tag, batch",
+    "show": "show one run: its fields and attempts",
+    "cancel": "cancel a run and its descendants",
+    "replay": "make a new run with the same payload, on the latest version",
+    "reschedule": "move a DELAYED run's start (--delay)",
+    "watch": "follow a run, or every run with a tag, live",
+}
+_QUEUES_ACTIONS = {
+    "list": "list queues: queued, running, limit, paused (the default)",
+    "pause": "stop a queue's runs from starting",
+    "resume": "let a paused queue's runs start again",
+    "limit": "set a queue's concurrency limit (a number, or 'none')",
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Aligns the help of subcommands with their indent counted (argparse before 3.13 left
+    it out, so a long name such as `reschedule` pushed its help to the next line)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action.choices, dict):
+            longest = max((len(name) for name in action.choices), default=0)
+            needed = longest + self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, needed)
+
+
+def _json_flag(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    parser.add_argument("--json", action="store_true", default=default, help="print JSON")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skiplock", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="skiplock",
+        description=__doc__,
+        formatter_class=_HelpFormatter,
+        epilog="The database: --dsn, else $SKIPLOCK_DATABASE_URL, else an embedded PostgreSQL. "
+        "Commands that need it fail within seconds when it cannot be reached "
+        "($SKIPLOCK_CONNECT_TIMEOUT, default 5 s); a worker waits for it.",
+    )
     p.add_argument("--dsn", help="database URL (default: $SKIPLOCK_DATABASE_URL, else embedded)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"skiplock {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="apply sql/ migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("migrate", help="apply the sql/ migrations (idempotent)").set_defaults(
+        fn=cmd_migrate
+    )
 
-    w = sub.add_parser("worker", help="run a worker for MODULE:APP")
+    w = sub.add_parser("worker", help="run a worker for the tasks of MODULE:APP")
     w.add_argument("app", help="the Engine to serve, as MODULE:ATTRIBUTE")
     w.add_argument("--concurrency", type=int, default=10)
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")
+    w.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply the migrations before starting (waiting for the database)",
+    )
     w.add_argument("--heartbeat-interval", type=float, default=5.0, help="seconds")
     w.add_argument(
         "--lease-timeout",
@@ -245,35 +327,49 @@ def parser() -> argparse.ArgumentParser:
     )
     w.set_defaults(fn=cmd_worker)
 
-    r = sub.add_parser("runs", help="inspect and control runs")
-    rs = r.add_subparsers(dest="action", required=True)
-    ls = rs.add_parser("list")
-    ls.add_argument("--status", action="append", help="repeatable")
+    r = sub.add_parser(
+        "runs", help="inspect and control runs; follow them live", formatter_class=_HelpFormatter
+    )
+    rs = r.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = {
+        name: rs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        for name, text in _RUNS_ACTIONS.items()
+    }
+    ls = actions["list"]
+    ls.add_argument(
+        "--status",
+        action="append",
+        help="repeatable; any case: " + ", ".join(s.value for s in RunStatus),
+    )
     ls.add_argument("--task", action="append", help="repeatable")
     ls.add_argument("--tag", action="append", help="repeatable")
     ls.add_argument("--batch")
     ls.add_argument("--limit", type=int, default=20)
     for name in ("show", "cancel", "replay", "reschedule"):
-        sp = rs.add_parser(name)
-        sp.add_argument("run_id")
-        if name == "reschedule":
-            sp.add_argument("--delay", required=True, help="e.g. 30s, 10m, 1h")
-    wt = rs.add_parser("watch", help="follow a run, or every run with a tag, live")
+        actions[name].add_argument("run_id")
+    actions["reschedule"].add_argument("--delay", required=True, help="e.g. 30s, 10m, 1h")
+    wt = actions["watch"]
     wt.add_argument("run_id", nargs="?", help="follow this run until its final status")
     wt.add_argument("--tag", help="follow every run with this tag (Ctrl-C to stop)")
-    for sp in (ls, *(rs.choices[n] for n in ("show", "cancel", "replay", "reschedule"))):
-        sp.add_argument("--json", action="store_true", help="print JSON")
+    for name in ("list", "show", "cancel", "replay", "reschedule"):
+        _json_flag(actions[name])
     r.set_defaults(fn=cmd_runs)
 
-    q = sub.add_parser("queues", help="inspect queues; pause, resume, change limits")
-    q.add_argument("--json", action="store_true", help="print JSON")
-    qs = q.add_subparsers(dest="action")
-    qs.add_parser("list")
-    for name in ("pause", "resume", "limit"):
-        sp = qs.add_parser(name)
-        sp.add_argument("name")
+    q = sub.add_parser(
+        "queues",
+        help="inspect queues; pause, resume, change limits",
+        formatter_class=_HelpFormatter,
+    )
+    _json_flag(q)  # `skiplock queues --json`, and after the action too:
+    qs = q.add_subparsers(dest="action", metavar="ACTION")
+    for name, text in _QUEUES_ACTIONS.items():
+        sp = qs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name != "list":
+            sp.add_argument("name")
         if name == "limit":
             sp.add_argument("limit", help="a number, or 'none' for unlimited")
+        # SUPPRESS: unless given here, the flag keeps what `queues --json` set
+        _json_flag(sp, default=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_queues)
 
     d = sub.add_parser("dashboard", help="serve the web dashboard")
@@ -285,7 +381,10 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_dashboard)
 
     dev = sub.add_parser(
-        "dev", help="local development: embedded PostgreSQL, migrations, a worker, the dashboard"
+        "dev",
+        help="local development: migrations, a worker and the dashboard",
+        description="Local development in one process: the embedded PostgreSQL (unless a "
+        "database is configured), migrations, a worker of version 'dev' and the dashboard.",
     )
     dev.add_argument("app", help="the Engine to serve, as MODULE:ATTRIBUTE")
     dev.add_argument("--host", default="127.0.0.1")
@@ -307,7 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.fn(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
     except SkiplockError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`skiplock runs list | head -1`): stop quietly, as git does,
+        # with the status a process killed by SIGPIPE has; stdout goes to /dev/null so that
+        # the interpreter's last flush at exit does not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     return 0

@@ -18,7 +18,7 @@ from ..api.engine import Engine
 from ..models import Attempt, Run
 from . import events
 from .security import AccessGuard, Csrf, check_bind
-from .views import Views
+from .views import UNAVAILABLE, Views
 
 if TYPE_CHECKING:
     import uvicorn
@@ -102,7 +102,12 @@ def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
         Route("/events/runs/{run_id}", events.run_events(engine)),
         Route("/{kind:str}/{key:str}/{verb:str}", views.action, methods=["POST"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(AccessGuard, token=token)])
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessGuard, token=token)],
+        # the database unreachable or not migrated: 503 and the one line that says why
+        exception_handlers={cls: views.unavailable for cls in UNAVAILABLE},
+    )
 
 
 def serve(

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..api.engine import Engine
-from ..errors import SkiplockError
+from ..errors import DatabaseUnreachableError, SchemaNotMigratedError, SkiplockError
 from ..models import Run
 
 _KEEPALIVE = 15.0
@@ -70,6 +70,8 @@ def run_events(engine: Engine) -> Endpoint:
         run_id = request.path_params["run_id"]
         try:
             await engine.runs.retrieve_async(run_id)
+        except (DatabaseUnreachableError, SchemaNotMigratedError) as exc:
+            return Response(str(exc), 503)
         except SkiplockError as exc:
             return Response(str(exc), 404)
 

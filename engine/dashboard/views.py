@@ -15,12 +15,19 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ..api.engine import Engine
-from ..errors import InvalidArgumentError, SkiplockError
+from ..errors import (
+    DatabaseUnreachableError,
+    InvalidArgumentError,
+    SchemaNotMigratedError,
+    SkiplockError,
+)
 from ..models import RunStatus
 from .security import Csrf
 from .timeline import timeline
 
 _LIST_FILTERS = ("status", "task", "tag", "batch", "created_from", "created_to", "limit")
+# errors of the database as a whole, not of a request: every page answers 503 with them
+UNAVAILABLE = (DatabaseUnreachableError, SchemaNotMigratedError)
 
 
 class Views:
@@ -36,6 +43,12 @@ class Views:
         context.setdefault("title", "skiplock")
         context["csrf"] = self.csrf.token
         return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    async def unavailable(self, request: Request, exc: Exception) -> Response:
+        """The page for `UNAVAILABLE` errors (a Starlette exception handler): 503 and the
+        error's one line, which says what to do."""
+        context = {"title": "Database unavailable", "error": str(exc)}
+        return self._render(request, "base.html", context, 503)
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -60,6 +73,8 @@ class Views:
                 limit=_int(f.limit, "limit"),
                 after=after,
             )
+        except UNAVAILABLE:
+            raise
         except SkiplockError as exc:
             context.update(page=_EmptyPage(), after=None, error=str(exc))
             return self._render(request, "runs.html", context, 400)
@@ -76,6 +91,8 @@ class Views:
         run_id = request.path_params["run_id"]
         try:
             run = await self.engine.runs.retrieve_async(run_id)
+        except UNAVAILABLE:
+            raise
         except SkiplockError as exc:
             return self._render(
                 request, "base.html", {"title": "Not found", "error": str(exc)}, 404
@@ -110,6 +127,8 @@ class Views:
         back = request.headers.get("referer") or "/"
         try:
             target = await self._act(p["kind"], p["key"], p["verb"], form)
+        except UNAVAILABLE:
+            raise
         except SkiplockError as exc:
             return RedirectResponse(_with_error(back, str(exc)), 303)
         return RedirectResponse(target or _with_error(back, None), 303)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Generic, LiteralString, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import (
     AsyncRetrying,
     Retrying,
@@ -26,7 +27,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SkiplockError
+from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SchemaNotMigratedError, SkiplockError
+from .dsn import DEFAULT_CONNECT_TIMEOUT, Address
 
 T = TypeVar("T")
 Rows = list[DictRow]
@@ -67,6 +69,15 @@ _RETRY_STOP_AFTER = 4  # tries in all: the first one outside tenacity, then the 
 _RETRIES = stop_after_attempt(_RETRY_STOP_AFTER - 1)
 
 
+# invalid_schema_name, undefined_function, undefined_table, undefined_object: on one of
+# skiplock's own objects, the schema is missing or older than this code
+_MISSING_OBJECT_STATES = frozenset({"3F000", "42883", "42P01", "42704"})
+_MISSING_SKIPLOCK_OBJECT = re.compile(
+    r'^(schema "skiplock"|function skiplock\.|relation "skiplock\.|type "skiplock\.)'
+    r".* does not exist"
+)
+
+
 def raise_mapped(exc: psycopg.Error) -> NoReturn:
     """Re-raise a database error as skiplock's typed error when it is one of ours."""
     state = exc.sqlstate or ""
@@ -74,6 +85,8 @@ def raise_mapped(exc: psycopg.Error) -> NoReturn:
     mapped = SQLSTATE_ERRORS.get(state)
     if mapped is not None:
         raise mapped(message) from None
+    if state in _MISSING_OBJECT_STATES and _MISSING_SKIPLOCK_OBJECT.match(message):
+        raise SchemaNotMigratedError(message) from None
     # a bad cast, a range, a NUL byte (refused by the server in JSON, by psycopg in text
     # before sending: a DataError with no SQLSTATE); a CHECK constraint
     if isinstance(exc, psycopg.DataError) or state == "23514":
@@ -103,10 +116,23 @@ async def _execute_async(conn: psycopg.AsyncConnection[Any], query: Query[T]) ->
 
 class Database:
     """Blocking shell: a lazily opened pool of autocommit connections (each query is one
-    function call, so autocommit saves the BEGIN/COMMIT round trips)."""
+    function call, so autocommit saves the BEGIN/COMMIT round trips).
 
-    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+    Every connection attempt is bounded by `connect_timeout` seconds (unless the DSN sets
+    its own). The first use opens one connection before the pool: when that fails, it
+    raises `DatabaseUnreachableError` at once, saying where and why, instead of the pool
+    retrying in the background; `source` says where the DSN came from, for that message."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        source: str = "from the dsn argument",
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
         self.dsn = dsn
+        self.address = Address(dsn, source, connect_timeout)
         self._max_size = max_size
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
@@ -120,12 +146,27 @@ class Database:
                     _OPEN.add(self)
         return self._pool
 
+    def connect(self) -> psycopg.Connection[Any]:
+        """A connection of its own (not the pool's), in autocommit mode, opened within the
+        connect timeout; `DatabaseUnreachableError` if it cannot be."""
+        try:
+            return psycopg.Connection.connect(
+                self.dsn, autocommit=True, **self.address.connect_kwargs()
+            )
+        except psycopg.OperationalError as exc:
+            raise self.address.unreachable(exc) from exc
+
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        # First contact on a connection of our own: the pool would retry a failing connect
+        # in the background, with a warning each time, for 30 s (and the caller's retries
+        # around it for minutes), and the reason would reach only the log. One more
+        # connect per process is what this costs.
+        self.connect().close()
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self.dsn,
             min_size=1,
             max_size=self._max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self.address.connect_kwargs()},
             open=False,
             name="skiplock",
         )
@@ -135,6 +176,9 @@ class Database:
         # call (trigger() in a loop: 534 us a call on one session, 580 on two in turn).
         try:
             pool.open(wait=True)
+        except PoolTimeout as exc:  # gone since the first connection
+            pool.close()
+            raise self.address.unreachable(exc) from exc
         except BaseException:
             pool.close()
             raise
@@ -204,12 +248,27 @@ class AsyncDatabase:
     tasks, and a loop that ends while one is connecting (``asyncio.run(...)`` around a
     single call, a common pattern) hangs in shutdown, because the connect swallows the
     cancellation. Here connections are opened inline by the calling task, so there is
-    never a background task to outlive the loop."""
+    never a background task to outlive the loop.
 
-    def __init__(self, dsn: str, *, max_size: int = 10) -> None:
+    Connection attempts are bounded as in `Database`. Until one has succeeded, a failed
+    connect raises `DatabaseUnreachableError` (first contact: a wrong address, a server
+    not up yet), which is not retried here; afterwards it is the driver's
+    `OperationalError`, retried as transient (a restart, a failover)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_size: int = 10,
+        source: str = "from the dsn argument",
+        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
         self.dsn = dsn
+        self.address = Address(dsn, source, connect_timeout)
+        self._connect_kwargs = self.address.connect_kwargs()
         self._max_size = max_size
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
+        self._connected = False  # once any connect succeeded
 
     def _for_loop(self) -> _LoopConnections:
         loop = asyncio.get_running_loop()
@@ -235,10 +294,19 @@ class AsyncDatabase:
                 # is idle, and closing it makes room
                 conns.open -= 1
                 await spare.close()
-            return await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, **self._connect_kwargs
+            )
+        except psycopg.OperationalError as exc:
+            conns.open -= 1
+            if not self._connected:
+                raise self.address.unreachable(exc) from exc
+            raise
         except BaseException:
             conns.open -= 1
             raise
+        self._connected = True
+        return conn
 
     async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import MigrationError
+from ..errors import MigrationError, SchemaNotMigratedError
 
 _LOCK_KEY = 0x736B69706C6F636B  # "skiplock": the advisory lock all migrators take
 
@@ -90,3 +90,15 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
             )
             applied_now.append(f.name)
     return applied_now
+
+
+def check_applied(applied: set[str]) -> None:
+    """Raise `SchemaNotMigratedError` unless every sql/ file of this version is in the
+    ledger (`applied`). A function file changed since it was applied is not counted: the
+    database may be newer than this code, and migrating from older code would undo it."""
+    missing = [f.name for f in sql_files() if f.name not in applied]
+    if missing:
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        raise SchemaNotMigratedError(f"{len(missing)} file(s) of this version not applied: {shown}")

@@ -425,3 +425,13 @@ def update_metadata(attempt_id: str, metadata_json: str) -> Query[bool]:
     return Query(
         "SELECT skiplock.update_metadata(%s, %s::jsonb)", (attempt_id, metadata_json), _scalar
     )
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def migrations_applied() -> Query[set[str]]:
+    """The sql/ files the database's migration ledger records."""
+    return Query(
+        "SELECT name FROM skiplock.migrations", (), lambda rows: {row["name"] for row in rows}
+    )

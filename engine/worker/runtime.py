@@ -24,7 +24,7 @@ import psycopg
 
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
-from ..errors import InvalidArgumentError, TaskRunCanceledError
+from ..errors import DatabaseUnreachableError, InvalidArgumentError, TaskRunCanceledError
 from .claims import Claims
 from .execution import Executor
 from .lease import Lease
@@ -51,7 +51,9 @@ class Worker:
     maintenance crashes its started runs and requeues the rest; a worker that cannot
     renew its lease for that long stops its own runs first (self-fencing).
 
-    A worker started while the database cannot be reached waits for it (see `_start_up`).
+    A worker started while the database cannot be reached waits for it (see `_start_up`);
+    with `migrate=True` it applies the migrations first (`skiplock worker --migrate`). On a
+    database never migrated it raises `SchemaNotMigratedError` at start-up.
 
     `freeze_gc=True` (what `skiplock worker` sets) moves everything alive at start-up out
     of the garbage collector's sight, for a process that is nothing but the worker.
@@ -73,6 +75,7 @@ class Worker:
         metadata_interval: float = 0.25,
         default_ttl: float | None = None,
         freeze_gc: bool = False,
+        migrate: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -94,6 +97,7 @@ class Worker:
         self.default_ttl = default_ttl  # for tasks without a ttl (`skiplock dev`: 10 minutes)
         # for a process that is the worker (`skiplock worker` sets it): see run_async
         self.freeze_gc = freeze_gc
+        self.migrate = migrate  # apply the migrations at start-up, before registering
         self._state = state = WorkerState()
         self._threads = DaemonThreadPool(concurrency)
         self._lease = Lease(
@@ -153,9 +157,14 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 state.loop.add_signal_handler(sig, state.stopping.set)
         db = self.engine.adb
-        if not await self._start_up():
-            self._threads.shutdown()
-            await db.close()
+        started = False
+        try:
+            started = await self._start_up()
+        finally:  # stopped, or raised (an unmigrated database, a failed migration)
+            if not started:
+                self._threads.shutdown()
+                await db.close()
+        if not started:
             return
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
@@ -199,18 +208,29 @@ class Worker:
         """Register, and take a first heartbeat before any claim (its session compiles the
         heartbeat's functions now, not later while a claim waits for it: the claim lock).
         While the database cannot be reached (started alongside the worker, restarting,
-        failing over), try again with backoff up to 5 s, until stopped: False then. Each
-        try registers under a new id: one whose reply was lost may have committed, and its
-        row lapses with its lease, holding no runs."""
+        failing over), try again with backoff up to 5 s, until stopped: False then; each
+        failure logs one line (the address, where it came from, why). Each try registers
+        under a new id: one whose reply was lost may have committed, and its row lapses
+        with its lease, holding no runs. With `migrate`, the migrations are applied first,
+        in the same loop. A database never migrated raises `SchemaNotMigratedError`."""
         state = self._state
         delay = _START_UP_BACKOFF
+        migrated = not self.migrate
         while not state.stopping.is_set():
             try:
+                if not migrated:
+                    # blocking: in a thread, so that SIGTERM is still heard meanwhile
+                    applied = await asyncio.to_thread(self.engine.migrate)
+                    log.info("migrations: %d file(s) applied", len(applied))
+                    migrated = True
                 await self._lease.register()
                 await self._lease.check_current()
                 return True
+            except DatabaseUnreachableError as exc:  # the first contact failed
+                log.warning("%s; trying again in %.1fs", exc, delay)
             except psycopg.OperationalError as exc:
-                log.warning("database unreachable (%s); trying again in %.1fs", exc, delay)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("database unreachable (%s); trying again in %.1fs", reason, delay)
             await wait_any(state.stopping, timeout=delay)
             delay = min(delay * 2, _START_UP_BACKOFF_MAX)
             state.id = new_worker_id()
