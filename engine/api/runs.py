@@ -225,9 +225,14 @@ class Runs:
         """Block until the run reaches a final status and return it (with `task`, typed as
         `retrieve` does). Built on the realtime feed: no sleep loop, one LISTEN connection
         per process. Raises `TimeoutError` past `timeout` seconds (None: no limit) and
-        `RunNotFoundError` for an unknown id."""
+        `RunNotFoundError` for an unknown id. The first read goes through the connection
+        pool, so an unreachable database fails fast and a finished run costs one query."""
+        limit = _timeout(timeout)
+        now = self.retrieve(run, task=task)
+        if now.is_completed:
+            return now
         for snapshot in realtime.subscribe(
-            self._conns.dsn, "run", run_id(run), _model(task), timeout=_timeout(timeout)
+            self._conns.dsn, "run", run_id(run), _model(task), timeout=limit
         ):
             if snapshot.is_completed:
                 return snapshot
@@ -236,8 +241,12 @@ class Runs:
     async def poll_async(
         self, run: RunRef, *, timeout: float | None = 60.0, task: Task[Any, Any] | None = None
     ) -> Run[Any, Any]:
+        limit = _timeout(timeout)
+        now = await self.retrieve_async(run, task=task)
+        if now.is_completed:
+            return now
         async for snapshot in realtime.subscribe_async(
-            self._conns.dsn, "run", run_id(run), _model(task), timeout=_timeout(timeout)
+            self._conns.dsn, "run", run_id(run), _model(task), timeout=limit
         ):
             if snapshot.is_completed:
                 return snapshot
