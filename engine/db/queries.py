@@ -233,15 +233,26 @@ def complete_attempts(results_json: str) -> Query[list[str]]:
 def fail_attempt(
     attempt_id: str, error: dict[str, Any], status: str, retry_delay: float | None
 ) -> Query[RunStatus | None]:
-    def parse(rows: Rows) -> RunStatus | None:
-        value = _scalar(rows)
-        return None if value is None else RunStatus(value)
-
     return Query(
         "SELECT skiplock.fail_attempt(%s, %s::jsonb, %s::skiplock.run_status, %s)",
         (attempt_id, _json(error), status, retry_delay),
-        parse,
+        _status_or_none,
     )
+
+
+def interrupt_attempt(attempt_id: str, error: dict[str, Any]) -> Query[RunStatus | None]:
+    """The worker shuts down without letting the attempt finish: QUEUED again at once, the
+    attempt continued by the next claim (FAILED after too many interruptions)."""
+    return Query(
+        "SELECT skiplock.interrupt_attempt(%s, %s::jsonb)",
+        (attempt_id, _json(error)),
+        _status_or_none,
+    )
+
+
+def _status_or_none(rows: Rows) -> RunStatus | None:
+    value = _scalar(rows)
+    return None if value is None else _STATUSES[value]  # type: ignore[return-value]
 
 
 def heartbeat(worker_id: str, attempt_ids: list[str]) -> Query[list[str] | None]:

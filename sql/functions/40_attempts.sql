@@ -112,3 +112,48 @@ BEGIN
     RETURN v_status;
 END;
 $$;
+
+-- interrupt_attempt: the attempt's own worker is shutting down and could not let it finish
+-- within its grace period. The run goes back to QUEUED at once with its attempt suspended,
+-- as after a wait: the next claim continues that attempt (its number, its durable log), so
+-- the interruption does not count against max_attempts. A run interrupted p_max times
+-- ends FAILED instead (a task that always outlives the grace period must end somewhere).
+-- Locks: the run row, then the attempt row.
+-- Returns the run's new status (QUEUED or FAILED), or NULL when the attempt was no longer
+-- current (canceled, crashed, fenced meanwhile).
+CREATE OR REPLACE FUNCTION skiplock.interrupt_attempt(
+    p_attempt_id text, p_error jsonb, p_max integer DEFAULT 10)
+RETURNS skiplock.run_status
+LANGUAGE plpgsql
+SET enable_seqscan = off SET jit = off
+AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE skiplock.runs SET interruptions = interruptions + 1 WHERE id = v_run.id;
+    IF v_run.interruptions + 1 >= p_max THEN
+        RETURN skiplock.fail_attempt(
+            p_attempt_id,
+            p_error || jsonb_build_object('message', format(
+                'interrupted by a worker shutdown %s times (%s); the task outlives the '
+                'shutdown grace period', v_run.interruptions + 1, p_error->>'message')),
+            'FAILED', NULL);
+    END IF;
+    UPDATE skiplock.attempts SET status = 'SUSPENDED', error = p_error WHERE id = p_attempt_id;
+    UPDATE skiplock.runs
+       SET status = 'QUEUED', suspended = true, worker_id = NULL, available_at = v_now,
+           updated_at = v_now
+     WHERE id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+    PERFORM skiplock.wake(v_run.queue);
+    RETURN 'QUEUED';
+END;
+$$;

@@ -4,6 +4,7 @@
 -- expire runs whose TTL passed before they started; promote due DELAYED runs to
 -- QUEUED; release PENDING_VERSION runs whose task got deployed; crash the runs of
 -- workers whose lease lapsed. At most p_batch runs (workers) of each kind per call.
+-- Every 10 minutes, also prune the registry (skiplock.prune_registry).
 -- Any number of callers may call it (workers, pg_cron): a transaction-scoped advisory
 -- lock lets one work while the others return at once.
 -- Locks: advisory xact lock 'skiplock.tick'; the runs changed (SKIP LOCKED).
@@ -78,6 +79,8 @@ BEGIN
         'expired', v_expired,
         'promoted', v_promoted,
         'released', skiplock.release_pending_versions(NULL, p_batch),
-        'crashed', skiplock.crash_lost_workers(p_batch));
+        'crashed', skiplock.crash_lost_workers(p_batch),
+        'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
+                       THEN skiplock.prune_registry() END);
 END;
 $$;
