@@ -183,7 +183,6 @@ $$;
 -- One commit and one row version per run instead of two of each: the worker's hot path.
 -- Locks: as lock_ready. Returns each started attempt with its run's task, payload,
 -- metadata and max_duration, in queue order.
-DROP FUNCTION IF EXISTS skiplock.claim(text, text, text[], text[], integer);
 CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,

@@ -305,12 +305,6 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER runs_waited_on_final
-    AFTER UPDATE OF status ON skiplock.runs
-    FOR EACH ROW
-    WHEN (NEW.waited_on)
-    EXECUTE FUNCTION skiplock.on_waited_run_final();
-
 -- record_step: record the result of durable step p_position of the attempt's run, fenced
 -- by attempt. Returns false when the attempt is no longer current.
 CREATE OR REPLACE FUNCTION skiplock.record_step(
