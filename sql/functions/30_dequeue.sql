@@ -1,4 +1,10 @@
--- Dequeue and attempt start: how a worker takes work.
+-- Dequeue and attempt start: how a worker takes work, in one of two ways.
+-- claim (complete_and_claim): QUEUED -> EXECUTING in one call, one commit. The Python
+--   worker's way.
+-- dequeue, then start_attempts: the two-step claim, the SQL API for drivers in other
+--   languages: dequeue leases runs in DEQUEUED, holding their slots; start_attempts
+--   moves them to EXECUTING.
+--   tests/test_sql_api.py drives a run's whole life this way.
 
 -- lock_ready: lock up to p_limit ready runs for a worker of version p_version and return
 -- their ids. A worker takes runs locked to its version, and unlocked runs of the tasks for
@@ -93,9 +99,15 @@ BEGIN
 END;
 $$;
 
--- dequeue: lease up to p_limit ready runs to worker p_worker_id (QUEUED -> DEQUEUED),
--- locking each to p_version (see lock_ready for which runs a version takes).
--- Locks: as lock_ready. Returns the leased runs with what a worker needs to execute them.
+-- dequeue: step 1 of the two-step claim for drivers in other languages. Lease up to
+-- p_limit ready runs to worker p_worker_id (QUEUED -> DEQUEUED), locking each to
+-- p_version (see lock_ready for which runs a version takes). p_worker_id must be
+-- registered (register_worker) and neither stopped nor lost, else nothing is leased.
+-- A DEQUEUED run holds its queue slot until start_attempts starts it. One never started
+-- goes back to QUEUED, keeping its place, when the worker stops (stop_worker) or its
+-- lease lapses (tick); a live worker keeps it until then.
+-- Locks: the worker row FOR SHARE (worker_is_active), then as lock_ready.
+-- Returns the leased runs with what a worker needs to execute them.
 CREATE OR REPLACE FUNCTION skiplock.dequeue(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
@@ -168,9 +180,14 @@ BEGIN
 END;
 $$;
 
--- start_attempts: begin the next attempt of each given DEQUEUED run leased to
--- p_worker_id (DEQUEUED -> EXECUTING). Runs no longer DEQUEUED by this worker (canceled
--- meanwhile) are skipped. Returns (run_id, attempt_id, attempt_number).
+-- start_attempts: step 2 of the two-step claim for drivers in other languages. Begin
+-- the next attempt of each given run DEQUEUED to p_worker_id (DEQUEUED -> EXECUTING).
+-- Runs no longer DEQUEUED to this worker (canceled, or requeued after its lease lapsed)
+-- are skipped. The driver then runs each attempt, lists it in every heartbeat until its
+-- outcome is recorded (an attempt left out is taken as lost: see heartbeat), and records
+-- the outcome with complete_attempts or fail_attempt, all fenced by attempt.
+-- Locks: the worker row FOR SHARE, then the runs. Returns (run_id, attempt_id,
+-- attempt_number) of the attempts started.
 CREATE OR REPLACE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[])
 RETURNS TABLE (run_id text, attempt_id text, attempt_number integer)
 LANGUAGE sql AS $$
