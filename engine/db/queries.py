@@ -1,7 +1,8 @@
 """Every statement the Python layer sends, as named sans-I/O `Query` builders.
 
-Each is a call of one SQL function from sql/functions, so the logic lives in SQL and
-any language can drive the same transitions.
+Every write is a call of one SQL function from sql/functions, so the logic lives in SQL
+and any language can drive the same transitions. Reads select from the views
+(run_details, queue_stats, worker_status) or, for waitpoints and batches, the tables.
 """
 
 from __future__ import annotations

@@ -16,24 +16,15 @@
 -- EXECUTING runs) are counted and at most limit - holders runs are taken, so the limit
 -- holds across any number of workers; the lock is held until the claim commits.
 -- Locks: advisory xact locks of limited units; runs rows FOR UPDATE SKIP LOCKED.
--- Plan: every read is an index scan of runs_ready_idx or runs_slots_idx, so a call costs
---   O(units + p_limit) whatever the backlog. With statistics taken while the queue was
---   empty (the usual steady state) the planner once sorted the whole backlog instead:
---   15 ms per call at 20k queued, 53 ms at 95k, against 2.3 ms (bench/drain.py), hence
---   enable_sort/enable_seqscan off.
--- Every hot-path function below pins its plans the same way: each touches O(batch) rows
--- through indexes, and the statistics of a queue table are stale by nature (taken
--- empty, read full), so sequential scans, hash and merge joins are switched off for them.
--- Seen without it on PostgreSQL 15: complete_attempts nested a sequential scan of
--- attempts per row, 0.5 to 4 s per call of 200.
--- And without JIT: a disabled plan node costs 10^10 on PostgreSQL 15-17, which puts
--- every such plan over jit_above_cost, and where the server has JIT (Debian's and the
--- PGDG packages do) each call compiled its plan with LLVM: on PostgreSQL 15 a claim took
--- 170-260 ms, with no run ready, instead of 0.3 ms.
--- They also run on generic plans (plan_cache_mode): with array parameters the planner
--- judged a custom plan cheaper and re-planned each statement at every call; on generic
--- plans a serial claim + complete loop spent 50-54 us a run claiming instead of 59-74,
--- and 34-37 completing instead of 35-44 (6 alternated pairs, PostgreSQL 18).
+-- Plans, pinned here and in the other hot-path functions (the SET clauses): each reads
+-- O(batch) rows through indexes (here runs_ready_idx, runs_slots_idx: O(units + p_limit)
+-- whatever the backlog), but a queue table's statistics are stale by nature (taken
+-- empty, read full) and the planner then chose otherwise: it sorted the whole backlog
+-- (15 ms a call at 20k queued instead of 2.3). Hence sorts, sequential scans, hash or
+-- merge joins off where they could come up; and jit off with them, since a disabled node
+-- costs 10^10 on PostgreSQL 15-17, over jit_above_cost (with LLVM a claim took 170-260 ms
+-- instead of 0.3). Generic plans too: with array parameters every call was planned
+-- anew, up to 20 us a run claimed.
 CREATE OR REPLACE FUNCTION skiplock.lock_ready(
     p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS text[]
