@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,6 +125,32 @@ def test_functions_that_pin_plans_run_without_jit(empty_dsn: str) -> None:
         ).fetchall()
     assert {"lock_ready", "begin_attempts", "complete_attempts"} <= {name for name, _ in rows}
     assert [name for name, config in rows if "jit=off" not in config] == []
+
+
+def test_the_row_and_deployment_of_a_new_run_are_inlined_where_runs_are_inserted(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """trigger() and insert_runs take a run's row from new_run and its task's deployment
+    from task_deployment, SQL functions the planner inlines: their statements plan as if
+    written out. Not inlined, a SQL function plans its query at every call. Planned here
+    as PL/pgSQL plans them: with parameters, on generic plans."""
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    row_args = "text, jsonb, skiplock.run_values, jsonb, boolean, skiplock.runs, timestamptz"
+    conn.execute(f"PREPARE one({row_args}) AS SELECT skiplock.new_run($1, $2, $3, $4, $5, $6, $7)")
+    conn.execute(
+        f"PREPARE many({row_args}) AS"
+        " SELECT skiplock.new_run($1, i.payload, i.v, $4, $5, $6, $7)"
+        " FROM (SELECT x.item->'payload' AS payload, $3 AS v, x.n"
+        "       FROM jsonb_array_elements($2) WITH ORDINALITY AS x(item, n) OFFSET 0) i"
+        " ORDER BY i.n"
+    )
+    conn.execute("PREPARE deployment(text, text) AS SELECT * FROM skiplock.task_deployment($1, $2)")
+    args = "('t', '[]', NULL, '{}', true, NULL, now())"
+    for statement, ids in ((f"one{args}", 1), (f"many{args}", 1), ("deployment('t', NULL)", 0)):
+        explained = conn.execute(f"EXPLAIN (VERBOSE) EXECUTE {statement}").fetchall()
+        plan = "\n".join(r[0] for r in explained)
+        assert "new_run" not in plan and "task_deployment" not in plan, plan
+        assert plan.count("nextval") == ids, plan  # gen_id, written out
 
 
 # What the re-applied files of each directory may hold, besides comments: CREATE OR
