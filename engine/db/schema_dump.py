@@ -185,11 +185,14 @@ def _throwaway_server() -> Iterator[str]:
 
     tmp = Path(tempfile.mkdtemp(prefix="skiplock-schema-"))
     tmp.chmod(0o755)  # the server runs as an unprivileged user when we are root
-    server = get_server(tmp / "pgdata", cleanup_mode="delete")
     try:
-        yield str(server.get_uri())
+        server = get_server(tmp / "pgdata", cleanup_mode="delete")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()  # stops the server and deletes pgdata
     finally:
-        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
