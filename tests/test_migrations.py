@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -125,12 +127,162 @@ def test_functions_that_pin_plans_run_without_jit(empty_dsn: str) -> None:
     assert [name for name, config in rows if "jit=off" not in config] == []
 
 
-def test_function_files_only_create_or_replace() -> None:
-    """Re-applying a function file must be safe: nothing in it may fail the second time."""
-    for path in sorted((_migrate.sql_dir() / "functions").glob("*.sql")):
-        for line in path.read_text().splitlines():
-            if line.startswith("CREATE"):
-                assert line.startswith("CREATE OR REPLACE"), (path.name, line)
+def test_the_row_and_deployment_of_a_new_run_are_inlined_where_runs_are_inserted(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """trigger() and insert_runs take a run's row from new_run and its task's deployment
+    from task_deployment, SQL functions the planner inlines: their statements plan as if
+    written out. Not inlined, a SQL function plans its query at every call. Planned here
+    as PL/pgSQL plans them: with parameters, on generic plans."""
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    row_args = "text, jsonb, skiplock.run_values, jsonb, boolean, skiplock.runs, timestamptz"
+    conn.execute(f"PREPARE one({row_args}) AS SELECT skiplock.new_run($1, $2, $3, $4, $5, $6, $7)")
+    conn.execute(
+        f"PREPARE many({row_args}) AS"
+        " SELECT skiplock.new_run($1, i.payload, i.v, $4, $5, $6, $7)"
+        " FROM (SELECT x.item->'payload' AS payload, $3 AS v, x.n"
+        "       FROM jsonb_array_elements($2) WITH ORDINALITY AS x(item, n) OFFSET 0) i"
+        " ORDER BY i.n"
+    )
+    conn.execute("PREPARE deployment(text, text) AS SELECT * FROM skiplock.task_deployment($1, $2)")
+    args = "('t', '[]', NULL, '{}', true, NULL, now())"
+    for statement, ids in ((f"one{args}", 1), (f"many{args}", 1), ("deployment('t', NULL)", 0)):
+        explained = conn.execute(f"EXPLAIN (VERBOSE) EXECUTE {statement}").fetchall()
+        plan = "\n".join(r[0] for r in explained)
+        assert "new_run" not in plan and "task_deployment" not in plan, plan
+        assert plan.count("nextval") == ids, plan  # gen_id, written out
+
+
+# What the re-applied files of each directory may hold, besides comments: CREATE OR
+# REPLACE statements of one kind. Re-applying one must be safe (nothing in it may fail the
+# second time) and change nothing but what it defines: a DROP, a DO block or a data change
+# belongs in a migration.
+_ALLOWED = {
+    "functions": re.compile(r"CREATE OR REPLACE FUNCTION skiplock\.\w+\("),
+    "views": re.compile(r"CREATE OR REPLACE VIEW skiplock\.\w+ AS\b"),
+    "triggers": re.compile(r"CREATE OR REPLACE TRIGGER \w+\s"),
+}
+
+# what a statement splitter must step over: comments, quoted strings and identifiers,
+# dollar-quoted bodies (their opening tag); and the statement separator
+_TOKEN = re.compile(
+    r"""--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|"(?:[^"]|"")*"|\$(?:[A-Za-z_]\w*)?\$|;""", re.S
+)
+
+
+def _statements(text: str) -> list[str]:
+    """The top-level statements of a SQL file, comments removed."""
+    statements: list[str] = []
+    current: list[str] = []
+    pos = 0
+    while match := _TOKEN.search(text, pos):
+        current.append(text[pos : match.start()])
+        token, pos = match.group(), match.end()
+        if token == ";":
+            statements.append("".join(current).strip())
+            current = []
+        elif token.startswith("$"):  # a body: up to the same tag
+            end = text.find(token, pos)
+            assert end >= 0, f"unterminated {token} body"
+            current.append(text[match.start() : end + len(token)])
+            pos = end + len(token)
+        elif token.startswith(("--", "/*")):
+            current.append(" ")
+        else:
+            current.append(token)
+    statements.append("".join([*current, text[pos:]]).strip())
+    return [s for s in statements if s]
+
+
+def _not_allowed(directory: str, text: str) -> list[str]:
+    return [s for s in _statements(text) if not _ALLOWED[directory].match(s)]
+
+
+def test_the_reapplied_files_check_catches_anything_but_create_or_replace() -> None:
+    function = (
+        "-- f: a comment that says DROP FUNCTION\n"
+        "CREATE OR REPLACE FUNCTION skiplock.f(p text) RETURNS text\n"
+        "LANGUAGE plpgsql AS $$ BEGIN DROP TABLE x; RETURN ';'; END; $$;\n"
+    )
+    assert _not_allowed("functions", function) == []
+    drop = "DROP FUNCTION IF EXISTS skiplock.f(text)"
+    assert _not_allowed("functions", function + drop + ";\n") == [drop]
+    assert _not_allowed("functions", drop + ";\n" + function) == [drop]
+    assert _not_allowed("functions", function + "DO $b$ BEGIN END $b$") == ["DO $b$ BEGIN END $b$"]
+    view = "CREATE OR REPLACE VIEW skiplock.v AS SELECT 1"
+    assert _not_allowed("functions", view) == [view]
+    assert _not_allowed("views", view + ";") == []
+    assert _not_allowed("views", "CREATE VIEW skiplock.v AS SELECT 1;") != []
+
+
+@pytest.mark.parametrize("directory", sorted(_ALLOWED))
+def test_reapplied_files_hold_only_create_or_replace_of_their_kind(directory: str) -> None:
+    """Function files hold functions only, view files views, trigger files triggers: what
+    drops or changes anything else goes in a migration (which runs before them)."""
+    paths = sorted((_migrate.sql_dir() / directory).glob("*.sql"))
+    assert paths
+    for path in paths:
+        assert _not_allowed(directory, path.read_text()) == [], path.name
+
+
+def test_migrate_applies_every_directory() -> None:
+    applied = {d for d, _ in _migrate.DIRECTORIES}
+    assert applied == set(_ALLOWED) | {"migrations"}
+    for path in _migrate.sql_dir().iterdir():
+        assert not path.is_dir() or path.name in applied, f"{path} is never applied"
+
+
+def test_upgrade_drops_the_functions_later_versions_replaced(empty_dsn: str) -> None:
+    """A database migrated before 0014, when the function files dropped old signatures
+    themselves: 0014 drops them, and the function files, changed since, make the current
+    ones. claim kept its arguments and changed its return type, which CREATE OR REPLACE
+    cannot do: it needs the migration's drop."""
+    Engine(empty_dsn).migrate()
+    signature = "skiplock.claim(text, text, text[], text[], integer)"
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(f"DROP FUNCTION {signature}")
+        c.execute(  # claim as it was before waitpoints: no metadata column
+            "CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[],"
+            " p_queues text[], p_limit integer) RETURNS TABLE (run_id text,"
+            " task_identifier text, payload jsonb, max_duration double precision,"
+            " attempt_id text, attempt_number integer) LANGUAGE sql AS"
+            " 'SELECT NULL::text, NULL::text, NULL::jsonb, NULL::float8, NULL::text, 0 LIMIT 0'"
+        )
+        c.execute(
+            "CREATE FUNCTION skiplock.subscription_settled(p_horizon xid8) RETURNS boolean"
+            " LANGUAGE sql AS 'SELECT true'"
+        )
+        c.execute(
+            "CREATE FUNCTION skiplock.register_worker(text, text, text, integer, text[],"
+            " integer, jsonb) RETURNS text LANGUAGE sql AS 'SELECT NULL::text'"
+        )
+        with pytest.raises(psycopg.errors.InvalidFunctionDefinition), c.transaction():
+            c.execute((_migrate.sql_dir() / "functions" / "30_dequeue.sql").read_bytes())
+        c.execute("DELETE FROM skiplock.migrations WHERE name LIKE '0014%'")
+        c.execute(
+            "UPDATE skiplock.migrations SET checksum = 'before 0014'"
+            " WHERE name IN ('05_realtime.sql', '20_workers.sql', '30_dequeue.sql')"
+        )
+    assert Engine(empty_dsn).migrate() == [
+        "0014_drop_replaced_functions.sql",
+        "05_realtime.sql",
+        "20_workers.sql",
+        "30_dequeue.sql",
+    ]
+    with psycopg.connect(empty_dsn) as c:
+        left = c.execute(
+            "SELECT oid::regprocedure::text FROM pg_proc"
+            " WHERE pronamespace = 'skiplock'::regnamespace"
+            " AND proname IN ('claim', 'register_worker', 'subscription_settled') ORDER BY 1"
+        ).fetchall()
+        assert [r[0] for r in left] == [
+            "skiplock.claim(text,text,text[],text[],integer)",
+            "skiplock.register_worker(text,text,text,integer,text[],integer,jsonb,"
+            "double precision)",
+        ]
+        claim = c.execute("SELECT * FROM skiplock.claim('nobody', 'v', '{}', NULL, 1)")
+        assert claim.description is not None
+        assert "metadata" in [column.name for column in claim.description]
 
 
 def test_sql_files_ship_with_the_package() -> None:

@@ -351,21 +351,6 @@ def test_a_retried_attempts_late_completion_is_ignored(app: Engine) -> None:
     assert run.output == "fresh" and [a.status for a in run.attempts] == ["FAILED", "COMPLETED"]
 
 
-def test_dequeue_skips_runs_locked_by_another_transaction(app: Engine) -> None:
-    import psycopg
-
-    @app.task("locked")
-    def locked(p: Any, ctx: TaskContext) -> None: ...
-
-    worker_id = deploy(app)
-    a, b = locked.trigger(None), locked.trigger(None)
-    with psycopg.connect(app.dsn) as holder:
-        holder.execute("SELECT 1 FROM skiplock.runs WHERE id = %s FOR UPDATE", (a.id,))
-        rows = app.db.run(_queries.dequeue(worker_id, "dev", ["locked"], None, 10))
-        assert [r["run_id"] for r in rows] == [b.id]  # did not wait for the lock
-        holder.rollback()
-
-
 def test_worker_runs_only_runs_locked_to_its_version(
     app: Engine, start_worker: StartWorker
 ) -> None:
@@ -518,21 +503,6 @@ def test_many_runs_each_execute_exactly_once_with_two_workers(
         "JOIN skiplock.runs r ON r.id = a.run_id WHERE r.batch_id = %s",
         batch.id,
     ) == [(500, 500)]
-
-
-def test_stopping_a_worker_requeues_runs_it_dequeued_but_never_started(app: Engine) -> None:
-    @app.task("dequeued-only")
-    def dequeued_only(p: Any, ctx: TaskContext) -> None: ...
-
-    worker_id = deploy(app)
-    h = dequeued_only.trigger(None)
-    order_before = fetch(app.dsn, "SELECT order_at FROM skiplock.runs WHERE id = %s", h.id)
-    app.db.run(_queries.dequeue(worker_id, "dev", ["dequeued-only"], None, 10))
-    assert app.runs.retrieve(h).status is RunStatus.DEQUEUED
-    assert app.db.run(_queries.stop_worker(worker_id)) == 1
-    run = app.runs.retrieve(h)
-    assert run.status is RunStatus.QUEUED and run.attempt_count == 0
-    assert fetch(app.dsn, "SELECT order_at FROM skiplock.runs WHERE id = %s", h.id) == order_before
 
 
 @pytest.mark.parametrize("kind", ["async", "def"])

@@ -1,10 +1,18 @@
-"""Schema migrations: numbered files in sql/migrations, function files in sql/functions.
+"""Schema migrations: numbered files in sql/migrations, then the re-applied files of
+sql/functions, sql/views and sql/triggers.
 
 A ledger table (skiplock.migrations) records each file applied with its checksum.
 Migrations are append-only: a changed checksum of an applied migration is an error.
-Function files hold only CREATE OR REPLACE statements and are re-applied when their
-checksum changes. Everything runs in one transaction under an advisory lock, so
-concurrent migrators serialise and each file is applied exactly once.
+The other files hold only CREATE OR REPLACE statements of one kind each (functions,
+views, triggers: tests/test_migrations.py checks it) and are re-applied when their
+checksum changes, after every migration, so a migration can drop what a changed file
+then creates anew: a function whose arguments or return type change, which CREATE OR
+REPLACE cannot do. Views and triggers come after the functions they call. Everything
+runs in one transaction under an advisory lock, so concurrent migrators serialise and
+each file is applied exactly once.
+
+sql/schema.sql is not applied: it shows the schema a fresh migrate makes
+(engine.db.schema_dump writes it).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from ..errors import MigrationError, SchemaNotMigratedError
 
 _LOCK_KEY = 0x736B69706C6F636B  # "skiplock": the advisory lock all migrators take
 
+# kind: how a file is applied, "migration" once, "function" again at every change (the
+# files of sql/views and sql/triggers too).
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS skiplock.migrations (
     name       text        PRIMARY KEY,
@@ -49,16 +59,27 @@ def sql_dir() -> Path:
     raise MigrationError(f"sql/ not found in or next to {package}")
 
 
+# sql/'s directories in the order they are applied, with the ledger kind of their files
+DIRECTORIES = (
+    ("migrations", "migration"),
+    ("functions", "function"),
+    ("views", "function"),
+    ("triggers", "function"),
+)
+
+
 def sql_files(root: Path | None = None) -> list[SqlFile]:
+    """Every file to apply, in order. The ledger knows a file by its name alone, so
+    names are unique across the directories."""
     root = root or sql_dir()
     files = [
-        SqlFile(p.name, "migration", p.read_text())
-        for p in sorted((root / "migrations").glob("*.sql"))
+        SqlFile(p.name, kind, p.read_text())
+        for directory, kind in DIRECTORIES
+        for p in sorted((root / directory).glob("*.sql"))
     ]
-    files += [
-        SqlFile(p.name, "function", p.read_text())
-        for p in sorted((root / "functions").glob("*.sql"))
-    ]
+    names = [f.name for f in files]
+    if shared := sorted({name for name in names if names.count(name) > 1}):
+        raise MigrationError(f"file names must be unique across {root}'s directories: {shared}")
     return files
 
 

@@ -1,7 +1,8 @@
 """Every statement the Python layer sends, as named sans-I/O `Query` builders.
 
-Each is a call of one SQL function from sql/functions, so the logic lives in SQL and
-any language can drive the same transitions.
+Every write is a call of one SQL function from sql/functions, so the logic lives in SQL
+and any language can drive the same transitions. Reads select from the views
+(run_details, queue_stats, worker_status) or, for waitpoints and batches, the tables.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ def register_worker(
 def dequeue(
     worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
 ) -> Query[list[dict[str, Any]]]:
+    """Step 1 of the two-step claim, the SQL API for drivers in other languages: lease up
+    to `limit` runs (DEQUEUED). The worker claims with complete_and_claim instead; tests
+    drive the SQL API through this and start_attempts."""
     return Query(
         "SELECT * FROM skiplock.dequeue(%s, %s, %s, %s, %s)",
         (worker_id, version, tasks, queues, limit),
@@ -215,6 +219,8 @@ def complete_and_claim(
 
 
 def start_attempts(worker_id: str, run_ids: list[str]) -> Query[list[dict[str, Any]]]:
+    """Step 2 of the two-step claim (see dequeue): start the runs DEQUEUED to the worker
+    (EXECUTING), one new attempt each."""
     return Query(
         "SELECT * FROM skiplock.start_attempts(%s, %s)",
         (worker_id, run_ids),

@@ -101,5 +101,3 @@ $$;
 -- such transaction has ended: re-read then, and nothing was missed.
 CREATE OR REPLACE FUNCTION skiplock.subscription_horizon() RETURNS xid8
 LANGUAGE sql VOLATILE AS $$ SELECT pg_snapshot_xmax(pg_current_snapshot()) $$;
-
-DROP FUNCTION IF EXISTS skiplock.subscription_settled(xid8);

@@ -1,4 +1,97 @@
--- Triggering: create runs, one or a batch, with idempotency keys.
+-- Triggering: create runs, one or a batch, with idempotency keys. trigger() and the
+-- set-based insert_runs share every step but the INSERT statement itself (one row, or a
+-- set): task_deployment, run_options, lock_parent, create_queues, and new_run for the
+-- row they insert.
+
+-- task_deployment: the latest deployment of task p_task (of version p_version, if not
+-- NULL), whose defaults a new run takes; no row when none has it. One SELECT in SQL: the
+-- planner inlines it into the caller's query.
+CREATE OR REPLACE FUNCTION skiplock.task_deployment(p_task text, p_version text)
+RETURNS SETOF skiplock.deployment_tasks
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM skiplock.deployment_tasks d
+     WHERE d.task_identifier = p_task AND (p_version IS NULL OR d.version = p_version)
+     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1
+$$;
+
+-- lock_parent: the run p_parent_id, which a run being triggered will have as its parent.
+-- SL001 when there is no such run.
+-- Locks: the run FOR KEY SHARE: it cannot be deleted, and no status change waits for it.
+CREATE OR REPLACE FUNCTION skiplock.lock_parent(p_parent_id text) RETURNS skiplock.runs
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_parent skiplock.runs;
+BEGIN
+    SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = p_parent_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001',
+            MESSAGE = format('parent run %s does not exist', p_parent_id);
+    END IF;
+    RETURN v_parent;
+END;
+$$;
+
+-- create_queues: a queue named by a trigger exists from then on. Creates those of
+-- p_names that do not exist yet, but p_deployed (the deployed task's queue, which does)
+-- and names no run can have (empty, over 256 characters: the trigger fails anyway).
+CREATE OR REPLACE FUNCTION skiplock.create_queues(
+    p_names text[], p_deployed text, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO skiplock.queues (name, created_at, updated_at)
+    SELECT DISTINCT n, p_now, p_now FROM unnest(p_names) n
+     WHERE n IS DISTINCT FROM p_deployed AND length(n) BETWEEN 1 AND 256
+    ON CONFLICT (name) DO NOTHING;
+END;
+$$;
+
+-- new_run: the row of a new run of p_task: its payload, its values from the options
+-- (p_run, from run_options), p_options' version, batch_id and idempotency key, whether a
+-- deployment has the task (else PENDING_VERSION), its parent (NULLs for none). The one
+-- place a new run's columns get their values, in skiplock.runs' column order: trigger()
+-- inserts one such row, insert_runs an array of them. A column added to skiplock.runs
+-- goes here too (until it does, every trigger fails).
+-- A SQL function of one SELECT, VOLATILE as gen_id is, with no SET clause, so that the
+-- planner inlines it into the caller's statement (tests/test_migrations.py checks it);
+-- not inlined, each call would plan its query anew. Callers take the row whole: in
+-- (skiplock.new_run(...)).* the parser copies the call for each column, and inlining 37
+-- copies took 3 ms of planning.
+CREATE OR REPLACE FUNCTION skiplock.new_run(
+    p_task text, p_payload jsonb, p_run skiplock.run_values, p_options jsonb,
+    p_deployed boolean, p_parent skiplock.runs, p_now timestamptz)
+RETURNS skiplock.runs
+LANGUAGE sql VOLATILE AS $$
+    SELECT ROW(
+        skiplock.gen_id('run'),                                     -- id
+        p_task,                                                     -- task_identifier
+        CASE WHEN NOT p_deployed THEN 'PENDING_VERSION'
+             WHEN p_run.delay > p_now THEN 'DELAYED'
+             ELSE 'QUEUED' END::skiplock.run_status,                -- status
+        p_payload,                                                  -- payload
+        NULL, NULL,                                                 -- output, error
+        p_run.metadata, p_run.tags,                                 -- metadata, tags
+        p_options->>'idempotency_key',                              -- idempotency_key
+        p_now + make_interval(
+            secs => (p_options->>'idempotency_key_ttl')::double precision),  -- ..._expires_at
+        false,                                                      -- idempotency_key_released
+        p_options->>'batch_id',                                     -- batch_id
+        p_parent.id, coalesce(p_parent.root_id, p_parent.id),       -- parent_id, root_id
+        coalesce(p_parent.depth + 1, 0),                            -- depth
+        p_run.queue, p_run.concurrency_key, p_run.priority,         -- queue, ..., priority
+        p_options->>'version', p_options->>'version' IS NOT NULL,   -- version, version_pinned
+        p_run.max_attempts, p_run.max_duration,                     -- max_attempts, max_duration
+        0, NULL, NULL,                                  -- attempt_count, current_attempt_id, worker_id
+        p_run.start_at - make_interval(secs => p_run.priority),     -- order_at
+        p_run.start_at,                                             -- available_at
+        p_now, p_now,                                               -- created_at, updated_at
+        NULL, NULL,                                                 -- started_at, finished_at
+        p_run.delay, p_run.ttl,                                     -- delayed_until, ttl
+        NULL,                                                       -- expired_at
+        p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
+        false, false                                                -- suspended, waited_on
+    )::skiplock.runs
+$$;
 
 -- trigger: create a run of p_task with p_payload, or return the live run that holds
 -- the same (task, idempotency key).
@@ -9,7 +102,8 @@
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
 --   DELAYED when the delay is in the future, QUEUED otherwise.
--- Returns (run_id, run_status, is_cached). Raises SL004 on bad options.
+-- Returns (run_id, run_status, is_cached). Raises SL004 on bad options, SL001 when the
+-- parent does not exist.
 CREATE OR REPLACE FUNCTION skiplock.trigger(p_task text, p_payload jsonb, p_options jsonb DEFAULT '{}')
 RETURNS TABLE (run_id text, run_status skiplock.run_status, is_cached boolean)
 LANGUAGE plpgsql AS $$
@@ -17,12 +111,12 @@ DECLARE
     v_now        timestamptz := skiplock.now();
     v_opts       jsonb := coalesce(p_options, '{}');
     v_key        text;
-    v_version    text;
     v_dep        skiplock.deployment_tasks;
     v_deployed   boolean;
     v_run        skiplock.run_values;
     v_status     skiplock.run_status;
     v_parent     skiplock.runs;
+    v_row        skiplock.runs;
     v_id         text;
     v_existing   skiplock.runs;
 BEGIN
@@ -34,7 +128,6 @@ BEGIN
     END IF;
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
     v_key := v_opts->>'idempotency_key';
-    v_version := v_opts->>'version';
     IF length(v_key) > 2048 THEN
         PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
     END IF;
@@ -42,54 +135,26 @@ BEGIN
         PERFORM skiplock.invalid('idempotency_key_ttl must be positive');
     END IF;
 
-    -- the latest deployment of the task (of the pinned version, if one is pinned)
-    SELECT * INTO v_dep FROM skiplock.deployment_tasks d
-     WHERE d.task_identifier = p_task AND (v_version IS NULL OR d.version = v_version)
-     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
+    SELECT * INTO v_dep FROM skiplock.task_deployment(p_task, v_opts->>'version');
     v_deployed := FOUND;
-
     v_run := skiplock.run_options(v_opts, p_task, v_dep, v_now);
     PERFORM skiplock.assert_valid(v_run.problem);
-    IF v_run.queue IS DISTINCT FROM v_dep.queue THEN
-        -- a queue named by a trigger (not by a deployed task) exists from then on
-        INSERT INTO skiplock.queues (name, created_at, updated_at)
-        VALUES (v_run.queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
-    END IF;
-    v_status := CASE WHEN NOT v_deployed THEN 'PENDING_VERSION'
-                     WHEN v_run.delay > v_now THEN 'DELAYED'
-                     ELSE 'QUEUED' END;
-
     IF v_opts ? 'parent_id' THEN
-        -- KEY SHARE: keeps the parent from being deleted, and conflicts with no status change
-        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_opts->>'parent_id' FOR KEY SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'SL001',
-                MESSAGE = format('parent run %s does not exist', v_opts->>'parent_id');
-        END IF;
+        v_parent := skiplock.lock_parent(v_opts->>'parent_id');
+    END IF;
+    IF v_run.queue IS DISTINCT FROM v_dep.queue THEN  -- the deployed task's queue exists
+        PERFORM skiplock.create_queues(ARRAY[v_run.queue], v_dep.queue, v_now);
     END IF;
 
     LOOP
-        INSERT INTO skiplock.runs AS r (
-            id, task_identifier, status, payload, metadata, tags,
-            idempotency_key, idempotency_key_expires_at, batch_id,
-            parent_id, root_id, depth, queue, concurrency_key, priority,
-            version, version_pinned, max_attempts, max_duration,
-            order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
-        VALUES (
-            skiplock.gen_id('run'), p_task, v_status, p_payload, v_run.metadata, v_run.tags,
-            v_key, v_now + make_interval(secs => (v_opts->>'idempotency_key_ttl')::double precision),
-            v_opts->>'batch_id',
-            v_parent.id, coalesce(v_parent.root_id, v_parent.id),
-            coalesce(v_parent.depth + 1, 0),
-            v_run.queue, v_run.concurrency_key, v_run.priority,
-            v_version, v_version IS NOT NULL, v_run.max_attempts, v_run.max_duration,
-            v_run.start_at - make_interval(secs => v_run.priority), v_run.start_at, v_now, v_now,
-            v_run.delay, v_run.ttl, v_run.start_at + make_interval(secs => v_run.ttl))
+        v_row := skiplock.new_run(p_task, p_payload, v_run, v_opts, v_deployed, v_parent, v_now);
+        INSERT INTO skiplock.runs AS r
+        SELECT (v_row).*  -- a PL/pgSQL row: its fields are read without unpacking it again
         ON CONFLICT (task_identifier, idempotency_key)
             WHERE idempotency_key IS NOT NULL AND NOT idempotency_key_released
               AND status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
             DO NOTHING
-        RETURNING r.id INTO v_id;
+        RETURNING r.id, r.status INTO v_id, v_status;
 
         IF v_id IS NOT NULL THEN
             -- a batch lists its runs (trigger_batch writes its own row after its items)
@@ -236,76 +301,52 @@ $$;
 
 -- insert_runs: the set-based body of trigger_batch for items without idempotency keys
 -- and without versions or parents of their own (the batch's apply to all): one INSERT
--- for the whole batch instead of one trigger() call per item. Checks every item as
--- trigger() does (the shared options once); one bad item aborts the statement. Returns
--- the runs in item order.
+-- for the whole batch instead of one trigger() call per item, with trigger()'s steps
+-- (the shared options' values once). Checks every item as trigger() does; one bad item
+-- aborts the statement. Returns the runs in item order.
 CREATE OR REPLACE FUNCTION skiplock.insert_runs(p_task text, p_items jsonb, p_options jsonb)
 RETURNS TABLE (run_id text, run_status skiplock.run_status, run_queue text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now     timestamptz := skiplock.now();
     v_base    jsonb := coalesce(p_options, '{}');
-    v_version text;
     v_dep     skiplock.deployment_tasks;
     v_found   boolean;
     v_shared  skiplock.run_values;
     v_parent  skiplock.runs;
-    v_queue   text;
+    v_rows    skiplock.runs[];
 BEGIN
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_base));
-    v_version := v_base->>'version';
-    SELECT * INTO v_dep FROM skiplock.deployment_tasks d
-     WHERE d.task_identifier = p_task AND (v_version IS NULL OR d.version = v_version)
-     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1;
+    SELECT * INTO v_dep FROM skiplock.task_deployment(p_task, v_base->>'version');
     v_found := FOUND;
     v_shared := skiplock.run_options(v_base, p_task, v_dep, v_now);
     PERFORM skiplock.assert_valid(v_shared.problem);
     IF v_base ? 'parent_id' THEN
-        SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = v_base->>'parent_id' FOR KEY SHARE;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = 'SL001',
-                MESSAGE = format('parent run %s does not exist', v_base->>'parent_id');
-        END IF;
+        v_parent := skiplock.lock_parent(v_base->>'parent_id');
     END IF;
-    FOR v_queue IN
-        SELECT DISTINCT coalesce(v_base->>'queue', i->'options'->>'queue', v_shared.queue)
-          FROM jsonb_array_elements(p_items) i
-    LOOP
-        IF v_queue IS DISTINCT FROM v_dep.queue AND length(v_queue) BETWEEN 1 AND 256 THEN
-            INSERT INTO skiplock.queues (name, created_at, updated_at)
-            VALUES (v_queue, v_now, v_now) ON CONFLICT (name) DO NOTHING;
-        END IF;
-    END LOOP;
+    v_rows := ARRAY(
+        WITH items AS (
+            SELECT x.ord, x.item->'payload' AS payload, o.v
+              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+             CROSS JOIN LATERAL (  -- OFFSET 0: evaluated once per item, not once per field
+                 SELECT CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}'
+                             THEN v_shared
+                             ELSE skiplock.run_options(v_base || (x.item->'options'), p_task,
+                                                       v_dep, v_now)
+                        END AS v
+                 OFFSET 0) o)
+        SELECT skiplock.new_run(p_task, i.payload, i.v, v_base, v_found, v_parent, v_now)
+          FROM items i
+         WHERE (i.payload IS NOT NULL AND (i.v).problem IS NULL)
+            OR skiplock.assert_valid(CASE WHEN i.payload IS NULL
+                                          THEN 'payload must not be SQL NULL (use JSON null)'
+                                          ELSE (i.v).problem END)
+         ORDER BY i.ord);  -- gen_id (volatile) is evaluated after the sort: ids in item order
+    PERFORM skiplock.create_queues(ARRAY(SELECT u.queue FROM unnest(v_rows) u), v_dep.queue,
+                                   v_now);
     RETURN QUERY
-    WITH items AS (
-        SELECT x.ord, x.item->'payload' AS payload, o.v
-          FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
-         CROSS JOIN LATERAL (  -- OFFSET 0: evaluated once per item, not once per field
-             SELECT CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}'
-                         THEN v_shared
-                         ELSE skiplock.run_options(v_base || (x.item->'options'), p_task, v_dep, v_now)
-                    END AS v
-             OFFSET 0) o)
-    INSERT INTO skiplock.runs AS r (
-        id, task_identifier, status, payload, metadata, tags, batch_id,
-        parent_id, root_id, depth, queue, concurrency_key, priority,
-        version, version_pinned, max_attempts, max_duration,
-        order_at, available_at, created_at, updated_at, delayed_until, ttl, expires_at)
-    SELECT skiplock.gen_id('run'), p_task,
-           CASE WHEN NOT v_found THEN 'PENDING_VERSION'
-                WHEN (i.v).delay > v_now THEN 'DELAYED' ELSE 'QUEUED' END::skiplock.run_status,
-           i.payload, (i.v).metadata, (i.v).tags, v_base->>'batch_id',
-           v_parent.id, coalesce(v_parent.root_id, v_parent.id), coalesce(v_parent.depth + 1, 0),
-           (i.v).queue, (i.v).concurrency_key, (i.v).priority,
-           v_version, v_version IS NOT NULL, (i.v).max_attempts, (i.v).max_duration,
-           (i.v).start_at - make_interval(secs => (i.v).priority), (i.v).start_at, v_now, v_now,
-           (i.v).delay, (i.v).ttl, (i.v).start_at + make_interval(secs => (i.v).ttl)
-      FROM items i
-     WHERE (i.payload IS NOT NULL AND (i.v).problem IS NULL)
-        OR skiplock.assert_valid(CASE WHEN i.payload IS NULL
-                                      THEN 'payload must not be SQL NULL (use JSON null)'
-                                      ELSE (i.v).problem END)
-     ORDER BY i.ord  -- gen_id (volatile) is evaluated after the sort: ids in item order
+    INSERT INTO skiplock.runs AS r
+    SELECT u.* FROM unnest(v_rows) u  -- in array order
     RETURNING r.id, r.status, r.queue;
 END;
 $$;

@@ -22,7 +22,6 @@ $$;
 -- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl"}].
 -- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
 -- Returns the deployment id.
-DROP FUNCTION IF EXISTS skiplock.register_worker(text, text, text, integer, text[], integer, jsonb);
 CREATE OR REPLACE FUNCTION skiplock.register_worker(
     p_worker_id text, p_version text, p_hostname text, p_pid integer,
     p_queues text[], p_concurrency integer, p_tasks jsonb, p_lease_seconds double precision DEFAULT 30)

@@ -1,4 +1,10 @@
--- Dequeue and attempt start: how a worker takes work.
+-- Dequeue and attempt start: how a worker takes work, in one of two ways.
+-- claim (complete_and_claim): QUEUED -> EXECUTING in one call, one commit. The Python
+--   worker's way.
+-- dequeue, then start_attempts: the two-step claim, the SQL API for drivers in other
+--   languages: dequeue leases runs in DEQUEUED, holding their slots; start_attempts
+--   moves them to EXECUTING.
+--   tests/test_sql_api.py drives a run's whole life this way.
 
 -- lock_ready: lock up to p_limit ready runs for a worker of version p_version and return
 -- their ids. A worker takes runs locked to its version, and unlocked runs of the tasks for
@@ -10,24 +16,15 @@
 -- EXECUTING runs) are counted and at most limit - holders runs are taken, so the limit
 -- holds across any number of workers; the lock is held until the claim commits.
 -- Locks: advisory xact locks of limited units; runs rows FOR UPDATE SKIP LOCKED.
--- Plan: every read is an index scan of runs_ready_idx or runs_slots_idx, so a call costs
---   O(units + p_limit) whatever the backlog. With statistics taken while the queue was
---   empty (the usual steady state) the planner once sorted the whole backlog instead:
---   15 ms per call at 20k queued, 53 ms at 95k, against 2.3 ms (bench/drain.py), hence
---   enable_sort/enable_seqscan off.
--- Every hot-path function below pins its plans the same way: each touches O(batch) rows
--- through indexes, and the statistics of a queue table are stale by nature (taken
--- empty, read full), so sequential scans, hash and merge joins are switched off for them.
--- Seen without it on PostgreSQL 15: complete_attempts nested a sequential scan of
--- attempts per row, 0.5 to 4 s per call of 200.
--- And without JIT: a disabled plan node costs 10^10 on PostgreSQL 15-17, which puts
--- every such plan over jit_above_cost, and where the server has JIT (Debian's and the
--- PGDG packages do) each call compiled its plan with LLVM: on PostgreSQL 15 a claim took
--- 170-260 ms, with no run ready, instead of 0.3 ms.
--- They also run on generic plans (plan_cache_mode): with array parameters the planner
--- judged a custom plan cheaper and re-planned each statement at every call; on generic
--- plans a serial claim + complete loop spent 50-54 us a run claiming instead of 59-74,
--- and 34-37 completing instead of 35-44 (6 alternated pairs, PostgreSQL 18).
+-- Plans, pinned here and in the other hot-path functions (the SET clauses): each reads
+-- O(batch) rows through indexes (here runs_ready_idx, runs_slots_idx: O(units + p_limit)
+-- whatever the backlog), but a queue table's statistics are stale by nature (taken
+-- empty, read full) and the planner then chose otherwise: it sorted the whole backlog
+-- (15 ms a call at 20k queued instead of 2.3). Hence sorts, sequential scans, hash or
+-- merge joins off where they could come up; and jit off with them, since a disabled node
+-- costs 10^10 on PostgreSQL 15-17, over jit_above_cost (with LLVM a claim took 170-260 ms
+-- instead of 0.3). Generic plans too: with array parameters every call was planned
+-- anew, up to 20 us a run claimed.
 CREATE OR REPLACE FUNCTION skiplock.lock_ready(
     p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS text[]
@@ -93,9 +90,15 @@ BEGIN
 END;
 $$;
 
--- dequeue: lease up to p_limit ready runs to worker p_worker_id (QUEUED -> DEQUEUED),
--- locking each to p_version (see lock_ready for which runs a version takes).
--- Locks: as lock_ready. Returns the leased runs with what a worker needs to execute them.
+-- dequeue: step 1 of the two-step claim for drivers in other languages. Lease up to
+-- p_limit ready runs to worker p_worker_id (QUEUED -> DEQUEUED), locking each to
+-- p_version (see lock_ready for which runs a version takes). p_worker_id must be
+-- registered (register_worker) and neither stopped nor lost, else nothing is leased.
+-- A DEQUEUED run holds its queue slot until start_attempts starts it. One never started
+-- goes back to QUEUED, keeping its place, when the worker stops (stop_worker) or its
+-- lease lapses (tick); a live worker keeps it until then.
+-- Locks: the worker row FOR SHARE (worker_is_active), then as lock_ready.
+-- Returns the leased runs with what a worker needs to execute them.
 CREATE OR REPLACE FUNCTION skiplock.dequeue(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
@@ -168,9 +171,14 @@ BEGIN
 END;
 $$;
 
--- start_attempts: begin the next attempt of each given DEQUEUED run leased to
--- p_worker_id (DEQUEUED -> EXECUTING). Runs no longer DEQUEUED by this worker (canceled
--- meanwhile) are skipped. Returns (run_id, attempt_id, attempt_number).
+-- start_attempts: step 2 of the two-step claim for drivers in other languages. Begin
+-- the next attempt of each given run DEQUEUED to p_worker_id (DEQUEUED -> EXECUTING).
+-- Runs no longer DEQUEUED to this worker (canceled, or requeued after its lease lapsed)
+-- are skipped. The driver then runs each attempt, lists it in every heartbeat until its
+-- outcome is recorded (an attempt left out is taken as lost: see heartbeat), and records
+-- the outcome with complete_attempts or fail_attempt, all fenced by attempt.
+-- Locks: the worker row FOR SHARE, then the runs. Returns (run_id, attempt_id,
+-- attempt_number) of the attempts started.
 CREATE OR REPLACE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[])
 RETURNS TABLE (run_id text, attempt_id text, attempt_number integer)
 LANGUAGE sql AS $$
@@ -183,7 +191,6 @@ $$;
 -- One commit and one row version per run instead of two of each: the worker's hot path.
 -- Locks: as lock_ready. Returns each started attempt with its run's task, payload,
 -- metadata and max_duration, in queue order.
-DROP FUNCTION IF EXISTS skiplock.claim(text, text, text[], text[], integer);
 CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,

@@ -1,4 +1,5 @@
--- Queues: pause, resume, change the limit at run time; inspection views.
+-- Queues: pause, resume, change the limit at run time (the views that show them:
+-- sql/views/).
 
 -- queue_for_update: lock a queue's row, creating it for a queue that only runs name so
 -- far; SL006 when no queue by that name exists at all.
@@ -56,28 +57,3 @@ BEGIN
     RETURN p_limit;
 END;
 $$;
-
--- queue_stats: per queue, its limit and pause flag, the runs queued and running (slot
--- holders) and the age of the oldest queued run.
-CREATE OR REPLACE VIEW skiplock.queue_stats AS
-SELECT q.name, q.concurrency_limit, q.paused,
-       (SELECT count(*) FROM skiplock.runs r WHERE r.queue = q.name AND r.status = 'QUEUED')
-           AS queued,
-       (SELECT count(*) FROM skiplock.runs r
-         WHERE r.queue = q.name AND r.status IN ('DEQUEUED', 'EXECUTING')) AS running,
-       (SELECT skiplock.now() - min(r.order_at) FROM skiplock.runs r
-         WHERE r.queue = q.name AND r.status = 'QUEUED') AS oldest_queued_age
-  FROM skiplock.queues q;
-
--- worker_status: every worker with its heartbeat, lease, state and runs in hand.
-CREATE OR REPLACE VIEW skiplock.worker_status AS
-SELECT w.id, w.version, w.hostname, w.pid, w.queues, w.concurrency, w.started_at,
-       w.last_heartbeat_at, skiplock.now() - w.last_heartbeat_at AS heartbeat_age,
-       w.lease_expires_at,
-       CASE WHEN w.stopped_at IS NOT NULL THEN 'stopped'
-            WHEN w.lost_at IS NOT NULL THEN 'lost'
-            WHEN w.lease_expires_at < skiplock.now() THEN 'lapsed'
-            ELSE 'active' END AS state,
-       (SELECT count(*) FROM skiplock.runs r  -- runs_slots_idx: the runs in flight
-         WHERE r.status IN ('DEQUEUED', 'EXECUTING') AND r.worker_id = w.id) AS runs_in_hand
-  FROM skiplock.workers w;

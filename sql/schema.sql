@@ -1,0 +1,1954 @@
+-- The skiplock schema as a fresh migrate makes it: tables, types, indexes, views,
+-- triggers and functions. Generated, not applied: migrations (sql/migrations) and the
+-- re-applied files (sql/functions, sql/views, sql/triggers) make the schema, and this
+-- file shows the result. Regenerate it after changing any of them:
+--     python -m engine.db.schema_dump > sql/schema.sql
+-- It is pg_dump --schema-only output with what varies between PostgreSQL 15 to 18 and
+-- their pg_dump taken out (engine/db/schema_dump.py); tests/test_schema.py checks it.
+
+CREATE SCHEMA skiplock;
+
+CREATE TYPE skiplock.attempt_status AS ENUM (
+    'EXECUTING',
+    'COMPLETED',
+    'FAILED',
+    'CANCELED',
+    'TIMED_OUT',
+    'CRASHED',
+    'SUSPENDED'
+);
+
+CREATE TYPE skiplock.run_status AS ENUM (
+    'PENDING_VERSION',
+    'DELAYED',
+    'QUEUED',
+    'DEQUEUED',
+    'EXECUTING',
+    'WAITING',
+    'COMPLETED',
+    'CANCELED',
+    'FAILED',
+    'TIMED_OUT',
+    'CRASHED',
+    'SYSTEM_FAILURE',
+    'EXPIRED'
+);
+
+CREATE TYPE skiplock.run_values AS (
+	problem text,
+	delay timestamp with time zone,
+	start_at timestamp with time zone,
+	tags text[],
+	priority integer,
+	ttl double precision,
+	queue text,
+	concurrency_key text,
+	max_attempts integer,
+	max_duration double precision,
+	metadata jsonb
+);
+
+CREATE TYPE skiplock.waitpoint_status AS ENUM (
+    'PENDING',
+    'COMPLETED'
+);
+
+CREATE TYPE skiplock.waitpoint_type AS ENUM (
+    'DATETIME',
+    'TOKEN',
+    'RUN',
+    'BATCH'
+);
+
+CREATE FUNCTION skiplock.assert_valid(p_problem text) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF p_problem IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL004', MESSAGE = p_problem;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.batch_trigger_and_wait(p_attempt_id text, p_position integer, p_task text, p_items jsonb, p_options jsonb) RETURNS TABLE(batch_id text, outcome text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_parent  text := (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id);
+    v_batch   text;
+    v_pending integer;
+    v_wp      text := skiplock.gen_id('waitpoint');
+BEGIN
+    SELECT min(t.batch_id) INTO v_batch FROM skiplock.trigger_batch(p_task, p_items,
+        jsonb_build_object('parent_id', v_parent,
+                           'version', (SELECT r.version FROM skiplock.runs r WHERE r.id = v_parent))
+        || coalesce(p_options, '{}')) t;
+    WITH marked AS (
+        UPDATE skiplock.runs r SET waited_on = true
+         WHERE r.id = ANY ((SELECT b.run_ids FROM skiplock.batches b WHERE b.id = v_batch)::text[])
+        RETURNING r.status)
+    SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
+    INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
+                                     completed_at)
+    VALUES (v_wp, 'BATCH', CASE WHEN v_pending = 0 THEN 'COMPLETED'
+                                ELSE 'PENDING' END::skiplock.waitpoint_status,
+            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END);
+    RETURN QUERY SELECT v_batch, skiplock.block_run(p_attempt_id, p_position, 'batch', p_task,
+                                                    ARRAY[v_wp], to_jsonb(v_batch));
+END;
+$$;
+
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer)
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.clock();
+BEGIN
+    IF cardinality(p_run_ids) = 0 OR NOT skiplock.worker_is_active(p_worker_id) THEN
+        RETURN;
+    END IF;
+    PERFORM skiplock.notify_runs(p_run_ids);  -- ids not started are re-read for nothing
+    RETURN QUERY
+    WITH started AS (
+        UPDATE skiplock.runs r
+           SET status = 'EXECUTING', version = coalesce(p_version, r.version),
+               worker_id = p_worker_id, suspended = false,
+               -- a run resuming from a wait continues its suspended attempt
+               attempt_count = r.attempt_count + (NOT r.suspended)::integer,
+               current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
+                                         ELSE skiplock.gen_id('attempt') END,
+               started_at = coalesce(r.started_at, v_now), updated_at = v_now
+         WHERE r.id = ANY (p_run_ids) AND r.status = p_from
+           AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
+        RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
+                  r.current_attempt_id, r.attempt_count, r.order_at),
+    inserted AS (
+        INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
+        SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
+          FROM started s
+        ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
+    SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
+           s.attempt_count
+      FROM started s
+     ORDER BY s.order_at, s.id;
+END;
+$$;
+
+CREATE FUNCTION skiplock.block_run(p_attempt_id text, p_position integer, p_kind text, p_name text, p_waitpoint_ids text[], p_output jsonb DEFAULT NULL::jsonb) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs;
+BEGIN
+    PERFORM 1 FROM skiplock.waitpoints w WHERE w.id = ANY (p_waitpoint_ids)
+     ORDER BY w.id FOR SHARE;
+    v_run := skiplock.current_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
+        RETURN 'FENCED';
+    END IF;
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, waitpoint_id, created_at)
+    VALUES (v_run.id, p_position, p_kind, p_name, p_output, p_waitpoint_ids[1], v_now)
+    ON CONFLICT (run_id, position) DO NOTHING;
+    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at)
+    SELECT v_run.id, w, v_now FROM unnest(p_waitpoint_ids) w
+    ON CONFLICT DO NOTHING;
+    IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints w
+                    WHERE w.id = ANY (p_waitpoint_ids) AND w.status = 'PENDING') THEN
+        RETURN 'CONTINUE';
+    END IF;
+    UPDATE skiplock.runs
+       SET status = 'WAITING', suspended = true, worker_id = NULL, updated_at = v_now
+     WHERE id = v_run.id;
+    UPDATE skiplock.attempts SET status = 'SUSPENDED' WHERE id = p_attempt_id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+    RETURN 'WAITING';
+END;
+$$;
+
+CREATE FUNCTION skiplock.cancel_run(p_run_id text) RETURNS skiplock.run_status
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs := skiplock.run_for_update(p_run_id);
+    v_id  text;
+BEGIN
+    FOR v_id IN
+        WITH RECURSIVE tree AS (
+            SELECT v_run.id AS id, 0 AS level
+            UNION ALL
+            SELECT c.id, t.level + 1 FROM skiplock.runs c JOIN tree t ON c.parent_id = t.id)
+        SELECT r.id FROM tree t JOIN skiplock.runs r ON r.id = t.id
+         WHERE NOT skiplock.is_final(r.status)
+         ORDER BY t.level, r.id
+         FOR NO KEY UPDATE OF r
+    LOOP
+        UPDATE skiplock.attempts a SET status = 'CANCELED', finished_at = v_now
+          FROM skiplock.runs r
+         WHERE r.id = v_id AND a.id = r.current_attempt_id
+           AND a.status IN ('EXECUTING', 'SUSPENDED');
+        UPDATE skiplock.runs r
+           SET status = 'CANCELED', finished_at = v_now, updated_at = v_now, worker_id = NULL
+         WHERE r.id = v_id AND NOT skiplock.is_final(r.status);
+        PERFORM pg_notify('skiplock_cancel', v_id);
+        PERFORM skiplock.notify_runs(ARRAY[v_id]);
+    END LOOP;
+    RETURN (SELECT r.status FROM skiplock.runs r WHERE r.id = p_run_id);
+END;
+$$;
+
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer)
+    LANGUAGE sql
+    AS $$
+    SELECT * FROM skiplock.begin_attempts(
+        p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
+        'QUEUED')
+$$;
+
+CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
+    LANGUAGE sql
+    AS $$
+    SELECT coalesce(nullif(current_setting('skiplock.fake_now', true), '')::timestamptz,
+                    clock_timestamp())
+$$;
+
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM skiplock.worker_is_active(p_worker_id);
+    IF p_results IS NOT NULL THEN
+        PERFORM skiplock.complete_attempts(p_results);
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT * FROM skiplock.claim(p_worker_id, p_version, p_tasks, p_queues,
+                                                  p_limit);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION skiplock.complete_attempts(p_results jsonb) RETURNS TABLE(run_id text)
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_attempts text[];
+    v_outputs  jsonb[];
+    v_metas    jsonb[];
+    v_runs     text[];
+    v_done     text[];
+    v_done_ids text[];
+    v_queues   text[];
+BEGIN
+    -- No joins: every statement reads its table through "id = ANY (array)" on the primary
+    -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
+    -- against the input rows, the planner scanned a whole index per call instead.
+    -- (metadata over the 256 KB cap is dropped, not raised: one run must not hold up the
+    -- others' outcomes; the run keeps its last accepted metadata)
+    SELECT array_agg(x.attempt_id), array_agg(x.output),
+           array_agg(CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END)
+      INTO v_attempts, v_outputs, v_metas
+      FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb, metadata jsonb);
+    v_runs := ARRAY(SELECT a.run_id FROM skiplock.attempts a WHERE a.id = ANY (v_attempts));
+    WITH done AS (
+        UPDATE skiplock.runs r
+           SET status = 'COMPLETED', error = NULL, finished_at = v_now, updated_at = v_now,
+               worker_id = NULL,
+               output = v_outputs[array_position(v_attempts, r.current_attempt_id)],
+               metadata = coalesce(v_metas[array_position(v_attempts, r.current_attempt_id)],
+                                   r.metadata)
+         WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
+           AND r.current_attempt_id = ANY (v_attempts)
+        RETURNING r.id, r.current_attempt_id, r.queue)
+    SELECT array_agg(d.current_attempt_id), array_agg(d.id), array_agg(DISTINCT d.queue)
+      INTO v_done, v_done_ids, v_queues FROM done d;
+    PERFORM skiplock.notify_runs(v_done_ids);
+    -- a limited queue's freed slots may admit runs other workers are waiting to start
+    PERFORM skiplock.wake(q.name)
+       FROM skiplock.queues q
+      WHERE q.name = ANY (v_queues) AND q.concurrency_limit IS NOT NULL;
+    RETURN QUERY
+    UPDATE skiplock.attempts a
+       SET status = 'COMPLETED', finished_at = v_now,
+           output = v_outputs[array_position(v_attempts, a.id)]
+     WHERE a.id = ANY (v_done) AND a.status = 'EXECUTING'
+    RETURNING a.run_id;
+END;
+$$;
+
+CREATE FUNCTION skiplock.complete_token(p_token_id text, p_output jsonb DEFAULT 'null'::jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints WHERE id = p_token_id AND type = 'TOKEN') THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL007', MESSAGE = format('token %s does not exist', p_token_id);
+    END IF;
+    RETURN skiplock.complete_waitpoint(p_token_id, coalesce(p_output, 'null'), false);
+END;
+$$;
+
+CREATE FUNCTION skiplock.complete_waitpoint(p_id text, p_output jsonb, p_is_error boolean DEFAULT false) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run text;
+BEGIN
+    UPDATE skiplock.waitpoints
+       SET status = 'COMPLETED', output = p_output, is_error = coalesce(p_is_error, false),
+           completed_at = skiplock.now()
+     WHERE id = p_id AND status = 'PENDING';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    FOR v_run IN SELECT e.run_id FROM skiplock.run_waitpoints e
+                  WHERE e.waitpoint_id = p_id ORDER BY e.run_id LOOP
+        PERFORM skiplock.resume_if_ready(v_run);
+    END LOOP;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.crash_lost_workers(p_batch integer DEFAULT 100) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_worker   skiplock.workers;
+    v_count    integer := 0;
+BEGIN
+    FOR v_worker IN
+        SELECT * FROM skiplock.workers w
+         WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND w.lease_expires_at < v_now
+         ORDER BY w.lease_expires_at
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED
+    LOOP
+        UPDATE skiplock.workers SET lost_at = v_now WHERE id = v_worker.id;
+        v_count := v_count + skiplock.release_worker_runs(v_worker.id, jsonb_build_object(
+            'type', 'WorkerLost',
+            'message', format('worker %s stopped renewing its lease (last heartbeat %s)',
+                              v_worker.id, v_worker.last_heartbeat_at)));
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION skiplock.create_queues(p_names text[], p_deployed text, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO skiplock.queues (name, created_at, updated_at)
+    SELECT DISTINCT n, p_now, p_now FROM unnest(p_names) n
+     WHERE n IS DISTINCT FROM p_deployed AND length(n) BETWEEN 1 AND 256
+    ON CONFLICT (name) DO NOTHING;
+END;
+$$;
+
+CREATE FUNCTION skiplock.create_token(p_options jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(waitpoint_id text, is_cached boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_opts jsonb := coalesce(p_options, '{}');
+    v_key  text := v_opts->>'idempotency_key';
+    v_id   text;
+BEGIN
+    IF (v_opts->>'timeout')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('token timeout must be positive');
+    END IF;
+    IF v_key IS NOT NULL THEN
+        -- an expired key is released (set to NULL on the token that held it) so that a
+        -- new token can take it
+        UPDATE skiplock.waitpoints w SET idempotency_key = NULL
+         WHERE w.type = 'TOKEN' AND w.idempotency_key = v_key
+           AND w.idempotency_key_expires_at <= v_now;
+    END IF;
+    INSERT INTO skiplock.waitpoints AS w (id, type, timeout_at, idempotency_key,
+                                          idempotency_key_expires_at, tags, created_at)
+    VALUES (skiplock.gen_id('waitpoint'), 'TOKEN',
+            v_now + make_interval(secs => (v_opts->>'timeout')::double precision), v_key,
+            v_now + make_interval(secs => (v_opts->>'idempotency_key_ttl')::double precision),
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(v_opts->'tags')), '{}'), v_now)
+    ON CONFLICT (idempotency_key) WHERE type = 'TOKEN' AND idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING w.id INTO v_id;
+    IF v_id IS NOT NULL THEN
+        RETURN QUERY SELECT v_id, false;
+    ELSE
+        RETURN QUERY SELECT w.id, true FROM skiplock.waitpoints w
+                      WHERE w.type = 'TOKEN' AND w.idempotency_key = v_key;
+    END IF;
+END;
+$$;
+
+CREATE TABLE skiplock.runs (
+    id text NOT NULL,
+    task_identifier text NOT NULL,
+    status skiplock.run_status NOT NULL,
+    payload jsonb NOT NULL,
+    output jsonb,
+    error jsonb,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    idempotency_key text,
+    idempotency_key_expires_at timestamp with time zone,
+    idempotency_key_released boolean DEFAULT false NOT NULL,
+    batch_id text,
+    parent_id text,
+    root_id text,
+    depth integer DEFAULT 0 NOT NULL,
+    queue text NOT NULL,
+    concurrency_key text,
+    priority integer DEFAULT 0 NOT NULL,
+    version text,
+    version_pinned boolean DEFAULT false NOT NULL,
+    max_attempts integer NOT NULL,
+    max_duration double precision,
+    attempt_count integer DEFAULT 0 NOT NULL,
+    current_attempt_id text,
+    worker_id text,
+    order_at timestamp with time zone NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    delayed_until timestamp with time zone,
+    ttl double precision,
+    expired_at timestamp with time zone,
+    expires_at timestamp with time zone,
+    suspended boolean DEFAULT false NOT NULL,
+    waited_on boolean DEFAULT false NOT NULL,
+    CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
+    CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
+    CONSTRAINT runs_payload_size CHECK ((pg_column_size(payload) <= 10485760)),
+    CONSTRAINT runs_ttl_check CHECK ((ttl > (0)::double precision))
+);
+
+CREATE FUNCTION skiplock.current_run(p_attempt_id text) RETURNS skiplock.runs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR NO KEY UPDATE;
+    RETURN v_run;
+END;
+$$;
+
+CREATE FUNCTION skiplock.delete_attempts_of_deleted_runs() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM skiplock.attempts a USING deleted_runs d WHERE a.run_id = d.id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION skiplock.dequeue(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, attempt_count integer, max_attempts integer, max_duration double precision)
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_ids text[];
+BEGIN
+    IF NOT skiplock.worker_is_active(p_worker_id) THEN
+        RETURN;
+    END IF;
+    v_ids := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+    PERFORM skiplock.notify_runs(v_ids);
+    RETURN QUERY
+    UPDATE skiplock.runs r
+       SET status = 'DEQUEUED', version = p_version, worker_id = p_worker_id, updated_at = v_now
+     WHERE r.id = ANY (v_ids)
+    RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.attempt_count,
+              r.max_attempts, r.max_duration;
+END;
+$$;
+
+CREATE FUNCTION skiplock.fail_attempt(p_attempt_id text, p_error jsonb, p_status skiplock.run_status DEFAULT 'FAILED'::skiplock.run_status, p_retry_delay double precision DEFAULT NULL::double precision) RETURNS skiplock.run_status
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now    timestamptz := skiplock.now();
+    v_run    skiplock.runs;
+    v_status skiplock.run_status;
+BEGIN
+    IF p_status NOT IN ('FAILED', 'TIMED_OUT', 'SYSTEM_FAILURE') THEN
+        PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
+    END IF;
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_status := CASE WHEN p_status = 'FAILED' AND p_retry_delay IS NOT NULL
+                          AND v_run.attempt_count < v_run.max_attempts
+                     THEN 'QUEUED' ELSE p_status END;
+
+    UPDATE skiplock.attempts
+       SET status = (CASE WHEN p_status = 'TIMED_OUT' THEN 'TIMED_OUT' ELSE 'FAILED' END)::skiplock.attempt_status,
+           error = p_error, finished_at = v_now
+     WHERE id = p_attempt_id;
+
+    UPDATE skiplock.runs r
+       SET status = v_status, error = p_error, updated_at = v_now, worker_id = NULL,
+           available_at = CASE WHEN v_status = 'QUEUED'
+                               THEN v_now + make_interval(secs => greatest(p_retry_delay, 0))
+                               ELSE r.available_at END,
+           finished_at = CASE WHEN v_status = 'QUEUED' THEN NULL ELSE v_now END
+     WHERE r.id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+    IF v_status = 'QUEUED' AND p_retry_delay <= 0 THEN
+        PERFORM skiplock.wake(v_run.queue);
+    END IF;
+    RETURN v_status;
+END;
+$$;
+
+CREATE FUNCTION skiplock.gen_id(p_prefix text) RETURNS text
+    LANGUAGE sql
+    AS $$
+    SELECT p_prefix || '_'
+        || lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+        || lpad(to_hex(nextval('skiplock.id_seq')), 4, '0')
+        || lpad(to_hex((random() * 9223372036854775807)::bigint), 16, '0')
+$$;
+
+CREATE FUNCTION skiplock.heartbeat(p_worker_id text, p_attempt_ids text[]) RETURNS text[]
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.workers
+       SET last_heartbeat_at = v_now, lease_expires_at = v_now + make_interval(secs => lease_seconds)
+     WHERE id = p_worker_id AND lost_at IS NULL AND stopped_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM skiplock.release_lost_attempts(p_worker_id, coalesce(p_attempt_ids, '{}'));
+    RETURN ARRAY(
+        SELECT i.id FROM unnest(p_attempt_ids) AS i(id)
+        EXCEPT
+        SELECT a.id FROM skiplock.attempts a
+         WHERE a.id = ANY (p_attempt_ids) AND a.status = 'EXECUTING');
+END;
+$$;
+
+CREATE FUNCTION skiplock.insert_runs(p_task text, p_items jsonb, p_options jsonb) RETURNS TABLE(run_id text, run_status skiplock.run_status, run_queue text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now     timestamptz := skiplock.now();
+    v_base    jsonb := coalesce(p_options, '{}');
+    v_dep     skiplock.deployment_tasks;
+    v_found   boolean;
+    v_shared  skiplock.run_values;
+    v_parent  skiplock.runs;
+    v_rows    skiplock.runs[];
+BEGIN
+    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_base));
+    SELECT * INTO v_dep FROM skiplock.task_deployment(p_task, v_base->>'version');
+    v_found := FOUND;
+    v_shared := skiplock.run_options(v_base, p_task, v_dep, v_now);
+    PERFORM skiplock.assert_valid(v_shared.problem);
+    IF v_base ? 'parent_id' THEN
+        v_parent := skiplock.lock_parent(v_base->>'parent_id');
+    END IF;
+    v_rows := ARRAY(
+        WITH items AS (
+            SELECT x.ord, x.item->'payload' AS payload, o.v
+              FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(item, ord)
+             CROSS JOIN LATERAL (  -- OFFSET 0: evaluated once per item, not once per field
+                 SELECT CASE WHEN x.item->'options' IS NULL OR x.item->'options' = '{}'
+                             THEN v_shared
+                             ELSE skiplock.run_options(v_base || (x.item->'options'), p_task,
+                                                       v_dep, v_now)
+                        END AS v
+                 OFFSET 0) o)
+        SELECT skiplock.new_run(p_task, i.payload, i.v, v_base, v_found, v_parent, v_now)
+          FROM items i
+         WHERE (i.payload IS NOT NULL AND (i.v).problem IS NULL)
+            OR skiplock.assert_valid(CASE WHEN i.payload IS NULL
+                                          THEN 'payload must not be SQL NULL (use JSON null)'
+                                          ELSE (i.v).problem END)
+         ORDER BY i.ord);  -- gen_id (volatile) is evaluated after the sort: ids in item order
+    PERFORM skiplock.create_queues(ARRAY(SELECT u.queue FROM unnest(v_rows) u), v_dep.queue,
+                                   v_now);
+    RETURN QUERY
+    INSERT INTO skiplock.runs AS r
+    SELECT u.* FROM unnest(v_rows) u  -- in array order
+    RETURNING r.id, r.status, r.queue;
+END;
+$$;
+
+CREATE FUNCTION skiplock.invalid(p_message text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SL004', MESSAGE = p_message;
+END;
+$$;
+
+CREATE FUNCTION skiplock.is_final(p_status skiplock.run_status) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT p_status IN ('COMPLETED', 'CANCELED', 'FAILED', 'TIMED_OUT', 'CRASHED',
+                        'SYSTEM_FAILURE', 'EXPIRED')
+$$;
+
+CREATE TABLE skiplock.attempts (
+    id text NOT NULL,
+    run_id text NOT NULL,
+    number integer NOT NULL,
+    status skiplock.attempt_status NOT NULL,
+    worker_id text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    output jsonb,
+    error jsonb
+)
+WITH (fillfactor='50');
+
+CREATE VIEW skiplock.run_details AS
+ SELECT id,
+    task_identifier,
+    status,
+    payload,
+    output,
+    error,
+    metadata,
+    tags,
+    idempotency_key,
+    batch_id,
+    parent_id,
+    root_id,
+    depth,
+    queue,
+    concurrency_key,
+    priority,
+    version,
+    attempt_count,
+    created_at,
+    updated_at,
+    started_at,
+    finished_at,
+    delayed_until,
+    ttl,
+    expired_at,
+    COALESCE(( SELECT jsonb_agg(jsonb_build_object('id', a.id, 'number', a.number, 'status', a.status, 'started_at', a.started_at, 'finished_at', a.finished_at, 'output', a.output, 'error', a.error, 'worker_id', a.worker_id) ORDER BY a.number) AS jsonb_agg
+           FROM skiplock.attempts a
+          WHERE (a.run_id = r.id)), '[]'::jsonb) AS attempts
+   FROM skiplock.runs r;
+
+CREATE FUNCTION skiplock.list_runs(p_status skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_tags text[] DEFAULT NULL::text[], p_batch text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 20) RETURNS SETOF skiplock.run_details
+    LANGUAGE plpgsql STABLE
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_unknown text;
+BEGIN
+    IF p_limit NOT BETWEEN 1 AND 10000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 10000, got %s', p_limit));
+    END IF;
+    SELECT t INTO v_unknown FROM unnest(p_tasks) t
+     WHERE NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.task_identifier = t)
+       AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.task_identifier = t)
+     LIMIT 1;
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL003', MESSAGE = format('unknown task %L', v_unknown);
+    END IF;
+    RETURN QUERY
+    SELECT d.* FROM skiplock.run_details d
+     WHERE (p_status IS NULL OR d.status = ANY (p_status))
+       AND (p_tasks IS NULL OR d.task_identifier = ANY (p_tasks))
+       AND (p_tags IS NULL OR (d.tags && p_tags AND d.tags <> '{}'))
+       AND (p_batch IS NULL OR (d.batch_id = p_batch AND d.id = ANY (
+               (SELECT b.run_ids FROM skiplock.batches b WHERE b.id = p_batch)::text[])))
+       AND (p_created_from IS NULL OR d.created_at >= p_created_from)
+       AND (p_created_to IS NULL OR d.created_at < p_created_to)
+       AND (p_after IS NULL OR d.id < p_after)
+     ORDER BY d.id DESC
+     LIMIT p_limit;
+END;
+$$;
+
+CREATE FUNCTION skiplock.lock_parent(p_parent_id text) RETURNS skiplock.runs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_parent skiplock.runs;
+BEGIN
+    SELECT * INTO v_parent FROM skiplock.runs r WHERE r.id = p_parent_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001',
+            MESSAGE = format('parent run %s does not exist', p_parent_id);
+    END IF;
+    RETURN v_parent;
+END;
+$$;
+
+CREATE FUNCTION skiplock.lock_ready(p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS text[]
+    LANGUAGE plpgsql
+    SET enable_sort TO 'off'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    v_now     timestamptz := skiplock.now();
+    v_latest  text[];
+    v_ids     text[] := '{}';
+    v_unit    record;
+    v_take    integer;
+    v_holders integer;
+BEGIN
+    -- tasks whose newest deployment is this worker's version
+    v_latest := ARRAY(
+        SELECT t FROM unnest(p_tasks) t
+         WHERE (SELECT d.version FROM skiplock.deployment_tasks d
+                 WHERE d.task_identifier = t
+                 ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) = p_version);
+    FOR v_unit IN
+        WITH RECURSIVE units AS (  -- skip scan: the head run of each unit
+            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+               FROM skiplock.runs r WHERE r.status = 'QUEUED'
+              ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id LIMIT 1)
+            UNION ALL
+            SELECT n.queue, n.ckey, n.order_at FROM units u CROSS JOIN LATERAL (
+                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+                  FROM skiplock.runs r
+                 WHERE r.status = 'QUEUED'
+                   AND (r.queue, coalesce(r.concurrency_key, '')) > (u.queue, u.ckey)
+                 ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id
+                 LIMIT 1) n)
+        SELECT u.queue, u.ckey, q.concurrency_limit
+          FROM units u LEFT JOIN skiplock.queues q ON q.name = u.queue
+         WHERE NOT coalesce(q.paused, false) AND (p_queues IS NULL OR u.queue = ANY (p_queues))
+         ORDER BY u.order_at
+    LOOP
+        v_take := p_limit - cardinality(v_ids);
+        EXIT WHEN v_take <= 0;
+        IF v_unit.concurrency_limit IS NOT NULL THEN
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(
+                hashtext('skiplock.unit'), hashtext(v_unit.queue || chr(31) || v_unit.ckey));
+            SELECT count(*) INTO v_holders FROM skiplock.runs r
+             WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND r.status IN ('DEQUEUED', 'EXECUTING');
+            v_take := least(v_take, v_unit.concurrency_limit - v_holders);
+            CONTINUE WHEN v_take <= 0;
+        END IF;
+        v_ids := v_ids || ARRAY(
+            SELECT r.id FROM skiplock.runs r
+             WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND r.status = 'QUEUED' AND r.available_at <= v_now
+               AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+               AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                    OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
+             ORDER BY r.order_at, r.id
+             LIMIT v_take
+             FOR UPDATE SKIP LOCKED);
+    END LOOP;
+    RETURN v_ids;
+END;
+$$;
+
+CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.run_values, p_options jsonb, p_deployed boolean, p_parent skiplock.runs, p_now timestamp with time zone) RETURNS skiplock.runs
+    LANGUAGE sql
+    AS $$
+    SELECT ROW(
+        skiplock.gen_id('run'),                                     -- id
+        p_task,                                                     -- task_identifier
+        CASE WHEN NOT p_deployed THEN 'PENDING_VERSION'
+             WHEN p_run.delay > p_now THEN 'DELAYED'
+             ELSE 'QUEUED' END::skiplock.run_status,                -- status
+        p_payload,                                                  -- payload
+        NULL, NULL,                                                 -- output, error
+        p_run.metadata, p_run.tags,                                 -- metadata, tags
+        p_options->>'idempotency_key',                              -- idempotency_key
+        p_now + make_interval(
+            secs => (p_options->>'idempotency_key_ttl')::double precision),  -- ..._expires_at
+        false,                                                      -- idempotency_key_released
+        p_options->>'batch_id',                                     -- batch_id
+        p_parent.id, coalesce(p_parent.root_id, p_parent.id),       -- parent_id, root_id
+        coalesce(p_parent.depth + 1, 0),                            -- depth
+        p_run.queue, p_run.concurrency_key, p_run.priority,         -- queue, ..., priority
+        p_options->>'version', p_options->>'version' IS NOT NULL,   -- version, version_pinned
+        p_run.max_attempts, p_run.max_duration,                     -- max_attempts, max_duration
+        0, NULL, NULL,                                  -- attempt_count, current_attempt_id, worker_id
+        p_run.start_at - make_interval(secs => p_run.priority),     -- order_at
+        p_run.start_at,                                             -- available_at
+        p_now, p_now,                                               -- created_at, updated_at
+        NULL, NULL,                                                 -- started_at, finished_at
+        p_run.delay, p_run.ttl,                                     -- delayed_until, ttl
+        NULL,                                                       -- expired_at
+        p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
+        false, false                                                -- suspended, waited_on
+    )::skiplock.runs
+$$;
+
+CREATE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    v_ids  text[];
+    v_from integer := 1;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0
+       OR NOT EXISTS (SELECT 1 FROM skiplock.subscriptions) THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM skiplock.subscriptions s WHERE s.kind = 'all') THEN
+        v_ids := p_ids;
+    ELSE
+        v_ids := ARRAY(
+            SELECT r.id FROM skiplock.runs r
+             WHERE r.id = ANY (p_ids)
+               AND (EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                             WHERE s.kind = 'run' AND s.key = r.id)
+                    OR (r.batch_id IS NOT NULL
+                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                                     WHERE s.kind = 'batch' AND s.key = r.batch_id))
+                    OR (r.tags <> '{}'
+                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                                     WHERE s.kind = 'tag' AND s.key = ANY (r.tags)))));
+    END IF;
+    WHILE v_from <= cardinality(v_ids) LOOP
+        PERFORM pg_notify('skiplock_runs', array_to_string(v_ids[v_from:v_from + 199], ','));
+        v_from := v_from + 200;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION skiplock.now() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(nullif(current_setting('skiplock.fake_now', true), '')::timestamptz,
+                    pg_catalog.now())
+$$;
+
+CREATE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_wp skiplock.waitpoints;
+BEGIN
+    IF NOT skiplock.is_final(NEW.status) OR skiplock.is_final(OLD.status) THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO v_wp FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = NEW.id;
+    IF FOUND THEN
+        PERFORM skiplock.complete_waitpoint(v_wp.id, skiplock.run_result(NEW),
+                                            NEW.status <> 'COMPLETED');
+    END IF;
+    IF NEW.batch_id IS NOT NULL THEN
+        UPDATE skiplock.waitpoints w SET pending_runs = w.pending_runs - 1
+         WHERE w.type = 'BATCH' AND w.batch_id = NEW.batch_id AND w.status = 'PENDING'
+        RETURNING * INTO v_wp;
+        IF FOUND AND v_wp.pending_runs <= 0 THEN
+            PERFORM skiplock.complete_waitpoint(v_wp.id, to_jsonb(NEW.batch_id), false);
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION skiplock.option_type_problem(p_opts jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    -- this runs on every trigger: PL/pgSQL's simple-expression path, no query unless tags
+    -- are given (as a SQL function, the call alone cost ~14 us)
+    IF jsonb_typeof(p_opts) <> 'object' THEN
+        RETURN 'options must be a JSON object';
+    END IF;
+    IF p_opts ? 'tags' THEN
+        IF jsonb_typeof(p_opts->'tags') <> 'array' THEN
+            RETURN 'tags must be an array of strings';
+        END IF;
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_opts->'tags') t
+                    WHERE jsonb_typeof(t) <> 'string') THEN
+            RETURN 'tags must be an array of strings';
+        END IF;
+    END IF;
+    RETURN CASE
+        WHEN jsonb_typeof(p_opts->'metadata') <> 'object' THEN 'metadata must be a JSON object'
+        WHEN jsonb_typeof(p_opts->'delay_seconds') <> 'number' THEN 'delay_seconds must be a number'
+        WHEN jsonb_typeof(p_opts->'ttl') <> 'number' THEN 'ttl must be a number'
+        WHEN jsonb_typeof(p_opts->'idempotency_key_ttl') <> 'number'
+            THEN 'idempotency_key_ttl must be a number'
+        WHEN jsonb_typeof(p_opts->'priority') <> 'number' THEN 'priority must be a number'
+        WHEN jsonb_typeof(p_opts->'max_attempts') <> 'number' THEN 'max_attempts must be a number'
+        WHEN jsonb_typeof(p_opts->'max_duration') <> 'number' THEN 'max_duration must be a number'
+        WHEN jsonb_typeof(p_opts->'idempotency_key') <> 'string'
+            THEN 'idempotency_key must be a string'
+        WHEN jsonb_typeof(p_opts->'queue') <> 'string' THEN 'queue must be a string'
+        WHEN jsonb_typeof(p_opts->'concurrency_key') <> 'string'
+            THEN 'concurrency_key must be a string'
+        WHEN jsonb_typeof(p_opts->'version') <> 'string' THEN 'version must be a string'
+        WHEN jsonb_typeof(p_opts->'batch_id') <> 'string' THEN 'batch_id must be a string'
+        WHEN jsonb_typeof(p_opts->'parent_id') <> 'string' THEN 'parent_id must be a string'
+        WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
+    END;
+END;
+$$;
+
+CREATE FUNCTION skiplock.pause_queue(p_name text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM skiplock.queue_for_update(p_name);
+    UPDATE skiplock.queues SET paused = true, updated_at = skiplock.now() WHERE name = p_name;
+    RETURN true;
+END;
+$$;
+
+CREATE TABLE skiplock.queues (
+    name text NOT NULL,
+    concurrency_limit integer,
+    paused boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit >= 1))
+);
+
+CREATE FUNCTION skiplock.queue_for_update(p_name text) RETURNS skiplock.queues
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_queue skiplock.queues;
+BEGIN
+    IF EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.queue = p_name) THEN
+        INSERT INTO skiplock.queues (name) VALUES (p_name) ON CONFLICT (name) DO NOTHING;
+    END IF;
+    SELECT * INTO v_queue FROM skiplock.queues q WHERE q.name = p_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL006', MESSAGE = format('queue %L does not exist', p_name);
+    END IF;
+    RETURN v_queue;
+END;
+$$;
+
+CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs := skiplock.current_run(p_attempt_id);
+BEGIN
+    IF v_run.id IS NULL THEN
+        RETURN false;
+    END IF;
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at)
+    VALUES (v_run.id, p_position, 'step', p_name, p_output, skiplock.now())
+    ON CONFLICT (run_id, position) DO NOTHING;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.register_worker(p_worker_id text, p_version text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_tasks jsonb, p_lease_seconds double precision DEFAULT 30) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_dep   text := skiplock.gen_id('deployment');
+    v_tasks text[] := ARRAY(SELECT t->>'id' FROM jsonb_array_elements(p_tasks) t);
+BEGIN
+    IF p_version IS NULL OR length(p_version) NOT BETWEEN 1 AND 128 THEN
+        PERFORM skiplock.invalid('version must be 1 to 128 characters');
+    END IF;
+    IF p_lease_seconds IS NULL OR p_lease_seconds <= 0 THEN
+        PERFORM skiplock.invalid('lease_seconds must be positive');
+    END IF;
+    INSERT INTO skiplock.workers (id, version, hostname, pid, queues, tasks, concurrency,
+                                  started_at, last_heartbeat_at, lease_seconds, lease_expires_at)
+    VALUES (p_worker_id, p_version, p_hostname, p_pid, p_queues, v_tasks, p_concurrency, v_now, v_now,
+            p_lease_seconds, v_now + make_interval(secs => p_lease_seconds));
+
+    INSERT INTO skiplock.deployments (id, version, worker_id, tasks, created_at)
+    VALUES (v_dep, p_version, p_worker_id, v_tasks, v_now);
+
+    INSERT INTO skiplock.deployment_tasks AS d (task_identifier, version, queue, max_attempts,
+                                                max_duration, ttl, deployed_at)
+    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
+           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now
+      FROM jsonb_array_elements(p_tasks) t
+    ON CONFLICT (task_identifier, version) DO UPDATE
+        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+            max_duration = excluded.max_duration, ttl = excluded.ttl;
+
+    -- a limit declared in code is applied on deploy; queues declared without one keep theirs
+    INSERT INTO skiplock.queues AS q (name, concurrency_limit, created_at, updated_at)
+    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer, v_now, v_now
+      FROM jsonb_array_elements(p_tasks) t
+     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST
+    ON CONFLICT (name) DO UPDATE
+        SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
+            updated_at = v_now;
+
+    PERFORM skiplock.release_pending_versions(v_tasks, NULL);
+    RETURN v_dep;
+END;
+$$;
+
+CREATE FUNCTION skiplock.release_lost_attempts(p_worker_id text, p_held text[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_error    jsonb := jsonb_build_object(
+        'type', 'AttemptLost',
+        'message', format('worker %s lost track of this attempt (a reply or an outcome '
+                          'that never reached it or the database)', p_worker_id));
+    v_ids      text[];
+    v_attempts text[];
+    v_queued   boolean;
+BEGIN
+    WITH lost AS (
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.worker_id = p_worker_id AND r.status = 'EXECUTING'
+           AND r.current_attempt_id <> ALL (p_held)
+           FOR UPDATE SKIP LOCKED),
+    released AS (
+        UPDATE skiplock.runs r
+           SET status = CASE WHEN r.attempt_count < r.max_attempts
+                             THEN 'QUEUED'::skiplock.run_status
+                             ELSE 'CRASHED'::skiplock.run_status END,
+               worker_id = NULL, updated_at = v_now, available_at = v_now,
+               error = v_error,
+               finished_at = CASE WHEN r.attempt_count < r.max_attempts THEN NULL ELSE v_now END
+          FROM lost
+         WHERE r.id = lost.id
+        RETURNING r.id, r.current_attempt_id, r.status)
+    SELECT array_agg(x.id), array_agg(x.current_attempt_id), bool_or(x.status = 'QUEUED')
+      INTO v_ids, v_attempts, v_queued
+      FROM released x;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE skiplock.attempts a
+       SET status = 'CRASHED', finished_at = v_now, error = v_error
+     WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
+    PERFORM skiplock.notify_runs(v_ids);
+    IF v_queued THEN
+        PERFORM skiplock.wake('');
+    END IF;
+    RETURN cardinality(v_ids);
+END;
+$$;
+
+CREATE FUNCTION skiplock.release_pending_versions(p_tasks text[], p_limit integer) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_count integer := 0;
+    v_queue text;
+    v_ids   text[] := '{}';
+    v_id    text;
+BEGIN
+    FOR v_id, v_queue IN
+        WITH due AS (
+            SELECT r.id, dep.queue
+              FROM skiplock.runs r
+             CROSS JOIN LATERAL (
+                   SELECT d.queue FROM skiplock.deployment_tasks d
+                    WHERE d.task_identifier = r.task_identifier
+                      AND (NOT r.version_pinned OR d.version = r.version)
+                    ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) dep
+             WHERE r.status = 'PENDING_VERSION'
+               AND (p_tasks IS NULL OR r.task_identifier = ANY (p_tasks))
+             ORDER BY r.order_at
+             LIMIT p_limit
+             FOR UPDATE OF r SKIP LOCKED),
+        released AS (
+            UPDATE skiplock.runs r
+               SET status = CASE WHEN r.delayed_until > v_now THEN 'DELAYED'::skiplock.run_status
+                                 ELSE 'QUEUED'::skiplock.run_status END,
+                   queue = CASE WHEN r.queue = r.task_identifier THEN due.queue ELSE r.queue END,
+                   updated_at = v_now
+              FROM due
+             WHERE r.id = due.id
+            RETURNING r.id, r.status, r.queue)
+        SELECT id, CASE WHEN status = 'QUEUED' THEN queue END FROM released
+    LOOP
+        v_count := v_count + 1;
+        v_ids := v_ids || v_id;
+        IF v_queue IS NOT NULL THEN
+            PERFORM skiplock.wake(v_queue);  -- duplicates fold at commit
+        END IF;
+    END LOOP;
+    PERFORM skiplock.notify_runs(v_ids);
+    RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION skiplock.release_worker_runs(p_worker_id text, p_error jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_ids      text[];
+    v_attempts text[];
+    v_count    integer;
+BEGIN
+    WITH requeued AS (
+        UPDATE skiplock.runs
+           SET status = 'QUEUED', worker_id = NULL, updated_at = v_now
+         WHERE worker_id = p_worker_id AND status = 'DEQUEUED'
+        RETURNING id)
+    SELECT array_agg(id) INTO v_ids FROM requeued;
+    v_count := coalesce(cardinality(v_ids), 0);
+    PERFORM skiplock.notify_runs(v_ids);
+    IF v_count > 0 THEN
+        PERFORM skiplock.wake('');
+    END IF;
+    WITH crashed AS (
+        UPDATE skiplock.runs r
+           SET status = 'CRASHED', finished_at = v_now, updated_at = v_now, worker_id = NULL,
+               error = p_error
+         WHERE r.worker_id = p_worker_id AND r.status = 'EXECUTING'
+        RETURNING r.id, r.current_attempt_id)
+    SELECT array_agg(c.current_attempt_id), array_agg(c.id) INTO v_attempts, v_ids
+      FROM crashed c;
+    PERFORM skiplock.notify_runs(v_ids);
+    UPDATE skiplock.attempts a
+       SET status = 'CRASHED', finished_at = v_now, error = p_error
+     WHERE a.id = ANY (v_attempts) AND a.status = 'EXECUTING';
+    RETURN v_count + coalesce(cardinality(v_attempts), 0);
+END;
+$$;
+
+CREATE FUNCTION skiplock.replay_run(p_run_id text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+    RETURN (SELECT t.run_id FROM skiplock.trigger(v_run.task_identifier, v_run.payload,
+        jsonb_strip_nulls(jsonb_build_object(
+            'tags', to_jsonb(v_run.tags), 'metadata', v_run.metadata, 'queue', v_run.queue,
+            'concurrency_key', v_run.concurrency_key, 'priority', v_run.priority,
+            'max_attempts', v_run.max_attempts, 'max_duration', v_run.max_duration,
+            'ttl', v_run.ttl))) t);
+END;
+$$;
+
+CREATE FUNCTION skiplock.reschedule_run(p_run_id text, p_delay_until timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs := skiplock.run_for_update(p_run_id);
+BEGIN
+    IF v_run.status <> 'DELAYED' THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL002',
+            MESSAGE = format('run %s is %s, only DELAYED runs can be rescheduled', p_run_id, v_run.status);
+    END IF;
+    UPDATE skiplock.runs
+       SET delayed_until = p_delay_until, available_at = p_delay_until,
+           order_at = p_delay_until - make_interval(secs => priority),
+           expires_at = p_delay_until + make_interval(secs => ttl), updated_at = skiplock.now()
+     WHERE id = p_run_id;
+    PERFORM skiplock.notify_runs(ARRAY[p_run_id]);
+    RETURN p_delay_until;
+END;
+$$;
+
+CREATE FUNCTION skiplock.resume_if_ready(p_run_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id FOR NO KEY UPDATE;
+    IF NOT FOUND OR v_run.status <> 'WAITING' THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e
+                 JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
+                WHERE e.run_id = p_run_id AND w.status = 'PENDING') THEN
+        RETURN false;
+    END IF;
+    UPDATE skiplock.runs SET status = 'QUEUED', available_at = skiplock.now(),
+                             updated_at = skiplock.now()
+     WHERE id = p_run_id;
+    PERFORM skiplock.notify_runs(ARRAY[p_run_id]);
+    PERFORM skiplock.wake(v_run.queue);
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.resume_queue(p_name text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM skiplock.queue_for_update(p_name);
+    UPDATE skiplock.queues SET paused = false, updated_at = skiplock.now() WHERE name = p_name;
+    PERFORM skiplock.wake(p_name);
+    RETURN false;
+END;
+$$;
+
+CREATE FUNCTION skiplock.run_for_update(p_run_id text) RETURNS skiplock.runs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+    RETURN v_run;
+END;
+$$;
+
+CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind text, name text, output jsonb, waitpoint_id text, waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb, waitpoint_is_error boolean)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error
+      FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
+     WHERE s.run_id = p_run_id
+     ORDER BY s.position
+$$;
+
+CREATE TABLE skiplock.deployment_tasks (
+    task_identifier text NOT NULL,
+    version text NOT NULL,
+    queue text NOT NULL,
+    max_attempts integer NOT NULL,
+    max_duration double precision,
+    ttl double precision,
+    deployed_at timestamp with time zone NOT NULL,
+    CONSTRAINT deployment_tasks_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT deployment_tasks_max_duration_check CHECK ((max_duration > (0)::double precision)),
+    CONSTRAINT deployment_tasks_ttl_check CHECK ((ttl > (0)::double precision))
+);
+
+CREATE FUNCTION skiplock.run_options(p_opts jsonb, p_task text, p_dep skiplock.deployment_tasks, p_now timestamp with time zone) RETURNS skiplock.run_values
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v skiplock.run_values;
+BEGIN
+    v.problem := skiplock.option_type_problem(p_opts);
+    IF v.problem IS NOT NULL THEN
+        RETURN v;
+    END IF;
+    IF p_opts ? 'delay_seconds' THEN
+        IF (p_opts->>'delay_seconds')::double precision < 0 THEN
+            v.problem := format('delay must not be negative, got %s s', p_opts->>'delay_seconds');
+            RETURN v;
+        END IF;
+        v.delay := p_now + make_interval(secs => (p_opts->>'delay_seconds')::double precision);
+    ELSIF p_opts ? 'delay_until' THEN
+        v.delay := (p_opts->>'delay_until')::timestamptz;
+    END IF;
+    -- TTL counts from enqueue: the trigger, or the end of the delay
+    v.start_at := greatest(p_now, coalesce(v.delay, p_now));
+    v.ttl := coalesce((p_opts->>'ttl')::double precision, p_dep.ttl);
+    v.priority := coalesce((p_opts->>'priority')::integer, 0);
+    v.queue := coalesce(p_opts->>'queue', p_dep.queue, p_task);
+    v.concurrency_key := p_opts->>'concurrency_key';
+    v.max_attempts := coalesce((p_opts->>'max_attempts')::integer, p_dep.max_attempts, 3);
+    v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
+    v.metadata := coalesce(p_opts->'metadata', '{}');
+    v.tags := '{}';
+    IF p_opts ? 'tags' THEN
+        v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
+    END IF;
+    v.problem := CASE
+        WHEN v.ttl <= 0 THEN 'ttl must be positive'
+        WHEN v.max_attempts < 1 THEN 'max_attempts must be at least 1'
+        WHEN v.max_duration <= 0 THEN 'max_duration must be positive'
+        WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
+        WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
+        WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
+    END;
+    IF v.problem IS NULL AND v.tags <> '{}' AND (cardinality(v.tags) > 10 OR EXISTS (
+            SELECT 1 FROM unnest(v.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)) THEN
+        v.problem := 'a run has at most 10 tags of 1 to 128 characters';
+    END IF;
+    RETURN v;
+END;
+$$;
+
+CREATE FUNCTION skiplock.run_result(p_run skiplock.runs) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT jsonb_build_object('run_id', p_run.id, 'status', p_run.status,
+                              'output', p_run.output, 'error', p_run.error)
+$$;
+
+CREATE FUNCTION skiplock.run_waitpoint(p_run_id text) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id  text;
+    v_run skiplock.runs;
+BEGIN
+    SELECT w.id INTO v_id FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = p_run_id;
+    IF v_id IS NOT NULL THEN
+        RETURN v_id;
+    END IF;
+    UPDATE skiplock.runs SET waited_on = true WHERE id = p_run_id RETURNING * INTO v_run;
+    INSERT INTO skiplock.waitpoints (id, type, status, run_id, output, is_error, created_at,
+                                     completed_at)
+    VALUES (skiplock.gen_id('waitpoint'), 'RUN',
+            CASE WHEN skiplock.is_final(v_run.status) THEN 'COMPLETED'
+                 ELSE 'PENDING' END::skiplock.waitpoint_status,
+            p_run_id, CASE WHEN skiplock.is_final(v_run.status) THEN skiplock.run_result(v_run) END,
+            v_run.status <> 'COMPLETED', skiplock.now(),
+            CASE WHEN skiplock.is_final(v_run.status) THEN skiplock.now() END)
+    ON CONFLICT (run_id) WHERE type = 'RUN' DO NOTHING
+    RETURNING id INTO v_id;
+    RETURN coalesce(v_id, (SELECT w.id FROM skiplock.waitpoints w
+                            WHERE w.type = 'RUN' AND w.run_id = p_run_id));
+END;
+$$;
+
+CREATE FUNCTION skiplock.set_queue_limit(p_name text, p_limit integer) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF p_limit < 1 THEN
+        PERFORM skiplock.invalid(format('a concurrency limit must be at least 1, got %s', p_limit));
+    END IF;
+    PERFORM skiplock.queue_for_update(p_name);
+    UPDATE skiplock.queues SET concurrency_limit = p_limit, updated_at = skiplock.now()
+     WHERE name = p_name;
+    PERFORM skiplock.wake(p_name);
+    RETURN p_limit;
+END;
+$$;
+
+CREATE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[]) RETURNS TABLE(run_id text, attempt_id text, attempt_number integer)
+    LANGUAGE sql
+    AS $$
+    SELECT b.run_id, b.attempt_id, b.attempt_number
+      FROM skiplock.begin_attempts(p_worker_id, NULL, p_run_ids, 'DEQUEUED') b
+$$;
+
+CREATE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.workers SET stopped_at = v_now, last_heartbeat_at = v_now WHERE id = p_worker_id;
+    RETURN skiplock.release_worker_runs(p_worker_id, jsonb_build_object(
+        'type', 'WorkerStopped',
+        'message', format('worker %s stopped without recording this attempt', p_worker_id)));
+END;
+$$;
+
+CREATE FUNCTION skiplock.subscribe() RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO skiplock.subscribers (pid) VALUES (pg_backend_pid())
+    ON CONFLICT (pid) DO UPDATE SET since = now()
+$$;
+
+CREATE FUNCTION skiplock.subscription_horizon() RETURNS xid8
+    LANGUAGE sql
+    AS $$ SELECT pg_snapshot_xmax(pg_current_snapshot()) $$;
+
+CREATE FUNCTION skiplock.task_deployment(p_task text, p_version text) RETURNS SETOF skiplock.deployment_tasks
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM skiplock.deployment_tasks d
+     WHERE d.task_identifier = p_task AND (p_version IS NULL OR d.version = p_version)
+     ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1
+$$;
+
+CREATE FUNCTION skiplock.tick(p_batch integer DEFAULT 1000) RETURNS jsonb
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now      timestamptz := skiplock.now();
+    v_ids      text[];
+    v_expired  integer;
+    v_promoted integer;
+    v_wp       text;
+    v_waits    integer := 0;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.tick')) THEN
+        RETURN jsonb_build_object('skipped', true);
+    END IF;
+
+    -- first expiry, so that a run both due and expired never starts
+    v_ids := ARRAY(
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.expires_at <= v_now AND r.status IN ('PENDING_VERSION', 'DELAYED', 'QUEUED')
+         ORDER BY r.expires_at
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED);
+    UPDATE skiplock.runs r
+       SET status = 'EXPIRED', expired_at = v_now, finished_at = v_now, updated_at = v_now
+     WHERE r.id = ANY (v_ids);
+    GET DIAGNOSTICS v_expired = ROW_COUNT;
+    PERFORM skiplock.notify_runs(v_ids);
+
+    v_ids := ARRAY(
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.status = 'DELAYED' AND r.delayed_until <= v_now
+         ORDER BY r.delayed_until
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED);
+    UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now WHERE r.id = ANY (v_ids);
+    GET DIAGNOSTICS v_promoted = ROW_COUNT;
+    PERFORM skiplock.notify_runs(v_ids);
+    IF v_promoted > 0 THEN
+        PERFORM skiplock.wake('');
+    END IF;
+
+    -- waits whose time has come, and tokens whose timeout passed (an error result)
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'DATETIME' AND w.completes_at <= v_now
+         ORDER BY w.completes_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_waits := v_waits + skiplock.complete_waitpoint(v_wp, 'null', false)::integer;
+    END LOOP;
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at <= v_now
+         ORDER BY w.timeout_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_waits := v_waits + skiplock.complete_waitpoint(
+            v_wp, jsonb_build_object('type', 'WaitpointTimeout',
+                                     'message', format('token %s timed out', v_wp)), true)::integer;
+    END LOOP;
+
+    -- registrations of sessions that are gone (killed, restarted server)
+    DELETE FROM skiplock.subscribers s
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
+    DELETE FROM skiplock.subscriptions s
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
+
+    RETURN jsonb_build_object(
+        'waitpoints', v_waits,
+        'expired', v_expired,
+        'promoted', v_promoted,
+        'released', skiplock.release_pending_versions(NULL, p_batch),
+        'crashed', skiplock.crash_lost_workers(p_batch));
+END;
+$$;
+
+CREATE FUNCTION skiplock.trigger(p_task text, p_payload jsonb, p_options jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(run_id text, run_status skiplock.run_status, is_cached boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now        timestamptz := skiplock.now();
+    v_opts       jsonb := coalesce(p_options, '{}');
+    v_key        text;
+    v_dep        skiplock.deployment_tasks;
+    v_deployed   boolean;
+    v_run        skiplock.run_values;
+    v_status     skiplock.run_status;
+    v_parent     skiplock.runs;
+    v_row        skiplock.runs;
+    v_id         text;
+    v_existing   skiplock.runs;
+BEGIN
+    IF p_task IS NULL OR length(p_task) = 0 OR length(p_task) > 256 THEN
+        PERFORM skiplock.invalid('task id must be 1 to 256 characters');
+    END IF;
+    IF p_payload IS NULL THEN
+        PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
+    END IF;
+    PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
+    v_key := v_opts->>'idempotency_key';
+    IF length(v_key) > 2048 THEN
+        PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
+    END IF;
+    IF (v_opts->>'idempotency_key_ttl')::double precision <= 0 THEN
+        PERFORM skiplock.invalid('idempotency_key_ttl must be positive');
+    END IF;
+
+    SELECT * INTO v_dep FROM skiplock.task_deployment(p_task, v_opts->>'version');
+    v_deployed := FOUND;
+    v_run := skiplock.run_options(v_opts, p_task, v_dep, v_now);
+    PERFORM skiplock.assert_valid(v_run.problem);
+    IF v_opts ? 'parent_id' THEN
+        v_parent := skiplock.lock_parent(v_opts->>'parent_id');
+    END IF;
+    IF v_run.queue IS DISTINCT FROM v_dep.queue THEN  -- the deployed task's queue exists
+        PERFORM skiplock.create_queues(ARRAY[v_run.queue], v_dep.queue, v_now);
+    END IF;
+
+    LOOP
+        v_row := skiplock.new_run(p_task, p_payload, v_run, v_opts, v_deployed, v_parent, v_now);
+        INSERT INTO skiplock.runs AS r
+        SELECT (v_row).*  -- a PL/pgSQL row: its fields are read without unpacking it again
+        ON CONFLICT (task_identifier, idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND NOT idempotency_key_released
+              AND status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
+            DO NOTHING
+        RETURNING r.id, r.status INTO v_id, v_status;
+
+        IF v_id IS NOT NULL THEN
+            -- a batch lists its runs (trigger_batch writes its own row after its items)
+            IF v_opts ? 'batch_id' THEN
+                UPDATE skiplock.batches b
+                   SET run_ids = b.run_ids || v_id WHERE b.id = v_opts->>'batch_id';
+            END IF;
+            PERFORM skiplock.notify_runs(ARRAY[v_id]);
+            IF v_status = 'QUEUED' THEN
+                PERFORM skiplock.wake(v_run.queue);
+            END IF;
+            -- OUT parameters and RETURN NEXT: no query for the result row
+            run_id := v_id; run_status := v_status; is_cached := false;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        -- the key is held by a live run: return it, unless the key's TTL has passed
+        SELECT * INTO v_existing FROM skiplock.runs r
+         WHERE r.task_identifier = p_task AND r.idempotency_key = v_key
+           AND NOT r.idempotency_key_released
+           AND r.status NOT IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED')
+         FOR UPDATE;
+        IF FOUND THEN
+            IF v_existing.idempotency_key_expires_at IS NULL
+               OR v_existing.idempotency_key_expires_at > v_now THEN
+                run_id := v_existing.id; run_status := v_existing.status; is_cached := true;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            UPDATE skiplock.runs r SET idempotency_key_released = true WHERE r.id = v_existing.id;
+        END IF;
+        -- the holder changed under us (failed, released): try the insert again
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION skiplock.trigger_and_wait(p_attempt_id text, p_position integer, p_task text, p_payload jsonb, p_options jsonb) RETURNS TABLE(child_id text, outcome text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_parent text := (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id);
+    v_child  text;
+    v_wp     text;
+BEGIN
+    SELECT t.run_id INTO v_child FROM skiplock.trigger(p_task, p_payload,
+        jsonb_build_object('parent_id', v_parent,
+                           'version', (SELECT r.version FROM skiplock.runs r WHERE r.id = v_parent))
+        || coalesce(p_options, '{}')) t;
+    v_wp := skiplock.run_waitpoint(v_child);
+    RETURN QUERY SELECT v_child, skiplock.block_run(p_attempt_id, p_position, 'run', p_task,
+                                                    ARRAY[v_wp], to_jsonb(v_child));
+END;
+$$;
+
+CREATE FUNCTION skiplock.trigger_batch(p_task text, p_items jsonb, p_options jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(batch_id text, run_id text, run_status skiplock.run_status, is_cached boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_batch text := skiplock.gen_id('batch');
+    v_count integer := jsonb_array_length(p_items);
+    v_opts  jsonb := coalesce(p_options, '{}') || jsonb_build_object('batch_id', v_batch);
+    v_item  jsonb;
+    v_queue text;
+    v_queues text[];
+    v_ids   text[];
+    v_statuses skiplock.run_status[];
+BEGIN
+    IF v_count > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL005',
+            MESSAGE = format('a batch holds at most 1000 items, got %s', v_count);
+    END IF;
+    IF v_count = 0 THEN
+        PERFORM skiplock.invalid('a batch needs at least one item');
+    END IF;
+    IF p_task IS NULL OR length(p_task) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('task id must be 1 to 256 characters');
+    END IF;
+    IF NOT v_opts ? 'idempotency_key' AND NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(p_items) i
+         WHERE i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']) THEN
+        SELECT array_agg(i.run_id ORDER BY i.run_id), array_agg(i.run_status ORDER BY i.run_id),
+               array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
+          INTO v_ids, v_statuses, v_queues
+          FROM skiplock.insert_runs(p_task, p_items, v_opts) i;
+        PERFORM skiplock.notify_runs(v_ids);
+        FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
+            PERFORM skiplock.wake(v_queue);
+        END LOOP;
+        RETURN QUERY SELECT v_batch, u.id, u.status, false
+                       FROM unnest(v_ids, v_statuses) AS u(id, status);
+    ELSE
+        v_ids := '{}';
+        FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) WITH ORDINALITY
+                       ORDER BY ordinality LOOP
+            SELECT v_batch, t.run_id, t.run_status, t.is_cached
+              INTO batch_id, run_id, run_status, is_cached
+              FROM skiplock.trigger(p_task, v_item->'payload',
+                                    v_opts || coalesce(v_item->'options', '{}')) t;
+            IF NOT is_cached THEN  -- a cached run belongs to whatever created it
+                v_ids := v_ids || run_id;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    -- written once, with its runs: trigger() appending one by one would rewrite the list
+    -- for each item
+    INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
+    VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
+END;
+$$;
+
+CREATE FUNCTION skiplock.unsubscribe() RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM skiplock.subscriptions WHERE pid = pg_backend_pid();
+    DELETE FROM skiplock.subscribers WHERE pid = pg_backend_pid();
+$$;
+
+CREATE FUNCTION skiplock.unwatch(p_kinds text[], p_keys text[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM skiplock.subscriptions s
+     USING unnest(p_kinds, p_keys) AS u(k, v)
+     WHERE s.kind = u.k AND s.key = u.v AND s.pid = pg_backend_pid()
+$$;
+
+CREATE FUNCTION skiplock.update_metadata(p_attempt_id text, p_metadata jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    IF octet_length(p_metadata::text) > 262144 THEN
+        PERFORM skiplock.invalid('metadata must be at most 256 KB');
+    END IF;
+    v_run := skiplock.current_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE skiplock.runs SET metadata = p_metadata, updated_at = skiplock.now() WHERE id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.wait_until(p_attempt_id text, p_position integer, p_name text, p_until timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_id  text := skiplock.gen_id('waitpoint');
+BEGIN
+    INSERT INTO skiplock.waitpoints (id, type, status, completes_at, created_at, completed_at)
+    VALUES (v_id, 'DATETIME', CASE WHEN p_until <= v_now THEN 'COMPLETED'
+                                   ELSE 'PENDING' END::skiplock.waitpoint_status,
+            p_until, v_now, CASE WHEN p_until <= v_now THEN v_now END);
+    RETURN skiplock.block_run(p_attempt_id, p_position, 'wait', p_name, ARRAY[v_id]);
+END;
+$$;
+
+CREATE FUNCTION skiplock.wake(p_queue text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM skiplock.workers w
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                  AND w.lease_expires_at > skiplock.now()) THEN
+        PERFORM pg_notify('skiplock_wake', p_queue);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION skiplock.watch(p_kinds text[], p_keys text[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO skiplock.subscriptions (kind, key, pid)
+    SELECT k, v, pg_backend_pid() FROM unnest(p_kinds, p_keys) AS u(k, v)
+    ON CONFLICT DO NOTHING
+$$;
+
+CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
+    LANGUAGE sql
+    AS $$
+    SELECT EXISTS (SELECT 1 FROM skiplock.workers w
+                    WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL
+                      FOR SHARE)
+$$;
+
+CREATE TABLE skiplock.batches (
+    id text NOT NULL,
+    task_identifier text NOT NULL,
+    run_count integer NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    run_ids text[] DEFAULT '{}'::text[] NOT NULL
+);
+
+CREATE TABLE skiplock.deployments (
+    id text NOT NULL,
+    version text NOT NULL,
+    worker_id text,
+    tasks text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE SEQUENCE skiplock.id_seq
+    START WITH 0
+    INCREMENT BY 1
+    MINVALUE 0
+    MAXVALUE 65535
+    CACHE 1
+    CYCLE;
+
+CREATE TABLE skiplock.migrations (
+    name text NOT NULL,
+    kind text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT migrations_kind_check CHECK ((kind = ANY (ARRAY['migration'::text, 'function'::text])))
+);
+
+CREATE VIEW skiplock.queue_stats AS
+ SELECT name,
+    concurrency_limit,
+    paused,
+    ( SELECT count(*) AS count
+           FROM skiplock.runs r
+          WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS queued,
+    ( SELECT count(*) AS count
+           FROM skiplock.runs r
+          WHERE ((r.queue = q.name) AND (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])))) AS running,
+    ( SELECT (skiplock.now() - min(r.order_at))
+           FROM skiplock.runs r
+          WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS oldest_queued_age
+   FROM skiplock.queues q;
+
+CREATE TABLE skiplock.run_steps (
+    run_id text NOT NULL,
+    "position" integer NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    output jsonb,
+    waitpoint_id text,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT run_steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'wait'::text, 'token'::text, 'run'::text, 'batch'::text])))
+);
+
+CREATE TABLE skiplock.run_waitpoints (
+    run_id text NOT NULL,
+    waitpoint_id text NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
+CREATE UNLOGGED TABLE skiplock.subscribers (
+    pid integer NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE UNLOGGED TABLE skiplock.subscriptions (
+    kind text NOT NULL,
+    key text NOT NULL,
+    pid integer NOT NULL,
+    CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text])))
+);
+
+CREATE TABLE skiplock.waitpoints (
+    id text NOT NULL,
+    type skiplock.waitpoint_type NOT NULL,
+    status skiplock.waitpoint_status DEFAULT 'PENDING'::skiplock.waitpoint_status NOT NULL,
+    run_id text,
+    batch_id text,
+    pending_runs integer,
+    completes_at timestamp with time zone,
+    timeout_at timestamp with time zone,
+    output jsonb,
+    is_error boolean DEFAULT false NOT NULL,
+    idempotency_key text,
+    idempotency_key_expires_at timestamp with time zone,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone
+);
+
+CREATE TABLE skiplock.workers (
+    id text NOT NULL,
+    version text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[],
+    tasks text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    lease_seconds double precision DEFAULT 30 NOT NULL,
+    lease_expires_at timestamp with time zone,
+    lost_at timestamp with time zone,
+    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE VIEW skiplock.worker_status AS
+ SELECT id,
+    version,
+    hostname,
+    pid,
+    queues,
+    concurrency,
+    started_at,
+    last_heartbeat_at,
+    (skiplock.now() - last_heartbeat_at) AS heartbeat_age,
+    lease_expires_at,
+        CASE
+            WHEN (stopped_at IS NOT NULL) THEN 'stopped'::text
+            WHEN (lost_at IS NOT NULL) THEN 'lost'::text
+            WHEN (lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+            ELSE 'active'::text
+        END AS state,
+    ( SELECT count(*) AS count
+           FROM skiplock.runs r
+          WHERE ((r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])) AND (r.worker_id = w.id))) AS runs_in_hand
+   FROM skiplock.workers w;
+
+ALTER TABLE ONLY skiplock.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.attempts
+    ADD CONSTRAINT attempts_run_number_key UNIQUE (run_id, number);
+
+ALTER TABLE ONLY skiplock.batches
+    ADD CONSTRAINT batches_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.deployment_tasks
+    ADD CONSTRAINT deployment_tasks_pkey PRIMARY KEY (task_identifier, version);
+
+ALTER TABLE ONLY skiplock.deployments
+    ADD CONSTRAINT deployments_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY skiplock.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY skiplock.run_steps
+    ADD CONSTRAINT run_steps_pkey PRIMARY KEY (run_id, "position");
+
+ALTER TABLE ONLY skiplock.run_waitpoints
+    ADD CONSTRAINT run_waitpoints_pkey PRIMARY KEY (run_id, waitpoint_id);
+
+ALTER TABLE ONLY skiplock.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.subscribers
+    ADD CONSTRAINT subscribers_pkey PRIMARY KEY (pid);
+
+ALTER TABLE ONLY skiplock.subscriptions
+    ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (kind, key, pid);
+
+ALTER TABLE ONLY skiplock.waitpoints
+    ADD CONSTRAINT waitpoints_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
+
+CREATE INDEX run_waitpoints_waitpoint_idx ON skiplock.run_waitpoints USING btree (waitpoint_id);
+
+CREATE INDEX runs_delayed_idx ON skiplock.runs USING btree (delayed_until) WHERE (status = 'DELAYED'::skiplock.run_status);
+
+CREATE INDEX runs_expiring_idx ON skiplock.runs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'QUEUED'::skiplock.run_status])));
+
+CREATE INDEX runs_failed_idx ON skiplock.runs USING btree (id) WHERE (status = ANY (ARRAY['FAILED'::skiplock.run_status, 'CRASHED'::skiplock.run_status, 'SYSTEM_FAILURE'::skiplock.run_status, 'TIMED_OUT'::skiplock.run_status, 'EXPIRED'::skiplock.run_status]));
+
+CREATE UNIQUE INDEX runs_idempotency_idx ON skiplock.runs USING btree (task_identifier, idempotency_key) WHERE ((idempotency_key IS NOT NULL) AND (NOT idempotency_key_released) AND (status <> ALL (ARRAY['FAILED'::skiplock.run_status, 'CRASHED'::skiplock.run_status, 'SYSTEM_FAILURE'::skiplock.run_status, 'TIMED_OUT'::skiplock.run_status, 'EXPIRED'::skiplock.run_status])));
+
+CREATE INDEX runs_parent_idx ON skiplock.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
+
+CREATE INDEX runs_parked_idx ON skiplock.runs USING btree (id) WHERE (status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'WAITING'::skiplock.run_status]));
+
+CREATE INDEX runs_pending_version_idx ON skiplock.runs USING btree (task_identifier) WHERE (status = 'PENDING_VERSION'::skiplock.run_status);
+
+CREATE INDEX runs_ready_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text), order_at, id) WHERE (status = 'QUEUED'::skiplock.run_status);
+
+CREATE INDEX runs_slots_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text)) WHERE (status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]));
+
+CREATE INDEX runs_tags_idx ON skiplock.runs USING gin (tags) WHERE (tags <> '{}'::text[]);
+
+CREATE INDEX runs_task_idx ON skiplock.runs USING btree (task_identifier, id);
+
+CREATE UNIQUE INDEX waitpoints_batch_idx ON skiplock.waitpoints USING btree (batch_id) WHERE (type = 'BATCH'::skiplock.waitpoint_type);
+
+CREATE INDEX waitpoints_datetime_due_idx ON skiplock.waitpoints USING btree (completes_at) WHERE ((status = 'PENDING'::skiplock.waitpoint_status) AND (type = 'DATETIME'::skiplock.waitpoint_type));
+
+CREATE UNIQUE INDEX waitpoints_run_idx ON skiplock.waitpoints USING btree (run_id) WHERE (type = 'RUN'::skiplock.waitpoint_type);
+
+CREATE UNIQUE INDEX waitpoints_token_key_idx ON skiplock.waitpoints USING btree (idempotency_key) WHERE ((type = 'TOKEN'::skiplock.waitpoint_type) AND (idempotency_key IS NOT NULL));
+
+CREATE INDEX waitpoints_token_timeout_idx ON skiplock.waitpoints USING btree (timeout_at) WHERE ((status = 'PENDING'::skiplock.waitpoint_status) AND (type = 'TOKEN'::skiplock.waitpoint_type) AND (timeout_at IS NOT NULL));
+
+CREATE INDEX workers_lease_idx ON skiplock.workers USING btree (lease_expires_at) WHERE ((stopped_at IS NULL) AND (lost_at IS NULL));
+
+CREATE TRIGGER runs_delete_attempts AFTER DELETE ON skiplock.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION skiplock.delete_attempts_of_deleted_runs();
+
+CREATE TRIGGER runs_waited_on_final AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (new.waited_on) EXECUTE FUNCTION skiplock.on_waited_run_final();
+
+ALTER TABLE ONLY skiplock.run_steps
+    ADD CONSTRAINT run_steps_run_id_fkey FOREIGN KEY (run_id) REFERENCES skiplock.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY skiplock.run_steps
+    ADD CONSTRAINT run_steps_waitpoint_id_fkey FOREIGN KEY (waitpoint_id) REFERENCES skiplock.waitpoints(id);
+
+ALTER TABLE ONLY skiplock.run_waitpoints
+    ADD CONSTRAINT run_waitpoints_run_id_fkey FOREIGN KEY (run_id) REFERENCES skiplock.runs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY skiplock.run_waitpoints
+    ADD CONSTRAINT run_waitpoints_waitpoint_id_fkey FOREIGN KEY (waitpoint_id) REFERENCES skiplock.waitpoints(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY skiplock.runs
+    ADD CONSTRAINT runs_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES skiplock.runs(id) ON DELETE SET NULL;
