@@ -431,6 +431,7 @@ CREATE TABLE skiplock.runs (
     expires_at timestamp with time zone,
     suspended boolean DEFAULT false NOT NULL,
     waited_on boolean DEFAULT false NOT NULL,
+    interruptions integer DEFAULT 0 NOT NULL,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
@@ -483,6 +484,19 @@ BEGIN
      WHERE r.id = ANY (v_ids)
     RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.attempt_count,
               r.max_attempts, r.max_duration;
+END;
+$$;
+
+CREATE FUNCTION skiplock.due(p_chore text, p_every interval) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    INSERT INTO skiplock.maintenance AS m (chore, last_run_at) VALUES (p_chore, v_now)
+    ON CONFLICT (chore) DO UPDATE SET last_run_at = v_now
+     WHERE m.last_run_at <= v_now - p_every;
+    RETURN FOUND;
 END;
 $$;
 
@@ -610,6 +624,42 @@ BEGIN
     INSERT INTO skiplock.runs AS r
     SELECT u.* FROM unnest(v_rows) u  -- in array order
     RETURNING r.id, r.status, r.queue;
+END;
+$$;
+
+CREATE FUNCTION skiplock.interrupt_attempt(p_attempt_id text, p_error jsonb, p_max integer DEFAULT 10) RETURNS skiplock.run_status
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE skiplock.runs SET interruptions = interruptions + 1 WHERE id = v_run.id;
+    IF v_run.interruptions + 1 >= p_max THEN
+        RETURN skiplock.fail_attempt(
+            p_attempt_id,
+            p_error || jsonb_build_object('message', format(
+                'interrupted by a worker shutdown %s times (%s); the task outlives the '
+                'shutdown grace period', v_run.interruptions + 1, p_error->>'message')),
+            'FAILED', NULL);
+    END IF;
+    UPDATE skiplock.attempts SET status = 'SUSPENDED', error = p_error WHERE id = p_attempt_id;
+    UPDATE skiplock.runs
+       SET status = 'QUEUED', suspended = true, worker_id = NULL, available_at = v_now,
+           updated_at = v_now
+     WHERE id = v_run.id;
+    PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+    PERFORM skiplock.wake(v_run.queue);
+    RETURN 'QUEUED';
 END;
 $$;
 
@@ -815,7 +865,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         p_run.delay, p_run.ttl,                                     -- delayed_until, ttl
         NULL,                                                       -- expired_at
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
-        false, false                                                -- suspended, waited_on
+        false, false,                                               -- suspended, waited_on
+        0                                                           -- interruptions
     )::skiplock.runs
 $$;
 
@@ -937,6 +988,40 @@ BEGIN
     PERFORM skiplock.queue_for_update(p_name);
     UPDATE skiplock.queues SET paused = true, updated_at = skiplock.now() WHERE name = p_name;
     RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.prune_registry(p_keep interval DEFAULT '1 day'::interval, p_batch integer DEFAULT 100) RETURNS jsonb
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_before  timestamptz := skiplock.now() - p_keep;
+    v_workers integer;
+    v_queues  integer;
+BEGIN
+    DELETE FROM skiplock.workers w
+     WHERE w.id IN (
+        SELECT x.id FROM skiplock.workers x
+         WHERE coalesce(x.stopped_at, x.lost_at) < v_before
+           AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.worker_id = x.id)
+         LIMIT p_batch
+           FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_workers = ROW_COUNT;
+
+    -- one pass over the unfinished runs for all candidates, not one per queue
+    DELETE FROM skiplock.queues q
+     WHERE q.name IN (
+        SELECT c.name FROM skiplock.queues c
+         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND NOT c.paused
+           AND NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.queue = c.name)
+           AND c.name NOT IN (
+               SELECT r.queue FROM skiplock.runs r
+                WHERE r.status IN ('PENDING_VERSION', 'DELAYED', 'QUEUED', 'DEQUEUED',
+                                   'EXECUTING', 'WAITING'))
+         LIMIT p_batch
+           FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_queues = ROW_COUNT;
+    RETURN jsonb_build_object('workers', v_workers, 'queues', v_queues);
 END;
 $$;
 
@@ -1326,6 +1411,83 @@ CREATE FUNCTION skiplock.run_result(p_run skiplock.runs) RETURNS jsonb
                               'output', p_run.output, 'error', p_run.error)
 $$;
 
+CREATE FUNCTION skiplock.run_status_reason(p_run_id text) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_run skiplock.runs;
+    v_queue skiplock.queues;
+    v_worker skiplock.workers;
+    v_count bigint;
+BEGIN
+    SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+    CASE v_run.status
+    WHEN 'PENDING_VERSION' THEN
+        IF v_run.version_pinned AND EXISTS (
+            SELECT 1 FROM skiplock.deployment_tasks d WHERE d.task_identifier = v_run.task_identifier
+        ) THEN
+            RETURN format('no deployment has task %s at version %s', v_run.task_identifier,
+                          v_run.version);
+        END IF;
+        RETURN format('no deployment has task %s: start a worker that defines it',
+                      v_run.task_identifier);
+    WHEN 'DELAYED' THEN
+        RETURN format('delayed until %s', skiplock.utc_text(v_run.delayed_until));
+    WHEN 'QUEUED' THEN
+        IF v_run.available_at > v_now THEN
+            RETURN format('attempt %s at %s', v_run.attempt_count + 1,
+                          skiplock.utc_text(v_run.available_at));
+        END IF;
+        SELECT * INTO v_queue FROM skiplock.queues WHERE name = v_run.queue;
+        IF v_queue.paused THEN
+            RETURN format('queue %s is paused', v_run.queue);
+        END IF;
+        IF NOT EXISTS (
+            SELECT 1 FROM skiplock.workers w
+             WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND w.lease_expires_at > v_now
+               AND v_run.task_identifier = ANY (w.tasks)
+               AND (v_run.version IS NULL OR w.version = v_run.version)
+               AND (w.queues IS NULL OR v_run.queue = ANY (w.queues))
+        ) THEN
+            RETURN CASE WHEN v_run.version IS NULL
+                        THEN format('waiting for a worker with task %s', v_run.task_identifier)
+                        ELSE format('waiting for a worker of version %s', v_run.version) END;
+        END IF;
+        IF v_queue.concurrency_limit IS NOT NULL THEN
+            SELECT count(*) INTO v_count FROM skiplock.runs r
+             WHERE r.queue = v_run.queue AND r.status IN ('DEQUEUED', 'EXECUTING');
+            IF v_count >= v_queue.concurrency_limit THEN
+                RETURN format('queue %s is at its concurrency limit (%s running)', v_run.queue,
+                              v_count);
+            END IF;
+        END IF;
+        RETURN NULL;
+    WHEN 'DEQUEUED', 'EXECUTING' THEN
+        SELECT * INTO v_worker FROM skiplock.workers WHERE id = v_run.worker_id;
+        IF FOUND AND v_worker.lost_at IS NULL AND v_worker.lease_expires_at < v_now THEN
+            RETURN format('worker %s lapsed at %s (no heartbeat); maintenance (skiplock.tick) '
+                          'will mark the run %s', v_worker.id,
+                          skiplock.utc_text(v_worker.lease_expires_at),
+                          CASE WHEN v_run.status = 'DEQUEUED' THEN 'QUEUED again'
+                               ELSE 'CRASHED' END);
+        END IF;
+        RETURN NULL;
+    WHEN 'WAITING' THEN
+        SELECT count(*) INTO v_count FROM skiplock.run_waitpoints e
+          JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
+         WHERE e.run_id = p_run_id AND w.status = 'PENDING';
+        RETURN format('waiting on %s pending waitpoint%s', v_count,
+                      CASE WHEN v_count = 1 THEN '' ELSE 's' END);
+    ELSE
+        RETURN NULL;
+    END CASE;
+END;
+$$;
+
 CREATE FUNCTION skiplock.run_waitpoint(p_run_id text) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -1477,7 +1639,9 @@ BEGIN
         'expired', v_expired,
         'promoted', v_promoted,
         'released', skiplock.release_pending_versions(NULL, p_batch),
-        'crashed', skiplock.crash_lost_workers(p_batch));
+        'crashed', skiplock.crash_lost_workers(p_batch),
+        'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
+                       THEN skiplock.prune_registry() END);
 END;
 $$;
 
@@ -1678,6 +1842,10 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.utc_text(p_at timestamp with time zone) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC' $$;
+
 CREATE FUNCTION skiplock.wait_until(p_attempt_id text, p_position integer, p_name text, p_until timestamp with time zone) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -1744,6 +1912,11 @@ CREATE SEQUENCE skiplock.id_seq
     MAXVALUE 65535
     CACHE 1
     CYCLE;
+
+CREATE TABLE skiplock.maintenance (
+    chore text NOT NULL,
+    last_run_at timestamp with time zone NOT NULL
+);
 
 CREATE TABLE skiplock.migrations (
     name text NOT NULL,
@@ -1868,6 +2041,9 @@ ALTER TABLE ONLY skiplock.deployment_tasks
 
 ALTER TABLE ONLY skiplock.deployments
     ADD CONSTRAINT deployments_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.maintenance
+    ADD CONSTRAINT maintenance_pkey PRIMARY KEY (chore);
 
 ALTER TABLE ONLY skiplock.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (name);

@@ -89,7 +89,8 @@ LANGUAGE sql VOLATILE AS $$
         p_run.delay, p_run.ttl,                                     -- delayed_until, ttl
         NULL,                                                       -- expired_at
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
-        false, false                                                -- suspended, waited_on
+        false, false,                                               -- suspended, waited_on
+        0                                                           -- interruptions
     )::skiplock.runs
 $$;
 
