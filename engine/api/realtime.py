@@ -249,13 +249,51 @@ def _deliver(sub: Subscription, row: dict[str, Any]) -> None:
 Parse = Callable[[dict[str, Any]], Run[Any, Any]]
 
 
-def _snapshot(item: Item, kind: Kind, parse: Parse) -> tuple[Run[Any, Any], bool]:
-    """The snapshot in a mailbox item, and whether it is the subscription's last (a
-    single run's final status); an error the feed delivered is raised."""
-    if isinstance(item, BaseException):
-        raise item
-    run = parse(item)
-    return run, kind == "run" and run.is_completed
+class _Follow:
+    """One subscription as its iterator walks it: the next snapshot from the mailbox, when
+    it ends (a single run's final status), and its deadline. The blocking and the async
+    iterator below differ only in how they wait for the mailbox."""
+
+    def __init__(
+        self,
+        dsn: str,
+        kind: Kind,
+        key: str,
+        parse: Parse,
+        wake: Callable[[], None],
+        created_from: datetime | None,
+        timeout: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.kind, self.key, self.parse, self.timeout, self.clock = kind, key, parse, timeout, clock
+        self.deadline = None if timeout is None else clock() + timeout
+        self.ended = False
+        self.last: Run[Any, Any] | None = None
+        self.feed = RunFeed.for_dsn(dsn)
+        self.sub = self.feed.subscribe(kind, key, Mailbox(wake), created_from)
+
+    def take(self) -> Run[Any, Any] | None:
+        """The next snapshot, or None: wait for the mailbox. An error the feed delivered
+        is raised."""
+        item = self.sub.mailbox.take()
+        if item is None:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        self.last = self.parse(item)
+        self.ended = self.kind == "run" and self.last.is_completed
+        return self.last
+
+    def left(self) -> float | None:
+        """Seconds to wait for the mailbox (None: no deadline)."""
+        return None if self.deadline is None else max(self.deadline - self.clock(), 0.0)
+
+    def timed_out(self) -> TimeoutError:
+        now = f" (still {self.last.status.value})" if self.last is not None else ""
+        return TimeoutError(f"{self.key}: no final status within {self.timeout:g}s{now}")
+
+    def close(self) -> None:
+        self.feed.unsubscribe(self.sub)
 
 
 def subscribe(
@@ -271,27 +309,18 @@ def subscribe(
     subscription to one run ends after its final status; the others when the caller stops
     iterating (break, or close() on the iterator). With `timeout`, waiting for a change
     past that many seconds from the start raises `TimeoutError`."""
-    feed = RunFeed.for_dsn(dsn)
     ready = threading.Event()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_run: Run[Any, Any] | None = None
-    sub = feed.subscribe(kind, key, Mailbox(ready.set), created_from)
+    follow = _Follow(dsn, kind, key, parse, ready.set, created_from, timeout, time.monotonic)
     try:
-        while True:
+        while not follow.ended:
             ready.clear()
-            item = sub.mailbox.take()
-            if item is None:
-                left = None if deadline is None else deadline - time.monotonic()
-                if not ready.wait(left):
-                    raise _timed_out(key, timeout, last_run)
-                continue
-            run, last = _snapshot(item, kind, parse)
-            last_run = run
-            yield run
-            if last:
-                return
+            run = follow.take()
+            if run is not None:
+                yield run
+            elif not ready.wait(follow.left()):
+                raise follow.timed_out()
     finally:
-        feed.unsubscribe(sub)
+        follow.close()
 
 
 async def subscribe_async(
@@ -304,37 +333,24 @@ async def subscribe_async(
     timeout: float | None = None,
 ) -> AsyncIterator[Run[Any, Any]]:
     """`subscribe` for async code: the same snapshots, awaited on the running loop."""
-    feed = RunFeed.for_dsn(dsn)
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
-    deadline = None if timeout is None else loop.time() + timeout
 
     def wake() -> None:  # called on the listener thread
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
             loop.call_soon_threadsafe(ready.set)
 
-    last_run: Run[Any, Any] | None = None
-    sub = feed.subscribe(kind, key, Mailbox(wake), created_from)
+    follow = _Follow(dsn, kind, key, parse, wake, created_from, timeout, loop.time)
     try:
-        while True:
+        while not follow.ended:
             ready.clear()
-            item = sub.mailbox.take()
-            if item is None:
-                left = None if deadline is None else deadline - loop.time()
-                try:
-                    await asyncio.wait_for(ready.wait(), left)
-                except TimeoutError:
-                    raise _timed_out(key, timeout, last_run) from None
+            run = follow.take()
+            if run is not None:
+                yield run
                 continue
-            run, last = _snapshot(item, kind, parse)
-            last_run = run
-            yield run
-            if last:
-                return
+            try:
+                await asyncio.wait_for(ready.wait(), follow.left())
+            except TimeoutError:
+                raise follow.timed_out() from None
     finally:
-        feed.unsubscribe(sub)
-
-
-def _timed_out(key: str, timeout: float | None, last: Run[Any, Any] | None) -> TimeoutError:
-    now = f" (still {last.status.value})" if last is not None else ""
-    return TimeoutError(f"{key}: no final status within {timeout:g}s{now}")
+        follow.close()

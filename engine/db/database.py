@@ -114,14 +114,9 @@ async def _execute_async(conn: psycopg.AsyncConnection[Any], query: Query[T]) ->
     return query.parse(rows)
 
 
-class Database:
-    """Blocking shell: a lazily opened pool of autocommit connections (each query is one
-    function call, so autocommit saves the BEGIN/COMMIT round trips).
-
-    Every connection attempt is bounded by `connect_timeout` seconds (unless the DSN sets
-    its own). The first use opens one connection before the pool: when that fails, it
-    raises `DatabaseUnreachableError` at once, saying where and why, instead of the pool
-    retrying in the background; `source` says where the DSN came from, for that message."""
+class _Shell:
+    """What both shells are given: the address (with where it came from, for errors, and
+    its connect timeout) and how many connections they may open."""
 
     def __init__(
         self,
@@ -133,7 +128,24 @@ class Database:
     ) -> None:
         self.dsn = dsn
         self.address = Address(dsn, source, connect_timeout)
+        self._connect_kwargs = self.address.connect_kwargs()
         self._max_size = max_size
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """The shell's own state, set up at construction."""
+
+
+class Database(_Shell):
+    """Blocking shell: a lazily opened pool of autocommit connections (each query is one
+    function call, so autocommit saves the BEGIN/COMMIT round trips).
+
+    Every connection attempt is bounded by `connect_timeout` seconds (unless the DSN sets
+    its own). The first use opens one connection before the pool: when that fails, it
+    raises `DatabaseUnreachableError` at once, saying where and why, instead of the pool
+    retrying in the background; `source` says where the DSN came from, for that message."""
+
+    def _init_state(self) -> None:
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
 
@@ -150,9 +162,7 @@ class Database:
         """A connection of its own (not the pool's), in autocommit mode, opened within the
         connect timeout; `DatabaseUnreachableError` if it cannot be."""
         try:
-            return psycopg.Connection.connect(
-                self.dsn, autocommit=True, **self.address.connect_kwargs()
-            )
+            return psycopg.Connection.connect(self.dsn, autocommit=True, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
             raise self.address.unreachable(exc) from exc
 
@@ -166,7 +176,7 @@ class Database:
             self.dsn,
             min_size=1,
             max_size=self._max_size,
-            kwargs={"autocommit": True, **self.address.connect_kwargs()},
+            kwargs={"autocommit": True, **self._connect_kwargs},
             open=False,
             name="skiplock",
         )
@@ -241,7 +251,7 @@ class _LoopConnections:
         return None
 
 
-class AsyncDatabase:
+class AsyncDatabase(_Shell):
     """Async shell with a small connection cache per event loop.
 
     Why not psycopg_pool.AsyncConnectionPool: its connections are opened by background
@@ -255,18 +265,7 @@ class AsyncDatabase:
     not up yet), which is not retried here; afterwards it is the driver's
     `OperationalError`, retried as transient (a restart, a failover)."""
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        max_size: int = 10,
-        source: str = "from the dsn argument",
-        connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
-    ) -> None:
-        self.dsn = dsn
-        self.address = Address(dsn, source, connect_timeout)
-        self._connect_kwargs = self.address.connect_kwargs()
-        self._max_size = max_size
+    def _init_state(self) -> None:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
         self._connected = False  # once any connect succeeded
 
