@@ -500,6 +500,17 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.executing_run(p_attempt_id text) RETURNS skiplock.runs
+    LANGUAGE sql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+    SELECT r.* FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE
+$$;
+
 CREATE FUNCTION skiplock.fail_attempt(p_attempt_id text, p_error jsonb, p_status skiplock.run_status DEFAULT 'FAILED'::skiplock.run_status, p_retry_delay double precision DEFAULT NULL::double precision) RETURNS skiplock.run_status
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
@@ -515,11 +526,8 @@ BEGIN
     IF p_status NOT IN ('FAILED', 'TIMED_OUT', 'SYSTEM_FAILURE') THEN
         PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
     END IF;
-    SELECT r.* INTO v_run FROM skiplock.runs r
-     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
-       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := skiplock.executing_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
         RETURN NULL;
     END IF;
     v_status := CASE WHEN p_status = 'FAILED' AND p_retry_delay IS NOT NULL
@@ -636,11 +644,8 @@ DECLARE
     v_now timestamptz := skiplock.now();
     v_run skiplock.runs;
 BEGIN
-    SELECT r.* INTO v_run FROM skiplock.runs r
-     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
-       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := skiplock.executing_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
         RETURN NULL;
     END IF;
     UPDATE skiplock.runs SET interruptions = interruptions + 1 WHERE id = v_run.id;

@@ -60,6 +60,20 @@ BEGIN
 END;
 $$;
 
+-- executing_run: the run whose current attempt is p_attempt_id, locked, if it is EXECUTING
+-- (else a row of NULLs: the attempt is no longer current, its outcome is fenced off).
+-- Locks: the run row.
+CREATE OR REPLACE FUNCTION skiplock.executing_run(p_attempt_id text)
+RETURNS skiplock.runs
+LANGUAGE sql
+SET enable_seqscan = off SET jit = off
+AS $$
+    SELECT r.* FROM skiplock.runs r
+     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
+       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
+       FOR UPDATE
+$$;
+
 -- fail_attempt: record a failed attempt. p_status is FAILED, TIMED_OUT or SYSTEM_FAILURE
 -- (an engine-detected error such as a replay that is not deterministic; never retried).
 -- With p_retry_delay (seconds) and attempts left, a FAILED attempt sends the run back to
@@ -82,11 +96,8 @@ BEGIN
     IF p_status NOT IN ('FAILED', 'TIMED_OUT', 'SYSTEM_FAILURE') THEN
         PERFORM skiplock.invalid(format('an attempt cannot fail with status %s', p_status));
     END IF;
-    SELECT r.* INTO v_run FROM skiplock.runs r
-     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
-       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := skiplock.executing_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
         RETURN NULL;
     END IF;
     v_status := CASE WHEN p_status = 'FAILED' AND p_retry_delay IS NOT NULL
@@ -131,11 +142,8 @@ DECLARE
     v_now timestamptz := skiplock.now();
     v_run skiplock.runs;
 BEGIN
-    SELECT r.* INTO v_run FROM skiplock.runs r
-     WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
-       AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    v_run := skiplock.executing_run(p_attempt_id);
+    IF v_run.id IS NULL THEN
         RETURN NULL;
     END IF;
     UPDATE skiplock.runs SET interruptions = interruptions + 1 WHERE id = v_run.id;
