@@ -74,7 +74,9 @@ class Executor:
         except Suspended:
             pass  # the run is WAITING (or no longer ours): the database has it
         except NonDeterministic as exc:
-            await outcomes.fail(ctx, "SYSTEM_FAILURE", NonDeterminismError(str(exc)), None)
+            # where the task made the call that differs: its frames, from the task's down
+            error = NonDeterminismError(str(exc)).with_traceback(exc.__traceback__)
+            await outcomes.fail(ctx, "SYSTEM_FAILURE", error, None)
         except asyncio.CancelledError:
             if ctx.stop_reason == SHUTDOWN:
                 await outcomes.fail(ctx, "FAILED", TaskRunCanceledError(SHUTDOWN), retry_delay=0.0)
@@ -83,7 +85,7 @@ class Executor:
             # canceled or lease lost: the database already settled the run; nothing to report
         except TimeoutError as exc:
             if ctx.stop_reason == TIMED_OUT:
-                await outcomes.fail(ctx, "TIMED_OUT", exc, retry_delay=None)
+                await outcomes.fail(ctx, "TIMED_OUT", _timed_out(attempt, exc), retry_delay=None)
             else:
                 await outcomes.fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
         except (AbortTaskRunError, PayloadValidationError) as exc:
@@ -169,6 +171,19 @@ class Executor:
                     await self.flush_metadata(attempt)
                 except psycopg.Error:
                     log.warning("metadata flush failed", exc_info=True)
+
+
+def _timed_out(attempt: RunningAttempt, exc: TimeoutError) -> TimeoutError:
+    """The error stored for an attempt past its `max_duration`: says so, and (for an
+    async task) has the stack of where the task was when it was stopped, not the chain
+    of asyncio's cancel that stopped it."""
+    error = TimeoutError(
+        f"exceeded max_duration of {attempt.max_duration:g}s (attempt {attempt.ctx.attempt})"
+    )
+    stopped = exc.__cause__ or exc.__context__
+    if isinstance(stopped, asyncio.CancelledError):
+        error = error.with_traceback(stopped.__traceback__)
+    return error
 
 
 if sys.version_info >= (3, 12):

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from ..db import queries as _queries
 from ..errors import InvalidArgumentError, SkiplockError
+from . import report
 from .faults import checkpoint
 from .lease import Lease
 from .state import WorkerState
@@ -182,7 +182,7 @@ def error_json(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
         "message": str(exc).replace("\x00", "\\x00"),
-        "stack": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
+        "stack": report.user_stack(exc).replace("\x00", "\\x00"),
     }
 
 
