@@ -17,10 +17,10 @@ know a run's max_attempts (a trigger may override the task's), so `n/n` appears 
 where the database said it: a retryable failure it did not retry.
 
 Callers ask `enabled()` once per batch of completions, and build nothing when it says
-no. A line costs the worker some 10-17 us of CPU, nearly all of it in the logging
-module (the record, its formatting, a write), against some 40-60 us for the rest of a
-no-op run: `--quiet` is for workers whose throughput matters more (bench/RESULTS.md,
-"A line per run").
+no. A line costs the worker about 16 us of CPU, nearly all of it in the logging module
+(the record, its formatting, a write), against some 35-40 us for the rest of a no-op
+run: `--quiet` is for workers whose throughput matters more (bench/RESULTS.md, "A line
+per run").
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def ended(ctx: TaskContext, outcome: str, seconds: float) -> None:
 
 def _emit(text: str) -> None:
     # makeRecord + handle: what log.info does, less its search for the caller's frame
-    # (a walk up the stack per line; the caller is always this module anyway)
+    # (always this module anyway): 8-12 us a line against 14 (bench/RESULTS.md)
     log.handle(log.makeRecord(log.name, _INFO, __file__, 0, text, (), None))
 
 
