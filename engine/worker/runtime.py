@@ -29,6 +29,7 @@ from .claims import Claims
 from .execution import Executor
 from .lease import Lease
 from .outcomes import Outcomes
+from .report import plural
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
 
@@ -255,7 +256,12 @@ class Worker:
                 self.lease_timeout,
             )
         )
-        log.info("worker %s started: version %s, %d tasks", self.id, self.version, len(tasks))
+        log.info(
+            "worker %s started: version %s, %s",
+            self.id,
+            self.version,
+            plural(len(tasks), "task"),
+        )
 
     async def _drain(self) -> None:
         """Let running attempts finish within the grace period. Then async attempts are
@@ -265,7 +271,11 @@ class Worker:
         pending = [a.future for a in running.values() if a.future is not None]
         if not pending:
             return
-        log.info("waiting up to %.0fs for %d running attempts", self.shutdown_grace, len(pending))
+        log.info(
+            "waiting up to %.0fs for %s",
+            self.shutdown_grace,
+            plural(len(pending), "running attempt"),
+        )
         _, late = await asyncio.wait(pending, timeout=self.shutdown_grace)
         for attempt in list(running.values()):
             attempt.ctx.request_stop(SHUTDOWN)
