@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from engine import Engine, Queue, TaskContext
+from engine import Engine, Queue, Retry, TaskContext
 
 app = Engine()
 
@@ -41,3 +41,11 @@ async def token_waiter(token_id: str, ctx: TaskContext) -> Any:
 
     result = await wait.for_token(token_id)
     return result.output
+
+
+@app.task("cli-once", retry=Retry(max_attempts=1))
+async def once(seconds: float, ctx: TaskContext) -> str:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return "slept"

@@ -6,7 +6,6 @@ expire after 10 minutes in the queue."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from types import FrameType
@@ -29,13 +28,14 @@ def run_dev(app: Engine, *, host: str, port: int, concurrency: int = 10) -> None
     # uvicorn takes SIGTERM and SIGINT while it serves, then restores the handlers it found
     # and raises the signal again: with the default SIGTERM handler that killed the process
     # at once, runs left EXECUTING. Ours asks the worker to drain (and stops the server, if
-    # the signal came before uvicorn took over); a second signal exits at once.
+    # the signal came before uvicorn took over); a second one interrupts what still runs.
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():
-            print("skiplock dev: second signal, stopping without draining", flush=True)
-            os._exit(1)
+            print("skiplock dev: second signal, interrupting the running attempts", flush=True)
+            worker.stop(now=True)  # their runs are queued again, not lost
+            return
         stopping.set()
         dashboard.should_exit = True
         worker.stop()

@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from ..api.context import TaskContext
 from ..api.durable import current_execution as _execution_var
 from ..db import queries as _queries
 from ..errors import (
     AbortTaskRunError,
     NonDeterminismError,
     PayloadValidationError,
-    TaskRunCanceledError,
 )
 from . import report
 from .faults import checkpoint
@@ -73,11 +73,18 @@ class Executor:
         threads: DaemonThreadPool,
         *,
         metadata_interval: float,
+        shutdown_grace: float,
     ) -> None:
         self._state, self._outcomes, self._engine = state, outcomes, engine
         self._running, self._by_run = state.running, state.by_run
         self._threads = threads
         self._metadata_interval = metadata_interval
+        self._shutdown_grace = shutdown_grace
+
+    async def interrupt(self, ctx: TaskContext, seconds: float | None = None) -> None:
+        """The worker shuts down before the attempt finished: queue its run again, to
+        continue the attempt elsewhere (Outcomes.interrupt)."""
+        await self._outcomes.interrupt(ctx, self._shutdown_grace, seconds)
 
     async def execute(self, attempt: RunningAttempt) -> None:
         """Run the attempt and record how it ended (see the module's docstring); a line
@@ -98,13 +105,7 @@ class Executor:
             await outcomes.fail(ctx, "SYSTEM_FAILURE", error, None, time.perf_counter() - started)
         except asyncio.CancelledError:
             if ctx.stop_reason == SHUTDOWN:
-                await outcomes.fail(
-                    ctx,
-                    "FAILED",
-                    TaskRunCanceledError(SHUTDOWN),
-                    0.0,
-                    time.perf_counter() - started,
-                )
+                await self.interrupt(ctx, time.perf_counter() - started)
             elif ctx.stop_reason is None:
                 raise
             # canceled or lease lost: the database already settled the run; nothing to record
@@ -122,7 +123,10 @@ class Executor:
         except Exception as exc:
             seconds = time.perf_counter() - started
             if ctx.stop_reason == SHUTDOWN:
-                await outcomes.fail(ctx, "FAILED", exc, 0.0, seconds)
+                if task.is_async:  # it raised once stopped: interrupted all the same
+                    await self.interrupt(ctx, seconds)
+                else:
+                    _dropped(ctx)
             elif ctx.stop_reason not in SETTLED:
                 delay = task.retry.delay(ctx.attempt)
                 await outcomes.fail(ctx, "FAILED", exc, delay, seconds)
@@ -130,15 +134,14 @@ class Executor:
                 report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         else:
             seconds = time.perf_counter() - started
-            if ctx.stop_reason not in SETTLED:  # else the database settles the run
+            if ctx.stop_reason == SHUTDOWN and not task.is_async:
+                _dropped(ctx)
+            elif ctx.stop_reason not in SETTLED:  # else the database settles the run
                 # the final metadata goes with the outcome: one round trip, one commit
                 metadata = None
                 if ctx.metadata.version != attempt.metadata_flushed:
                     metadata = ctx.metadata.snapshot()[1]
-                # a def task's late result after the worker failed its attempt at shutdown
-                # (runtime.py, `_drain`) is fenced off by the database: no line for it
-                late = ctx.stop_reason == SHUTDOWN and not task.is_async
-                outcomes.put(ctx.attempt_id, output, metadata, None if late else ctx, seconds)
+                outcomes.put(ctx.attempt_id, output, metadata, ctx, seconds)
             elif report.enabled():
                 report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         finally:
@@ -186,7 +189,10 @@ class Executor:
             await asyncio.wait([work])  # hold the slot until the thread returns; ignore it
             raise
         except asyncio.CancelledError:
-            if ctx.stop_reason is not None:
+            # canceled or timed out: hold the slot until the thread returns. Not at
+            # shutdown: the attempt was interrupted, and the process must not wait for a
+            # thread that may never return (daemon threads do not hold its exit).
+            if ctx.stop_reason is not None and ctx.stop_reason != SHUTDOWN:
                 await asyncio.wait([work])
             raise
         return task.output_json(result)
@@ -246,3 +252,10 @@ else:
 
     def start_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return asyncio.create_task(coro, name=name)
+
+
+def _dropped(ctx: TaskContext) -> None:
+    """A def task's outcome that came after the worker interrupted its attempt at shutdown
+    (runtime.py, `_drain`): the run was queued again to continue that same attempt (same
+    id) elsewhere, so nothing of this one may be recorded for it."""
+    log.info("dropped the late outcome of interrupted run %s", ctx.run_id)

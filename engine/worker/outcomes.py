@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ..db import queries as _queries
+from ..db.database import Query
 from ..errors import InvalidArgumentError, SkiplockError
 from . import report
 from .faults import checkpoint
@@ -182,24 +183,65 @@ class Outcomes:
         if not None and attempts are left); wake the claim loop when the retry is due.
         Its outcome line says what the database made of it (and that it took `seconds`)."""
         query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
-        pause = 0.2
-        while True:
-            try:
-                new_status = await self._engine.adb.run(query)
-                break
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                # fenced by attempt, so resending is safe; the attempt stays in hand (and
-                # in heartbeats) until it is recorded. Past the lease, maintenance owns it.
-                if self._lease.lapsed():
-                    log.error("gave up recording failed attempt %s: lease lapsed", ctx.attempt_id)
-                    return
-                log.warning("could not record failed attempt %s; retrying", ctx.attempt_id)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+        recorded, new_status = await self._send_fenced(query, ctx, "failed attempt")
+        if not recorded:
+            return
         if report.enabled():
             report.failed(ctx, _value(new_status), exc, retry_delay, seconds)
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             self._state.loop.call_later(retry_delay, self._state.wake.set)
+
+    async def interrupt(self, ctx: TaskContext, grace: float, seconds: float | None) -> None:
+        """The worker shuts down before the attempt finished: its run goes back to the
+        queue at once, and its attempt is continued there without counting against the
+        retry budget (FAILED only after many interruptions: skiplock.interrupt_attempt).
+        Logged at WARNING, naming the run, whatever the outcome lines' setting."""
+        error = {
+            "type": "WorkerShutdown",
+            "message": f"worker {self._state.id} shut down before the attempt finished "
+            f"(grace period {grace:g}s)",
+        }
+        query = _queries.interrupt_attempt(ctx.attempt_id, error)
+        recorded, new_status = await self._send_fenced(query, ctx, "interrupted attempt")
+        if not recorded or new_status is None:
+            return  # lapsed, or no longer current (canceled meanwhile): nothing to say
+        took = "" if seconds is None else f" after {report.duration(seconds)}"
+        if new_status.value == "QUEUED":
+            log.warning(
+                "interrupted %s run %s attempt %d%s: queued again, to continue elsewhere",
+                ctx.task_id,
+                ctx.run_id,
+                ctx.attempt,
+                took,
+            )
+        else:
+            log.warning(
+                "interrupted %s run %s attempt %d%s: %s, interrupted too many times",
+                ctx.task_id,
+                ctx.run_id,
+                ctx.attempt,
+                took,
+                new_status.value,
+            )
+
+    async def _send_fenced(
+        self, query: Query[RunStatus | None], ctx: TaskContext, what: str
+    ) -> tuple[bool, RunStatus | None]:
+        """Send an attempt's fenced write until it is recorded: (True, the run's new
+        status), or (False, None) once the lease has lapsed (maintenance owns the run
+        then). Resending is safe: it is fenced by attempt, and the attempt stays in hand
+        (and in heartbeats) until it is recorded."""
+        pause = 0.2
+        while True:
+            try:
+                return True, await self._engine.adb.run(query)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if self._lease.lapsed():
+                    log.error("gave up recording %s %s: lease lapsed", what, ctx.attempt_id)
+                    return False, None
+                log.warning("could not record %s %s; retrying", what, ctx.attempt_id)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
 
 def _value(status: RunStatus | None) -> str | None:

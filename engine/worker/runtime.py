@@ -24,7 +24,7 @@ import psycopg
 
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
-from ..errors import DatabaseUnreachableError, InvalidArgumentError, TaskRunCanceledError
+from ..errors import DatabaseUnreachableError, InvalidArgumentError
 from .claims import Claims
 from .execution import Executor
 from .lease import Lease
@@ -110,7 +110,12 @@ class Worker:
         )
         self._outcomes = Outcomes(state, self._lease, engine)
         self._executor = Executor(
-            state, self._outcomes, engine, self._threads, metadata_interval=metadata_interval
+            state,
+            self._outcomes,
+            engine,
+            self._threads,
+            metadata_interval=metadata_interval,
+            shutdown_grace=shutdown_grace,
         )
         self._claims = Claims(
             state,
@@ -125,6 +130,8 @@ class Worker:
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # while and after running
         self._stop_requested = threading.Event()
+        self._hurry_requested = threading.Event()  # stop(now=True) before the loop ran
+        self._hurry = asyncio.Event()  # set: interrupt the running attempts now
 
     @property
     def id(self) -> str:
@@ -140,23 +147,45 @@ class Worker:
             self.run_async(install_signals=threading.current_thread() is threading.main_thread())
         )
 
-    def stop(self) -> None:
-        """Ask the worker to drain and stop; safe from any thread or signal handler."""
+    def stop(self, *, now: bool = False) -> None:
+        """Ask the worker to drain and stop; safe from any thread or signal handler. With
+        `now`, it does not wait out the grace period: running attempts are interrupted at
+        once (their runs queued again to continue elsewhere, see `_drain`)."""
         self._stop_requested.set()
+        if now:
+            self._hurry_requested.set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._state.stopping.set)
+            loop.call_soon_threadsafe(self._on_stop, now)
+
+    def _on_stop(self, now: bool) -> None:
+        self._state.stopping.set()
+        if now:
+            self._hurry.set()
+
+    def _on_signal(self) -> None:
+        """SIGTERM/SIGINT: the first one drains, a second one stops at once."""
+        if not self._state.stopping.is_set():
+            log.info(
+                "stopping: draining for up to %gs (a second signal stops at once)",
+                self.shutdown_grace,
+            )
+            self._on_stop(False)
+        elif not self._hurry.is_set():
+            log.warning("second signal: interrupting the running attempts now")
+            self._on_stop(True)
 
     async def run_async(self, *, install_signals: bool = False) -> None:
         state = self._state
         state.open(asyncio.get_running_loop())
         self._outcomes.open()
         self._loop = state.loop  # from here on, stop() reaches the loop
+        self._hurry = asyncio.Event()
         if self._stop_requested.is_set():
-            state.stopping.set()
+            self._on_stop(self._hurry_requested.is_set())
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                state.loop.add_signal_handler(sig, state.stopping.set)
+                state.loop.add_signal_handler(sig, self._on_signal)
         db = self.engine.adb
         started = False
         try:
@@ -264,29 +293,40 @@ class Worker:
         )
 
     async def _drain(self) -> None:
-        """Let running attempts finish within the grace period. Then async attempts are
-        cancelled and every one left is failed as retryable (its run goes back to QUEUED
-        if it has attempts left); a thread's late result is fenced off."""
+        """Let running attempts finish within the grace period (or until `stop(now=True)`
+        or a second signal). Then every attempt still running is interrupted: its run goes
+        back to the queue at once, to continue that attempt on another worker without
+        using its retry budget, and the log names it. Async attempts are cancelled; a
+        thread cannot be, and its late outcome is dropped (the process does not wait for
+        it: the pool's threads are daemons)."""
         running = self._state.running
         pending = [a.future for a in running.values() if a.future is not None]
         if not pending:
             return
-        log.info(
-            "waiting up to %.0fs for %s",
-            self.shutdown_grace,
-            plural(len(pending), "running attempt"),
-        )
-        _, late = await asyncio.wait(pending, timeout=self.shutdown_grace)
+        if not self._hurry.is_set():
+            log.info(
+                "waiting up to %gs for %s",
+                self.shutdown_grace,
+                plural(len(pending), "running attempt"),
+            )
+            # whichever comes first: all finished, the grace period over, a hurry
+            finished = asyncio.ensure_future(asyncio.wait(pending))
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait(
+                [finished, hurry], timeout=self.shutdown_grace, return_when=asyncio.FIRST_COMPLETED
+            )
+            finished.cancel()  # the attempts go on: asyncio.wait does not cancel them
+            hurry.cancel()
+        interrupted = []
         for attempt in list(running.values()):
             attempt.ctx.request_stop(SHUTDOWN)
             if attempt.task.is_async and attempt.future is not None:
-                attempt.future.cancel()  # Executor.execute reports it
+                attempt.future.cancel()  # Executor.execute interrupts it
+                interrupted.append(attempt.future)
             else:
-                await self._outcomes.fail(
-                    attempt.ctx, "FAILED", TaskRunCanceledError(SHUTDOWN), 0.0
-                )
-        if late:
-            await asyncio.wait(late, timeout=1.0)
+                await self._executor.interrupt(attempt.ctx)
+        if interrupted:
+            await asyncio.wait(interrupted, timeout=self.lease_timeout)
 
     async def _tick(self) -> None:
         """Drive time-based transitions; the SQL side lets one caller work at a time."""
