@@ -1,4 +1,6 @@
-"""Render docs/dashboard-runs.png and docs/dashboard-run.png from a small live scene.
+"""Render the README's dashboard pictures from a small live scene: docs/dashboard-runs.png,
+docs/dashboard-run.png, and two runs that say why they wait (dashboard-run-version.png,
+dashboard-run-backoff.png).
 
     python docs/screenshots.py [--dsn postgresql://...]
 
@@ -40,7 +42,7 @@ def fresh_dsn(server: str) -> str:
     return make_conninfo(server, dbname=DB)
 
 
-def scene(app: Engine) -> str:
+def scene(app: Engine) -> tuple[str, str, str]:
     @app.task("resize-image")
     async def resize(p: dict[str, int], ctx: TaskContext) -> dict[str, int]:
         ctx.metadata.set("progress", 1.0)
@@ -55,6 +57,12 @@ def scene(app: Engine) -> str:
     @app.task("charge-card", retry=Retry(max_attempts=1))
     def charge(amount: int, ctx: TaskContext) -> None:
         raise ValueError(f"card declined for {amount} EUR")
+
+    @app.task(
+        "sync-crm", retry=Retry(max_attempts=5, min_timeout=600, max_timeout=600, randomize=False)
+    )
+    def sync_crm(account: str, ctx: TaskContext) -> None:
+        raise TimeoutError(f"CRM API did not answer for {account}")
 
     @app.task("process-order")
     async def process(order: dict[str, int], ctx: TaskContext) -> dict[str, object]:
@@ -73,11 +81,16 @@ def scene(app: Engine) -> str:
         send_email.trigger(f"user{i}@example.com", tags=["newsletter"])
     charge.trigger(120, tags=["order:1002", "shop"])
     resize.trigger({"width": 640}, delay="1h", tags=["shop"])
+    # a run pinned to a version no worker has deployed, and one in retry backoff
+    pinned = resize.trigger({"width": 320}, version="v43", tags=["shop"])
+    backoff = sync_crm.trigger("acme-corp", tags=["crm"])
     deadline = time.monotonic() + 60
     while not app.runs.retrieve(parent.id).is_completed and time.monotonic() < deadline:
         time.sleep(0.2)
+    while app.runs.retrieve(backoff.id).attempt_count < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
     time.sleep(1.0)
-    return parent.id
+    return parent.id, pinned.id, backoff.id
 
 
 def main() -> None:
@@ -87,7 +100,7 @@ def main() -> None:
     server = args.dsn or embedded_dsn()
     app = Engine(fresh_dsn(server))
     app.migrate()
-    run_id = scene(app)
+    run_id, pinned_id, backoff_id = scene(app)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -106,9 +119,13 @@ def main() -> None:
         page.set_viewport_size({"width": 1280, "height": 1400})
         page.goto(f"http://127.0.0.1:{port}/runs/{run_id}")
         page.screenshot(path=str(DOCS / "dashboard-run.png"), full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 420})
+        for name, shown in (("version", pinned_id), ("backoff", backoff_id)):
+            page.goto(f"http://127.0.0.1:{port}/runs/{shown}")
+            page.screenshot(path=str(DOCS / f"dashboard-run-{name}.png"))
         browser.close()
     web.should_exit = True
-    print(f"wrote {DOCS / 'dashboard-runs.png'} and {DOCS / 'dashboard-run.png'}")
+    print(f"wrote the dashboard pictures in {DOCS}")
 
 
 if __name__ == "__main__":
