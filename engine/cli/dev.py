@@ -12,6 +12,7 @@ from types import FrameType
 
 from ..api.engine import Engine
 from ..dashboard import server
+from ..worker.report import plural
 
 DEV_TTL = 600.0
 DEV_VERSION = "dev"
@@ -22,7 +23,7 @@ log = logging.getLogger("skiplock.dev")
 def run_dev(app: Engine, *, host: str, port: int, concurrency: int = 10) -> None:
     applied = app.migrate()
     if applied:
-        log.info("applied %d migration file(s)", len(applied))
+        log.info("applied %s", plural(len(applied), "migration file"))
     worker = app.worker(concurrency=concurrency, version=DEV_VERSION, default_ttl=DEV_TTL)
     dashboard = server(app, host=host, port=port)
     # uvicorn takes SIGTERM and SIGINT while it serves, then restores the handlers it found
@@ -44,7 +45,7 @@ def run_dev(app: Engine, *, host: str, port: int, concurrency: int = 10) -> None
     thread = threading.Thread(target=worker.run, name="skiplock-dev-worker", daemon=True)
     thread.start()
     print(
-        f"skiplock dev: {len(app.tasks)} task(s), worker {worker.id}\n"
+        f"skiplock dev: {plural(len(app.tasks), 'task')}, worker {worker.id}\n"
         f"dashboard: http://{host}:{port}/  (Ctrl-C to stop)",
         flush=True,
     )

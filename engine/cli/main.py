@@ -17,6 +17,7 @@ from typing import Any
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
 from ..models import Run, RunStatus
+from ..worker.report import plural
 from .watch import watch
 
 
@@ -107,7 +108,9 @@ def _print_run(run: Run[Any, Any], as_json: bool, reason: str | None = None) -> 
 def cmd_migrate(args: argparse.Namespace) -> None:
     applied = _engine(args).migrate()
     print(
-        f"applied {len(applied)} file(s): {', '.join(applied)}" if applied else "schema is current"
+        f"applied {plural(len(applied), 'file')}: {', '.join(applied)}"
+        if applied
+        else "schema is current"
     )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from ..db import queries as _queries
+from .report import plural
 from .state import LEASE_LOST, WorkerState, new_worker_id
 
 if TYPE_CHECKING:
@@ -122,8 +123,8 @@ class Lease:
             elif state.running and lapsed_since != self.renewed_at:
                 lapsed_since = self.renewed_at  # once per lapse
                 log.error(
-                    "lease not renewed for %.0fs; stopping %d runs",
+                    "lease not renewed for %.0fs; stopping %s",
                     self.lease_timeout,
-                    len(state.running),
+                    plural(len(state.running), "run"),
                 )
                 state.stop_all(LEASE_LOST)

@@ -251,7 +251,7 @@ class Worker:
                 if not migrated:
                     # blocking: in a thread, so that SIGTERM is still heard meanwhile
                     applied = await asyncio.to_thread(self.engine.migrate)
-                    log.info("migrations: %d file(s) applied", len(applied))
+                    log.info("migrations: %s applied", plural(len(applied), "file"))
                     migrated = True
                 await self._lease.register()
                 await self._lease.check_current()
