@@ -241,6 +241,7 @@ def spawn_workers(dsn: str, count: int, log_dir: Path) -> list[common.Worker]:
         str(WORKER_CONCURRENCY),
         "--version",
         WORKER_VERSION,
+        "--quiet",  # no line per run, as the peers print none (bench/RESULTS.md: what a line costs)
     ]
     return common.spawn(cmd, dsn, count, log_dir, {"SKIPLOCK_DATABASE_URL": dsn})
 

@@ -55,6 +55,7 @@ def measure(dsn: str, n: int) -> list[float]:
             "50",
             "--version",
             "bench-wait",
+            "--quiet",
         ],
         cwd=REPO,
         env=env,

@@ -82,6 +82,7 @@ class Skiplock(System):
             str(CONCURRENCY),
             "--version",
             VERSION,
+            "--quiet",  # no line per run: the peers print none either
         )
 
     def worker_env(self, dsn: str) -> dict[str, str]:
