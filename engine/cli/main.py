@@ -16,8 +16,9 @@ from typing import Any
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
-from ..models import Run, RunStatus
+from ..models import RunStatus
 from ..worker.report import plural
+from . import output
 from .watch import watch
 
 
@@ -39,70 +40,6 @@ def load_app(spec: str) -> Engine:
 
 def _engine(args: argparse.Namespace) -> Engine:
     return Engine(args.dsn)
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-def _print_runs(runs: list[Run[Any, Any]], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
-        return
-    header = ["ID", "TASK", "STATUS", "ATTEMPTS", "CREATED", "FINISHED", "TAGS"]
-    rows = [
-        [
-            r.id,
-            r.task_identifier,
-            r.status.value,
-            str(r.attempt_count),
-            _when(r.created_at),
-            _when(r.finished_at),
-            ",".join(r.tags),
-        ]
-        for r in runs
-    ]
-    print(_table(rows, header))
-
-
-def _print_run(run: Run[Any, Any], as_json: bool, reason: str | None = None) -> None:
-    if as_json:
-        dumped = run.model_dump(mode="json")
-        print(json.dumps({**dumped, "status_reason": reason} if reason else dumped, indent=2))
-        return
-    fields: dict[str, Any] = run.model_dump(mode="json", exclude={"attempts"})
-    if reason:  # right under the status it explains
-        status = fields.pop("status")
-        fields = {"id": fields.pop("id"), "status": status, "why": reason, **fields}
-    width = max(len(k) for k in fields)
-    for key, value in fields.items():
-        shown = json.dumps(value) if isinstance(value, dict | list) else value
-        print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
-    if run.attempts:
-        print()
-        print(
-            _table(
-                [
-                    [
-                        a.id,
-                        str(a.number),
-                        a.status,
-                        _when(a.started_at),
-                        _when(a.finished_at),
-                        a.worker_id,
-                    ]
-                    for a in run.attempts
-                ],
-                ["ATTEMPT", "N", "STATUS", "STARTED", "FINISHED", "WORKER"],
-            )
-        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -155,21 +92,21 @@ def cmd_runs(args: argparse.Namespace) -> None:
             batch=args.batch,
             limit=args.limit,
         )
-        _print_runs(page.data, args.json)
+        output.print_runs(page.data, args.json)
         if page.has_next_page() and not args.json:
             print(f"... more: --limit {args.limit * 2}")
     elif args.action == "show":
         run = app.runs.retrieve(args.run_id)
-        _print_run(run, args.json, app.runs.status_reason(run.id))
+        output.print_run(run, args.json, app.runs.status_reason(run.id))
     elif args.action == "cancel":
         status = app.runs.cancel(args.run_id)
         print(
             json.dumps({"id": args.run_id, "status": status.value}) if args.json else status.value
         )
     elif args.action == "replay":
-        _print_run(app.runs.replay(args.run_id), args.json)
+        output.print_run(app.runs.replay(args.run_id), args.json)
     elif args.action == "reschedule":
-        _print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
+        output.print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
     elif args.action == "watch":
         if (args.run_id is None) == (args.tag is None):
             raise InvalidArgumentError("give a run id or --tag, not both")
@@ -211,7 +148,7 @@ def cmd_queues(args: argparse.Namespace) -> None:
         ]
         for q in queues
     ]
-    print(_table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
+    print(output.table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
 
 
 def _int(text: str) -> int:

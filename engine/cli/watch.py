@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError
 from ..models import Run
+from .output import table
 
 _COLUMNS = ["ID", "TASK", "STATUS", "ATTEMPTS", "UPDATED", "METADATA"]
 _MAX_ROWS = 40
@@ -31,14 +32,6 @@ def _cells(run: Run[Any, Any]) -> list[str]:
         run.updated_at.strftime("%H:%M:%S.%f")[:-3],
         metadata,
     ]
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(x) for x in col) for col in zip(_COLUMNS, *rows, strict=False)]
-    lines = [_COLUMNS, *rows]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
 
 
 def watch(
@@ -67,7 +60,7 @@ def watch(
         more = f"\n… and {len(latest) - len(shown)} more" if len(latest) > len(shown) else ""
         print(
             f"{_CLEAR}watching {title} (Ctrl-C to stop)\n\n"
-            f"{_table([_cells(r) for r in shown])}{more}",
+            f"{table([_cells(r) for r in shown], _COLUMNS)}{more}",
             file=out,
             flush=True,
         )
