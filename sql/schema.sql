@@ -1975,6 +1975,24 @@ CREATE UNLOGGED TABLE skiplock.subscriptions (
     CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text])))
 );
 
+CREATE VIEW skiplock.table_health AS
+ SELECT c.relname AS table_name,
+    pg_total_relation_size((c.oid)::regclass) AS total_bytes,
+    pg_relation_size((c.oid)::regclass) AS table_bytes,
+    pg_indexes_size((c.oid)::regclass) AS index_bytes,
+    s.n_live_tup AS live_tuples,
+    s.n_dead_tup AS dead_tuples,
+    round(((s.n_dead_tup)::numeric / (NULLIF((s.n_live_tup + s.n_dead_tup), 0))::numeric), 3) AS dead_ratio,
+    s.n_mod_since_analyze AS changed_since_analyze,
+    GREATEST(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+    GREATEST(s.last_analyze, s.last_autoanalyze) AS last_analyze,
+    (s.vacuum_count + s.autovacuum_count) AS vacuums,
+    (s.analyze_count + s.autoanalyze_count) AS analyzes
+   FROM ((pg_class c
+     JOIN pg_namespace n ON ((n.oid = c.relnamespace)))
+     LEFT JOIN pg_stat_user_tables s ON ((s.relid = c.oid)))
+  WHERE ((n.nspname = 'skiplock'::name) AND (c.relkind = ANY (ARRAY['r'::"char", 'p'::"char"])));
+
 CREATE TABLE skiplock.waitpoints (
     id text NOT NULL,
     type skiplock.waitpoint_type NOT NULL,

@@ -26,7 +26,7 @@ from .runs import Runs
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .twins import Plan, twin
 from .waitpoints import Waitpoints
-from .worker_status import Workers
+from .worker_status import TableHealth, Workers
 
 
 class WorkerProcess(Protocol):
@@ -77,6 +77,14 @@ class Engine:
     @property
     def adb(self) -> AsyncDatabase:
         return self._conns.adb
+
+    @twin
+    def table_health(self) -> Plan[list[TableHealth]]:
+        """Each skiplock table's size, dead tuples and last vacuum and analyze (the view
+        `skiplock.table_health`), largest first: are the tables staying small?"""
+        return [TableHealth.model_validate(r) for r in (yield queries.table_health())]
+
+    table_health_async = table_health.aio
 
     def migrate(self) -> list[str]:
         """Apply sql/ migrations and function files. Idempotent; concurrent callers

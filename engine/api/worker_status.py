@@ -1,4 +1,5 @@
-"""`app.workers`: the worker processes, as `skiplock.worker_status` shows them."""
+"""What an operator watches: `app.workers` (the worker processes, as
+`skiplock.worker_status` shows them) and `app.table_health()` (`skiplock.table_health`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,26 @@ class WorkerInfo(BaseModel):
     lease_expires_at: datetime | None
     state: str
     runs_in_hand: int
+
+
+class TableHealth(BaseModel):
+    """A skiplock table as `skiplock.table_health` shows it: sizes in bytes, tuple counts
+    (the statistics collector's estimates), and when vacuum and analyze last ran."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table_name: str
+    total_bytes: int
+    table_bytes: int
+    index_bytes: int
+    live_tuples: int | None
+    dead_tuples: int | None
+    dead_ratio: float | None
+    changed_since_analyze: int | None
+    last_vacuum: datetime | None
+    last_analyze: datetime | None
+    vacuums: int | None
+    analyzes: int | None
 
 
 class Workers:

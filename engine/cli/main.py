@@ -151,6 +151,28 @@ def cmd_queues(args: argparse.Namespace) -> None:
     print(output.table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
 
 
+def cmd_db(args: argparse.Namespace) -> None:
+    tables = _engine(args).table_health()
+    if args.json:
+        print(json.dumps([t.model_dump(mode="json") for t in tables], indent=2))
+        return
+    rows = [
+        [
+            t.table_name,
+            output.size(t.total_bytes),
+            output.size(t.table_bytes),
+            output.size(t.index_bytes),
+            "-" if t.live_tuples is None else str(t.live_tuples),
+            "-" if t.dead_tuples is None else str(t.dead_tuples),
+            output.when(t.last_vacuum),
+            output.when(t.last_analyze),
+        ]
+        for t in tables
+    ]
+    header = ["TABLE", "TOTAL", "HEAP", "INDEXES", "LIVE", "DEAD", "VACUUMED", "ANALYZED"]
+    print(output.table(rows, header))
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -312,6 +334,17 @@ def parser() -> argparse.ArgumentParser:
         # SUPPRESS: unless given here, the flag keeps what `queues --json` set
         _json_flag(sp, default=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_queues)
+
+    db = sub.add_parser("db", help="the database: table health (sizes, dead tuples, vacuum)")
+    dbs = db.add_subparsers(dest="action", metavar="ACTION", required=True)
+    health = dbs.add_parser(
+        "health",
+        help="each skiplock table's size, dead tuples, last vacuum and analyze",
+        description="Each skiplock table's size, dead tuples, last vacuum and analyze "
+        "(the view skiplock.table_health), largest first.",
+    )
+    _json_flag(health)
+    db.set_defaults(fn=cmd_db)
 
     d = sub.add_parser("dashboard", help="serve the web dashboard")
     d.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")

@@ -20,6 +20,18 @@ def when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
 
 
+def size(n: int) -> str:
+    """Bytes as people read them: 8.0 kB, 1.2 MB (powers of 1024, as pg_size_pretty)."""
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("kB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
 def print_runs(runs: list[Run[Any, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))

@@ -98,6 +98,7 @@ def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
         Route("/runs/{run_id}", views.run),
         Route("/queues", views.queues),
         Route("/workers", views.workers),
+        Route("/database", views.database),
         Route("/events/runs", events.list_events(engine)),
         Route("/events/runs/{run_id}", events.run_events(engine)),
         Route("/{kind:str}/{key:str}/{verb:str}", views.action, methods=["POST"]),

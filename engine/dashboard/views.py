@@ -113,6 +113,10 @@ class Views:
         queues = await self.engine.queues.list_async()
         return self._render(request, "queues.html", {"title": "Queues", "queues": queues})
 
+    async def database(self, request: Request) -> Response:
+        tables = await self.engine.table_health_async()
+        return self._render(request, "database.html", {"title": "Database", "tables": tables})
+
     async def workers(self, request: Request) -> Response:
         workers = await self.engine.workers.list_async()
         return self._render(request, "workers.html", {"title": "Workers", "workers": workers})

@@ -173,6 +173,12 @@ def workers() -> Query[list[dict[str, Any]]]:
     )
 
 
+def table_health() -> Query[list[dict[str, Any]]]:
+    return Query(
+        "SELECT * FROM skiplock.table_health ORDER BY total_bytes DESC, table_name", (), _as_is
+    )
+
+
 def migrations_applied() -> Query[set[str]]:
     """The sql/ files the database's migration ledger records."""
     return Query(
