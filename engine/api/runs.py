@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .._durations import Duration, delay_options
+from .._durations import Duration, delay_options, parse_seconds
 from ..db import queries
 from ..db.database import Query
 from ..errors import InvalidArgumentError
-from ..models import Run, RunHandle, RunStatus
+from ..models import FINAL_STATUSES, Run, RunHandle, RunStatus
 from . import realtime
 from .connections import Connections
 from .twins import Plan, twin
@@ -20,11 +20,12 @@ from .twins import Plan, twin
 if TYPE_CHECKING:
     from .tasks import Task
 
-RunRef = str | RunHandle
+RunRef = str | RunHandle | Run[Any, Any]  # a run's id, a trigger's handle, or a Run read before
+_FINAL = sorted(s.value for s in FINAL_STATUSES)
 
 
 def run_id(ref: RunRef) -> str:
-    if isinstance(ref, RunHandle):
+    if isinstance(ref, RunHandle | Run):
         return ref.id
     if not isinstance(ref, str) or not ref:
         raise InvalidArgumentError(f"expected a run id or handle, got {ref!r}")
@@ -217,6 +218,51 @@ class Runs:
 
     status_reason_async = status_reason.aio
 
+    @twin
+    def purge(
+        self,
+        *,
+        older_than: Duration | datetime | None = None,
+        status: str | Sequence[str] | None = None,
+        task: str | Sequence[str] | None = None,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+    ) -> Plan[int]:
+        """Delete finished runs for good, with their attempts, steps and the waitpoints
+        and batches nothing else needs: those finished more than `older_than` ago (a
+        duration, or a datetime: before it; None: any finished run), of the final
+        `status`es and `task`s given. Runs an unfinished run still waits on, and runs
+        whose idempotency key has a TTL still running, are kept. Deletes `batch_size`
+        runs per transaction (each call of skiplock.purge_runs is short and locks only
+        what it deletes) until none is left. With `dry_run`, counts and deletes nothing.
+        Returns how many runs were deleted (or would be)."""
+        before, seconds = None, None
+        if isinstance(older_than, datetime):
+            before = older_than
+        elif older_than is not None:
+            seconds = parse_seconds(older_than, "older_than")
+            if seconds < 0:
+                raise InvalidArgumentError(f"older_than must not be negative, got {older_than!r}")
+        statuses = _strings("status", status)
+        for s in statuses or []:
+            if s not in _FINAL:
+                raise InvalidArgumentError(
+                    f"only finished runs are purged: status must be one of {', '.join(_FINAL)}, "
+                    f"got {s!r}"
+                )
+        flt = (before, seconds, statuses, _strings("task", task), _limit(batch_size, 100000))
+        if dry_run:
+            count: int = yield queries.purge_runs(*flt, dry_run=True)
+            return count
+        total = 0
+        while True:
+            done: int = yield queries.purge_runs(*flt, dry_run=False)
+            total += done
+            if done < batch_size:
+                return total
+
+    purge_async = purge.aio
+
     # waiting for a result ----------------------------------------------------------------
 
     def poll(
@@ -311,9 +357,9 @@ class Runs:
         )
 
 
-def _limit(limit: int) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-        raise InvalidArgumentError(f"limit must be 1 to 1000, got {limit!r}")
+def _limit(limit: int, most: int = 1000) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
+        raise InvalidArgumentError(f"limit must be 1 to {most}, got {limit!r}")
     return limit
 
 

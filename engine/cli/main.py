@@ -107,6 +107,18 @@ def cmd_runs(args: argparse.Namespace) -> None:
         output.print_run(app.runs.replay(args.run_id), args.json)
     elif args.action == "reschedule":
         output.print_run(app.runs.reschedule(args.run_id, delay=args.delay), args.json)
+    elif args.action == "purge":
+        count = app.runs.purge(
+            older_than=args.older_than,
+            status=_statuses(args.status),
+            task=args.task,
+            dry_run=args.dry_run,
+        )
+        verb = "would delete" if args.dry_run else "deleted"
+        if args.json:
+            print(json.dumps({"dry_run": args.dry_run, "runs": count}))
+        else:
+            print(f"{verb} {plural(count, 'finished run')}")
     elif args.action == "watch":
         if (args.run_id is None) == (args.tag is None):
             raise InvalidArgumentError("give a run id or --tag, not both")
@@ -221,6 +233,7 @@ _RUNS_ACTIONS = {
     "replay": "make a new run with the same payload, on the latest version",
     "reschedule": "move a DELAYED run's start (--delay)",
     "watch": "follow a run, or every run with a tag, live",
+    "purge": "delete finished runs for good (--older-than, --status, --task; --dry-run counts)",
 }
 _QUEUES_ACTIONS = {
     "list": "list queues: queued, running, limit, paused (the default)",
@@ -314,7 +327,12 @@ def parser() -> argparse.ArgumentParser:
     wt = actions["watch"]
     wt.add_argument("run_id", nargs="?", help="follow this run until its final status")
     wt.add_argument("--tag", help="follow every run with this tag (Ctrl-C to stop)")
-    for name in ("list", "show", "cancel", "replay", "reschedule"):
+    pg = actions["purge"]
+    pg.add_argument("--older-than", help="finished longer ago than this, e.g. 90d (default: any)")
+    pg.add_argument("--status", action="append", help="repeatable; a final status, any case")
+    pg.add_argument("--task", action="append", help="repeatable")
+    pg.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    for name in ("list", "show", "cancel", "replay", "reschedule", "purge"):
         _json_flag(actions[name])
     r.set_defaults(fn=cmd_runs)
 

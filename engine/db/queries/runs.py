@@ -184,3 +184,21 @@ def migrations_applied() -> Query[set[str]]:
     return Query(
         "SELECT name FROM skiplock.migrations", (), lambda rows: {row["name"] for row in rows}
     )
+
+
+def purge_runs(
+    before: datetime | None,
+    older_than: float | None,
+    statuses: list[str] | None,
+    tasks: list[str] | None,
+    limit: int,
+    dry_run: bool,
+) -> Query[int]:
+    """Finished before `before`, or `older_than` seconds before the database's now (neither:
+    any finished run)."""
+    return Query(
+        "SELECT skiplock.purge_runs(coalesce(%s::timestamptz, skiplock.now() - "
+        "make_interval(secs => coalesce(%s, 0))), %s::skiplock.run_status[], %s, %s, %s)",
+        (before, older_than, statuses, tasks, limit, dry_run),
+        lambda rows: int(_scalar(rows)),
+    )
