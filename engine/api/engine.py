@@ -87,8 +87,9 @@ class Engine:
     table_health_async = table_health.aio
 
     def migrate(self) -> list[str]:
-        """Apply sql/ migrations and function files. Idempotent; concurrent callers
-        serialise on an advisory lock. Returns the files applied."""
+        """Apply sql/: the migrations, then the function, view and trigger files that
+        changed. Idempotent; concurrent callers serialise on an advisory lock. Returns the
+        files applied."""
         with self.db.connect() as conn:
             return migrations.migrate(conn)
 
