@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import threading
 import time
@@ -53,7 +52,8 @@ def setup(dsn: str, args) -> None:
         end = src.index("$$;", src.index("::skiplock.runs", start)) + 3
         fn = src[start:end].replace(
             "0                                                           -- interruptions",
-            "0, (p_options->>'retention')::double precision")
+            "0, (p_options->>'retention')::double precision",
+        )
         assert "retention" in fn
         c.execute(fn)
         if args.purge in ("index", "cursor") or args.index_only:
@@ -79,11 +79,13 @@ def setup(dsn: str, args) -> None:
         c.execute("DELETE FROM skiplock.deployment_tasks")
         c.execute(
             "SELECT skiplock.register_worker(%s, %s, 'bench', 0, NULL, 1, %s::jsonb, 1e7)",
-            ("w_reg", VERSION, Jsonb([{"id": "noop", "queue": "default", "max_attempts": 3}])))
+            ("w_reg", VERSION, Jsonb([{"id": "noop", "queue": "default", "max_attempts": 3}])),
+        )
         for i in range(args.workers):
             c.execute(
                 "SELECT skiplock.register_worker(%s, %s, 'bench', 0, NULL, 100, %s::jsonb, 1e7)",
-                (f"w{i}", VERSION, Jsonb([{"id": "noop", "queue": "default", "max_attempts": 3}])))
+                (f"w{i}", VERSION, Jsonb([{"id": "noop", "queue": "default", "max_attempts": 3}])),
+            )
 
 
 def producer(dsn: str, retention) -> None:
@@ -91,12 +93,16 @@ def producer(dsn: str, retention) -> None:
     items = Jsonb([{"payload": {"i": i, "pad": "x" * 40}} for i in range(1000)])
     with psycopg.connect(dsn, autocommit=True) as c:
         while not stop.is_set():
-            q = c.execute("SELECT count(*) FROM skiplock.runs WHERE status = 'QUEUED'").fetchone()[0]
+            q = c.execute("SELECT count(*) FROM skiplock.runs WHERE status = 'QUEUED'").fetchone()[
+                0
+            ]
             if q > 30000:
                 time.sleep(0.05)
                 continue
             for _ in range(max(1, (30000 - q) // 1000)):
-                c.execute("SELECT count(*) FROM skiplock.insert_runs('noop', %s, %s)", (items, opts))
+                c.execute(
+                    "SELECT count(*) FROM skiplock.insert_runs('noop', %s, %s)", (items, opts)
+                )
                 with lock:
                     triggered[0] += 1000
 
@@ -108,7 +114,8 @@ def worker(dsn: str, wid: str) -> None:
             res = Jsonb([{"attempt_id": a, "output": None} for a in held]) if held else None
             rows = c.execute(
                 "SELECT attempt_id FROM skiplock.complete_and_claim(%s, %s, %s, %s, NULL, 100)",
-                (res, wid, VERSION, TASKS)).fetchall()
+                (res, wid, VERSION, TASKS),
+            ).fetchall()
             with lock:
                 completed[0] += len(held)
             held = [r[0] for r in rows]
@@ -152,7 +159,9 @@ def main() -> None:
     ap.add_argument("--dsn", required=True)
     ap.add_argument("--variant", required=True)
     ap.add_argument("--purge", choices=["none", "index", "id", "cursor"], default="none")
-    ap.add_argument("--index-only", action="store_true", help="create runs_purge_idx without purging")
+    ap.add_argument(
+        "--index-only", action="store_true", help="create runs_purge_idx without purging"
+    )
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--retention", type=float, default=60)
     ap.add_argument("--duration", type=float, default=240)
@@ -173,18 +182,35 @@ def main() -> None:
 
     purge_log: list = []
     marks: dict = {}
-    threads = [threading.Thread(target=producer,
-                                args=(args.dsn, args.retention if args.purge != "none" else None), daemon=True)]
-    threads += [threading.Thread(target=worker, args=(args.dsn, f"w{i}"), daemon=True)
-                for i in range(args.workers)]
+    threads = [
+        threading.Thread(
+            target=producer,
+            args=(args.dsn, args.retention if args.purge != "none" else None),
+            daemon=True,
+        )
+    ]
+    threads += [
+        threading.Thread(target=worker, args=(args.dsn, f"w{i}"), daemon=True)
+        for i in range(args.workers)
+    ]
     if args.purge != "none":
         fn = {"index": "purge", "id": "purge_by_id", "cursor": "purge_cursor"}[args.purge]
-        threads.append(threading.Thread(target=purger, daemon=True,
-                                        args=(args.dsn, fn, args.limit, args.purge_sleep, purge_log)))
+        threads.append(
+            threading.Thread(
+                target=purger,
+                daemon=True,
+                args=(args.dsn, fn, args.limit, args.purge_sleep, purge_log),
+            )
+        )
     t_start = time.time()
     if args.hold_at is not None:
-        threads.append(threading.Thread(target=holder, daemon=True,
-                                        args=(args.dsn, args.hold_at, args.hold_for, t_start, marks)))
+        threads.append(
+            threading.Thread(
+                target=holder,
+                daemon=True,
+                args=(args.dsn, args.hold_at, args.hold_for, t_start, marks),
+            )
+        )
     for t in threads:
         t.start()
 
@@ -198,12 +224,23 @@ def main() -> None:
                 done = completed[0]
             rate = (done - last_done) / (now - last_t)
             last_t, last_done = now, done
-            row = {"t": round(now - t_start, 1), "completed": done, "rate": round(rate),
-                   "purged": sum(p[1] for p in purge_log)}
+            row = {
+                "t": round(now - t_start, 1),
+                "completed": done,
+                "rate": round(rate),
+                "purged": sum(p[1] for p in purge_log),
+            }
             for rel, heap, idx, live, dead, av, upd, hot in c.execute(SAMPLE_SQL).fetchall():
-                row.update({f"{rel}_heap_mb": round(heap / 2**20, 1), f"{rel}_idx_mb": round(idx / 2**20, 1),
-                            f"{rel}_live": live, f"{rel}_dead": dead, f"{rel}_av": av,
-                            f"{rel}_hot_pct": round(100 * hot / upd, 1) if upd else 0})
+                row.update(
+                    {
+                        f"{rel}_heap_mb": round(heap / 2**20, 1),
+                        f"{rel}_idx_mb": round(idx / 2**20, 1),
+                        f"{rel}_live": live,
+                        f"{rel}_dead": dead,
+                        f"{rel}_av": av,
+                        f"{rel}_hot_pct": round(100 * hot / upd, 1) if upd else 0,
+                    }
+                )
             samples.append(row)
             print(json.dumps(row), flush=True)
     stop.set()
@@ -225,14 +262,23 @@ def main() -> None:
         return round(sorted(xs)[min(len(xs) - 1, int(q * len(xs)))], 1) if xs else None
 
     summary = {
-        "variant": args.variant, "args": vars(args), "marks": marks,
-        "completed": completed[0], "seconds": round(time.time() - t_start),
+        "variant": args.variant,
+        "args": vars(args),
+        "marks": marks,
+        "completed": completed[0],
+        "seconds": round(time.time() - t_start),
         "rate_mean": round(completed[0] / args.duration),
-        "rate_median_sample": statistics.median(s["rate"] for s in samples[1:]) if len(samples) > 1 else None,
+        "rate_median_sample": statistics.median(s["rate"] for s in samples[1:])
+        if len(samples) > 1
+        else None,
         "purged": sum(p[1] for p in purge_log),
-        "purge_calls": len(purge_log), "purge_calls_nonempty": len(allc),
-        "purge_ms_p50": pct(allc, 0.5), "purge_ms_p99": pct(allc, 0.99), "purge_ms_max": max(allc) if allc else None,
-        "purge_full_ms_p50": pct(full, 0.5), "purge_calls_over_200ms": sum(1 for x in allc if x > 200),
+        "purge_calls": len(purge_log),
+        "purge_calls_nonempty": len(allc),
+        "purge_ms_p50": pct(allc, 0.5),
+        "purge_ms_p99": pct(allc, 0.99),
+        "purge_ms_max": max(allc) if allc else None,
+        "purge_full_ms_p50": pct(full, 0.5),
+        "purge_calls_over_200ms": sum(1 for x in allc if x > 200),
         "purge_us_per_run": round(1000 * sum(allc) / max(1, sum(p[1] for p in purge_log)), 1),
     }
     (out / f"{args.variant}.summary.json").write_text(json.dumps(summary, indent=1))
