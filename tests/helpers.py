@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -97,4 +98,22 @@ def spawn_worker(
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
         stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
         text=capture,
+    )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_dev(dsn: str, app: str, port: int, *args: str) -> subprocess.Popen[str]:
+    """A real `skiplock dev APP --port PORT ARGS...` process on `dsn`, its output captured."""
+    return subprocess.Popen(
+        [SKIPLOCK, "--dsn", dsn, "dev", app, "--port", str(port), *args],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import urllib.request
@@ -18,7 +17,7 @@ from urllib.error import HTTPError, URLError
 
 import pytest
 import uvicorn
-from helpers import SKIPLOCK, TESTS, deploy, wait_for
+from helpers import SKIPLOCK, TESTS, deploy, free_port, spawn_dev, wait_for
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from starlette.testclient import TestClient
 
@@ -37,12 +36,6 @@ CHROMIUM_ARGS = [
 ]
 # SKIPLOCK_SCREENSHOTS=docs pytest tests/test_dashboard.py refreshes the README's pictures
 SCREENSHOTS = os.environ.get("SKIPLOCK_SCREENSHOTS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -304,13 +297,7 @@ def test_actions_need_the_csrf_token_and_output_is_escaped(app: Engine) -> None:
 
 def test_skiplock_dev_serves_a_worker_and_the_dashboard(dsn: str) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [SKIPLOCK, "--dsn", dsn, "dev", "cli_app:app", "--port", str(port)],
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = spawn_dev(dsn, "cli_app:app", port)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: get(base + "/workers") == 200, timeout=60)

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
 
 import pytest
-from helpers import SKIPLOCK, TESTS, wait_for
+from helpers import free_port, spawn_dev, wait_for
 
 from engine import Engine, RunStatus
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_dev_drains_its_runs_on_a_signal(dsn: str, sig: signal.Signals) -> None:
-    proc = subprocess.Popen(
-        [SKIPLOCK, "--dsn", dsn, "dev", "cli_app:app", "--port", str(free_port())],
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = spawn_dev(dsn, "cli_app:app", free_port())
     app = Engine(dsn)
     try:
         wait_for(lambda: any(w.state == "active" for w in app.workers.list()), timeout=60)

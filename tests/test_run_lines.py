@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import SKIPLOCK, TESTS, fetch, wait_for
+from helpers import SKIPLOCK, TESTS, fetch, free_port, spawn_dev, wait_for
 
 from engine import Engine, Retry, RunStatus, TaskContext, Worker
 from engine.worker import report
@@ -196,17 +195,8 @@ def listening(port: int) -> bool:
 
 @pytest.mark.parametrize("quiet", [False, True], ids=["lines", "quiet"])
 def test_skiplock_dev_prints_a_line_per_attempt_outcome_unless_quiet(dsn: str, quiet: bool) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [SKIPLOCK, "--dsn", dsn, "dev", "report_app:app", "--port", str(port)]
-        + (["--quiet"] if quiet else []),
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    port = free_port()
+    proc = spawn_dev(dsn, "report_app:app", port, *(["--quiet"] if quiet else []))
     app = Engine(dsn)
     try:
         started(dsn, "dev")
