@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import enum
+import os
 import re
 from datetime import datetime, timedelta
+from typing import Final
 
 from .errors import InvalidDurationError
 
@@ -11,6 +14,18 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 
 Duration = str | int | float | timedelta
+
+
+class Unset(enum.Enum):
+    """The type of `UNSET`: an argument not given, where None means something (forever)."""
+
+    UNSET = "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+DEFAULT_RETENTION = 30 * 86400.0  # seconds; as the SQL default (skiplock.run_retention)
+_FOREVER_WORDS = frozenset({"none", "forever", "never", "keep"})
 
 
 def parse_seconds(value: Duration, what: str) -> float:
@@ -46,3 +61,27 @@ def delay_options(delay: Duration | datetime | None) -> dict[str, object]:
             raise InvalidDurationError("delay: a datetime must be timezone-aware")
         return {"delay_until": delay.isoformat()}
     return {"delay_seconds": parse_seconds(delay, "delay")}
+
+
+def retention_seconds(value: Duration | None, what: str) -> float | None:
+    """A retention in seconds, or None for "keep forever"; `InvalidDurationError` naming
+    `what` unless positive."""
+    if value is None:
+        return None
+    seconds = parse_seconds(value, what)
+    if seconds <= 0:
+        raise InvalidDurationError(f"{what} must be positive (None keeps forever), got {value!r}")
+    return seconds
+
+
+def default_retention(value: Duration | Unset | None) -> float | None:
+    """The engine's default retention in seconds (None: forever): `value` if given, else
+    $SKIPLOCK_RETENTION (a duration, or "none"/"forever"), else 30 days."""
+    if value is not UNSET:
+        return retention_seconds(value, "retention")
+    env = os.environ.get("SKIPLOCK_RETENTION", "").strip()
+    if not env:
+        return DEFAULT_RETENTION
+    if env.lower() in _FOREVER_WORDS:
+        return None
+    return retention_seconds(env, "$SKIPLOCK_RETENTION")

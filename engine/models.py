@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ._durations import UNSET, Duration, Unset, retention_seconds
 from .errors import InvalidArgumentError, WaitFailedError
 
 P = TypeVar("P")
@@ -198,10 +199,13 @@ class Retry:
 
 @dataclass(frozen=True)
 class Queue:
-    """A named queue; tasks sharing one share its concurrency limit (None: unlimited)."""
+    """A named queue; tasks sharing one share its concurrency limit (None: unlimited).
+    `retention` keeps its finished runs that long (None: forever) unless their task says
+    otherwise; not given, the engine's default applies."""
 
     name: str
     concurrency_limit: int | None = None
+    retention: Duration | Unset | None = UNSET
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.name) <= 256:
@@ -210,3 +214,5 @@ class Queue:
             raise InvalidArgumentError(
                 f"concurrency_limit must be at least 1, got {self.concurrency_limit}"
             )
+        if self.retention is not UNSET:
+            retention_seconds(self.retention, f"queue {self.name!r} retention")

@@ -45,7 +45,8 @@ CREATE TYPE skiplock.run_values AS (
 	concurrency_key text,
 	max_attempts integer,
 	max_duration double precision,
-	metadata jsonb
+	metadata jsonb,
+	retention double precision
 );
 
 CREATE TYPE skiplock.waitpoint_status AS ENUM (
@@ -432,12 +433,15 @@ CREATE TABLE skiplock.runs (
     suspended boolean DEFAULT false NOT NULL,
     waited_on boolean DEFAULT false NOT NULL,
     interruptions integer DEFAULT 0 NOT NULL,
+    retention_s double precision,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
     CONSTRAINT runs_payload_size CHECK ((pg_column_size(payload) <= 10485760)),
+    CONSTRAINT runs_retention_s_check CHECK (((retention_s > (0)::double precision) AND (retention_s < 'Infinity'::double precision))),
     CONSTRAINT runs_ttl_check CHECK ((ttl > (0)::double precision))
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
 
 CREATE FUNCTION skiplock.current_run(p_attempt_id text) RETURNS skiplock.runs
     LANGUAGE plpgsql
@@ -459,6 +463,45 @@ CREATE FUNCTION skiplock.delete_attempts_of_deleted_runs() RETURNS trigger
 BEGIN
     DELETE FROM skiplock.attempts a USING deleted_runs d WHERE a.run_id = d.id;
     RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION skiplock.delete_runs(p_ids text[]) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_points  text[];
+    v_batches text[];
+    v_count   integer;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- what goes with them, read before the cascades remove the edges
+    v_points := ARRAY(
+        SELECT e.waitpoint_id FROM skiplock.run_waitpoints e WHERE e.run_id = ANY (p_ids)
+        UNION
+        SELECT s.waitpoint_id FROM skiplock.run_steps s
+         WHERE s.run_id = ANY (p_ids) AND s.waitpoint_id IS NOT NULL
+        UNION
+        SELECT w.id FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = ANY (p_ids));
+    v_batches := ARRAY(
+        SELECT DISTINCT r.batch_id FROM skiplock.runs r
+         WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
+    DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF cardinality(v_points) > 0 THEN
+        DELETE FROM skiplock.waitpoints w
+         WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
+           AND NOT EXISTS (SELECT 1 FROM skiplock.run_waitpoints e WHERE e.waitpoint_id = w.id)
+           AND NOT EXISTS (SELECT 1 FROM skiplock.run_steps s WHERE s.waitpoint_id = w.id);
+    END IF;
+    IF cardinality(v_batches) > 0 THEN
+        DELETE FROM skiplock.batches b
+         WHERE b.id = ANY (v_batches)
+           AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = ANY (b.run_ids));
+    END IF;
+    RETURN v_count;
 END;
 $$;
 
@@ -694,7 +737,7 @@ CREATE TABLE skiplock.attempts (
     output jsonb,
     error jsonb
 )
-WITH (fillfactor='50');
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
 
 CREATE VIEW skiplock.run_details AS
  SELECT id,
@@ -871,7 +914,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         NULL,                                                       -- expired_at
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
         false, false,                                               -- suspended, waited_on
-        0                                                           -- interruptions
+        0,                                                          -- interruptions
+        nullif(p_run.retention, 'Infinity')                         -- retention_s
     )::skiplock.runs
 $$;
 
@@ -982,6 +1026,10 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'batch_id') <> 'string' THEN 'batch_id must be a string'
         WHEN jsonb_typeof(p_opts->'parent_id') <> 'string' THEN 'parent_id must be a string'
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
+        WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
+            THEN 'retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
+            THEN 'default_retention must be a number of seconds or null'
     END;
 END;
 $$;
@@ -1017,7 +1065,7 @@ BEGIN
     DELETE FROM skiplock.queues q
      WHERE q.name IN (
         SELECT c.name FROM skiplock.queues c
-         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND NOT c.paused
+         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL AND NOT c.paused
            AND NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.queue = c.name)
            AND c.name NOT IN (
                SELECT r.queue FROM skiplock.runs r
@@ -1030,14 +1078,63 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.purge(p_limit integer DEFAULT 500) RETURNS integer
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_sort TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_mark timestamptz;
+    v_ids  text[];
+    v_top  timestamptz;
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 100000, got %s', p_limit));
+    END IF;
+    INSERT INTO skiplock.maintenance (chore, last_run_at, mark)
+    VALUES ('purge', v_now, '-infinity') ON CONFLICT (chore) DO NOTHING;
+    SELECT CASE WHEN m.last_run_at <= v_now - interval '10 minutes' OR m.mark > v_now
+                THEN '-infinity' ELSE m.mark END
+      INTO v_mark
+      FROM skiplock.maintenance m WHERE m.chore = 'purge' FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;  -- another purge is at work
+    END IF;
+    SELECT array_agg(x.id), max(x.at) INTO v_ids, v_top FROM (
+        SELECT r.id, skiplock.purge_at(r.finished_at, r.retention_s, r.idempotency_key_expires_at) AS at
+          FROM skiplock.runs r
+         WHERE skiplock.purge_at(r.finished_at, r.retention_s, r.idempotency_key_expires_at)
+               >= v_mark
+           AND skiplock.purge_at(r.finished_at, r.retention_s, r.idempotency_key_expires_at)
+               < v_now
+           AND r.finished_at IS NOT NULL AND r.retention_s IS NOT NULL
+           AND (NOT r.waited_on OR NOT skiplock.still_awaited(r.id, r.batch_id))
+         ORDER BY skiplock.purge_at(r.finished_at, r.retention_s, r.idempotency_key_expires_at)
+         LIMIT p_limit
+           FOR UPDATE OF r SKIP LOCKED) x;
+    -- last_run_at: when the scan last started from the beginning
+    UPDATE skiplock.maintenance m
+       SET mark = coalesce(v_top, v_mark),
+           last_run_at = CASE WHEN v_mark = '-infinity' THEN v_now ELSE m.last_run_at END
+     WHERE m.chore = 'purge';
+    RETURN skiplock.delete_runs(v_ids);
+END;
+$$;
+
+CREATE FUNCTION skiplock.purge_at(p_finished_at timestamp with time zone, p_retention_s double precision, p_key_expires_at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT greatest(p_finished_at + p_retention_s * interval '1 second', p_key_expires_at)
+$$;
+
 CREATE FUNCTION skiplock.purge_runs(p_before timestamp with time zone, p_statuses skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_limit integer DEFAULT 1000, p_dry_run boolean DEFAULT false) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
     v_ids      text[];
-    v_batches  text[];
-    v_points   text[];
     v_count    bigint;
 BEGIN
     IF p_limit NOT BETWEEN 1 AND 100000 THEN
@@ -1057,25 +1154,27 @@ BEGIN
          ORDER BY r.id
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED);
-    IF cardinality(v_ids) = 0 THEN
-        RETURN 0;
-    END IF;
-    -- what goes with them, read before the cascades remove the edges
-    v_points := ARRAY(
-        SELECT e.waitpoint_id FROM skiplock.run_waitpoints e WHERE e.run_id = ANY (v_ids)
-        UNION
-        SELECT w.id FROM skiplock.waitpoints w WHERE w.type = 'RUN' AND w.run_id = ANY (v_ids));
-    v_batches := ARRAY(
-        SELECT DISTINCT r.batch_id FROM skiplock.runs r
-         WHERE r.id = ANY (v_ids) AND r.batch_id IS NOT NULL);
-    DELETE FROM skiplock.runs r WHERE r.id = ANY (v_ids);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN skiplock.delete_runs(v_ids);
+END;
+$$;
+
+CREATE FUNCTION skiplock.purge_tokens(p_keep interval, p_limit integer DEFAULT 1000) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_count integer;
+BEGIN
     DELETE FROM skiplock.waitpoints w
-     WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
-       AND NOT EXISTS (SELECT 1 FROM skiplock.run_waitpoints e WHERE e.waitpoint_id = w.id);
-    DELETE FROM skiplock.batches b
-     WHERE b.id = ANY (v_batches)
-       AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.batch_id = b.id);
+     WHERE w.id IN (
+        SELECT t.id FROM skiplock.waitpoints t
+         WHERE t.type = 'TOKEN' AND t.status = 'COMPLETED'
+           AND t.completed_at < skiplock.now() - p_keep
+           AND NOT EXISTS (SELECT 1 FROM skiplock.run_waitpoints e WHERE e.waitpoint_id = t.id)
+           AND NOT EXISTS (SELECT 1 FROM skiplock.run_steps s WHERE s.waitpoint_id = t.id)
+         ORDER BY t.completed_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END;
 $$;
@@ -1090,13 +1189,7 @@ CREATE FUNCTION skiplock.purgeable(p_run skiplock.runs, p_before timestamp with 
        -- a key with a TTL dedupes until it ends; one without lasts as long as its run
        AND NOT coalesce(p_run.idempotency_key IS NOT NULL AND NOT p_run.idempotency_key_released
                         AND p_run.idempotency_key_expires_at > p_now, false)
-       AND NOT (p_run.waited_on AND EXISTS (
-           SELECT 1 FROM skiplock.waitpoints w
-             JOIN skiplock.run_waitpoints e ON e.waitpoint_id = w.id
-             JOIN skiplock.runs waiting ON waiting.id = e.run_id
-            WHERE ((w.type = 'RUN' AND w.run_id = p_run.id)
-                   OR (w.type = 'BATCH' AND w.batch_id = p_run.batch_id))
-              AND NOT skiplock.is_final(waiting.status)))
+       AND NOT (p_run.waited_on AND skiplock.still_awaited(p_run.id, p_run.batch_id))
 $$;
 
 CREATE TABLE skiplock.queues (
@@ -1105,7 +1198,9 @@ CREATE TABLE skiplock.queues (
     paused boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit >= 1))
+    retention_s double precision,
+    CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
+    CONSTRAINT queues_retention_s_check CHECK ((retention_s > (0)::double precision))
 );
 
 CREATE FUNCTION skiplock.queue_for_update(p_name text) RETURNS skiplock.queues
@@ -1163,23 +1258,34 @@ BEGIN
     INSERT INTO skiplock.deployments (id, version, worker_id, tasks, created_at)
     VALUES (v_dep, p_version, p_worker_id, v_tasks, v_now);
 
-    INSERT INTO skiplock.deployment_tasks AS d (task_identifier, version, queue, max_attempts,
-                                                max_duration, ttl, deployed_at)
-    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
-           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now
+    -- a limit or retention declared in code is applied on deploy; queues declared without
+    -- one keep theirs
+    INSERT INTO skiplock.queues AS q (name, concurrency_limit, retention_s, created_at, updated_at)
+    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer,
+           skiplock.seconds_or_forever(t, 'queue_retention'), v_now, v_now
       FROM jsonb_array_elements(p_tasks) t
-    ON CONFLICT (task_identifier, version) DO UPDATE
-        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
-            max_duration = excluded.max_duration, ttl = excluded.ttl;
-
-    -- a limit declared in code is applied on deploy; queues declared without one keep theirs
-    INSERT INTO skiplock.queues AS q (name, concurrency_limit, created_at, updated_at)
-    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer, v_now, v_now
-      FROM jsonb_array_elements(p_tasks) t
-     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST
+     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST,
+              skiplock.seconds_or_forever(t, 'queue_retention') NULLS LAST
     ON CONFLICT (name) DO UPDATE
         SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
+            retention_s = coalesce(excluded.retention_s, q.retention_s),
             updated_at = v_now;
+
+    INSERT INTO skiplock.deployment_tasks AS d (
+        task_identifier, version, queue, max_attempts, max_duration, ttl, deployed_at,
+        task_retention_s, queue_retention_s, default_retention_s)
+    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
+           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now,
+           skiplock.seconds_or_forever(t, 'retention'), q.retention_s,
+           skiplock.seconds_or_forever(t, 'default_retention')
+      FROM jsonb_array_elements(p_tasks) t
+      LEFT JOIN skiplock.queues q ON q.name = t->>'queue'
+    ON CONFLICT (task_identifier, version) DO UPDATE
+        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+            max_duration = excluded.max_duration, ttl = excluded.ttl,
+            task_retention_s = excluded.task_retention_s,
+            queue_retention_s = excluded.queue_retention_s,
+            default_retention_s = excluded.default_retention_s;
 
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
     RETURN v_dep;
@@ -1425,8 +1531,14 @@ CREATE TABLE skiplock.deployment_tasks (
     max_duration double precision,
     ttl double precision,
     deployed_at timestamp with time zone NOT NULL,
+    task_retention_s double precision,
+    queue_retention_s double precision,
+    default_retention_s double precision,
+    CONSTRAINT deployment_tasks_default_retention_s_check CHECK ((default_retention_s > (0)::double precision)),
     CONSTRAINT deployment_tasks_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT deployment_tasks_max_duration_check CHECK ((max_duration > (0)::double precision)),
+    CONSTRAINT deployment_tasks_queue_retention_s_check CHECK ((queue_retention_s > (0)::double precision)),
+    CONSTRAINT deployment_tasks_task_retention_s_check CHECK ((task_retention_s > (0)::double precision)),
     CONSTRAINT deployment_tasks_ttl_check CHECK ((ttl > (0)::double precision))
 );
 
@@ -1458,6 +1570,7 @@ BEGIN
     v.max_attempts := coalesce((p_opts->>'max_attempts')::integer, p_dep.max_attempts, 3);
     v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
     v.metadata := coalesce(p_opts->'metadata', '{}');
+    v.retention := skiplock.run_retention(p_opts, p_dep, v.queue);
     v.tags := '{}';
     IF p_opts ? 'tags' THEN
         v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
@@ -1469,6 +1582,7 @@ BEGIN
         WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
         WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
         WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
+        WHEN v.retention <= 0 THEN 'retention must be positive (null keeps forever)'
     END;
     IF v.problem IS NULL AND v.tags <> '{}' AND (cardinality(v.tags) > 10 OR EXISTS (
             SELECT 1 FROM unnest(v.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)) THEN
@@ -1483,6 +1597,33 @@ CREATE FUNCTION skiplock.run_result(p_run skiplock.runs) RETURNS jsonb
     AS $$
     SELECT jsonb_build_object('run_id', p_run.id, 'status', p_run.status,
                               'output', p_run.output, 'error', p_run.error)
+$$;
+
+CREATE FUNCTION skiplock.run_retention(p_opts jsonb, p_dep skiplock.deployment_tasks, p_queue text) RETURNS double precision
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_queue double precision;
+BEGIN
+    IF p_opts ? 'retention' THEN
+        RETURN coalesce((p_opts->>'retention')::double precision, 'Infinity');
+    END IF;
+    IF p_dep.task_retention_s IS NOT NULL THEN
+        RETURN p_dep.task_retention_s;
+    END IF;
+    IF p_queue = p_dep.queue THEN
+        v_queue := p_dep.queue_retention_s;
+    ELSE  -- a queue other than the task's: one primary-key probe
+        SELECT q.retention_s INTO v_queue FROM skiplock.queues q WHERE q.name = p_queue;
+    END IF;
+    IF v_queue IS NOT NULL THEN
+        RETURN v_queue;
+    END IF;
+    IF p_opts ? 'default_retention' THEN
+        RETURN coalesce((p_opts->>'default_retention')::double precision, 'Infinity');
+    END IF;
+    RETURN coalesce(p_dep.default_retention_s, 2592000);
+END;
 $$;
 
 CREATE FUNCTION skiplock.run_status_reason(p_run_id text) RETURNS text
@@ -1589,6 +1730,13 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.seconds_or_forever(p_obj jsonb, p_key text) RETURNS double precision
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE WHEN p_obj ? p_key
+                THEN coalesce((p_obj->>p_key)::double precision, 'Infinity') END
+$$;
+
 CREATE FUNCTION skiplock.set_queue_limit(p_name text, p_limit integer) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -1609,6 +1757,18 @@ CREATE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[]) RETU
     AS $$
     SELECT b.run_id, b.attempt_id, b.attempt_number
       FROM skiplock.begin_attempts(p_worker_id, NULL, p_run_ids, 'DEQUEUED') b
+$$;
+
+CREATE FUNCTION skiplock.still_awaited(p_run_id text, p_batch_id text) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM skiplock.waitpoints w
+          JOIN skiplock.run_waitpoints e ON e.waitpoint_id = w.id
+          JOIN skiplock.runs waiting ON waiting.id = e.run_id
+         WHERE ((w.type = 'RUN' AND w.run_id = p_run_id)
+                OR (w.type = 'BATCH' AND w.batch_id = p_batch_id))
+           AND NOT skiplock.is_final(waiting.status))
 $$;
 
 CREATE FUNCTION skiplock.stop_worker(p_worker_id text) RETURNS integer
@@ -1715,8 +1875,19 @@ BEGIN
         'released', skiplock.release_pending_versions(NULL, p_batch),
         'crashed', skiplock.crash_lost_workers(p_batch),
         'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
-                       THEN skiplock.prune_registry() END);
+                       THEN skiplock.prune_registry() END,
+        'purged', skiplock.purge(500),
+        'purged_tokens', CASE WHEN skiplock.due('purge_tokens', interval '10 minutes')
+                              THEN skiplock.purge_tokens(skiplock.token_retention()) END);
 END;
+$$;
+
+CREATE FUNCTION skiplock.token_retention() RETURNS interval
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE WHEN max(d.default_retention_s) = 'Infinity' THEN NULL
+                ELSE coalesce(max(d.default_retention_s), 2592000) * interval '1 second' END
+      FROM skiplock.deployment_tasks d
 $$;
 
 CREATE FUNCTION skiplock.trigger(p_task text, p_payload jsonb, p_options jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(run_id text, run_status skiplock.run_status, is_cached boolean)
@@ -1989,7 +2160,8 @@ CREATE SEQUENCE skiplock.id_seq
 
 CREATE TABLE skiplock.maintenance (
     chore text NOT NULL,
-    last_run_at timestamp with time zone NOT NULL
+    last_run_at timestamp with time zone NOT NULL,
+    mark timestamp with time zone
 );
 
 CREATE TABLE skiplock.migrations (
@@ -2030,7 +2202,8 @@ CREATE TABLE skiplock.run_waitpoints (
     run_id text NOT NULL,
     waitpoint_id text NOT NULL,
     created_at timestamp with time zone NOT NULL
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 
 CREATE UNLOGGED TABLE skiplock.subscribers (
     pid integer NOT NULL,
@@ -2078,7 +2251,8 @@ CREATE TABLE skiplock.waitpoints (
     tags text[] DEFAULT '{}'::text[] NOT NULL,
     created_at timestamp with time zone NOT NULL,
     completed_at timestamp with time zone
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 
 CREATE TABLE skiplock.workers (
     id text NOT NULL,
@@ -2166,6 +2340,8 @@ ALTER TABLE ONLY skiplock.workers
 
 CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
 
+CREATE INDEX run_steps_waitpoint_idx ON skiplock.run_steps USING btree (waitpoint_id) WHERE (waitpoint_id IS NOT NULL);
+
 CREATE INDEX run_waitpoints_waitpoint_idx ON skiplock.run_waitpoints USING btree (waitpoint_id);
 
 CREATE INDEX runs_delayed_idx ON skiplock.runs USING btree (delayed_until) WHERE (status = 'DELAYED'::skiplock.run_status);
@@ -2182,6 +2358,8 @@ CREATE INDEX runs_parked_idx ON skiplock.runs USING btree (id) WHERE (status = A
 
 CREATE INDEX runs_pending_version_idx ON skiplock.runs USING btree (task_identifier) WHERE (status = 'PENDING_VERSION'::skiplock.run_status);
 
+CREATE INDEX runs_purge_idx ON skiplock.runs USING btree (skiplock.purge_at(finished_at, retention_s, idempotency_key_expires_at)) WHERE ((finished_at IS NOT NULL) AND (retention_s IS NOT NULL));
+
 CREATE INDEX runs_ready_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text), order_at, id) WHERE (status = 'QUEUED'::skiplock.run_status);
 
 CREATE INDEX runs_slots_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text)) WHERE (status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]));
@@ -2191,6 +2369,8 @@ CREATE INDEX runs_tags_idx ON skiplock.runs USING gin (tags) WHERE (tags <> '{}'
 CREATE INDEX runs_task_idx ON skiplock.runs USING btree (task_identifier, id);
 
 CREATE UNIQUE INDEX waitpoints_batch_idx ON skiplock.waitpoints USING btree (batch_id) WHERE (type = 'BATCH'::skiplock.waitpoint_type);
+
+CREATE INDEX waitpoints_completed_token_idx ON skiplock.waitpoints USING btree (completed_at) WHERE ((type = 'TOKEN'::skiplock.waitpoint_type) AND (status = 'COMPLETED'::skiplock.waitpoint_status));
 
 CREATE INDEX waitpoints_datetime_due_idx ON skiplock.waitpoints USING btree (completes_at) WHERE ((status = 'PENDING'::skiplock.waitpoint_status) AND (type = 'DATETIME'::skiplock.waitpoint_type));
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Unpack
 
 import psycopg
 
-from .._durations import Duration
+from .._durations import UNSET, Duration, Unset, default_retention
 from ..db import migrate as migrations
 from ..db import queries
 from ..db.database import AsyncDatabase, Database, Query
@@ -55,7 +55,16 @@ class Engine:
     `DatabaseUnreachableError` within the connect timeout ($SKIPLOCK_CONNECT_TIMEOUT,
     default 5 s), and a database never migrated raises `SchemaNotMigratedError`."""
 
-    def __init__(self, dsn: str | None = None, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool_size: int = 10,
+        retention: Duration | Unset | None = UNSET,
+    ) -> None:
+        #: how long finished runs are kept, in seconds (None: forever), unless their task
+        #: or queue says otherwise: `retention`, else $SKIPLOCK_RETENTION, else 30 days
+        self.retention: float | None = default_retention(retention)
         self._conns = Connections(dsn, pool_size=pool_size)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self._conns)
@@ -132,15 +141,26 @@ class Engine:
         retry: Retry | None = None,
         max_duration: float | timedelta | None = None,
         ttl: Duration | None = None,
+        retention: Duration | Unset | None = UNSET,
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
         """Declare a task. The function takes (payload, ctx); its annotations give the
-        payload and output types. `def` tasks run in a thread, `async def` on the loop."""
+        payload and output types. `def` tasks run in a thread, `async def` on the loop.
+        `retention` keeps its finished runs that long (None: forever) instead of its
+        queue's or the engine's retention."""
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             if id in self.tasks:
                 raise InvalidArgumentError(f"task {id!r} is already defined")
             task: Task[Any, Any] = Task(
-                self._conns, id, fn, queue=queue, retry=retry, max_duration=max_duration, ttl=ttl
+                self._conns,
+                id,
+                fn,
+                queue=queue,
+                retry=retry,
+                max_duration=max_duration,
+                ttl=ttl,
+                retention=retention,
+                default_retention=self.retention,
             )
             self.tasks[id] = task
             return task
@@ -156,7 +176,9 @@ class Engine:
         if task is not None:
             return task._trigger_query(payload, options)
         payload_json = encode_payload(ANY_PAYLOAD, payload, task_id)
-        return queries.trigger(task_id, payload_json, trigger_options.build(options))
+        built = trigger_options.build(options)
+        built["default_retention"] = self.retention
+        return queries.trigger(task_id, payload_json, built)
 
     def trigger(
         self,

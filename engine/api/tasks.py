@@ -14,7 +14,7 @@ import psycopg
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from .._durations import Duration, parse_seconds
+from .._durations import UNSET, Duration, Unset, parse_seconds, retention_seconds
 from .._jsonb import has_nul
 from ..db import queries as _queries
 from ..db.database import Query
@@ -72,6 +72,8 @@ class Task(Generic[P, O]):
         retry: Retry | None,
         max_duration: float | timedelta | None,
         ttl: Duration | None,
+        retention: Duration | Unset | None = UNSET,
+        default_retention: float | None = None,
     ) -> None:
         if not isinstance(task_id, str) or not 1 <= len(task_id) <= 256 or "\x00" in task_id:
             raise InvalidArgumentError("task id must be 1 to 256 characters")
@@ -84,6 +86,18 @@ class Task(Generic[P, O]):
             None if max_duration is None else parse_seconds(max_duration, "max_duration")
         )
         self.ttl = None if ttl is None else parse_seconds(ttl, "ttl")
+        # retention, in seconds (None: forever): the task's own if it says, else UNSET;
+        # the fallback is its queue's, else the engine's (skiplock.run_retention)
+        self.retention: float | Unset | None = (
+            UNSET if retention is UNSET else retention_seconds(retention, "retention")
+        )
+        queue_retention = self.queue.retention
+        self.default_retention: float | None = (
+            default_retention
+            if queue_retention is UNSET
+            else retention_seconds(queue_retention, "retention")
+        )
+        self.engine_retention = default_retention
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
@@ -99,14 +113,21 @@ class Task(Generic[P, O]):
     # -- what a worker registers -------------------------------------------------------
 
     def deployment_entry(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "id": self.id,
             "queue": self.queue.name,
             "concurrency_limit": self.queue.concurrency_limit,
             "max_attempts": self.retry.max_attempts,
             "max_duration": self.max_duration,
             "ttl": self.ttl,
+            "default_retention": self.engine_retention,
         }
+        # retentions: seconds, None for forever; left out when not declared
+        if self.retention is not UNSET:
+            entry["retention"] = self.retention
+        if self.queue.retention is not UNSET:
+            entry["queue_retention"] = self.default_retention
+        return entry
 
     def defaults(self) -> dict[str, Any]:
         out: dict[str, Any] = {"queue": self.queue.name, "max_attempts": self.retry.max_attempts}
@@ -114,6 +135,15 @@ class Task(Generic[P, O]):
             out["max_duration"] = self.max_duration
         if self.ttl is not None:
             out["ttl"] = self.ttl
+        return out
+
+    def _run_options(self, options: TriggerOptions) -> dict[str, Any]:
+        """The JSON options of a trigger: `options` over the task's defaults, and its
+        retention (the task's own, else its fallback: see skiplock.run_retention)."""
+        out = _options.build(options, self.defaults())
+        if self.retention is not UNSET:
+            out["retention"] = self.retention
+        out["default_retention"] = self.default_retention
         return out
 
     # -- payloads ------------------------------------------------------------------------
@@ -157,9 +187,7 @@ class Task(Generic[P, O]):
     # -- triggering ----------------------------------------------------------------------
 
     def _trigger_query(self, payload: P, options: TriggerOptions) -> Query[RunHandle]:
-        return _queries.trigger(
-            self.id, self.payload_json(payload), _options.build(options, self.defaults())
-        )
+        return _queries.trigger(self.id, self.payload_json(payload), self._run_options(options))
 
     def trigger(
         self,
@@ -189,7 +217,7 @@ class Task(Generic[P, O]):
             raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
         if not items:
             raise InvalidArgumentError("a batch needs at least one item")
-        shared = _options.build(options, self.defaults())
+        shared = self._run_options(options)
         payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
         if not any(isinstance(item, BatchItem) and item.options for item in items):
             entries = self._entries_json(payloads)
@@ -221,7 +249,7 @@ class Task(Generic[P, O]):
 
     def _child_work(self, payload: P, options: TriggerOptions) -> Work[Result]:
         payload_json = self.payload_json(payload)
-        opts = _options.build(options, self.defaults())
+        opts = self._run_options(options)
         return lambda ex: ex.trigger_and_wait(self.id, payload_json, opts, self._parse_output)
 
     def trigger_and_wait(

@@ -90,7 +90,8 @@ LANGUAGE sql VOLATILE AS $$
         NULL,                                                       -- expired_at
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
         false, false,                                               -- suspended, waited_on
-        0                                                           -- interruptions
+        0,                                                          -- interruptions
+        nullif(p_run.retention, 'Infinity')                         -- retention_s
     )::skiplock.runs
 $$;
 
@@ -98,7 +99,8 @@ $$;
 -- the same (task, idempotency key).
 -- Options (all optional): delay_seconds | delay_until, ttl (s), idempotency_key,
 --   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
---   max_attempts, max_duration (s), version, batch_id, parent_id.
+--   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
+--   forever) and default_retention (s, null: forever; see run_retention).
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
@@ -243,7 +245,44 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'batch_id') <> 'string' THEN 'batch_id must be a string'
         WHEN jsonb_typeof(p_opts->'parent_id') <> 'string' THEN 'parent_id must be a string'
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
+        WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
+            THEN 'retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
+            THEN 'default_retention must be a number of seconds or null'
     END;
+END;
+$$;
+
+-- run_retention: how long a run of a task deployed as p_dep, in queue p_queue, is kept
+-- once finished, in seconds ('Infinity': forever). The first that says: the trigger's
+-- `retention` option, the task's, its queue's (see skiplock.queues.retention_s), the
+-- triggering engine's default (`default_retention`), the deploying engine's
+-- default, then 30 days. A JSON null option means forever.
+CREATE OR REPLACE FUNCTION skiplock.run_retention(
+    p_opts jsonb, p_dep skiplock.deployment_tasks, p_queue text)
+RETURNS double precision
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_queue double precision;
+BEGIN
+    IF p_opts ? 'retention' THEN
+        RETURN coalesce((p_opts->>'retention')::double precision, 'Infinity');
+    END IF;
+    IF p_dep.task_retention_s IS NOT NULL THEN
+        RETURN p_dep.task_retention_s;
+    END IF;
+    IF p_queue = p_dep.queue THEN
+        v_queue := p_dep.queue_retention_s;
+    ELSE  -- a queue other than the task's: one primary-key probe
+        SELECT q.retention_s INTO v_queue FROM skiplock.queues q WHERE q.name = p_queue;
+    END IF;
+    IF v_queue IS NOT NULL THEN
+        RETURN v_queue;
+    END IF;
+    IF p_opts ? 'default_retention' THEN
+        RETURN coalesce((p_opts->>'default_retention')::double precision, 'Infinity');
+    END IF;
+    RETURN coalesce(p_dep.default_retention_s, 2592000);
 END;
 $$;
 
@@ -280,6 +319,7 @@ BEGIN
     v.max_attempts := coalesce((p_opts->>'max_attempts')::integer, p_dep.max_attempts, 3);
     v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
     v.metadata := coalesce(p_opts->'metadata', '{}');
+    v.retention := skiplock.run_retention(p_opts, p_dep, v.queue);
     v.tags := '{}';
     IF p_opts ? 'tags' THEN
         v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
@@ -291,6 +331,7 @@ BEGIN
         WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
         WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
         WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
+        WHEN v.retention <= 0 THEN 'retention must be positive (null keeps forever)'
     END;
     IF v.problem IS NULL AND v.tags <> '{}' AND (cardinality(v.tags) > 10 OR EXISTS (
             SELECT 1 FROM unnest(v.tags) t WHERE length(t) NOT BETWEEN 1 AND 128)) THEN

@@ -15,11 +15,22 @@ LANGUAGE sql VOLATILE AS $$
                       FOR SHARE)
 $$;
 
+-- seconds_or_forever: p_obj's key p_key as seconds: NULL when absent, 'Infinity' when
+-- JSON null (keep forever).
+CREATE OR REPLACE FUNCTION skiplock.seconds_or_forever(p_obj jsonb, p_key text)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_obj ? p_key
+                THEN coalesce((p_obj->>p_key)::double precision, 'Infinity') END
+$$;
+
 -- register_worker: record a worker and its deployment (version + task set), create
 -- the queues its tasks declare, and release PENDING_VERSION runs the deployment can
 -- now serve (to DELAYED if their delay is still ahead, else QUEUED); a run triggered
 -- while this registration was in flight is released by the next tick.
--- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl"}].
+-- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl",
+--           "retention", "queue_retention", "default_retention"}]; the retentions are
+--           seconds, JSON null for forever, absent when not declared.
 -- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
 -- Returns the deployment id.
 CREATE OR REPLACE FUNCTION skiplock.register_worker(
@@ -46,23 +57,34 @@ BEGIN
     INSERT INTO skiplock.deployments (id, version, worker_id, tasks, created_at)
     VALUES (v_dep, p_version, p_worker_id, v_tasks, v_now);
 
-    INSERT INTO skiplock.deployment_tasks AS d (task_identifier, version, queue, max_attempts,
-                                                max_duration, ttl, deployed_at)
-    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
-           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now
+    -- a limit or retention declared in code is applied on deploy; queues declared without
+    -- one keep theirs
+    INSERT INTO skiplock.queues AS q (name, concurrency_limit, retention_s, created_at, updated_at)
+    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer,
+           skiplock.seconds_or_forever(t, 'queue_retention'), v_now, v_now
       FROM jsonb_array_elements(p_tasks) t
-    ON CONFLICT (task_identifier, version) DO UPDATE
-        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
-            max_duration = excluded.max_duration, ttl = excluded.ttl;
-
-    -- a limit declared in code is applied on deploy; queues declared without one keep theirs
-    INSERT INTO skiplock.queues AS q (name, concurrency_limit, created_at, updated_at)
-    SELECT DISTINCT ON (t->>'queue') t->>'queue', (t->>'concurrency_limit')::integer, v_now, v_now
-      FROM jsonb_array_elements(p_tasks) t
-     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST
+     ORDER BY t->>'queue', (t->>'concurrency_limit')::integer NULLS LAST,
+              skiplock.seconds_or_forever(t, 'queue_retention') NULLS LAST
     ON CONFLICT (name) DO UPDATE
         SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
+            retention_s = coalesce(excluded.retention_s, q.retention_s),
             updated_at = v_now;
+
+    INSERT INTO skiplock.deployment_tasks AS d (
+        task_identifier, version, queue, max_attempts, max_duration, ttl, deployed_at,
+        task_retention_s, queue_retention_s, default_retention_s)
+    SELECT t->>'id', p_version, t->>'queue', (t->>'max_attempts')::integer,
+           (t->>'max_duration')::double precision, (t->>'ttl')::double precision, v_now,
+           skiplock.seconds_or_forever(t, 'retention'), q.retention_s,
+           skiplock.seconds_or_forever(t, 'default_retention')
+      FROM jsonb_array_elements(p_tasks) t
+      LEFT JOIN skiplock.queues q ON q.name = t->>'queue'
+    ON CONFLICT (task_identifier, version) DO UPDATE
+        SET queue = excluded.queue, max_attempts = excluded.max_attempts,
+            max_duration = excluded.max_duration, ttl = excluded.ttl,
+            task_retention_s = excluded.task_retention_s,
+            queue_retention_s = excluded.queue_retention_s,
+            default_retention_s = excluded.default_retention_s;
 
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
     RETURN v_dep;

@@ -4,7 +4,8 @@
 -- expire runs whose TTL passed before they started; promote due DELAYED runs to
 -- QUEUED; release PENDING_VERSION runs whose task got deployed; crash the runs of
 -- workers whose lease lapsed. At most p_batch runs (workers) of each kind per call.
--- Every 10 minutes, also prune the registry (skiplock.prune_registry).
+-- Purge up to 500 runs whose retention ran out (skiplock.purge). Every 10 minutes, also
+-- prune the registry (skiplock.prune_registry) and old tokens (skiplock.purge_tokens).
 -- Any number of callers may call it (workers, pg_cron): a transaction-scoped advisory
 -- lock lets one work while the others return at once.
 -- Locks: advisory xact lock 'skiplock.tick'; the runs changed (SKIP LOCKED).
@@ -81,6 +82,9 @@ BEGIN
         'released', skiplock.release_pending_versions(NULL, p_batch),
         'crashed', skiplock.crash_lost_workers(p_batch),
         'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
-                       THEN skiplock.prune_registry() END);
+                       THEN skiplock.prune_registry() END,
+        'purged', skiplock.purge(500),
+        'purged_tokens', CASE WHEN skiplock.due('purge_tokens', interval '10 minutes')
+                              THEN skiplock.purge_tokens(skiplock.token_retention()) END);
 END;
 $$;

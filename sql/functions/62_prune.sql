@@ -18,7 +18,7 @@ $$;
 
 -- prune_registry: delete workers stopped or declared lost more than p_keep ago that hold
 -- no run, and queues that no deployment declares, that hold no setting (no concurrency
--- limit, not paused), that no unfinished run names, and that nobody changed for p_keep
+-- limit or retention, not paused), that no unfinished run names, and that nobody changed for p_keep
 -- (a typo in a trigger's queue option, a task renamed). A later trigger that names a
 -- pruned queue creates it again. At most p_batch of each.
 -- Locks: the rows deleted (SKIP LOCKED). Returns {"workers": n, "queues": n}.
@@ -44,7 +44,7 @@ BEGIN
     DELETE FROM skiplock.queues q
      WHERE q.name IN (
         SELECT c.name FROM skiplock.queues c
-         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND NOT c.paused
+         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL AND NOT c.paused
            AND NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.queue = c.name)
            AND c.name NOT IN (
                SELECT r.queue FROM skiplock.runs r
