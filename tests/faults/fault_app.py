@@ -102,6 +102,13 @@ def plain(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return {"n": payload.get("n"), "attempt": ctx.attempt}
 
 
+@app.task("fault-ephemeral", retry=RETRY, retention="1s")
+def ephemeral(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """As fault-plain, but its run is kept 1 s once finished: the workers' ticks purge it
+    (skiplock.purge) while the rest of the workload runs and faults strike."""
+    return plain.fn(payload, ctx)  # type: ignore[no-any-return]
+
+
 @app.task("fault-retry", retry=RETRY)
 async def retry_once(payload: dict[str, Any], ctx: TaskContext) -> int:
     token = _token()

@@ -125,7 +125,21 @@ def fenced_writes(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return _rows(conn, _FENCED_WRITES)
 
 
-def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
+_LEFT_BEHIND = """
+SELECT 'attempt', a.run_id FROM skiplock.attempts a
+ WHERE NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = a.run_id)
+UNION ALL
+SELECT 'step', s.run_id FROM skiplock.run_steps s
+ WHERE NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = s.run_id)
+UNION ALL
+SELECT 'wait', e.run_id FROM skiplock.run_waitpoints e
+ WHERE NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = e.run_id)
+"""
+
+
+def check(
+    dsn: str, acked: list[str], process_fault_pids: set[int], purgeable: set[str] | None = None
+) -> Findings:
     final = list(FINAL)
     faulted = list(process_fault_pids)
     with psycopg.connect(dsn, autocommit=True, application_name="fault-driver") as conn:
@@ -149,7 +163,10 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
         present = {
             r[0] for r in _rows(conn, "SELECT id FROM skiplock.runs WHERE id = ANY (%s)", acked)
         }
-        missing = [(i,) for i in acked if i not in present]
+        # a run of the purged task may be gone: purged once final (retention 1 s)
+        missing = [(i,) for i in acked if i not in present and i not in (purgeable or ())]
+        purged = [(i,) for i in purgeable or () if i not in present]
+        left_behind = _rows(conn, _LEFT_BEHIND)
         open_attempts = _rows(
             conn,
             "SELECT r.id, r.status::text, a.id, a.status::text FROM skiplock.runs r "
@@ -218,6 +235,8 @@ def check(dsn: str, acked: list[str], process_fault_pids: set[int]) -> Findings:
     f.checks = [
         Check("lost runs (not final after the drain)", lost),
         Check("acknowledged triggers missing", missing),
+        Check("runs purged meanwhile (retention 1 s)", purged, must_be_zero=False),
+        Check("rows left behind by purged runs", left_behind),
         Check("final runs with an attempt still open", open_attempts),
         Check("runs without exactly one outcome", not_one_outcome),
         Check(f"attempts starting above the limit of {LIMITED_QUEUE}", above),

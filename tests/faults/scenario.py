@@ -85,7 +85,7 @@ def run(cluster: Cluster, plan: Plan, log_dir: Path) -> Outcome:
     finally:
         exits = pool.stop_all()
         engine.close()
-    findings = check(dsn, triggerer.acked, injector.process_fault_pids())
+    findings = check(dsn, triggerer.acked, injector.process_fault_pids(), triggerer.purgeable)
     timings["total"] = time.monotonic() - began
     report = table(plan.name, seed, findings, injector, timings, triggerer.retried, exits)
     return Outcome(plan, seed, findings, injector, pool, timings, report)

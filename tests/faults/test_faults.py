@@ -29,3 +29,5 @@ def test_invariants_hold_under_faults(cluster: Cluster, plan: Plan, tmp_path: Pa
     assert not failed, (
         ", ".join(c.name for c in failed) + f"\n{outcome.report}\nworker logs: {tmp_path / 'logs'}"
     )
+    # the workers' ticks purged runs while faults struck (and nothing was lost: above)
+    assert outcome.findings.by_name()["runs purged meanwhile (retention 1 s)"].count > 0

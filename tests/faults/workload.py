@@ -16,9 +16,12 @@ from engine import Engine
 
 from .invariants import FINAL
 
+PURGED_TASK = "fault-ephemeral"  # retention 1 s: purged by the workers' ticks meanwhile
+
 # task id -> (weight, payload maker)
 MIX: dict[str, tuple[int, Any]] = {
     "fault-plain": (4, lambda rng, n: {"n": n, "sleep": rng.uniform(0.01, 0.3)}),
+    "fault-ephemeral": (2, lambda rng, n: {"n": n, "sleep": rng.uniform(0.01, 0.1)}),
     "fault-retry": (2, lambda rng, n: {"n": n, "sleep": rng.uniform(0.01, 0.1)}),
     "fault-wait": (2, lambda rng, n: {"n": n, "wait": rng.uniform(0.5, 1.5)}),
     "fault-limited": (2, lambda rng, n: {"n": n, "sleep": rng.uniform(0.05, 0.25)}),
@@ -37,6 +40,7 @@ class Triggerer:
     seconds: float
     rng: random.Random
     acked: list[str] = field(default_factory=list)
+    purgeable: set[str] = field(default_factory=set)  # acked runs of fault-ephemeral
     retried: int = 0
     error: BaseException | None = None
     _thread: threading.Thread | None = None
@@ -61,6 +65,8 @@ class Triggerer:
             for n in range(self.runs):
                 task = self.rng.choices(tasks, weights)[0]
                 self.acked.append(self._trigger(task, MIX[task][1](self.rng, n), n))
+                if task == PURGED_TASK:
+                    self.purgeable.add(self.acked[-1])
                 ahead = began + self.seconds * (n + 1) / self.runs - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
