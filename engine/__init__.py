@@ -5,10 +5,23 @@ from .api.context import Metadata, TaskContext
 from .api.engine import Engine
 from .api.queues import QueueInfo
 from .api.runs import Page
+from .api.schedules import SchedulePage
 from .api.tasks import BatchItem, Task
 from .api.waitpoints import Waitpoint
 from .errors import AbortTaskRunError, WaitFailedError
-from .models import Attempt, BatchHandle, Queue, Result, Retry, Run, RunHandle, RunStatus, Token
+from .models import (
+    Attempt,
+    BatchHandle,
+    Queue,
+    Result,
+    Retry,
+    Run,
+    RunHandle,
+    RunStatus,
+    Schedule,
+    ScheduledPayload,
+    Token,
+)
 from .worker import Worker
 
 __all__ = [
@@ -26,6 +39,9 @@ __all__ = [
     "Run",
     "RunHandle",
     "RunStatus",
+    "Schedule",
+    "SchedulePage",
+    "ScheduledPayload",
     "Task",
     "TaskContext",
     "Token",

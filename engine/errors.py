@@ -43,6 +43,15 @@ class TokenNotFoundError(SkiplockError, LookupError):
     """No wait token with this id exists."""
 
 
+class InvalidCronError(InvalidArgumentError):
+    """A cron expression that does not parse (wrong number of fields, a value out of its
+    field's range, a bad step or name) or never matches (February 30th)."""
+
+
+class ScheduleNotFoundError(SkiplockError, LookupError):
+    """No schedule has this id."""
+
+
 class NonDeterminismError(SkiplockError):
     """A replayed run asked for a different durable call than it recorded at this position."""
 
@@ -122,4 +131,6 @@ SQLSTATE_ERRORS: dict[str, type[SkiplockError]] = {
     "SL005": BatchTooLargeError,
     "SL006": UnknownQueueError,
     "SL007": TokenNotFoundError,
+    "SL008": InvalidCronError,
+    "SL009": ScheduleNotFoundError,
 }

@@ -81,6 +81,7 @@ class Run(BaseModel, Generic[P, O]):
     tags: list[str]
     idempotency_key: str | None = None
     batch_id: str | None = None
+    schedule_id: str | None = None  # the schedule that triggered it
     parent_id: str | None = None
     root_id: str | None = None
     depth: int = 0
@@ -216,3 +217,48 @@ class Queue:
             )
         if self.retention is not UNSET:
             retention_seconds(self.retention, f"queue {self.name!r} retention")
+
+
+class ScheduledPayload(BaseModel):
+    """What a scheduled run receives as its payload (annotate the task's payload with it):
+    the slot it was triggered for (`timestamp`), the previous slot fired, the schedule's
+    zone and ids, the next 5 slots, and the schedule's own `payload` if it has one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timestamp: datetime
+    last_timestamp: datetime | None = None
+    timezone: str = "UTC"
+    schedule_id: str
+    external_id: str | None = None
+    upcoming: list[datetime] = []
+    payload: Any = None
+
+
+class Schedule(BaseModel):
+    """A schedule: its task is triggered at every slot of `cron` in `timezone`.
+    DECLARATIVE ones are declared on a task in code; IMPERATIVE ones made by the API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task_identifier: str
+    cron: str
+    timezone: str
+    type: str
+    active: bool
+    external_id: str | None = None
+    deduplication_key: str | None = None
+    payload: Any = None
+    catch_up: str = "latest"
+    next_slot: datetime | None = None  # the next slot it fires (kept while inactive)
+    last_slot: datetime | None = None
+    last_run_id: str | None = None
+    last_error: str | None = None
+    upcoming: list[datetime] = []  # the next 5 slots from now
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def task(self) -> str:
+        return self.task_identifier

@@ -61,6 +61,35 @@ CREATE TYPE skiplock.waitpoint_type AS ENUM (
     'BATCH'
 );
 
+CREATE TABLE skiplock.schedules (
+    id text NOT NULL,
+    task_identifier text NOT NULL,
+    cron text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    type text NOT NULL,
+    external_id text,
+    deduplication_key text,
+    payload jsonb,
+    catch_up text DEFAULT 'latest'::text NOT NULL,
+    active boolean DEFAULT true NOT NULL,
+    declared_version text,
+    next_slot timestamp with time zone,
+    last_slot timestamp with time zone,
+    last_run_id text,
+    last_error text,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT schedules_catch_up_check CHECK ((catch_up = ANY (ARRAY['latest'::text, 'all'::text, 'none'::text]))),
+    CONSTRAINT schedules_deduplication_key_check CHECK ((length(deduplication_key) <= 256)),
+    CONSTRAINT schedules_external_id_check CHECK ((length(external_id) <= 256)),
+    CONSTRAINT schedules_task_identifier_check CHECK (((length(task_identifier) >= 1) AND (length(task_identifier) <= 256))),
+    CONSTRAINT schedules_type_check CHECK ((type = ANY (ARRAY['DECLARATIVE'::text, 'IMPERATIVE'::text])))
+);
+
+CREATE FUNCTION skiplock.activate_schedule(p_id text) RETURNS skiplock.schedules
+    LANGUAGE sql
+    AS $$ SELECT skiplock.set_schedule_active(p_id, true) $$;
+
 CREATE FUNCTION skiplock.assert_valid(p_problem text) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE
     AS $$
@@ -202,6 +231,31 @@ BEGIN
         PERFORM skiplock.notify_runs(ARRAY[v_id]);
     END LOOP;
     RETURN (SELECT r.status FROM skiplock.runs r WHERE r.id = p_run_id);
+END;
+$$;
+
+CREATE FUNCTION skiplock.checked_schedule(p_s skiplock.schedules, p_now timestamp with time zone) RETURNS skiplock.schedules
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF p_s.task_identifier IS NULL OR length(p_s.task_identifier) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('task id must be 1 to 256 characters');
+    END IF;
+    IF p_s.cron IS NULL THEN
+        PERFORM skiplock.parse_cron(NULL);  -- its SL008
+    END IF;
+    IF p_s.timezone IS NULL OR p_s.timezone = '' THEN
+        PERFORM skiplock.invalid('timezone must be an IANA time zone name, e.g. Europe/Paris');
+    END IF;
+    IF p_s.catch_up IS NULL OR p_s.catch_up NOT IN ('latest', 'all', 'none') THEN
+        PERFORM skiplock.invalid(format('catch_up must be latest, all or none, got %s',
+                                        coalesce(p_s.catch_up, 'null')));
+    END IF;
+    IF length(p_s.external_id) > 256 OR length(p_s.deduplication_key) > 256 THEN
+        PERFORM skiplock.invalid('external_id and deduplication_key are at most 256 characters');
+    END IF;
+    p_s.next_slot := skiplock.next_cron_slot(p_s.cron, p_s.timezone, p_now);
+    RETURN p_s;
 END;
 $$;
 
@@ -357,6 +411,48 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.create_schedule(p_task text, p_cron text, p_timezone text DEFAULT 'UTC'::text, p_options jsonb DEFAULT '{}'::jsonb) RETURNS skiplock.schedules
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_opts jsonb := coalesce(p_options, '{}');
+    v      skiplock.schedules;
+BEGIN
+    IF jsonb_typeof(v_opts) <> 'object' THEN
+        PERFORM skiplock.invalid('options must be a JSON object');
+    END IF;
+    v.id := skiplock.gen_id('sched');
+    v.task_identifier := p_task;
+    v.cron := btrim(p_cron);
+    v.timezone := coalesce(p_timezone, 'UTC');
+    v.type := 'IMPERATIVE';
+    v.external_id := v_opts->>'external_id';
+    v.deduplication_key := v_opts->>'deduplication_key';
+    v.payload := v_opts->'payload';
+    v.catch_up := coalesce(v_opts->>'catch_up', 'latest');
+    v.active := coalesce((v_opts->>'active')::boolean, true);
+    v.created_at := v_now;
+    v.updated_at := v_now;
+    v := skiplock.checked_schedule(v, v_now);
+    INSERT INTO skiplock.schedules AS s SELECT (v).*
+    ON CONFLICT (deduplication_key) DO UPDATE
+        SET task_identifier = excluded.task_identifier, cron = excluded.cron,
+            timezone = excluded.timezone, external_id = excluded.external_id,
+            payload = excluded.payload, catch_up = excluded.catch_up,
+            active = excluded.active, updated_at = excluded.updated_at,
+            next_slot = CASE WHEN s.cron = excluded.cron AND s.timezone = excluded.timezone
+                             THEN s.next_slot ELSE excluded.next_slot END
+     WHERE s.type = 'IMPERATIVE'
+    RETURNING * INTO v;
+    IF v.id IS NULL THEN
+        PERFORM skiplock.invalid(format(
+            'deduplication key %s belongs to a declarative schedule', v_opts->>'deduplication_key'));
+    END IF;
+    RETURN v;
+END;
+$$;
+
 CREATE FUNCTION skiplock.create_token(p_options jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(waitpoint_id text, is_cached boolean)
     LANGUAGE plpgsql
     AS $$
@@ -393,6 +489,343 @@ BEGIN
     END IF;
 END;
 $$;
+
+CREATE FUNCTION skiplock.cron_check_zone(p_tz text) RETURNS void
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+BEGIN
+    IF p_tz IS NULL THEN
+        PERFORM skiplock.invalid('time zone is NULL: give an IANA name such as Europe/Paris');
+    END IF;
+    PERFORM now() AT TIME ZONE p_tz;
+EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM skiplock.invalid(format('unknown time zone "%s": give an IANA name such as '
+                                    'Europe/Paris or UTC', p_tz));
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_field(p_cron text, p_field integer, p_text text) RETURNS bigint
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $_$
+DECLARE
+    v_name  text := (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field];
+    v_low   integer := (ARRAY[0, 0, 1, 1, 0])[p_field];
+    v_high  integer := (ARRAY[59, 23, 31, 12, 7])[p_field];
+    v_mask  bigint := 0;
+    v_term  text;
+    v_parts text[];
+    v_from  integer;
+    v_to    integer;
+    v_step  integer;
+BEGIN
+    IF p_text = '*' THEN  -- the common case, without the general parse
+        v_mask := (2::bigint << v_high) - (1::bigint << v_low);
+        RETURN CASE WHEN p_field = 5 THEN 127 ELSE v_mask END;
+    END IF;
+    FOREACH v_term IN ARRAY string_to_array(p_text, ',') LOOP
+        v_parts := regexp_match(v_term, '^(\*|[A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?(?:/([0-9]+))?$');
+        IF v_parts IS NULL OR (v_parts[1] = '*' AND v_parts[2] IS NOT NULL) THEN
+            PERFORM skiplock.cron_invalid(p_cron, format(
+                '%s "%s" is not valid: expected *, a value or a range a-b, each with an '
+                'optional /step, or a comma list of those', v_name, p_text));
+        END IF;
+        IF v_parts[1] = '*' THEN
+            v_from := v_low;
+            v_to := v_high;
+        ELSE
+            v_from := skiplock.cron_value(p_cron, p_field, v_parts[1]);
+            v_to := CASE WHEN v_parts[2] IS NOT NULL
+                         THEN skiplock.cron_value(p_cron, p_field, v_parts[2])
+                         WHEN v_parts[3] IS NOT NULL THEN v_high
+                         ELSE v_from END;
+            IF v_to < v_from THEN
+                PERFORM skiplock.cron_invalid(p_cron, format(
+                    '%s range %s runs backwards (write it as two ranges, up to %s and from %s)',
+                    v_name, v_parts[1] || '-' || v_parts[2], v_high, v_low));
+            END IF;
+        END IF;
+        v_step := 1;
+        IF v_parts[3] IS NOT NULL THEN
+            IF length(v_parts[3]) > 4 OR v_parts[3]::integer NOT BETWEEN 1 AND v_high - v_low THEN
+                PERFORM skiplock.cron_invalid(p_cron, format('%s step %s is out of range 1-%s',
+                                                             v_name, v_parts[3], v_high - v_low));
+            END IF;
+            v_step := v_parts[3]::integer;
+        END IF;
+        IF v_step = 1 THEN
+            v_mask := v_mask | ((2::bigint << v_to) - (1::bigint << v_from));
+        ELSE
+            FOR v_at IN v_from..v_to BY v_step LOOP
+                v_mask := v_mask | (1::bigint << v_at);
+            END LOOP;
+        END IF;
+    END LOOP;
+    IF p_field = 5 AND v_mask & 128 <> 0 THEN
+        v_mask := (v_mask | 1) & 127;
+    END IF;
+    RETURN v_mask;
+END;
+$_$;
+
+CREATE FUNCTION skiplock.cron_invalid(p_cron text, p_problem text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SL008', MESSAGE = CASE
+        WHEN p_cron IS NULL THEN 'invalid cron expression: ' || p_problem
+        ELSE format('invalid cron expression "%s": %s', p_cron, p_problem) END;
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_next_bit(p_mask bigint, p_from integer) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN p_mask & -(1::bigint << p_from) <> 0
+        -- the index of the lowest bit, isolated (x & -x), from its logarithm: exact for the
+        -- powers of 2 to 2^62 once rounded
+        THEN (ln(((p_mask & -(1::bigint << p_from)) & -(p_mask & -(1::bigint << p_from)))::float8)
+              / ln(2::float8))::integer END
+$$;
+
+CREATE FUNCTION skiplock.cron_next_wall(p_parsed bigint[], p_after timestamp without time zone) RETURNS timestamp without time zone
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_t      timestamp := date_trunc('minute', p_after) + interval '1 minute';
+    v_year   integer := date_part('year', v_t);
+    v_month  integer := date_part('month', v_t);
+    v_day    integer := date_part('day', v_t);
+    v_hour   integer := date_part('hour', v_t);
+    v_minute integer := date_part('minute', v_t);
+    v_limit  integer := v_year + 100;
+    v_days   bigint;           -- the days of v_month that match, as a mask
+    v_for    integer := -1;    -- the month v_days is for, year * 12 + month
+    v_week   bigint;           -- the matching weekdays, bit k for the weekday of day k + 1
+    v_first  integer;          -- the weekday of the 1st
+    v_next   integer;
+BEGIN
+    LOOP
+        v_next := skiplock.cron_next_bit(p_parsed[4], v_month);
+        IF v_next IS NULL THEN
+            v_year := v_year + 1;
+            v_month := skiplock.cron_next_bit(p_parsed[4], 1);
+            v_day := 1; v_hour := 0; v_minute := 0;
+            IF v_year > v_limit THEN
+                PERFORM skiplock.cron_invalid(NULL, 'it matches no date in 100 years');
+            END IF;
+        ELSIF v_next <> v_month THEN
+            v_month := v_next;
+            v_day := 1; v_hour := 0; v_minute := 0;
+        END IF;
+        IF v_for <> v_year * 12 + v_month THEN
+            v_for := v_year * 12 + v_month;
+            v_first := date_part('dow', make_date(v_year, v_month, 1));
+            v_week := ((p_parsed[5] >> v_first) | (p_parsed[5] << (7 - v_first))) & 127;
+            -- (PostgreSQL gives | and << the same precedence, left to right)
+            v_days := (v_week | (v_week << 7) | (v_week << 14) | (v_week << 21) | (v_week << 28))
+                      << 1;
+            v_days := CASE WHEN p_parsed[6] & 1 <> 0 THEN p_parsed[3] | v_days
+                           ELSE p_parsed[3] & v_days END
+                      & ((2::bigint << CASE WHEN v_month <> 2 THEN 30 + (v_month + v_month / 8) % 2
+                                            WHEN v_year % 4 = 0 AND (v_year % 100 <> 0
+                                                 OR v_year % 400 = 0) THEN 29
+                                            ELSE 28 END) - 2);
+        END IF;
+        v_next := skiplock.cron_next_bit(v_days, v_day);
+        IF v_next IS NULL THEN
+            v_month := v_month + 1;  -- 13 is next year's turn, above
+            v_day := 1; v_hour := 0; v_minute := 0;
+            CONTINUE;
+        ELSIF v_next <> v_day THEN
+            v_day := v_next;
+            v_hour := 0; v_minute := 0;
+        END IF;
+        v_next := skiplock.cron_next_bit(p_parsed[2], v_hour);
+        IF v_next IS NULL THEN
+            v_day := v_day + 1;  -- past the month's end is the next month's turn, above
+            v_hour := 0; v_minute := 0;
+            CONTINUE;
+        ELSIF v_next <> v_hour THEN
+            v_hour := v_next;
+            v_minute := 0;
+        END IF;
+        v_next := skiplock.cron_next_bit(p_parsed[1], v_minute);
+        IF v_next IS NULL THEN
+            v_hour := v_hour + 1;  -- 24 is the next day's turn, above
+            v_minute := 0;
+            CONTINUE;
+        END IF;
+        RETURN make_timestamp(v_year, v_month, v_day, v_hour, v_next, 0);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_slot_after(p_parsed bigint[], p_tz text, p_after timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_times  boolean := p_parsed[6] & 2 <> 0;
+    v_wall   timestamp := p_after AT TIME ZONE p_tz;  -- search wall-clock minutes after it
+    v_n      timestamp;     -- a wall-clock minute the expression matches
+    v_u      timestamptz;   -- v_n read as UTC
+    v_before interval;      -- the zone's offset 15 hours before v_u, and
+    v_after  interval;      -- 13 hours after: the readings of v_n lie between (-12 to +14)
+    v_early  timestamptz;   -- v_n read at v_before's offset, if the clock reads v_n then
+    v_late   timestamptz;   -- and at v_after's
+    v_shift  timestamptz;   -- a transition
+    v_repeat timestamptz;   -- a slot in the repeat of the hour p_after is in, see below
+BEGIN
+    IF NOT v_times THEN
+        -- p_after in an hour the clock is about to read again (01:20 EDT, before New York
+        -- falls back from 02:00 EDT to 01:00 EST): the first slot may be in the repeat
+        -- (01:00 EST for "*/15 * * * *"), on wall-clock minutes not after v_wall.
+        v_u := v_wall AT TIME ZONE 'UTC';
+        v_before := ((v_u - interval '15 hours') AT TIME ZONE p_tz) - (v_wall - interval '15 hours');
+        v_after := ((v_u + interval '13 hours') AT TIME ZONE p_tz) - (v_wall + interval '13 hours');
+        IF v_after < v_before THEN
+            v_late := v_u - v_after;
+            IF v_late > p_after AND (v_late AT TIME ZONE p_tz) = v_wall THEN
+                v_shift := skiplock.cron_transition(p_tz, p_after, v_late);
+                v_n := skiplock.cron_next_wall(
+                    p_parsed, (v_shift AT TIME ZONE p_tz) - interval '1 microsecond');
+                IF v_n < (v_shift AT TIME ZONE p_tz) + (v_before - v_after) THEN
+                    v_repeat := (v_n AT TIME ZONE 'UTC') - v_after;
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    FOR v_pass IN 1..100 LOOP
+        v_n := skiplock.cron_next_wall(p_parsed, v_wall);
+        v_u := v_n AT TIME ZONE 'UTC';
+        v_before := ((v_u - interval '15 hours') AT TIME ZONE p_tz) - (v_n - interval '15 hours');
+        v_after := ((v_u + interval '13 hours') AT TIME ZONE p_tz) - (v_n + interval '13 hours');
+        v_early := v_u - v_before;
+        IF v_before = v_after THEN  -- no transition near: the one reading of v_n
+            IF v_early > p_after THEN
+                RETURN least(v_early, v_repeat);
+            END IF;
+            v_wall := v_n;
+            CONTINUE;
+        END IF;
+        v_late := v_u - v_after;
+        IF (v_early AT TIME ZONE p_tz) <> v_n THEN
+            v_early := NULL;
+        END IF;
+        IF (v_late AT TIME ZONE p_tz) <> v_n THEN
+            v_late := NULL;
+        END IF;
+        IF v_early IS NULL AND v_late IS NULL THEN
+            -- the clock skips v_n (spring forward): times of day fire at the transition,
+            -- the rest skip to the first minute after the jump
+            v_shift := skiplock.cron_transition(p_tz, v_u - v_after, v_u - v_before);
+            IF v_times THEN
+                RETURN v_shift;
+            END IF;
+            v_wall := (v_shift AT TIME ZONE p_tz) - interval '1 microsecond';
+            CONTINUE;
+        END IF;
+        v_early := coalesce(v_early, v_late);
+        v_late := coalesce(v_late, v_early);
+        IF v_early > p_after THEN
+            RETURN least(v_early, v_repeat);
+        ELSIF v_late > p_after AND NOT v_times THEN
+            RETURN least(v_late, v_repeat);
+        ELSIF v_late > v_early THEN
+            -- a time of day in the repeat of a fall-back, which fired at its first
+            -- reading: go on from the end of the repeat (from 02:00 EDT's reading)
+            v_shift := skiplock.cron_transition(p_tz, v_early, v_late);
+            v_wall := (v_shift AT TIME ZONE 'UTC') + v_before - interval '1 microsecond';
+        ELSE
+            v_wall := v_n;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'cron_slot_after: no slot found after % in %', p_after, p_tz;
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_slots(p_cron text, p_tz text, p_after timestamp with time zone, p_count integer) RETURNS timestamp with time zone[]
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_parsed bigint[] := skiplock.parse_cron(p_cron);
+    v_slots  timestamptz[] := '{}';
+    v_at     timestamptz := p_after;
+BEGIN
+    PERFORM skiplock.cron_check_zone(p_tz);
+    IF NOT isfinite(p_after) OR p_after IS NULL THEN
+        PERFORM skiplock.invalid(format('after must be a finite time, got %s',
+                                        coalesce(p_after::text, 'NULL')));
+    END IF;
+    IF p_count IS NULL OR p_count NOT BETWEEN 0 AND 1000 THEN
+        PERFORM skiplock.invalid(format('count must be 0 to 1000, got %s',
+                                        coalesce(p_count::text, 'NULL')));
+    END IF;
+    FOR v_i IN 1..p_count LOOP
+        v_at := skiplock.cron_slot_after(v_parsed, p_tz, v_at);
+        v_slots := array_append(v_slots, v_at);
+    END LOOP;
+    RETURN v_slots;
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_transition(p_tz text, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_lo     double precision := floor(date_part('epoch', p_from));
+    v_hi     double precision := ceil(date_part('epoch', p_to));
+    v_mid    double precision;
+    v_offset interval := (p_to AT TIME ZONE p_tz) - (p_to AT TIME ZONE 'UTC');
+BEGIN
+    WHILE v_hi - v_lo > 1 LOOP
+        v_mid := floor((v_lo + v_hi) / 2);
+        IF (to_timestamp(v_mid) AT TIME ZONE p_tz) - (to_timestamp(v_mid) AT TIME ZONE 'UTC')
+           = v_offset THEN
+            v_hi := v_mid;
+        ELSE
+            v_lo := v_mid;
+        END IF;
+    END LOOP;
+    RETURN to_timestamp(v_hi);
+END;
+$$;
+
+CREATE FUNCTION skiplock.cron_value(p_cron text, p_field integer, p_token text) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $_$
+DECLARE
+    v_name text := (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field];
+    v_low  integer := (ARRAY[0, 0, 1, 1, 0])[p_field];
+    v_high integer := (ARRAY[59, 23, 31, 12, 7])[p_field];
+    v_at   integer;
+BEGIN
+    IF p_token ~ '^[0-9]+$' THEN
+        IF length(p_token) <= 4 AND p_token::integer BETWEEN v_low AND v_high THEN
+            RETURN p_token::integer;
+        END IF;
+        PERFORM skiplock.cron_invalid(p_cron,
+            format('%s %s is out of range %s-%s', v_name, p_token, v_low, v_high));
+    END IF;
+    IF p_field = 4 THEN
+        v_at := strpos('janfebmaraprmayjunjulaugsepoctnovdec', lower(p_token));
+        IF length(p_token) = 3 AND v_at % 3 = 1 THEN
+            RETURN (v_at + 2) / 3;
+        END IF;
+        PERFORM skiplock.cron_invalid(p_cron,
+            format('month "%s" is not a number (1-12) or a month name (JAN-DEC)', p_token));
+    ELSIF p_field = 5 THEN
+        v_at := strpos('sunmontuewedthufrisat', lower(p_token));
+        IF length(p_token) = 3 AND v_at % 3 = 1 THEN
+            RETURN (v_at - 1) / 3;
+        END IF;
+        PERFORM skiplock.cron_invalid(p_cron,
+            format('day-of-week "%s" is not a number (0-7) or a day name (SUN-SAT)', p_token));
+    END IF;
+    PERFORM skiplock.cron_invalid(p_cron,
+        format('%s "%s" is not a number (%s-%s)', v_name, p_token, v_low, v_high));
+    RETURN NULL;  -- not reached
+END;
+$_$;
 
 CREATE TABLE skiplock.runs (
     id text NOT NULL,
@@ -434,6 +867,8 @@ CREATE TABLE skiplock.runs (
     waited_on boolean DEFAULT false NOT NULL,
     interruptions integer DEFAULT 0 NOT NULL,
     retention_s double precision,
+    schedule_id text,
+    schedule_slot timestamp with time zone,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
@@ -456,6 +891,10 @@ BEGIN
     RETURN v_run;
 END;
 $$;
+
+CREATE FUNCTION skiplock.deactivate_schedule(p_id text) RETURNS skiplock.schedules
+    LANGUAGE sql
+    AS $$ SELECT skiplock.set_schedule_active(p_id, false) $$;
 
 CREATE FUNCTION skiplock.delete_attempts_of_deleted_runs() RETURNS trigger
     LANGUAGE plpgsql
@@ -502,6 +941,21 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = ANY (b.run_ids));
     END IF;
     RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION skiplock.delete_schedule(p_id text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v skiplock.schedules := skiplock.schedule_for_update(p_id);
+BEGIN
+    IF v.type = 'DECLARATIVE' THEN
+        PERFORM skiplock.invalid(format(
+            'schedule %s is declared in code (task %s): remove its cron there, or deactivate it',
+            p_id, v.task_identifier));
+    END IF;
+    DELETE FROM skiplock.schedules s WHERE s.id = p_id;
 END;
 $$;
 
@@ -594,6 +1048,81 @@ BEGIN
         PERFORM skiplock.wake(v_run.queue);
     END IF;
     RETURN v_status;
+END;
+$$;
+
+CREATE FUNCTION skiplock.fire_schedule(p_s skiplock.schedules, p_slot timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_run text;
+BEGIN
+    BEGIN
+        SELECT t.run_id INTO v_run
+          FROM skiplock.trigger(p_s.task_identifier, skiplock.scheduled_payload(p_s, p_slot),
+                                jsonb_build_object('schedule_id', p_s.id,
+                                                   'schedule_slot', skiplock.iso_utc(p_slot))) t;
+        UPDATE skiplock.schedules s SET last_error = NULL WHERE s.id = p_s.id AND s.last_error IS NOT NULL;
+    EXCEPTION
+        WHEN unique_violation THEN
+            v_run := NULL;  -- fired already
+        WHEN OTHERS THEN
+            UPDATE skiplock.schedules s
+               SET last_error = format('%s: %s', skiplock.iso_utc(p_slot), SQLERRM)
+             WHERE s.id = p_s.id;
+            v_run := NULL;
+    END;
+    RETURN v_run;
+END;
+$$;
+
+CREATE FUNCTION skiplock.fire_schedules(p_limit integer DEFAULT 1000) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_s     skiplock.schedules;
+    v_slot  timestamptz;
+    v_next  timestamptz;
+    v_run   text;
+    v_count integer := 0;
+    v_n     integer;
+BEGIN
+    FOR v_s IN
+        SELECT * FROM skiplock.schedules s
+         WHERE s.active AND s.next_slot <= v_now
+         ORDER BY s.next_slot
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        v_slot := v_s.next_slot;
+        v_run := NULL;
+        IF v_s.catch_up = 'all' THEN
+            v_n := 0;
+            LOOP
+                v_run := coalesce(skiplock.fire_schedule(v_s, v_slot), v_run);
+                v_count := v_count + (v_run IS NOT NULL)::integer;
+                v_s.last_slot := v_slot;
+                v_n := v_n + 1;
+                v_next := skiplock.next_cron_slot(v_s.cron, v_s.timezone, v_slot);
+                EXIT WHEN v_next > v_now OR v_n >= 100;
+                v_slot := v_next;
+            END LOOP;
+        ELSE
+            v_slot := skiplock.latest_cron_slot(v_s.cron, v_s.timezone, v_slot, v_now);
+            IF v_s.catch_up = 'latest' OR v_slot > v_now - interval '1 minute' THEN
+                v_run := skiplock.fire_schedule(v_s, v_slot);
+                v_count := v_count + (v_run IS NOT NULL)::integer;
+            END IF;
+            v_s.last_slot := v_slot;
+            v_next := skiplock.next_cron_slot(v_s.cron, v_s.timezone, v_slot);
+        END IF;
+        UPDATE skiplock.schedules s
+           SET next_slot = v_next, last_slot = v_s.last_slot,
+               last_run_id = coalesce(v_run, s.last_run_id)
+         WHERE s.id = v_s.id;
+    END LOOP;
+    RETURN v_count;
 END;
 $$;
 
@@ -726,6 +1255,38 @@ CREATE FUNCTION skiplock.is_final(p_status skiplock.run_status) RETURNS boolean
                         'SYSTEM_FAILURE', 'EXPIRED')
 $$;
 
+CREATE FUNCTION skiplock.iso_utc(p_at timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+$$;
+
+CREATE FUNCTION skiplock.latest_cron_slot(p_cron text, p_tz text, p_from timestamp with time zone, p_now timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    v_back interval := interval '1 minute';
+    v_slot timestamptz;
+    v_next timestamptz;
+BEGIN
+    LOOP
+        IF p_now - v_back <= p_from THEN
+            v_slot := p_from;
+            EXIT;
+        END IF;
+        v_slot := skiplock.next_cron_slot(p_cron, p_tz, p_now - v_back);
+        EXIT WHEN v_slot <= p_now;
+        v_back := v_back * 4;
+    END LOOP;
+    LOOP
+        v_next := skiplock.next_cron_slot(p_cron, p_tz, v_slot);
+        EXIT WHEN v_next IS NULL OR v_next > p_now;
+        v_slot := v_next;
+    END LOOP;
+    RETURN v_slot;
+END;
+$$;
+
 CREATE TABLE skiplock.attempts (
     id text NOT NULL,
     run_id text NOT NULL,
@@ -767,10 +1328,11 @@ CREATE VIEW skiplock.run_details AS
     expired_at,
     COALESCE(( SELECT jsonb_agg(jsonb_build_object('id', a.id, 'number', a.number, 'status', a.status, 'started_at', a.started_at, 'finished_at', a.finished_at, 'output', a.output, 'error', a.error, 'worker_id', a.worker_id) ORDER BY a.number) AS jsonb_agg
            FROM skiplock.attempts a
-          WHERE (a.run_id = r.id)), '[]'::jsonb) AS attempts
+          WHERE (a.run_id = r.id)), '[]'::jsonb) AS attempts,
+    schedule_id
    FROM skiplock.runs r;
 
-CREATE FUNCTION skiplock.list_runs(p_status skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_tags text[] DEFAULT NULL::text[], p_batch text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 20) RETURNS SETOF skiplock.run_details
+CREATE FUNCTION skiplock.list_runs(p_status skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_tags text[] DEFAULT NULL::text[], p_batch text DEFAULT NULL::text, p_created_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_created_to timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 20, p_schedule text DEFAULT NULL::text) RETURNS SETOF skiplock.run_details
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode TO 'force_custom_plan'
     SET jit TO 'off'
@@ -798,7 +1360,27 @@ BEGIN
        AND (p_created_from IS NULL OR d.created_at >= p_created_from)
        AND (p_created_to IS NULL OR d.created_at < p_created_to)
        AND (p_after IS NULL OR d.id < p_after)
+       AND (p_schedule IS NULL OR d.schedule_id = p_schedule)
      ORDER BY d.id DESC
+     LIMIT p_limit;
+END;
+$$;
+
+CREATE FUNCTION skiplock.list_schedules(p_tasks text[] DEFAULT NULL::text[], p_active boolean DEFAULT NULL::boolean, p_type text DEFAULT NULL::text, p_external_id text DEFAULT NULL::text, p_after text DEFAULT NULL::text, p_limit integer DEFAULT 20) RETURNS SETOF skiplock.schedules
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF p_limit NOT BETWEEN 1 AND 10000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 10000, got %s', p_limit));
+    END IF;
+    RETURN QUERY
+    SELECT * FROM skiplock.schedules s
+     WHERE (p_tasks IS NULL OR s.task_identifier = ANY (p_tasks))
+       AND (p_active IS NULL OR s.active = p_active)
+       AND (p_type IS NULL OR s.type = upper(p_type))
+       AND (p_external_id IS NULL OR s.external_id = p_external_id)
+       AND (p_after IS NULL OR s.id > p_after)
+     ORDER BY s.id
      LIMIT p_limit;
 END;
 $$;
@@ -915,8 +1497,25 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
         false, false,                                               -- suspended, waited_on
         0,                                                          -- interruptions
-        nullif(p_run.retention, 'Infinity')                         -- retention_s
+        nullif(p_run.retention, 'Infinity'),                        -- retention_s
+        p_options->>'schedule_id',                                  -- schedule_id
+        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
     )::skiplock.runs
+$$;
+
+CREATE FUNCTION skiplock.next_cron_slot(p_cron text, p_tz text, p_after timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_parsed bigint[] := skiplock.parse_cron(p_cron);
+BEGIN
+    PERFORM skiplock.cron_check_zone(p_tz);
+    IF NOT isfinite(p_after) OR p_after IS NULL THEN
+        PERFORM skiplock.invalid(format('after must be a finite time, got %s',
+                                        coalesce(p_after::text, 'NULL')));
+    END IF;
+    RETURN skiplock.cron_slot_after(v_parsed, p_tz, p_after);
+END;
 $$;
 
 CREATE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
@@ -1026,11 +1625,67 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'batch_id') <> 'string' THEN 'batch_id must be a string'
         WHEN jsonb_typeof(p_opts->'parent_id') <> 'string' THEN 'parent_id must be a string'
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
+        WHEN jsonb_typeof(p_opts->'schedule_id') <> 'string' THEN 'schedule_id must be a string'
+        WHEN jsonb_typeof(p_opts->'schedule_slot') <> 'string' THEN 'schedule_slot must be a string'
         WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
     END;
+END;
+$$;
+
+CREATE FUNCTION skiplock.parse_cron(p_cron text) RETURNS bigint[]
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    v_text   text := btrim(p_cron, E' \t\n\r');
+    v_fields text[];
+    v_parsed bigint[];
+    v_flags  bigint := 0;
+    v_days   integer;
+BEGIN
+    IF p_cron IS NULL THEN
+        PERFORM skiplock.cron_invalid(NULL, 'it is NULL');
+    END IF;
+    IF v_text LIKE '@%' THEN
+        v_text := CASE lower(v_text)
+            WHEN '@yearly' THEN '0 0 1 1 *' WHEN '@annually' THEN '0 0 1 1 *'
+            WHEN '@monthly' THEN '0 0 1 * *' WHEN '@weekly' THEN '0 0 * * 0'
+            WHEN '@daily' THEN '0 0 * * *' WHEN '@midnight' THEN '0 0 * * *'
+            WHEN '@hourly' THEN '0 * * * *' END;
+        IF v_text IS NULL THEN
+            PERFORM skiplock.cron_invalid(p_cron, 'unknown nickname: use @yearly, @annually, '
+                '@monthly, @weekly, @daily, @midnight or @hourly, or 5 fields');
+        END IF;
+    END IF;
+    v_fields := CASE WHEN v_text = '' THEN '{}' ELSE regexp_split_to_array(v_text, '\s+') END;
+    IF cardinality(v_fields) <> 5 THEN
+        PERFORM skiplock.cron_invalid(p_cron, format('expected 5 fields (minute hour '
+            'day-of-month month day-of-week) or a nickname such as @daily, got %s',
+            cardinality(v_fields)));
+    END IF;
+    v_parsed := ARRAY[skiplock.cron_field(p_cron, 1, v_fields[1]),
+                      skiplock.cron_field(p_cron, 2, v_fields[2]),
+                      skiplock.cron_field(p_cron, 3, v_fields[3]),
+                      skiplock.cron_field(p_cron, 4, v_fields[4]),
+                      skiplock.cron_field(p_cron, 5, v_fields[5])];
+    IF v_fields[3] NOT LIKE '*%' AND v_fields[5] NOT LIKE '*%' THEN
+        v_flags := v_flags | 1;
+    ELSE
+        -- the longest allowed month, and the smallest allowed day
+        v_days := CASE WHEN v_parsed[4] & 5546 <> 0 THEN 31    -- Jan Mar May Jul Aug Oct Dec
+                       WHEN v_parsed[4] & 2640 <> 0 THEN 30    -- Apr Jun Sep Nov
+                       ELSE 29 END;
+        IF v_parsed[3] & ((2::bigint << v_days) - 2) = 0 THEN
+            PERFORM skiplock.cron_invalid(p_cron, format('it never matches: no month it allows '
+                'has a day %s', skiplock.cron_next_bit(v_parsed[3], 1)));
+        END IF;
+    END IF;
+    IF v_fields[1] NOT LIKE '*%' AND v_fields[2] NOT LIKE '*%' THEN
+        v_flags := v_flags | 2;
+    END IF;
+    RETURN v_parsed || v_flags;
 END;
 $$;
 
@@ -1287,6 +1942,7 @@ BEGIN
             queue_retention_s = excluded.queue_retention_s,
             default_retention_s = excluded.default_retention_s;
 
+    PERFORM skiplock.sync_declared_schedules(p_version, p_tasks);
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
     RETURN v_dep;
 END;
@@ -1730,6 +2386,42 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.schedule_for_update(p_id text) RETURNS skiplock.schedules
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v skiplock.schedules;
+BEGIN
+    SELECT * INTO v FROM skiplock.schedules s WHERE s.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM skiplock.schedule_not_found(p_id);
+    END IF;
+    RETURN v;
+END;
+$$;
+
+CREATE FUNCTION skiplock.schedule_not_found(p_id text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SL009', MESSAGE = format('schedule %s does not exist', p_id);
+END;
+$$;
+
+CREATE FUNCTION skiplock.scheduled_payload(p_s skiplock.schedules, p_slot timestamp with time zone) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT jsonb_build_object(
+        'timestamp', skiplock.iso_utc(p_slot),
+        'last_timestamp', skiplock.iso_utc(p_s.last_slot),
+        'timezone', p_s.timezone,
+        'schedule_id', p_s.id,
+        'external_id', p_s.external_id,
+        'upcoming', (SELECT coalesce(jsonb_agg(skiplock.iso_utc(u)), '[]')
+                       FROM unnest(skiplock.cron_slots(p_s.cron, p_s.timezone, p_slot, 5)) u),
+        'payload', p_s.payload)
+$$;
+
 CREATE FUNCTION skiplock.seconds_or_forever(p_obj jsonb, p_key text) RETURNS double precision
     LANGUAGE sql IMMUTABLE
     AS $$
@@ -1749,6 +2441,25 @@ BEGIN
      WHERE name = p_name;
     PERFORM skiplock.wake(p_name);
     RETURN p_limit;
+END;
+$$;
+
+CREATE FUNCTION skiplock.set_schedule_active(p_id text, p_active boolean) RETURNS skiplock.schedules
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v     skiplock.schedules := skiplock.schedule_for_update(p_id);
+BEGIN
+    IF v.active IS DISTINCT FROM p_active THEN
+        UPDATE skiplock.schedules s
+           SET active = p_active, updated_at = v_now,
+               next_slot = CASE WHEN p_active THEN skiplock.next_cron_slot(s.cron, s.timezone, v_now)
+                                ELSE s.next_slot END
+         WHERE s.id = p_id
+        RETURNING * INTO v;
+    END IF;
+    RETURN v;
 END;
 $$;
 
@@ -1794,6 +2505,49 @@ $$;
 CREATE FUNCTION skiplock.subscription_horizon() RETURNS xid8
     LANGUAGE sql
     AS $$ SELECT pg_snapshot_xmax(pg_current_snapshot()) $$;
+
+CREATE FUNCTION skiplock.sync_declared_schedules(p_version text, p_tasks jsonb) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_task jsonb;
+    v_old  skiplock.schedules;
+    v      skiplock.schedules;
+BEGIN
+    FOR v_task IN
+        SELECT t FROM jsonb_array_elements(p_tasks) t ORDER BY t->>'id'  -- one lock order
+    LOOP
+        SELECT * INTO v_old FROM skiplock.schedules s
+         WHERE s.type = 'DECLARATIVE' AND s.task_identifier = v_task->>'id' FOR UPDATE;
+        CONTINUE WHEN FOUND AND p_version = 'dev' AND v_old.declared_version <> 'dev';
+        IF jsonb_typeof(v_task->'cron') = 'string' THEN
+            v := v_old;
+            v.id := coalesce(v_old.id, skiplock.gen_id('sched'));
+            v.task_identifier := v_task->>'id';
+            v.cron := btrim(v_task->>'cron');
+            v.timezone := coalesce(v_task->>'timezone', 'UTC');
+            v.type := 'DECLARATIVE';
+            v.catch_up := coalesce(v_task->>'catch_up', 'latest');
+            v.active := coalesce(v_old.active, true);
+            v.declared_version := p_version;
+            v.created_at := coalesce(v_old.created_at, v_now);
+            v.updated_at := v_now;
+            v := skiplock.checked_schedule(v, v_now);
+            IF v_old.id IS NOT NULL AND v_old.cron = v.cron AND v_old.timezone = v.timezone THEN
+                v.next_slot := v_old.next_slot;  -- unchanged: keep its place
+            END IF;
+            INSERT INTO skiplock.schedules AS s SELECT (v).*
+            ON CONFLICT (task_identifier) WHERE type = 'DECLARATIVE' DO UPDATE
+                SET cron = excluded.cron, timezone = excluded.timezone,
+                    catch_up = excluded.catch_up, declared_version = excluded.declared_version,
+                    next_slot = excluded.next_slot, updated_at = excluded.updated_at;
+        ELSIF v_old.id IS NOT NULL THEN
+            DELETE FROM skiplock.schedules s WHERE s.id = v_old.id;
+        END IF;
+    END LOOP;
+END;
+$$;
 
 CREATE FUNCTION skiplock.task_deployment(p_task text, p_version text) RETURNS SETOF skiplock.deployment_tasks
     LANGUAGE sql STABLE
@@ -1876,6 +2630,7 @@ BEGIN
         'crashed', skiplock.crash_lost_workers(p_batch),
         'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
                        THEN skiplock.prune_registry() END,
+        'scheduled', skiplock.fire_schedules(p_batch),
         'purged', skiplock.purge(500),
         'purged_tokens', CASE WHEN skiplock.due('purge_tokens', interval '10 minutes')
                               THEN skiplock.purge_tokens(skiplock.token_retention()) END);
@@ -2084,6 +2839,40 @@ BEGIN
     UPDATE skiplock.runs SET metadata = p_metadata, updated_at = skiplock.now() WHERE id = v_run.id;
     PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
     RETURN true;
+END;
+$$;
+
+CREATE FUNCTION skiplock.update_schedule(p_id text, p_changes jsonb) RETURNS skiplock.schedules
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_old skiplock.schedules := skiplock.schedule_for_update(p_id);
+    v     skiplock.schedules := v_old;
+BEGIN
+    IF v_old.type = 'DECLARATIVE' THEN
+        PERFORM skiplock.invalid(format(
+            'schedule %s is declared in code (task %s): change it there', p_id, v_old.task_identifier));
+    END IF;
+    IF jsonb_typeof(p_changes) IS DISTINCT FROM 'object' THEN
+        PERFORM skiplock.invalid('changes must be a JSON object');
+    END IF;
+    IF p_changes ? 'cron' THEN v.cron := btrim(p_changes->>'cron'); END IF;
+    IF p_changes ? 'timezone' THEN v.timezone := p_changes->>'timezone'; END IF;
+    IF p_changes ? 'task' THEN v.task_identifier := p_changes->>'task'; END IF;
+    IF p_changes ? 'external_id' THEN v.external_id := p_changes->>'external_id'; END IF;
+    IF p_changes ? 'payload' THEN v.payload := p_changes->'payload'; END IF;
+    IF p_changes ? 'catch_up' THEN v.catch_up := p_changes->>'catch_up'; END IF;
+    v := skiplock.checked_schedule(v, v_now);
+    UPDATE skiplock.schedules s
+       SET cron = v.cron, timezone = v.timezone, task_identifier = v.task_identifier,
+           external_id = v.external_id, payload = v.payload, catch_up = v.catch_up,
+           next_slot = CASE WHEN v.cron = v_old.cron AND v.timezone = v_old.timezone
+                            THEN v_old.next_slot ELSE v.next_slot END,
+           updated_at = v_now
+     WHERE s.id = p_id
+    RETURNING * INTO v;
+    RETURN v;
 END;
 $$;
 
@@ -2326,6 +3115,12 @@ ALTER TABLE ONLY skiplock.run_waitpoints
 ALTER TABLE ONLY skiplock.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY skiplock.schedules
+    ADD CONSTRAINT schedules_deduplication_key_key UNIQUE (deduplication_key);
+
+ALTER TABLE ONLY skiplock.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY skiplock.subscribers
     ADD CONSTRAINT subscribers_pkey PRIMARY KEY (pid);
 
@@ -2362,11 +3157,19 @@ CREATE INDEX runs_purge_idx ON skiplock.runs USING btree (skiplock.purge_at(fini
 
 CREATE INDEX runs_ready_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text), order_at, id) WHERE (status = 'QUEUED'::skiplock.run_status);
 
+CREATE UNIQUE INDEX runs_schedule_slot_idx ON skiplock.runs USING btree (schedule_id, schedule_slot) WHERE (schedule_id IS NOT NULL);
+
 CREATE INDEX runs_slots_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text)) WHERE (status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]));
 
 CREATE INDEX runs_tags_idx ON skiplock.runs USING gin (tags) WHERE (tags <> '{}'::text[]);
 
 CREATE INDEX runs_task_idx ON skiplock.runs USING btree (task_identifier, id);
+
+CREATE UNIQUE INDEX schedules_declared_idx ON skiplock.schedules USING btree (task_identifier) WHERE (type = 'DECLARATIVE'::text);
+
+CREATE INDEX schedules_due_idx ON skiplock.schedules USING btree (next_slot) WHERE active;
+
+CREATE INDEX schedules_task_idx ON skiplock.schedules USING btree (task_identifier, id);
 
 CREATE UNIQUE INDEX waitpoints_batch_idx ON skiplock.waitpoints USING btree (batch_id) WHERE (type = 'BATCH'::skiplock.waitpoint_type);
 

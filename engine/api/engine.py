@@ -23,6 +23,7 @@ from .connections import Connections
 from .options import TriggerOptions
 from .queues import Queues
 from .runs import Runs
+from .schedules import Schedules
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .twins import Plan, twin
 from .waitpoints import Waitpoints
@@ -71,6 +72,7 @@ class Engine:
         self.queues = Queues(self._conns)
         self.waitpoints = Waitpoints(self._conns)
         self.workers = Workers(self._conns)
+        self.schedules = Schedules(self._conns)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -142,11 +144,16 @@ class Engine:
         max_duration: float | timedelta | None = None,
         ttl: Duration | None = None,
         retention: Duration | Unset | None = UNSET,
+        cron: str | None = None,
+        timezone: str = "UTC",
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
         """Declare a task. The function takes (payload, ctx); its annotations give the
         payload and output types. `def` tasks run in a thread, `async def` on the loop.
         `retention` keeps its finished runs that long (None: forever) instead of its
-        queue's or the engine's retention."""
+        queue's or the engine's retention. `cron` (5 fields, in IANA zone `timezone`)
+        declares its schedule: created or updated when a worker of the task registers,
+        removed when a deployment of the task no longer declares it; each run gets a
+        `ScheduledPayload`."""
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             if id in self.tasks:
@@ -161,11 +168,19 @@ class Engine:
                 ttl=ttl,
                 retention=retention,
                 default_retention=self.retention,
+                cron=cron,
+                timezone=timezone,
             )
             self.tasks[id] = task
             return task
 
         return register
+
+    def schedule(
+        self, id: str, *, cron: str, timezone: str = "UTC", **task_options: Any
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Declare a scheduled task: `@app.task(id, cron=..., timezone=..., ...)`."""
+        return self.task(id, cron=cron, timezone=timezone, **task_options)
 
     # -- triggering by id ------------------------------------------------------------------
 

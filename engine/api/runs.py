@@ -50,6 +50,7 @@ class ListFilter:
     created_from: datetime | None
     created_to: datetime | None
     limit: int
+    schedule: str | None = None
 
     def query(self, after: str | None) -> Query[list[dict[str, Any]]]:
         # one extra row tells whether a next page exists
@@ -62,6 +63,7 @@ class ListFilter:
             created_to=self.created_to,
             after=after,
             limit=self.limit + 1,
+            schedule=self.schedule,
         )
 
 
@@ -122,6 +124,7 @@ def _filter(
     created_from: datetime | None,
     created_to: datetime | None,
     limit: int,
+    schedule: str | None = None,
 ) -> ListFilter:
     statuses = _strings("status", status)
     for s in statuses or []:
@@ -135,6 +138,7 @@ def _filter(
         created_from,
         created_to,
         _limit(limit),
+        schedule,
     )
 
 
@@ -164,11 +168,13 @@ class Runs:
         created_to: datetime | None = None,
         limit: int = 20,
         after: str | None = None,
+        schedule: str | None = None,
     ) -> Plan[Page]:
         """Runs newest first, filtered (filters AND together; a list matches any of its
-        values). `after` is a page's `next_cursor`: the page that follows it. Raises
-        `UnknownTaskError` for a task filter no deployment or run knows."""
-        flt = _filter(status, task, tag, batch, created_from, created_to, limit)
+        values; `schedule`: the runs a schedule triggered). `after` is a page's
+        `next_cursor`: the page that follows it. Raises `UnknownTaskError` for a task
+        filter no deployment or run knows."""
+        flt = _filter(status, task, tag, batch, created_from, created_to, limit, schedule)
         return Page(self._conns, flt, (yield flt.query(_cursor(after))))
 
     list_async = list.aio

@@ -74,6 +74,8 @@ class Task(Generic[P, O]):
         ttl: Duration | None,
         retention: Duration | Unset | None = UNSET,
         default_retention: float | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
     ) -> None:
         if not isinstance(task_id, str) or not 1 <= len(task_id) <= 256 or "\x00" in task_id:
             raise InvalidArgumentError("task id must be 1 to 256 characters")
@@ -98,6 +100,12 @@ class Task(Generic[P, O]):
             else retention_seconds(queue_retention, "retention")
         )
         self.engine_retention = default_retention
+        # a declared schedule, checked in SQL when a worker registers the task
+        if cron is not None and (not isinstance(cron, str) or not cron.strip()):
+            raise InvalidArgumentError(f"cron must be a cron expression, got {cron!r}")
+        if not isinstance(timezone, str) or not timezone:
+            raise InvalidArgumentError(f"timezone must be an IANA zone name, got {timezone!r}")
+        self.cron, self.timezone = cron, timezone
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
@@ -127,6 +135,8 @@ class Task(Generic[P, O]):
             entry["retention"] = self.retention
         if self.queue.retention is not UNSET:
             entry["queue_retention"] = self.default_retention
+        if self.cron is not None:
+            entry["cron"], entry["timezone"] = self.cron, self.timezone
         return entry
 
     def defaults(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ..errors import InvalidArgumentError, SkiplockError
 from ..models import RunStatus
 from ..worker.report import plural
 from . import output
+from . import schedules as schedules_cli
 from .watch import watch
 
 
@@ -161,6 +162,10 @@ def cmd_queues(args: argparse.Namespace) -> None:
         for q in queues
     ]
     print(output.table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
+
+
+def cmd_schedules(args: argparse.Namespace) -> None:
+    schedules_cli.run(_engine(args), args)
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -352,6 +357,8 @@ def parser() -> argparse.ArgumentParser:
         # SUPPRESS: unless given here, the flag keeps what `queues --json` set
         _json_flag(sp, default=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_queues)
+
+    schedules_cli.add_parser(sub, _json_flag, _HelpFormatter, cmd_schedules)
 
     db = sub.add_parser("db", help="the database: table health (sizes, dead tuples, vacuum)")
     dbs = db.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -91,7 +91,9 @@ LANGUAGE sql VOLATILE AS $$
         p_run.start_at + make_interval(secs => p_run.ttl),          -- expires_at
         false, false,                                               -- suspended, waited_on
         0,                                                          -- interruptions
-        nullif(p_run.retention, 'Infinity')                         -- retention_s
+        nullif(p_run.retention, 'Infinity'),                        -- retention_s
+        p_options->>'schedule_id',                                  -- schedule_id
+        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
     )::skiplock.runs
 $$;
 
@@ -100,7 +102,8 @@ $$;
 -- Options (all optional): delay_seconds | delay_until, ttl (s), idempotency_key,
 --   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
 --   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
---   forever) and default_retention (s, null: forever; see run_retention).
+--   forever) and default_retention (s, null: forever; see run_retention); schedule_id and
+--   schedule_slot (set by fire_schedule: one run per schedule and slot).
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
@@ -245,6 +248,8 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'batch_id') <> 'string' THEN 'batch_id must be a string'
         WHEN jsonb_typeof(p_opts->'parent_id') <> 'string' THEN 'parent_id must be a string'
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
+        WHEN jsonb_typeof(p_opts->'schedule_id') <> 'string' THEN 'schedule_id must be a string'
+        WHEN jsonb_typeof(p_opts->'schedule_slot') <> 'string' THEN 'schedule_slot must be a string'
         WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')

@@ -30,7 +30,8 @@ $$;
 -- while this registration was in flight is released by the next tick.
 -- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl",
 --           "retention", "queue_retention", "default_retention"}]; the retentions are
---           seconds, JSON null for forever, absent when not declared.
+--           seconds, JSON null for forever, absent when not declared; "cron",
+--           "timezone", "catch_up" of a task declaring a schedule (sync_declared_schedules).
 -- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
 -- Returns the deployment id.
 CREATE OR REPLACE FUNCTION skiplock.register_worker(
@@ -86,6 +87,7 @@ BEGIN
             queue_retention_s = excluded.queue_retention_s,
             default_retention_s = excluded.default_retention_s;
 
+    PERFORM skiplock.sync_declared_schedules(p_version, p_tasks);
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
     RETURN v_dep;
 END;

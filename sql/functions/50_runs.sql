@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION skiplock.list_runs(
     p_status skiplock.run_status[] DEFAULT NULL, p_tasks text[] DEFAULT NULL,
     p_tags text[] DEFAULT NULL, p_batch text DEFAULT NULL,
     p_created_from timestamptz DEFAULT NULL, p_created_to timestamptz DEFAULT NULL,
-    p_after text DEFAULT NULL, p_limit integer DEFAULT 20)
+    p_after text DEFAULT NULL, p_limit integer DEFAULT 20, p_schedule text DEFAULT NULL)
 RETURNS SETOF skiplock.run_details
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_custom_plan SET jit = off  -- see lock_ready
@@ -38,6 +38,7 @@ BEGIN
        AND (p_created_from IS NULL OR d.created_at >= p_created_from)
        AND (p_created_to IS NULL OR d.created_at < p_created_to)
        AND (p_after IS NULL OR d.id < p_after)
+       AND (p_schedule IS NULL OR d.schedule_id = p_schedule)
      ORDER BY d.id DESC
      LIMIT p_limit;
 END;

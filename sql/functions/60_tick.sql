@@ -4,7 +4,7 @@
 -- expire runs whose TTL passed before they started; promote due DELAYED runs to
 -- QUEUED; release PENDING_VERSION runs whose task got deployed; crash the runs of
 -- workers whose lease lapsed. At most p_batch runs (workers) of each kind per call.
--- Purge up to 500 runs whose retention ran out (skiplock.purge). Every 10 minutes, also
+-- Fire the due schedules (skiplock.fire_schedules). Purge up to 500 runs whose retention ran out (skiplock.purge). Every 10 minutes, also
 -- prune the registry (skiplock.prune_registry) and old tokens (skiplock.purge_tokens).
 -- Any number of callers may call it (workers, pg_cron): a transaction-scoped advisory
 -- lock lets one work while the others return at once.
@@ -83,6 +83,7 @@ BEGIN
         'crashed', skiplock.crash_lost_workers(p_batch),
         'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
                        THEN skiplock.prune_registry() END,
+        'scheduled', skiplock.fire_schedules(p_batch),
         'purged', skiplock.purge(500),
         'purged_tokens', CASE WHEN skiplock.due('purge_tokens', interval '10 minutes')
                               THEN skiplock.purge_tokens(skiplock.token_retention()) END);

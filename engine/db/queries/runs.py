@@ -65,10 +65,12 @@ def list_runs(
     created_to: datetime | None,
     after: str | None,
     limit: int,
+    schedule: str | None = None,
 ) -> Query[list[dict[str, Any]]]:
     return Query(
-        "SELECT * FROM skiplock.list_runs(%s::skiplock.run_status[], %s, %s, %s, %s, %s, %s, %s)",
-        (status, tasks, tags, batch, created_from, created_to, after, limit),
+        "SELECT * FROM skiplock.list_runs("
+        "%s::skiplock.run_status[], %s, %s, %s, %s, %s, %s, %s, %s)",
+        (status, tasks, tags, batch, created_from, created_to, after, limit, schedule),
         _as_is,
     )
 
