@@ -8,7 +8,7 @@ from .api.runs import Page
 from .api.schedules import SchedulePage
 from .api.tasks import BatchItem, Task
 from .api.waitpoints import Waitpoint
-from .errors import AbortTaskRunError, WaitFailedError
+from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
 from .models import (
     Attempt,
     BatchHandle,
@@ -30,6 +30,7 @@ __all__ = [
     "BatchHandle",
     "BatchItem",
     "Engine",
+    "InvalidCronError",
     "Metadata",
     "Page",
     "Queue",

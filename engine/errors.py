@@ -45,7 +45,9 @@ class TokenNotFoundError(SkiplockError, LookupError):
 
 class InvalidCronError(InvalidArgumentError):
     """A cron expression that does not parse (wrong number of fields, a value out of its
-    field's range, a bad step or name) or never matches (February 30th)."""
+    field's range, a bad step or name) or never matches (February 30th); the message names
+    the field at fault. SQLSTATE SL008 (skiplock.parse_cron). An `InvalidArgumentError`, so
+    catching that catches this too; an unknown time zone is a plain `InvalidArgumentError`."""
 
 
 class ScheduleNotFoundError(SkiplockError, LookupError):

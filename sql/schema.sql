@@ -497,75 +497,111 @@ BEGIN
     IF p_tz IS NULL THEN
         PERFORM skiplock.invalid('time zone is NULL: give an IANA name such as Europe/Paris');
     END IF;
-    PERFORM now() AT TIME ZONE p_tz;
-EXCEPTION WHEN invalid_parameter_value THEN
-    PERFORM skiplock.invalid(format('unknown time zone "%s": give an IANA name such as '
-                                    'Europe/Paris or UTC', p_tz));
+    IF p_tz = 'UTC' THEN
+        RETURN;
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE p_tz;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        PERFORM skiplock.invalid(format('unknown time zone "%s": give an IANA name such as '
+                                        'Europe/Paris or UTC', p_tz));
+    END;
+    IF strpos(p_tz, '/') = 0 AND (
+        -- a POSIX spec has a digit; these zones too
+        (translate(p_tz, '0123456789', '') <> p_tz
+         AND upper(p_tz) NOT IN ('EST5EDT', 'CST6CDT', 'MST7MDT', 'PST8PDT', 'GMT0', 'GMT+0',
+                                 'GMT-0'))
+        -- an abbreviation, but for the zones that are the same fixed offset
+        OR (upper(p_tz) NOT IN ('EST', 'GMT', 'HST', 'MST', 'UCT', 'ZULU')
+            AND EXISTS (SELECT 1 FROM pg_timezone_abbrevs a WHERE lower(a.abbrev) = lower(p_tz))))
+    THEN
+        PERFORM skiplock.invalid(format('time zone "%s" reads in PostgreSQL as a fixed offset '
+            'without daylight saving (an abbreviation or a POSIX spec): give an IANA name such '
+            'as Europe/Paris, or UTC', p_tz));
+    END IF;
 END;
 $$;
 
 CREATE FUNCTION skiplock.cron_field(p_cron text, p_field integer, p_text text) RETURNS bigint
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-    AS $_$
+    AS $$
 DECLARE
-    v_name  text := (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field];
     v_low   integer := (ARRAY[0, 0, 1, 1, 0])[p_field];
     v_high  integer := (ARRAY[59, 23, 31, 12, 7])[p_field];
     v_mask  bigint := 0;
     v_term  text;
-    v_parts text[];
+    v_token text;
+    v_at    integer;
     v_from  integer;
     v_to    integer;
     v_step  integer;
+    v_bits  bigint;
 BEGIN
-    IF p_text = '*' THEN  -- the common case, without the general parse
-        v_mask := (2::bigint << v_high) - (1::bigint << v_low);
-        RETURN CASE WHEN p_field = 5 THEN 127 ELSE v_mask END;
+    IF p_text = '*' THEN  -- the common case first
+        RETURN CASE WHEN p_field = 5 THEN 127 ELSE (2::bigint << v_high) - (1::bigint << v_low) END;
     END IF;
     FOREACH v_term IN ARRAY string_to_array(p_text, ',') LOOP
-        v_parts := regexp_match(v_term, '^(\*|[A-Za-z0-9]+)(?:-([A-Za-z0-9]+))?(?:/([0-9]+))?$');
-        IF v_parts IS NULL OR (v_parts[1] = '*' AND v_parts[2] IS NOT NULL) THEN
-            PERFORM skiplock.cron_invalid(p_cron, format(
-                '%s "%s" is not valid: expected *, a value or a range a-b, each with an '
-                'optional /step, or a comma list of those', v_name, p_text));
+        v_step := NULL;
+        v_at := strpos(v_term, '/');
+        IF v_at > 0 THEN
+            v_token := substr(v_term, v_at + 1);
+            v_term := left(v_term, v_at - 1);
+            IF v_token = '' OR translate(v_token, '0123456789', '') <> '' THEN
+                PERFORM skiplock.cron_invalid(p_cron, format('%s step "%s" is not a number',
+                    (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field],
+                    v_token));
+            ELSIF (CASE WHEN length(v_token) > 4 THEN true
+                        ELSE v_token::integer NOT BETWEEN 1 AND v_high - v_low END) THEN
+                PERFORM skiplock.cron_invalid(p_cron, format('%s step %s is out of range 1-%s',
+                    (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field],
+                    v_token, v_high - v_low));
+            END IF;
+            v_step := v_token::integer;
         END IF;
-        IF v_parts[1] = '*' THEN
+        IF v_term = '*' THEN
             v_from := v_low;
             v_to := v_high;
         ELSE
-            v_from := skiplock.cron_value(p_cron, p_field, v_parts[1]);
-            v_to := CASE WHEN v_parts[2] IS NOT NULL
-                         THEN skiplock.cron_value(p_cron, p_field, v_parts[2])
-                         WHEN v_parts[3] IS NOT NULL THEN v_high
-                         ELSE v_from END;
-            IF v_to < v_from THEN
-                PERFORM skiplock.cron_invalid(p_cron, format(
-                    '%s range %s runs backwards (write it as two ranges, up to %s and from %s)',
-                    v_name, v_parts[1] || '-' || v_parts[2], v_high, v_low));
+            v_at := strpos(v_term, '-');
+            v_token := CASE WHEN v_at > 0 THEN left(v_term, v_at - 1) ELSE v_term END;
+            v_from := CASE WHEN length(v_token) BETWEEN 1 AND 2
+                            AND translate(v_token, '0123456789', '') = '' THEN v_token::integer END;
+            IF v_from IS NULL OR v_from NOT BETWEEN v_low AND v_high THEN
+                v_from := skiplock.cron_value(p_cron, p_field, p_text, v_token);
+            END IF;
+            IF v_at > 0 THEN
+                v_token := substr(v_term, v_at + 1);
+                v_to := CASE WHEN length(v_token) BETWEEN 1 AND 2
+                              AND translate(v_token, '0123456789', '') = '' THEN v_token::integer END;
+                IF v_to IS NULL OR v_to NOT BETWEEN v_low AND v_high THEN
+                    v_to := skiplock.cron_value(p_cron, p_field, p_text, v_token);
+                END IF;
+                IF v_to < v_from THEN
+                    PERFORM skiplock.cron_invalid(p_cron, format(
+                        '%s range %s runs backwards (write it as two ranges, up to %s and from %s)',
+                        (ARRAY['minute', 'hour', 'day-of-month', 'month', 'day-of-week'])[p_field],
+                        v_term, v_high, v_low));
+                END IF;
+            ELSE
+                v_to := CASE WHEN v_step IS NULL THEN v_from ELSE v_high END;
             END IF;
         END IF;
-        v_step := 1;
-        IF v_parts[3] IS NOT NULL THEN
-            IF length(v_parts[3]) > 4 OR v_parts[3]::integer NOT BETWEEN 1 AND v_high - v_low THEN
-                PERFORM skiplock.cron_invalid(p_cron, format('%s step %s is out of range 1-%s',
-                                                             v_name, v_parts[3], v_high - v_low));
-            END IF;
-            v_step := v_parts[3]::integer;
-        END IF;
-        IF v_step = 1 THEN
-            v_mask := v_mask | ((2::bigint << v_to) - (1::bigint << v_from));
-        ELSE
-            FOR v_at IN v_from..v_to BY v_step LOOP
-                v_mask := v_mask | (1::bigint << v_at);
-            END LOOP;
-        END IF;
+        -- every v_step-th bit from 0, doubled up to the span, then moved to v_from and cut
+        -- at v_to (bits shifted past 63 fall off)
+        v_bits := 1;
+        v_at := coalesce(v_step, 1);
+        WHILE v_at <= v_to - v_from LOOP
+            v_bits := v_bits | (v_bits << v_at);
+            v_at := v_at * 2;
+        END LOOP;
+        v_mask := v_mask | ((v_bits << v_from) & ((2::bigint << v_to) - (1::bigint << v_from)));
     END LOOP;
     IF p_field = 5 AND v_mask & 128 <> 0 THEN
         v_mask := (v_mask | 1) & 127;
     END IF;
     RETURN v_mask;
 END;
-$_$;
+$$;
 
 CREATE FUNCTION skiplock.cron_invalid(p_cron text, p_problem text) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
@@ -626,6 +662,7 @@ BEGIN
                       << 1;
             v_days := CASE WHEN p_parsed[6] & 1 <> 0 THEN p_parsed[3] | v_days
                            ELSE p_parsed[3] & v_days END
+                      -- the days the month has: 31 in Jan Mar May Jul, Aug Oct Dec
                       & ((2::bigint << CASE WHEN v_month <> 2 THEN 30 + (v_month + v_month / 8) % 2
                                             WHEN v_year % 4 = 0 AND (v_year % 100 <> 0
                                                  OR v_year % 400 = 0) THEN 29
@@ -790,7 +827,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.cron_value(p_cron text, p_field integer, p_token text) RETURNS integer
+CREATE FUNCTION skiplock.cron_value(p_cron text, p_field integer, p_text text, p_token text) RETURNS integer
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $_$
 DECLARE
@@ -799,14 +836,17 @@ DECLARE
     v_high integer := (ARRAY[59, 23, 31, 12, 7])[p_field];
     v_at   integer;
 BEGIN
-    IF p_token ~ '^[0-9]+$' THEN
+    IF p_token !~ '^[A-Za-z0-9]+$' THEN
+        PERFORM skiplock.cron_invalid(p_cron, format(
+            '%s "%s" is not valid: expected *, a value or a range a-b, each with an '
+            'optional /step, or a comma list of those', v_name, p_text));
+    ELSIF p_token ~ '^[0-9]+$' THEN
         IF length(p_token) <= 4 AND p_token::integer BETWEEN v_low AND v_high THEN
             RETURN p_token::integer;
         END IF;
         PERFORM skiplock.cron_invalid(p_cron,
             format('%s %s is out of range %s-%s', v_name, p_token, v_low, v_high));
-    END IF;
-    IF p_field = 4 THEN
+    ELSIF p_field = 4 THEN
         v_at := strpos('janfebmaraprmayjunjulaugsepoctnovdec', lower(p_token));
         IF length(p_token) = 3 AND v_at % 3 = 1 THEN
             RETURN (v_at + 2) / 3;
@@ -1639,7 +1679,7 @@ CREATE FUNCTION skiplock.parse_cron(p_cron text) RETURNS bigint[]
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
 DECLARE
-    v_text   text := btrim(p_cron, E' \t\n\r');
+    v_text   text := btrim(p_cron, E' \t\n\r\f' || chr(11));
     v_fields text[];
     v_parsed bigint[];
     v_flags  bigint := 0;
@@ -1659,7 +1699,12 @@ BEGIN
                 '@monthly, @weekly, @daily, @midnight or @hourly, or 5 fields');
         END IF;
     END IF;
-    v_fields := CASE WHEN v_text = '' THEN '{}' ELSE regexp_split_to_array(v_text, '\s+') END;
+    v_fields := CASE WHEN v_text = '' THEN '{}'
+                     -- single spaces, the common case, without a regular expression
+                     WHEN strpos(v_text, '  ') = 0
+                          AND translate(v_text, E'\t\n\r\f' || chr(11), '') = v_text
+                     THEN string_to_array(v_text, ' ')
+                     ELSE regexp_split_to_array(v_text, '\s+') END;
     IF cardinality(v_fields) <> 5 THEN
         PERFORM skiplock.cron_invalid(p_cron, format('expected 5 fields (minute hour '
             'day-of-month month day-of-week) or a nickname such as @daily, got %s',
