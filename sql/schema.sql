@@ -1149,13 +1149,16 @@ BEGIN
                 v_slot := v_next;
             END LOOP;
         ELSE
-            v_slot := skiplock.latest_cron_slot(v_s.cron, v_s.timezone, v_slot, v_now);
+            v_next := skiplock.next_cron_slot(v_s.cron, v_s.timezone, v_slot);
+            IF v_next <= v_now THEN  -- slots were missed: the latest of them
+                v_slot := skiplock.latest_cron_slot(v_s.cron, v_s.timezone, v_slot, v_now);
+                v_next := skiplock.next_cron_slot(v_s.cron, v_s.timezone, v_slot);
+            END IF;
             IF v_s.catch_up = 'latest' OR v_slot > v_now - interval '1 minute' THEN
                 v_run := skiplock.fire_schedule(v_s, v_slot);
                 v_count := v_count + (v_run IS NOT NULL)::integer;
             END IF;
             v_s.last_slot := v_slot;
-            v_next := skiplock.next_cron_slot(v_s.cron, v_s.timezone, v_slot);
         END IF;
         UPDATE skiplock.schedules s
            SET next_slot = v_next, last_slot = v_s.last_slot,
