@@ -3,6 +3,7 @@
 from . import wait
 from .api.context import Metadata, TaskContext
 from .api.engine import Engine
+from .api.hooks import NoRetry, RetryAt, RetryNow
 from .api.queues import QueueInfo
 from .api.runs import Page
 from .api.schedules import SchedulePage
@@ -32,11 +33,14 @@ __all__ = [
     "Engine",
     "InvalidCronError",
     "Metadata",
+    "NoRetry",
     "Page",
     "Queue",
     "QueueInfo",
     "Result",
     "Retry",
+    "RetryAt",
+    "RetryNow",
     "Run",
     "RunHandle",
     "RunStatus",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol, Unpack
@@ -20,6 +20,7 @@ from ..errors import InvalidArgumentError, UnknownTaskWarning
 from ..models import Queue, Retry, RunHandle, RunStatus
 from . import options as trigger_options
 from .connections import Connections
+from .hooks import Hook, Hooks
 from .options import TriggerOptions
 from .queues import Queues
 from .runs import Runs
@@ -62,10 +63,15 @@ class Engine:
         *,
         pool_size: int = 10,
         retention: Duration | Unset | None = UNSET,
+        capture_logs: bool = False,
     ) -> None:
         #: how long finished runs are kept, in seconds (None: forever), unless their task
         #: or queue says otherwise: `retention`, else $SKIPLOCK_RETENTION, else 30 days
         self.retention: float | None = default_retention(retention)
+        #: capture the `logging` records of every task's runs (a task's own setting wins)
+        self.capture_logs = capture_logs
+        #: the engine's hooks: they run before each task's own (register with on_start...)
+        self.hooks = Hooks()
         self._conns = Connections(dsn, pool_size=pool_size)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self._conns)
@@ -146,6 +152,15 @@ class Engine:
         retention: Duration | Unset | None = UNSET,
         cron: str | None = None,
         timezone: str = "UTC",
+        capture_logs: bool | None = None,
+        on_start: Hook | None = None,
+        on_success: Hook | None = None,
+        on_failure: Hook | None = None,
+        on_complete: Hook | None = None,
+        on_wait: Hook | None = None,
+        on_resume: Hook | None = None,
+        catch_error: Hook | None = None,
+        middleware: Sequence[Hook] | None = None,
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
         """Declare a task. The function takes (payload, ctx); its annotations give the
         payload and output types. `def` tasks run in a thread, `async def` on the loop.
@@ -153,7 +168,19 @@ class Engine:
         queue's or the engine's retention. `cron` (5 fields, in IANA zone `timezone`)
         declares its schedule: created or updated when a worker of the task registers,
         removed when a deployment of the task no longer declares it; each run gets a
-        `ScheduledPayload`."""
+        `ScheduledPayload`. `capture_logs` stores the `logging` records emitted while a run
+        executes with the run (None: the engine's setting). The hooks and `middleware` run
+        around each attempt, after the engine's (see `Engine.on_start` and the like)."""
+        hooks = Hooks.of(
+            middleware,
+            on_start=on_start,
+            on_success=on_success,
+            on_failure=on_failure,
+            on_complete=on_complete,
+            on_wait=on_wait,
+            on_resume=on_resume,
+            catch_error=catch_error,
+        )
 
         def register(fn: Callable[..., Any]) -> Task[Any, Any]:
             if id in self.tasks:
@@ -170,11 +197,50 @@ class Engine:
                 default_retention=self.retention,
                 cron=cron,
                 timezone=timezone,
+                hooks=hooks,
+                capture_logs=capture_logs,
             )
             self.tasks[id] = task
             return task
 
         return register
+
+    # -- engine-wide hooks: each runs for every task's attempts, before the task's own -----
+
+    def on_start(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload)` when a run starts executing (its first attempt; a
+        retry starts again, a resume after a wait does not). Usable as a decorator."""
+        return self.hooks.add("on_start", fn)
+
+    def on_success(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload, output)` when an attempt returns."""
+        return self.hooks.add("on_success", fn)
+
+    def on_failure(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload, error)` when a run fails for good (no retry left)."""
+        return self.hooks.add("on_failure", fn)
+
+    def on_complete(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload, result)` after on_success or on_failure (a `Result`)."""
+        return self.hooks.add("on_complete", fn)
+
+    def on_wait(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload, wait)` when a run suspends on a wait (what it waits on)."""
+        return self.hooks.add("on_wait", fn)
+
+    def on_resume(self, fn: Hook) -> Hook:
+        """Call `fn(ctx, payload, wait)` when a run resumes after a wait."""
+        return self.hooks.add("on_resume", fn)
+
+    def catch_error(self, fn: Hook) -> Hook:
+        """`fn(ctx, error)` decides a failed attempt's fate when the task's own did not:
+        `RetryNow()`, `RetryAt(datetime)`, `NoRetry()`, or None (the retry policy)."""
+        return self.hooks.add("catch_error", fn)
+
+    def middleware(self, fn: Hook) -> Hook:
+        """`fn(ctx)` returns a context manager (or an async one) entered around every
+        attempt of every task, outside the tasks' own middleware."""
+        return self.hooks.add("middleware", fn)
 
     def schedule(
         self, id: str, *, cron: str, timezone: str = "UTC", **task_options: Any

@@ -23,6 +23,7 @@ from ..models import BatchHandle, Queue, Result, Retry, RunHandle
 from . import options as _options
 from .connections import Connections
 from .durable import Work, call_async, call_sync
+from .hooks import Hooks
 from .options import TriggerOptions
 
 P = TypeVar("P")
@@ -76,6 +77,8 @@ class Task(Generic[P, O]):
         default_retention: float | None = None,
         cron: str | None = None,
         timezone: str = "UTC",
+        hooks: Hooks | None = None,
+        capture_logs: bool | None = None,
     ) -> None:
         if not isinstance(task_id, str) or not 1 <= len(task_id) <= 256 or "\x00" in task_id:
             raise InvalidArgumentError("task id must be 1 to 256 characters")
@@ -106,6 +109,8 @@ class Task(Generic[P, O]):
         if not isinstance(timezone, str) or not timezone:
             raise InvalidArgumentError(f"timezone must be an IANA zone name, got {timezone!r}")
         self.cron, self.timezone = cron, timezone
+        self.hooks = hooks or Hooks()  # the task's own; the worker adds the engine's
+        self.capture_logs = capture_logs  # None: the engine's setting
         self.is_async = inspect.iscoroutinefunction(fn)
         hints = typing.get_type_hints(fn)
         params = list(inspect.signature(fn).parameters)
