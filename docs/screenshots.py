@@ -1,22 +1,24 @@
 """Render the README's dashboard pictures from a small live scene: docs/dashboard-runs.png,
-docs/dashboard-run.png, and two runs that say why they wait (dashboard-run-version.png,
-dashboard-run-backoff.png).
+docs/dashboard-run.png, two runs that say why they wait (dashboard-run-version.png,
+dashboard-run-backoff.png), and the schedules (dashboard-schedules.png).
 
     python docs/screenshots.py [--dsn postgresql://...]
 
 Without --dsn a database `skiplock_screenshots` is (re)created on the embedded cluster.
-An in-process worker runs a few tasks (children, a wait, retries, a failure, metadata),
-the dashboard is served on a free port, and headless Chromium (/usr/bin/chromium)
-takes the two pictures.
+An in-process worker runs a few tasks (children, a wait, retries, a failure, metadata)
+and fires a schedule, the dashboard is served on a free port, and headless Chromium
+(/usr/bin/chromium) takes the pictures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -28,7 +30,7 @@ from psycopg.conninfo import make_conninfo
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
-from engine import Engine, Retry, TaskContext, wait  # noqa: E402
+from engine import Engine, Retry, ScheduledPayload, TaskContext, wait  # noqa: E402
 from engine.dashboard import create_app  # noqa: E402
 from engine.db.embedded import embedded_dsn  # noqa: E402
 
@@ -74,6 +76,17 @@ def scene(app: Engine) -> tuple[str, str, str]:
         mail = await send_email.trigger_and_wait("ada@example.com")
         return {"order": order["id"], "images": [r.unwrap() for r in images], "mail": mail.unwrap()}
 
+    @app.task("daily-report", cron="0 9 * * 1-5", timezone="Europe/Paris")
+    async def daily_report(payload: ScheduledPayload, ctx: TaskContext) -> str:
+        return f"report of {payload.timestamp:%Y-%m-%d}"
+
+    @app.task("refresh-cache")
+    async def refresh_cache(payload: ScheduledPayload, ctx: TaskContext) -> dict[str, object]:
+        return {"slot": payload.timestamp.isoformat(), "tenant": payload.external_id}
+
+    @app.task("weekly-digest")
+    async def weekly_digest(payload: ScheduledPayload, ctx: TaskContext) -> None: ...
+
     worker = app.worker(concurrency=8, version="v42", tick_interval=0.1)
     threading.Thread(target=worker.run, daemon=True).start()
     parent = process.trigger({"id": 1001}, tags=["order:1001", "shop"])
@@ -89,8 +102,32 @@ def scene(app: Engine) -> tuple[str, str, str]:
         time.sleep(0.2)
     while app.runs.retrieve(backoff.id).attempt_count < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
+    schedules(app, deadline)
     time.sleep(1.0)
     return parent.id, pinned.id, backoff.id
+
+
+def schedules(app: Engine, deadline: float) -> None:
+    """Beside the declared daily-report: a schedule per tenant, one of them made 20 minutes
+    ago (the worker's tick fires its latest slot at once), and one deactivated."""
+    made = datetime.now(UTC) - timedelta(minutes=20)
+    with psycopg.connect(app.dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('skiplock.fake_now', %s, false)", (made.isoformat(),))
+        row = conn.execute(
+            "SELECT (skiplock.create_schedule('refresh-cache', '*/10 * * * *', 'UTC', %s)).id",
+            (json.dumps({"external_id": "acme-corp"}),),
+        ).fetchone()
+    assert row is not None
+    app.schedules.create(
+        "refresh-cache", "0 */6 * * *", timezone="Asia/Tokyo", external_id="globex"
+    )
+    digest = app.schedules.create("weekly-digest", "30 7 * * MON", timezone="America/New_York")
+    app.schedules.deactivate(digest)
+    while time.monotonic() < deadline:
+        fired = app.schedules.retrieve(row[0]).last_run_id
+        if fired and app.runs.retrieve(fired).is_completed:
+            break
+        time.sleep(0.2)
 
 
 def main() -> None:
@@ -123,6 +160,9 @@ def main() -> None:
         for name, shown in (("version", pinned_id), ("backoff", backoff_id)):
             page.goto(f"http://127.0.0.1:{port}/runs/{shown}")
             page.screenshot(path=str(DOCS / f"dashboard-run-{name}.png"))
+        page.set_viewport_size({"width": 1280, "height": 560})
+        page.goto(f"http://127.0.0.1:{port}/schedules")
+        page.screenshot(path=str(DOCS / "dashboard-schedules.png"), full_page=True)
         browser.close()
     web.should_exit = True
     print(f"wrote the dashboard pictures in {DOCS}")

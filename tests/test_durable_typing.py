@@ -20,9 +20,7 @@ def finished(app: Engine, run_id: str, timeout: float = 30.0) -> Any:
     return wait_for(lambda: (r := app.runs.retrieve(run_id)).is_completed and r, timeout)
 
 
-def test_def_tasks_use_the_sync_forms_of_every_durable_call(
-    app: Engine, start_worker: Any
-) -> None:
+def test_def_tasks_use_the_sync_forms_of_every_durable_call(app: Engine, start_worker: Any) -> None:
     @app.task("sync-child")
     def child(p: int, ctx: TaskContext) -> int:
         return p * 3
@@ -98,4 +96,4 @@ def test_mypy_catches_a_missing_await_and_accepts_the_sync_forms(tmp_path: Path)
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     lines = sorted({int(e.split(":")[1]) for e in errors})
     assert lines == [5, 7, 8], done.stdout
-    assert 'Are you missing an await?' in done.stdout or "forgot to use" in done.stdout
+    assert "Are you missing an await?" in done.stdout or "forgot to use" in done.stdout

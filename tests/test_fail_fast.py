@@ -339,7 +339,9 @@ def test_a_worker_waits_for_its_database_logging_one_line(dsn: str, server_dsn: 
 # -- the dashboard -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/queues", "/workers", "/runs/run_x"])
+@pytest.mark.parametrize(
+    "path", ["/", "/queues", "/workers", "/runs/run_x", "/schedules", "/schedules/sched_x"]
+)
 def test_the_dashboard_answers_503_with_the_reason(path: str, empty_dsn: str) -> None:
     unreachable = TestClient(create_app(Engine(REFUSED)), base_url="http://127.0.0.1:8080")
     page = unreachable.get(path)

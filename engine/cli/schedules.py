@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from ..api.engine import Engine
+from ..errors import InvalidArgumentError
 from ..models import Schedule
 from . import output
 
@@ -42,7 +44,7 @@ def _print_list(schedules: list[Schedule], as_json: bool) -> None:
             s.task_identifier,
             s.cron,
             s.timezone,
-            output.when(s.next_slot) if s.active else "-",
+            output.when(s.next_slot.astimezone(UTC)) if s.active and s.next_slot else "-",
             "yes" if s.active else "no",
             s.type.lower(),
             s.external_id or "-",
@@ -53,14 +55,23 @@ def _print_list(schedules: list[Schedule], as_json: bool) -> None:
     print(output.table(rows, header))
 
 
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--payload must be JSON: {exc}") from None
+
+
 def run(app: Engine, args: argparse.Namespace) -> None:
     action = args.action or "list"
     if action == "list":
         page = app.schedules.list(task=args.task, active=args.active, limit=args.limit)
         _print_list(page.data, args.json)
+        if page.has_next_page() and not args.json:
+            print(f"... more: --limit {args.limit * 2}")
         return
     if action == "create":
-        payload = None if args.payload is None else json.loads(args.payload)
+        payload = None if args.payload is None else _json(args.payload)
         s = app.schedules.create(
             args.task,
             args.cron,

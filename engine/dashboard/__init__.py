@@ -1,4 +1,4 @@
-"""The web dashboard: runs, a run's whole story, queues and workers, live over
+"""The web dashboard: runs, a run's whole story, schedules, queues and workers, live over
 Server-Sent Events fed by LISTEN/NOTIFY. `skiplock dashboard` serves it; `create_app`
 returns the ASGI app for mounting elsewhere."""
 
@@ -17,6 +17,8 @@ from starlette.templating import Jinja2Templates
 from ..api.engine import Engine
 from ..models import Attempt, Run
 from . import events
+from .cron_words import describe
+from .schedules import ScheduleViews, slot
 from .security import AccessGuard, Csrf, check_bind
 from .views import UNAVAILABLE, Views
 
@@ -86,6 +88,8 @@ def _templates() -> Jinja2Templates:
         attempt_duration=_attempt_duration,
         pretty=_pretty,
         error_text=_error_text,
+        cron_words=describe,
+        slot=slot,
     )
     return Jinja2Templates(env=env)
 
@@ -93,9 +97,12 @@ def _templates() -> Jinja2Templates:
 def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
     """The dashboard for `engine`. Without `token` it answers loopback hosts only."""
     views = Views(engine, _templates(), Csrf())
+    schedules = ScheduleViews(views)
     routes = [
         Route("/", views.runs),
         Route("/runs/{run_id}", views.run),
+        Route("/schedules", schedules.schedules),
+        Route("/schedules/{schedule_id}", schedules.schedule),
         Route("/queues", views.queues),
         Route("/workers", views.workers),
         Route("/database", views.database),

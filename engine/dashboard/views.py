@@ -25,7 +25,16 @@ from ..models import RunStatus
 from .security import Csrf
 from .timeline import timeline
 
-_LIST_FILTERS = ("status", "task", "tag", "batch", "created_from", "created_to", "limit")
+_LIST_FILTERS = (
+    "status",
+    "task",
+    "tag",
+    "batch",
+    "schedule",
+    "created_from",
+    "created_to",
+    "limit",
+)
 # errors of the database as a whole, not of a request: every page answers 503 with them
 UNAVAILABLE = (DatabaseUnreachableError, SchemaNotMigratedError)
 
@@ -68,6 +77,7 @@ class Views:
                 task=f.task,
                 tag=f.tag,
                 batch=f.batch,
+                schedule=f.schedule,
                 created_from=_datetime(f.created_from, "created_from"),
                 created_to=_datetime(f.created_to, "created_to"),
                 limit=_int(f.limit, "limit"),
@@ -147,6 +157,10 @@ class Views:
             await runs.reschedule_async(key, delay=str(form.get("delay") or ""))
         elif kind == "waitpoints" and verb == "complete":
             await self.engine.waitpoints.complete_token_async(key, _json(form.get("output")))
+        elif kind == "schedules" and verb == "activate":
+            await self.engine.schedules.activate_async(key)
+        elif kind == "schedules" and verb == "deactivate":
+            await self.engine.schedules.deactivate_async(key)
         elif kind == "queues" and verb == "pause":
             await queues.pause_async(key)
         elif kind == "queues" and verb == "resume":
@@ -167,6 +181,7 @@ class _Filters:
     task: str | None
     tag: str | None
     batch: str | None
+    schedule: str | None
     created_from: str | None
     created_to: str | None
     limit: str
@@ -178,6 +193,7 @@ class _Filters:
             task=params.get("task") or None,
             tag=params.get("tag") or None,
             batch=params.get("batch") or None,
+            schedule=params.get("schedule") or None,
             created_from=params.get("created_from") or None,
             created_to=params.get("created_to") or None,
             limit=params.get("limit") or "25",
