@@ -6,6 +6,7 @@ Models do no I/O: they are built from rows with `model_validate`.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -13,8 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ._durations import UNSET, Duration, Unset, retention_seconds
-from .errors import InvalidArgumentError, WaitFailedError
+from ._durations import UNSET, Duration, Unset, parse_seconds, retention_seconds
+from .errors import InvalidArgumentError, InvalidDurationError, WaitFailedError
 
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
@@ -198,15 +199,90 @@ class Retry:
         )
 
 
+def _count(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+        raise InvalidArgumentError(f"{what} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+_RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` runs of a queue start per `period` ("1s", "1m", seconds, timedelta)
+    for each rate key (a run's `rate_limit_key`, else its concurrency key), and at most
+    `burst` at once after a quiet spell; a run triggered with `rate_cost=n` counts n.
+    Enforced in the claim, across every worker: in any window of one period, at most
+    limit + burst runs of a key start."""
+
+    limit: int
+    period: Duration
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        _count("a rate limit", self.limit)
+        _count("a burst", self.burst)
+        if not 0 < parse_seconds(self.period, "a rate period") < float("inf"):
+            raise InvalidDurationError(f"a rate period must be positive, got {self.period!r}")
+
+    @property
+    def period_seconds(self) -> float:
+        return parse_seconds(self.period, "a rate period")
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two runs of one key at the full rate (period / limit)."""
+        return self.period_seconds / self.limit
+
+    @classmethod
+    def parse(cls, text: str, burst: int = 1) -> RateLimit:
+        """`LIMIT/PERIOD` as people type it: "10/1s", "100/m" (one unit), "5/30" (seconds)."""
+        match = _RATE_PATTERN.match(text)
+        if match is None:
+            raise InvalidArgumentError(
+                f"a rate is LIMIT/PERIOD, e.g. 10/1s or 100/1m, got {text!r}"
+            )
+        written = match.group(2)
+        period: Duration = written
+        if written in ("ms", "s", "m", "h", "d", "w"):
+            period = "1" + written
+        elif re.fullmatch(r"\d+(\.\d+)?", written):
+            period = float(written)
+        return cls(int(match.group(1)), period, burst)
+
+    @property
+    def text(self) -> str:
+        """LIMIT/PERIOD as `parse` takes it, e.g. "100/1m"."""
+        seconds = self.period_seconds
+        for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if seconds >= size and (seconds / size).is_integer():
+                return f"{self.limit}/{seconds / size:g}{unit}"
+        if seconds < 1 and (seconds * 1000).is_integer():
+            return f"{self.limit}/{seconds * 1000:g}ms"
+        return f"{self.limit}/{seconds:g}s"
+
+    def __str__(self) -> str:
+        return self.text if self.burst == 1 else f"{self.text} burst {self.burst}"
+
+    def as_json(self) -> dict[str, Any]:
+        """As skiplock.register_worker takes it: period in seconds."""
+        return {"limit": self.limit, "period": self.period_seconds, "burst": self.burst}
+
+
 @dataclass(frozen=True)
 class Queue:
     """A named queue; tasks sharing one share its concurrency limit (None: unlimited).
     `retention` keeps its finished runs that long (None: forever) unless their task says
-    otherwise; not given, the engine's default applies."""
+    otherwise; not given, the engine's default applies. `rate_limit` bounds how many of
+    its runs start per period (see `RateLimit`); None declares none. Declared limits are
+    applied when a worker of the task registers; `rate_limit` not given keeps whatever
+    was set at run time (`app.queues.set_rate_limit`)."""
 
     name: str
     concurrency_limit: int | None = None
     retention: Duration | Unset | None = UNSET
+    rate_limit: RateLimit | Unset | None = UNSET
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.name) <= 256:
@@ -217,6 +293,12 @@ class Queue:
             )
         if self.retention is not UNSET:
             retention_seconds(self.retention, f"queue {self.name!r} retention")
+        if not (self.rate_limit is UNSET or self.rate_limit is None) and not isinstance(
+            self.rate_limit, RateLimit
+        ):
+            raise InvalidArgumentError(
+                f"rate_limit must be a RateLimit or None, got {self.rate_limit!r}"
+            )
 
 
 class ScheduledPayload(BaseModel):

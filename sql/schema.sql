@@ -46,7 +46,9 @@ CREATE TYPE skiplock.run_values AS (
 	max_attempts integer,
 	max_duration double precision,
 	metadata jsonb,
-	retention double precision
+	retention double precision,
+	rate_limit_key text,
+	rate_cost integer
 );
 
 CREATE TYPE skiplock.waitpoint_status AS ENUM (
@@ -261,12 +263,19 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
-    LANGUAGE sql
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, retry_in double precision)
+    LANGUAGE plpgsql
     AS $$
-    SELECT * FROM skiplock.begin_attempts(
-        p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
-        'QUEUED')
+DECLARE
+    v_ready record := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+BEGIN
+    RETURN QUERY SELECT b.*, NULL::double precision
+                   FROM skiplock.begin_attempts(p_worker_id, p_version, v_ready.ids, 'QUEUED') b;
+    IF v_ready.retry_in IS NOT NULL THEN
+        retry_in := v_ready.retry_in;  -- every other column NULL
+        RETURN NEXT;
+    END IF;
+END;
 $$;
 
 CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
@@ -276,7 +285,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -911,10 +920,14 @@ CREATE TABLE skiplock.runs (
     retention_s double precision,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    rate_limit_key text,
+    rate_cost integer,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
     CONSTRAINT runs_payload_size CHECK ((pg_column_size(payload) <= 10485760)),
+    CONSTRAINT runs_rate_cost_check CHECK ((rate_cost >= 1)),
+    CONSTRAINT runs_rate_limit_key_check CHECK (((length(rate_limit_key) >= 1) AND (length(rate_limit_key) <= 256))),
     CONSTRAINT runs_retention_s_check CHECK (((retention_s > (0)::double precision) AND (retention_s < 'Infinity'::double precision))),
     CONSTRAINT runs_ttl_check CHECK ((ttl > (0)::double precision))
 )
@@ -1015,7 +1028,7 @@ BEGIN
     IF NOT skiplock.worker_is_active(p_worker_id) THEN
         RETURN;
     END IF;
-    v_ids := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+    v_ids := (skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit)).ids;
     PERFORM skiplock.notify_runs(v_ids);
     RETURN QUERY
     UPDATE skiplock.runs r
@@ -1445,7 +1458,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.lock_ready(p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS text[]
+CREATE FUNCTION skiplock.lock_ready(p_version text, p_tasks text[], p_queues text[], p_limit integer, OUT ids text[], OUT retry_in double precision) RETURNS record
     LANGUAGE plpgsql
     SET enable_sort TO 'off'
     SET enable_seqscan TO 'off'
@@ -1453,13 +1466,21 @@ CREATE FUNCTION skiplock.lock_ready(p_version text, p_tasks text[], p_queues tex
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
-    v_now     timestamptz := skiplock.now();
-    v_latest  text[];
-    v_ids     text[] := '{}';
-    v_unit    record;
-    v_take    integer;
-    v_holders integer;
+    v_now      timestamptz := skiplock.now();
+    v_latest   text[];
+    v_unit     record;
+    v_take     integer;
+    v_holders  integer;
+    v_keyed    boolean := false;  -- a unit with a rate_limit_key was visited
+    v_key      text;              -- rate-limited units: the rate key
+    v_interval double precision;  -- period / limit, seconds
+    v_clock    timestamptz;
+    v_tat      timestamptz;
+    v_budget   double precision;
+    v_run      record;
+    v_taken    integer;
 BEGIN
+    ids := '{}';
     -- tasks whose newest deployment is this worker's version
     v_latest := ARRAY(
         SELECT t FROM unnest(p_tasks) t
@@ -1468,23 +1489,30 @@ BEGIN
                  ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) = p_version);
     FOR v_unit IN
         WITH RECURSIVE units AS (  -- skip scan: the head run of each unit
-            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
+                    coalesce(r.rate_limit_key, '') AS rkey, r.order_at
                FROM skiplock.runs r WHERE r.status = 'QUEUED'
-              ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id LIMIT 1)
+              ORDER BY r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''),
+                       r.order_at, r.id
+              LIMIT 1)
             UNION ALL
-            SELECT n.queue, n.ckey, n.order_at FROM units u CROSS JOIN LATERAL (
-                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+            SELECT n.queue, n.ckey, n.rkey, n.order_at FROM units u CROSS JOIN LATERAL (
+                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
+                       coalesce(r.rate_limit_key, '') AS rkey, r.order_at
                   FROM skiplock.runs r
                  WHERE r.status = 'QUEUED'
-                   AND (r.queue, coalesce(r.concurrency_key, '')) > (u.queue, u.ckey)
-                 ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id
+                   AND (r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''))
+                       > (u.queue, u.ckey, u.rkey)
+                 ORDER BY r.queue, coalesce(r.concurrency_key, ''),
+                          coalesce(r.rate_limit_key, ''), r.order_at, r.id
                  LIMIT 1) n)
-        SELECT u.queue, u.ckey, q.concurrency_limit
+        SELECT u.queue, u.ckey, u.rkey, q.concurrency_limit, q.rate_limit, q.rate_period_s,
+               q.rate_burst
           FROM units u LEFT JOIN skiplock.queues q ON q.name = u.queue
          WHERE NOT coalesce(q.paused, false) AND (p_queues IS NULL OR u.queue = ANY (p_queues))
          ORDER BY u.order_at
     LOOP
-        v_take := p_limit - cardinality(v_ids);
+        v_take := p_limit - cardinality(ids);
         EXIT WHEN v_take <= 0;
         IF v_unit.concurrency_limit IS NOT NULL THEN
             CONTINUE WHEN NOT pg_try_advisory_xact_lock(
@@ -1492,21 +1520,89 @@ BEGIN
             SELECT count(*) INTO v_holders FROM skiplock.runs r
              WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                AND r.status IN ('DEQUEUED', 'EXECUTING');
+            v_keyed := v_keyed OR v_unit.rkey <> '';
+            IF v_keyed THEN  -- this call may have taken runs of the unit under other rate keys
+                v_holders := v_holders + (
+                    SELECT count(*) FROM skiplock.runs r
+                     WHERE r.id = ANY (ids) AND r.queue = v_unit.queue
+                       AND coalesce(r.concurrency_key, '') = v_unit.ckey);
+            END IF;
             v_take := least(v_take, v_unit.concurrency_limit - v_holders);
             CONTINUE WHEN v_take <= 0;
         END IF;
-        v_ids := v_ids || ARRAY(
-            SELECT r.id FROM skiplock.runs r
+        IF v_unit.rate_limit IS NULL THEN
+            ids := ids || ARRAY(
+                SELECT r.id FROM skiplock.runs r
+                 WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+                   AND coalesce(r.rate_limit_key, '') = v_unit.rkey
+                   AND r.status = 'QUEUED' AND r.available_at <= v_now
+                   AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+                   AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                        OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
+                 ORDER BY r.order_at, r.id
+                 LIMIT v_take
+                 FOR UPDATE SKIP LOCKED);
+            CONTINUE;
+        END IF;
+
+        -- a rate-limited unit: GCRA on its rate key
+        v_key := CASE WHEN v_unit.rkey <> '' THEN v_unit.rkey ELSE v_unit.ckey END;
+        v_interval := v_unit.rate_period_s / v_unit.rate_limit;
+        IF NOT pg_try_advisory_xact_lock(
+                hashtext('skiplock.rate'), hashtext(v_unit.queue || chr(31) || v_key)) THEN
+            -- another worker is admitting this key: look again soon (it may leave budget)
+            retry_in := least(retry_in, v_interval, 0.01);
+            CONTINUE;
+        END IF;
+        -- the time of the admission, not of the transaction's start: attempts are stamped
+        -- after it (skiplock.clock, begin_attempts), so their start times keep its spacing
+        v_clock := skiplock.clock();
+        SELECT b.tat INTO v_tat FROM skiplock.rate_buckets b
+         WHERE b.queue = v_unit.queue AND b.key = v_key;
+        v_tat := skiplock.rate_schedule(v_tat, v_clock, v_interval);
+        v_budget := skiplock.rate_budget(v_tat, v_clock, v_interval, v_unit.rate_burst);
+        IF v_budget < 1 - 1e-9 THEN  -- not even one unit: skipped until it refills
+            IF EXISTS (  -- a run this worker could take then: worth a claim at that time
+                SELECT 1 FROM skiplock.runs r
+                 WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+                   AND coalesce(r.rate_limit_key, '') = v_unit.rkey AND r.status = 'QUEUED'
+                   AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                        OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))) THEN
+                retry_in := least(retry_in, (1 - v_budget) * v_interval);
+            END IF;
+            CONTINUE;
+        END IF;
+        v_taken := 0;
+        FOR v_run IN
+            SELECT r.id, coalesce(r.rate_cost, 1) AS cost FROM skiplock.runs r
              WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND coalesce(r.rate_limit_key, '') = v_unit.rkey
                AND r.status = 'QUEUED' AND r.available_at <= v_now
-               AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+               AND (r.expires_at IS NULL OR r.expires_at > v_now)
                AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
                     OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
              ORDER BY r.order_at, r.id
-             LIMIT v_take
-             FOR UPDATE SKIP LOCKED);
+             -- each run costs at least 1: one past the budget says when the next may start
+             LIMIT least(v_take, floor(v_budget + 1e-9)::integer + 1)
+             FOR UPDATE SKIP LOCKED
+        LOOP
+            -- a run costing more than the burst waits for a full budget, then goes into debt
+            IF least(v_run.cost, v_unit.rate_burst) > v_budget + 1e-9 THEN
+                retry_in := least(retry_in,
+                                  (least(v_run.cost, v_unit.rate_burst) - v_budget) * v_interval);
+                EXIT;
+            END IF;
+            ids := ids || v_run.id;
+            v_budget := v_budget - v_run.cost;
+            v_tat := v_tat + make_interval(secs => v_run.cost * v_interval);
+            v_taken := v_taken + 1;
+        END LOOP;
+        IF v_taken > 0 THEN
+            INSERT INTO skiplock.rate_buckets AS b (queue, key, tat)
+            VALUES (v_unit.queue, v_key, v_tat)
+            ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat;
+        END IF;
     END LOOP;
-    RETURN v_ids;
 END;
 $$;
 
@@ -1544,7 +1640,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_run.rate_limit_key, p_run.rate_cost                       -- rate_limit_key, rate_cost
     )::skiplock.runs
 $$;
 
@@ -1672,6 +1769,9 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
         WHEN jsonb_typeof(p_opts->'schedule_id') <> 'string' THEN 'schedule_id must be a string'
         WHEN jsonb_typeof(p_opts->'schedule_slot') <> 'string' THEN 'schedule_slot must be a string'
+        WHEN jsonb_typeof(p_opts->'rate_limit_key') <> 'string'
+            THEN 'rate_limit_key must be a string'
+        WHEN jsonb_typeof(p_opts->'rate_cost') <> 'number' THEN 'rate_cost must be a number'
         WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
@@ -1756,6 +1856,7 @@ DECLARE
     v_before  timestamptz := skiplock.now() - p_keep;
     v_workers integer;
     v_queues  integer;
+    v_keys    integer;
 BEGIN
     DELETE FROM skiplock.workers w
      WHERE w.id IN (
@@ -1770,7 +1871,8 @@ BEGIN
     DELETE FROM skiplock.queues q
      WHERE q.name IN (
         SELECT c.name FROM skiplock.queues c
-         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL AND NOT c.paused
+         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL
+           AND c.rate_limit IS NULL AND NOT c.paused
            AND NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.queue = c.name)
            AND c.name NOT IN (
                SELECT r.queue FROM skiplock.runs r
@@ -1779,7 +1881,15 @@ BEGIN
          LIMIT p_batch
            FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS v_queues = ROW_COUNT;
-    RETURN jsonb_build_object('workers', v_workers, 'queues', v_queues);
+
+    DELETE FROM skiplock.rate_buckets b
+     WHERE (b.queue, b.key) IN (
+        SELECT x.queue, x.key FROM skiplock.rate_buckets x
+         WHERE x.tat < skiplock.now() - interval '1 minute'
+         LIMIT 100 * p_batch
+           FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_keys = ROW_COUNT;
+    RETURN jsonb_build_object('workers', v_workers, 'queues', v_queues, 'rate_keys', v_keys);
 END;
 $$;
 
@@ -1904,7 +2014,14 @@ CREATE TABLE skiplock.queues (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     retention_s double precision,
+    rate_limit integer,
+    rate_period_s double precision,
+    rate_burst integer,
     CONSTRAINT queues_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
+    CONSTRAINT queues_rate_burst_check CHECK ((rate_burst >= 1)),
+    CONSTRAINT queues_rate_limit_check CHECK ((rate_limit >= 1)),
+    CONSTRAINT queues_rate_period_s_check CHECK (((rate_period_s > (0)::double precision) AND (rate_period_s < 'Infinity'::double precision))),
+    CONSTRAINT queues_rate_whole CHECK ((((rate_limit IS NULL) = (rate_period_s IS NULL)) AND ((rate_limit IS NULL) = (rate_burst IS NULL)))),
     CONSTRAINT queues_retention_s_check CHECK ((retention_s > (0)::double precision))
 );
 
@@ -1923,6 +2040,20 @@ BEGIN
     END IF;
     RETURN v_queue;
 END;
+$$;
+
+CREATE FUNCTION skiplock.rate_budget(p_tat timestamp with time zone, p_now timestamp with time zone, p_interval double precision, p_burst integer) RETURNS double precision
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT p_burst - extract(epoch FROM skiplock.rate_schedule(p_tat, p_now, p_interval) - p_now)
+                     ::double precision / p_interval
+$$;
+
+CREATE FUNCTION skiplock.rate_schedule(p_tat timestamp with time zone, p_now timestamp with time zone, p_interval double precision) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE WHEN p_tat >= p_now - make_interval(secs => least(p_interval / 4, 0.025))
+                THEN p_tat ELSE p_now END
 $$;
 
 CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb) RETURNS boolean
@@ -1975,6 +2106,20 @@ BEGIN
         SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
             retention_s = coalesce(excluded.retention_s, q.retention_s),
             updated_at = v_now;
+
+    -- so is a rate limit declared in code ({"limit", "period", "burst"}; JSON null: none);
+    -- a queue whose tasks declare nothing keeps the one set at run time
+    PERFORM skiplock.set_queue_rate_limit(d.name, (d.rate->>'limit')::integer,
+                                          (d.rate->>'period')::double precision,
+                                          (d.rate->>'burst')::integer)
+       FROM (SELECT DISTINCT ON (t->>'queue') t->>'queue' AS name, t->'rate_limit' AS rate
+               FROM jsonb_array_elements(p_tasks) t
+              WHERE t ? 'rate_limit'
+              ORDER BY t->>'queue', jsonb_typeof(t->'rate_limit') = 'null') d  -- a limit first
+       JOIN skiplock.queues q ON q.name = d.name
+      WHERE (q.rate_limit, q.rate_period_s, q.rate_burst) IS DISTINCT FROM
+            ((d.rate->>'limit')::integer, (d.rate->>'period')::double precision,
+             (d.rate->>'burst')::integer);
 
     INSERT INTO skiplock.deployment_tasks AS d (
         task_identifier, version, queue, max_attempts, max_duration, ttl, deployed_at,
@@ -2147,7 +2292,8 @@ BEGIN
             'tags', to_jsonb(v_run.tags), 'metadata', v_run.metadata, 'queue', v_run.queue,
             'concurrency_key', v_run.concurrency_key, 'priority', v_run.priority,
             'max_attempts', v_run.max_attempts, 'max_duration', v_run.max_duration,
-            'ttl', v_run.ttl))) t);
+            'ttl', v_run.ttl, 'rate_limit_key', v_run.rate_limit_key,
+            'rate_cost', v_run.rate_cost))) t);
 END;
 $$;
 
@@ -2277,6 +2423,16 @@ BEGIN
     v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
     v.metadata := coalesce(p_opts->'metadata', '{}');
     v.retention := skiplock.run_retention(p_opts, p_dep, v.queue);
+    v.rate_limit_key := p_opts->>'rate_limit_key';
+    IF p_opts ? 'rate_cost' THEN
+        IF (p_opts->>'rate_cost')::numeric NOT BETWEEN 1 AND 2147483647
+           OR (p_opts->>'rate_cost')::numeric % 1 <> 0 THEN
+            v.problem := format('rate_cost must be a whole number of at least 1, got %s',
+                                p_opts->>'rate_cost');
+            RETURN v;
+        END IF;
+        v.rate_cost := (p_opts->>'rate_cost')::integer;
+    END IF;
     v.tags := '{}';
     IF p_opts ? 'tags' THEN
         v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
@@ -2286,6 +2442,8 @@ BEGIN
         WHEN v.max_attempts < 1 THEN 'max_attempts must be at least 1'
         WHEN v.max_duration <= 0 THEN 'max_duration must be positive'
         WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
+        WHEN length(v.rate_limit_key) NOT BETWEEN 1 AND 256
+            THEN 'rate_limit_key must be 1 to 256 characters'
         WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
         WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
         WHEN v.retention <= 0 THEN 'retention must be positive (null keeps forever)'
@@ -2341,6 +2499,11 @@ DECLARE
     v_queue skiplock.queues;
     v_worker skiplock.workers;
     v_count bigint;
+    v_key text;
+    v_interval double precision;
+    v_budget double precision;
+    v_need integer;
+    v_tat timestamptz;
 BEGIN
     SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id;
     IF NOT FOUND THEN
@@ -2384,6 +2547,23 @@ BEGIN
             IF v_count >= v_queue.concurrency_limit THEN
                 RETURN format('queue %s is at its concurrency limit (%s running)', v_run.queue,
                               v_count);
+            END IF;
+        END IF;
+        IF v_queue.rate_limit IS NOT NULL THEN
+            v_key := coalesce(v_run.rate_limit_key, v_run.concurrency_key, '');
+            v_interval := v_queue.rate_period_s / v_queue.rate_limit;
+            SELECT skiplock.rate_budget(b.tat, v_now, v_interval, v_queue.rate_burst), b.tat
+              INTO v_budget, v_tat
+              FROM skiplock.rate_buckets b WHERE b.queue = v_run.queue AND b.key = v_key;
+            v_need := least(coalesce(v_run.rate_cost, 1), v_queue.rate_burst);
+            IF v_budget < v_need - 1e-9 THEN
+                RETURN format('queue %s is rate limited (%s per %s s%s): its next run%s may '
+                              'start at %s', v_run.queue, v_queue.rate_limit,
+                              v_queue.rate_period_s,
+                              CASE WHEN v_key <> '' THEN format(', key %s', v_key) ELSE '' END,
+                              CASE WHEN v_need > 1 THEN format(' of cost %s', v_need) ELSE '' END,
+                              skiplock.utc_text(v_tat - make_interval(
+                                  secs => (v_queue.rate_burst - v_need) * v_interval)));
             END IF;
         END IF;
         RETURN NULL;
@@ -2488,6 +2668,47 @@ BEGIN
     END IF;
     PERFORM skiplock.queue_for_update(p_name);
     UPDATE skiplock.queues SET concurrency_limit = p_limit, updated_at = skiplock.now()
+     WHERE name = p_name;
+    PERFORM skiplock.wake(p_name);
+    RETURN p_limit;
+END;
+$$;
+
+CREATE FUNCTION skiplock.set_queue_rate_limit(p_name text, p_limit integer, p_period_s double precision, p_burst integer DEFAULT 1) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.clock();
+    v_queue skiplock.queues;
+BEGIN
+    IF p_limit IS NOT NULL THEN
+        IF p_limit < 1 THEN
+            PERFORM skiplock.invalid(format('a rate limit must be at least 1, got %s', p_limit));
+        END IF;
+        IF p_period_s IS NULL OR NOT p_period_s > 0 OR p_period_s = 'Infinity' THEN
+            PERFORM skiplock.invalid(format(
+                'a rate period must be a positive number of seconds, got %s',
+                coalesce(p_period_s::text, 'NULL')));
+        END IF;
+        IF p_burst IS NULL OR p_burst < 1 THEN
+            PERFORM skiplock.invalid(format('a burst must be at least 1, got %s',
+                                            coalesce(p_burst::text, 'NULL')));
+        END IF;
+    END IF;
+    v_queue := skiplock.queue_for_update(p_name);
+    IF p_limit IS NULL THEN
+        DELETE FROM skiplock.rate_buckets b WHERE b.queue = p_name;
+    ELSIF v_queue.rate_limit IS NOT NULL THEN
+        UPDATE skiplock.rate_buckets b
+           SET tat = v_now + (b.tat - v_now) * ((p_period_s / p_limit)
+                                                / (v_queue.rate_period_s / v_queue.rate_limit))
+         WHERE b.queue = p_name AND b.tat > v_now;
+    END IF;
+    UPDATE skiplock.queues
+       SET rate_limit = p_limit,
+           rate_period_s = CASE WHEN p_limit IS NOT NULL THEN p_period_s END,
+           rate_burst = CASE WHEN p_limit IS NOT NULL THEN p_burst END,
+           updated_at = skiplock.now()
      WHERE name = p_name;
     PERFORM skiplock.wake(p_name);
     RETURN p_limit;
@@ -3011,10 +3232,34 @@ CREATE TABLE skiplock.migrations (
     CONSTRAINT migrations_kind_check CHECK ((kind = ANY (ARRAY['migration'::text, 'function'::text])))
 );
 
+CREATE TABLE skiplock.rate_buckets (
+    queue text NOT NULL,
+    key text NOT NULL,
+    tat timestamp with time zone NOT NULL
+)
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
+
+CREATE VIEW skiplock.queue_rate_stats AS
+ SELECT b.queue,
+    b.key,
+    q.rate_limit,
+    q.rate_period_s,
+    q.rate_burst,
+    (GREATEST(floor((s.budget + (0.000000001)::double precision)), (0)::double precision))::integer AS budget_left,
+        CASE
+            WHEN (s.budget >= (((1)::numeric - 0.000000001))::double precision) THEN skiplock.now()
+            ELSE (b.tat - make_interval(secs => (((q.rate_burst - 1))::double precision * s."interval")))
+        END AS next_allowed_at,
+    b.tat
+   FROM ((skiplock.rate_buckets b
+     JOIN skiplock.queues q ON (((q.name = b.queue) AND (q.rate_limit IS NOT NULL))))
+     CROSS JOIN LATERAL ( SELECT (q.rate_period_s / (q.rate_limit)::double precision) AS "interval",
+            skiplock.rate_budget(b.tat, skiplock.now(), (q.rate_period_s / (q.rate_limit)::double precision), q.rate_burst) AS budget) s);
+
 CREATE VIEW skiplock.queue_stats AS
- SELECT name,
-    concurrency_limit,
-    paused,
+ SELECT q.name,
+    q.concurrency_limit,
+    q.paused,
     ( SELECT count(*) AS count
            FROM skiplock.runs r
           WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS queued,
@@ -3023,8 +3268,17 @@ CREATE VIEW skiplock.queue_stats AS
           WHERE ((r.queue = q.name) AND (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])))) AS running,
     ( SELECT (skiplock.now() - min(r.order_at))
            FROM skiplock.runs r
-          WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS oldest_queued_age
-   FROM skiplock.queues q;
+          WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS oldest_queued_age,
+    q.rate_limit,
+    q.rate_period_s,
+    q.rate_burst,
+    COALESCE(k.waiting, (0)::bigint) AS rate_keys_waiting,
+    k.next_allowed_at AS rate_next_allowed_at
+   FROM (skiplock.queues q
+     LEFT JOIN LATERAL ( SELECT count(*) AS waiting,
+            min(s.next_allowed_at) AS next_allowed_at
+           FROM skiplock.queue_rate_stats s
+          WHERE ((s.queue = q.name) AND (s.budget_left = 0))) k ON ((q.rate_limit IS NOT NULL)));
 
 CREATE TABLE skiplock.run_steps (
     run_id text NOT NULL,
@@ -3156,6 +3410,9 @@ ALTER TABLE ONLY skiplock.migrations
 ALTER TABLE ONLY skiplock.queues
     ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
 
+ALTER TABLE ONLY skiplock.rate_buckets
+    ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (queue, key);
+
 ALTER TABLE ONLY skiplock.run_steps
     ADD CONSTRAINT run_steps_pkey PRIMARY KEY (run_id, "position");
 
@@ -3205,7 +3462,7 @@ CREATE INDEX runs_pending_version_idx ON skiplock.runs USING btree (task_identif
 
 CREATE INDEX runs_purge_idx ON skiplock.runs USING btree (skiplock.purge_at(finished_at, retention_s, idempotency_key_expires_at)) WHERE ((finished_at IS NOT NULL) AND (retention_s IS NOT NULL));
 
-CREATE INDEX runs_ready_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text), order_at, id) WHERE (status = 'QUEUED'::skiplock.run_status);
+CREATE INDEX runs_ready_idx ON skiplock.runs USING btree (queue, COALESCE(concurrency_key, ''::text), COALESCE(rate_limit_key, ''::text), order_at, id) WHERE (status = 'QUEUED'::skiplock.run_status);
 
 CREATE UNIQUE INDEX runs_schedule_slot_idx ON skiplock.runs USING btree (schedule_id, schedule_slot) WHERE (schedule_id IS NOT NULL);
 

@@ -87,12 +87,17 @@ SKIPLOCK = str(Path(sys.executable).parent / "skiplock")
 
 
 def spawn_worker(
-    dsn: str, *args: str, env: dict[str, str] | None = None, capture: bool = False
+    dsn: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    app: str = "cli_app:app",
 ) -> subprocess.Popen[Any]:
-    """A real `skiplock worker cli_app:app ARGS...` process serving tests/cli_app.py."""
+    """A real `skiplock worker APP ARGS...` process serving `app` (a module of tests/:
+    tests/cli_app.py unless given)."""
     environ = {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, **(env or {})}
     return subprocess.Popen(
-        [SKIPLOCK, "worker", "cli_app:app", *args],
+        [SKIPLOCK, "worker", app, *args],
         cwd=TESTS,
         env=environ,
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from helpers import deploy
 
-from engine import Engine, Queue, TaskContext
+from engine import Engine, Queue, RateLimit, TaskContext
 from engine.db import queries
 
 
@@ -35,19 +35,23 @@ def test_old_stopped_workers_and_unused_undeclared_queues_are_pruned(
     declared.trigger(None, queue="busy-q")  # an unfinished run names busy-q
     declared.trigger(None, queue="limited-q")
     app.queues.set_limit("limited-q", 2)  # a setting of its own: kept
-    assert {"declared-q", "typo-q", "busy-q", "limited-q"} <= names(conn, "queues", "name")
+    app.runs.cancel(declared.trigger(None, queue="rated-q"))
+    app.queues.set_rate_limit("rated-q", RateLimit(1, "1s"))  # so is a rate limit
+    assert {"declared-q", "typo-q", "busy-q", "limited-q", "rated-q"} <= names(
+        conn, "queues", "name"
+    )
 
     at(conn, "2 hours")  # not yet: kept for a day
     assert conn.execute("SELECT skiplock.prune_registry()").fetchone() == (
-        {"workers": 0, "queues": 0},
+        {"workers": 0, "queues": 0, "rate_keys": 0},
     )
     at(conn, "2 days")
     assert conn.execute("SELECT skiplock.prune_registry()").fetchone() == (
-        {"workers": 1, "queues": 1},
+        {"workers": 1, "queues": 1, "rate_keys": 0},
     )
     assert stopped not in names(conn, "workers", "id") and live in names(conn, "workers", "id")
     queues = names(conn, "queues", "name")
-    assert "typo-q" not in queues and {"declared-q", "busy-q", "limited-q"} <= queues
+    assert "typo-q" not in queues and {"declared-q", "busy-q", "limited-q", "rated-q"} <= queues
     # a queue named again is created again
     conn.execute("SELECT set_config('skiplock.fake_now', '', false)")
     declared.trigger(None, queue="typo-q")

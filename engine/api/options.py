@@ -28,6 +28,8 @@ class TriggerOptions(TypedDict, total=False):
     max_attempts: int | None
     max_duration: float | timedelta | None
     version: str | None
+    rate_limit_key: str | None
+    rate_cost: int | None
 
 
 _KNOWN = frozenset(TriggerOptions.__annotations__)
@@ -93,4 +95,16 @@ def build(options: Mapping[str, Any], defaults: dict[str, Any] | None = None) ->
         out["max_duration"] = _positive("max_duration", merged["max_duration"])
     if "version" in merged:
         out["version"] = _text("version", merged["version"])
+    if "rate_limit_key" in merged:
+        key = _text("rate_limit_key", merged["rate_limit_key"])
+        if len(key) > 256:
+            raise InvalidArgumentError("rate_limit_key must be at most 256 characters")
+        out["rate_limit_key"] = key
+    if "rate_cost" in merged:
+        cost = merged["rate_cost"]
+        if not isinstance(cost, int) or isinstance(cost, bool) or not 1 <= cost <= 2**31 - 1:
+            raise InvalidArgumentError(
+                f"rate_cost must be a whole number of at least 1, got {cost!r}"
+            )
+        out["rate_cost"] = cost
     return out

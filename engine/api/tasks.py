@@ -140,6 +140,9 @@ class Task(Generic[P, O]):
             entry["retention"] = self.retention
         if self.queue.retention is not UNSET:
             entry["queue_retention"] = self.default_retention
+        if self.queue.rate_limit is not UNSET:  # None: declared none; left out: not declared
+            rate = self.queue.rate_limit
+            entry["rate_limit"] = None if rate is None else rate.as_json()
         if self.cron is not None:
             entry["cron"], entry["timezone"] = self.cron, self.timezone
         return entry

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
-from ..models import RunStatus
+from ..models import RateLimit, RunStatus
 from ..worker.report import plural
 from . import output
 from . import schedules as schedules_cli
@@ -144,6 +144,9 @@ def cmd_queues(args: argparse.Namespace) -> None:
         app.queues.resume(args.name)
     elif args.action == "limit":
         app.queues.set_limit(args.name, None if args.limit == "none" else _int(args.limit))
+    elif args.action == "rate":
+        rate = None if args.rate == "none" else RateLimit.parse(args.rate, burst=args.burst)
+        app.queues.set_rate_limit(args.name, rate)
     queues = (
         app.queues.list() if args.action in (None, "list") else [app.queues.retrieve(args.name)]
     )
@@ -156,12 +159,13 @@ def cmd_queues(args: argparse.Namespace) -> None:
             str(q.queued),
             str(q.running),
             "-" if q.concurrency_limit is None else str(q.concurrency_limit),
+            "-" if q.rate_limit is None else str(q.rate_limit),
             "yes" if q.paused else "no",
             "-" if q.oldest_queued_age is None else f"{q.oldest_queued_age.total_seconds():.1f}s",
         ]
         for q in queues
     ]
-    print(output.table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "PAUSED", "OLDEST"]))
+    print(output.table(rows, ["QUEUE", "QUEUED", "RUNNING", "LIMIT", "RATE", "PAUSED", "OLDEST"]))
 
 
 def cmd_schedules(args: argparse.Namespace) -> None:
@@ -245,6 +249,7 @@ _QUEUES_ACTIONS = {
     "pause": "stop a queue's runs from starting",
     "resume": "let a paused queue's runs start again",
     "limit": "set a queue's concurrency limit (a number, or 'none')",
+    "rate": "set a queue's rate limit (LIMIT/PERIOD such as 10/1s or 100/1m, or 'none')",
 }
 
 
@@ -354,6 +359,13 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("name")
         if name == "limit":
             sp.add_argument("limit", help="a number, or 'none' for unlimited")
+        if name == "rate":
+            sp.add_argument(
+                "rate", help="LIMIT/PERIOD: at most LIMIT runs start per PERIOD, or 'none'"
+            )
+            sp.add_argument(
+                "--burst", type=int, default=1, help="runs that may start at once (default 1)"
+            )
         # SUPPRESS: unless given here, the flag keeps what `queues --json` set
         _json_flag(sp, default=argparse.SUPPRESS)
     q.set_defaults(fn=cmd_queues)

@@ -21,7 +21,7 @@ from ..errors import (
     SchemaNotMigratedError,
     SkiplockError,
 )
-from ..models import RunStatus
+from ..models import RateLimit, RunStatus
 from .security import Csrf
 from .timeline import timeline
 
@@ -168,6 +168,11 @@ class Views:
         elif kind == "queues" and verb == "limit":
             text = str(form.get("limit") or "").strip()
             await queues.set_limit_async(key, None if text in ("", "none") else _int(text, "limit"))
+        elif kind == "queues" and verb == "rate":
+            text = str(form.get("rate") or "").strip()
+            burst = str(form.get("burst") or "").strip() or "1"
+            rate = None if text in ("", "none") else RateLimit.parse(text, _int(burst, "burst"))
+            await queues.set_rate_limit_async(key, rate)
         else:
             raise InvalidArgumentError(f"no action {verb!r} on {kind}")
         return None

@@ -12,6 +12,10 @@ commit, so under load many runs share a commit. Guarantees:
 * A claim never overlaps a heartbeat (the lease's `claim_lock`).
 * Completions that could not be sent are sent again (they are fenced by attempt), and
   handed to the outcomes' flusher when the loop stops.
+* A run held back by its queue's rate limit becomes claimable at a time nothing
+  announces (no NOTIFY): the claim says when (its last row, computed by the database's
+  clock), and the loop sleeps at most until then, so a rate-limited queue runs at its
+  limit without polling. Claims of queues without a rate limit carry no such row.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class Claims:
             free = self._concurrency - len(running)
             outcomes.take(done)
             found = 0
+            retry_in: float | None = None  # when a rate-limited run may start
             if free > 0 or done:
                 wake.clear()
                 query = _queries.complete_and_claim(
@@ -83,6 +88,8 @@ class Claims:
                 try:
                     async with claim_lock:
                         rows = await db.run(query, lane="claim")
+                        if rows and rows[-1]["run_id"] is None:  # no run: a rate's time
+                            retry_in = rows.pop()["retry_in"]
                         if done:
                             checkpoint("completed")
                             outcomes.recorded(done)
@@ -99,8 +106,12 @@ class Claims:
                     await wait_any(stopping, timeout=self._poll_interval)
                     continue
             if found < free or free <= 0:
-                # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
-                await wait_any(wake, stopping, timeout=self._poll_interval)
+                # nothing more to take: sleep until a NOTIFY, a freed slot, the time a
+                # rate-limited run may start, or the poll
+                timeout = (
+                    self._poll_interval if retry_in is None else min(self._poll_interval, retry_in)
+                )
+                await wait_any(wake, stopping, timeout=timeout)
         outcomes.give_back(done)  # for the flusher
 
     def _start(self, rows: list[dict[str, Any]]) -> None:

@@ -93,7 +93,8 @@ LANGUAGE sql VOLATILE AS $$
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_run.rate_limit_key, p_run.rate_cost                       -- rate_limit_key, rate_cost
     )::skiplock.runs
 $$;
 
@@ -103,7 +104,9 @@ $$;
 --   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
 --   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
 --   forever) and default_retention (s, null: forever; see run_retention); schedule_id and
---   schedule_slot (set by fire_schedule: one run per schedule and slot).
+--   schedule_slot (set by fire_schedule: one run per schedule and slot); rate_limit_key
+--   (the run's own budget in a rate-limited queue) and rate_cost (units of it the run
+--   takes, a whole number >= 1; default 1).
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
@@ -250,6 +253,9 @@ BEGIN
         WHEN jsonb_typeof(p_opts->'delay_until') <> 'string' THEN 'delay_until must be a string'
         WHEN jsonb_typeof(p_opts->'schedule_id') <> 'string' THEN 'schedule_id must be a string'
         WHEN jsonb_typeof(p_opts->'schedule_slot') <> 'string' THEN 'schedule_slot must be a string'
+        WHEN jsonb_typeof(p_opts->'rate_limit_key') <> 'string'
+            THEN 'rate_limit_key must be a string'
+        WHEN jsonb_typeof(p_opts->'rate_cost') <> 'number' THEN 'rate_cost must be a number'
         WHEN jsonb_typeof(p_opts->'retention') NOT IN ('number', 'null')
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
@@ -325,6 +331,16 @@ BEGIN
     v.max_duration := coalesce((p_opts->>'max_duration')::double precision, p_dep.max_duration);
     v.metadata := coalesce(p_opts->'metadata', '{}');
     v.retention := skiplock.run_retention(p_opts, p_dep, v.queue);
+    v.rate_limit_key := p_opts->>'rate_limit_key';
+    IF p_opts ? 'rate_cost' THEN
+        IF (p_opts->>'rate_cost')::numeric NOT BETWEEN 1 AND 2147483647
+           OR (p_opts->>'rate_cost')::numeric % 1 <> 0 THEN
+            v.problem := format('rate_cost must be a whole number of at least 1, got %s',
+                                p_opts->>'rate_cost');
+            RETURN v;
+        END IF;
+        v.rate_cost := (p_opts->>'rate_cost')::integer;
+    END IF;
     v.tags := '{}';
     IF p_opts ? 'tags' THEN
         v.tags := ARRAY(SELECT jsonb_array_elements_text(p_opts->'tags'));
@@ -334,6 +350,8 @@ BEGIN
         WHEN v.max_attempts < 1 THEN 'max_attempts must be at least 1'
         WHEN v.max_duration <= 0 THEN 'max_duration must be positive'
         WHEN length(v.concurrency_key) > 256 THEN 'concurrency_key must be at most 256 characters'
+        WHEN length(v.rate_limit_key) NOT BETWEEN 1 AND 256
+            THEN 'rate_limit_key must be 1 to 256 characters'
         WHEN length(v.queue) NOT BETWEEN 1 AND 256 THEN 'queue name must be 1 to 256 characters'
         WHEN octet_length(v.metadata::text) > 262144 THEN 'metadata must be at most 256 KB'
         WHEN v.retention <= 0 THEN 'retention must be positive (null keeps forever)'

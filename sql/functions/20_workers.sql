@@ -29,8 +29,10 @@ $$;
 -- now serve (to DELAYED if their delay is still ahead, else QUEUED); a run triggered
 -- while this registration was in flight is released by the next tick.
 -- p_tasks: [{"id", "queue", "concurrency_limit", "max_attempts", "max_duration", "ttl",
---           "retention", "queue_retention", "default_retention"}]; the retentions are
---           seconds, JSON null for forever, absent when not declared; "cron",
+--           "retention", "queue_retention", "default_retention", "rate_limit"}]; the
+--           retentions are seconds, JSON null for forever, absent when not declared;
+--           "rate_limit" is the queue's {"limit", "period" (s), "burst"}, JSON null for
+--           none, absent when not declared (see set_queue_rate_limit); "cron",
 --           "timezone", "catch_up" of a task declaring a schedule (sync_declared_schedules).
 -- Locks: deployment_tasks rows of its tasks; the released runs (SKIP LOCKED).
 -- Returns the deployment id.
@@ -70,6 +72,20 @@ BEGIN
         SET concurrency_limit = coalesce(excluded.concurrency_limit, q.concurrency_limit),
             retention_s = coalesce(excluded.retention_s, q.retention_s),
             updated_at = v_now;
+
+    -- so is a rate limit declared in code ({"limit", "period", "burst"}; JSON null: none);
+    -- a queue whose tasks declare nothing keeps the one set at run time
+    PERFORM skiplock.set_queue_rate_limit(d.name, (d.rate->>'limit')::integer,
+                                          (d.rate->>'period')::double precision,
+                                          (d.rate->>'burst')::integer)
+       FROM (SELECT DISTINCT ON (t->>'queue') t->>'queue' AS name, t->'rate_limit' AS rate
+               FROM jsonb_array_elements(p_tasks) t
+              WHERE t ? 'rate_limit'
+              ORDER BY t->>'queue', jsonb_typeof(t->'rate_limit') = 'null') d  -- a limit first
+       JOIN skiplock.queues q ON q.name = d.name
+      WHERE (q.rate_limit, q.rate_period_s, q.rate_burst) IS DISTINCT FROM
+            ((d.rate->>'limit')::integer, (d.rate->>'period')::double precision,
+             (d.rate->>'burst')::integer);
 
     INSERT INTO skiplock.deployment_tasks AS d (
         task_identifier, version, queue, max_attempts, max_duration, ttl, deployed_at,

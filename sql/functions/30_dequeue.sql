@@ -6,16 +6,58 @@
 --   moves them to EXECUTING.
 --   tests/test_sql_api.py drives a run's whole life this way.
 
+-- rate_schedule: where a rate key's GCRA schedule stands at p_now: its theoretical
+-- arrival time p_tat (NULL: no row), unless that is more than a grace in the past, when
+-- the schedule restarts at p_now (an idle key saves up no budget beyond its burst). The
+-- grace, least(a quarter interval, 25 ms), keeps the schedule when a claim comes a little
+-- after the run's time (a worker's wake-up and round trip: 1-13 ms on a loaded 2-core
+-- machine, tests/test_rate_limits.py): plain GCRA restarts it at each late claim, which
+-- pushes every later run back, so that a limit of 10/s with burst 1 ran at about
+-- 1 / (100 ms + lateness). The grace being under one interval, no window of one period
+-- holds more than limit + burst starts, as with plain GCRA (README, Rate limits).
+CREATE OR REPLACE FUNCTION skiplock.rate_schedule(
+    p_tat timestamptz, p_now timestamptz, p_interval double precision)
+RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN p_tat >= p_now - make_interval(secs => least(p_interval / 4, 0.025))
+                THEN p_tat ELSE p_now END
+$$;
+
+-- rate_budget: the units of budget a rate key has at p_now (at most burst, fractional
+-- while it refills, negative after a run costing more than the burst): a run of cost c
+-- may start when least(c, burst) <= budget. p_interval: period / limit, in seconds.
+CREATE OR REPLACE FUNCTION skiplock.rate_budget(
+    p_tat timestamptz, p_now timestamptz, p_interval double precision, p_burst integer)
+RETURNS double precision
+LANGUAGE sql STABLE AS $$
+    SELECT p_burst - extract(epoch FROM skiplock.rate_schedule(p_tat, p_now, p_interval) - p_now)
+                     ::double precision / p_interval
+$$;
+
 -- lock_ready: lock up to p_limit ready runs for a worker of version p_version and return
--- their ids. A worker takes runs locked to its version, and unlocked runs of the tasks for
--- which its version is the latest deployment. p_queues NULL: all queues.
--- Admission: the units (queue, concurrency key) with ready runs are visited oldest head
--- first, paused queues skipped. An unlimited unit gives runs in queue order. A limited
--- unit is admitted under a transaction-scoped advisory lock on the unit (a unit another
--- worker is admitting is skipped, never waited for): its slot holders (DEQUEUED and
--- EXECUTING runs) are counted and at most limit - holders runs are taken, so the limit
--- holds across any number of workers; the lock is held until the claim commits.
--- Locks: advisory xact locks of limited units; runs rows FOR UPDATE SKIP LOCKED.
+-- their ids; retry_in: NULL, or the seconds after which a run held back by its queue's
+-- rate limit may start (the earliest such), for the worker to claim again then. A worker
+-- takes runs locked to its version, and unlocked runs of the tasks for which its version
+-- is the latest deployment. p_queues NULL: all queues.
+-- Admission: the units (queue, concurrency key, rate_limit_key) with ready runs are
+-- visited oldest head first, paused queues skipped. An unlimited unit gives runs in queue
+-- order. A limited unit is admitted under a transaction-scoped advisory lock on (queue,
+-- concurrency key) (a unit another worker is admitting is skipped, never waited for):
+-- its slot holders (DEQUEUED and EXECUTING runs) are counted and at most limit - holders
+-- runs are taken, so the limit holds across any number of workers; the lock is held
+-- until the claim commits. Runs of one concurrency key with different rate_limit_keys are
+-- separate units sharing its slots: once such a unit is seen, the runs this call took
+-- count as holders too.
+-- Rate-limited units (the queue has rate_limit): the run's rate key is its
+-- rate_limit_key, else its concurrency key, else ''. Under a transaction-scoped advisory
+-- lock on (queue, rate key) (skipped when another worker holds it: retry_in 10 ms), GCRA
+-- on skiplock.rate_buckets: runs are taken in order while their cost fits the budget
+-- (rate_budget), each moving the key's tat on by cost * period / limit, and the new tat
+-- is written in this transaction. A unit without budget is skipped after one row read:
+-- it delays no other unit. Queues without a rate limit take the path they always took.
+-- Locks: advisory xact locks of limited units and rate keys; runs rows FOR UPDATE SKIP
+-- LOCKED (a rate-limited unit locks one run past its budget, to learn when it may start);
+-- the rate_buckets rows written.
 -- Plans, pinned here and in the other hot-path functions (the SET clauses): each reads
 -- O(batch) rows through indexes (here runs_ready_idx, runs_slots_idx: O(units + p_limit)
 -- whatever the backlog), but a queue table's statistics are stale by nature (taken
@@ -26,20 +68,28 @@
 -- instead of 0.3). Generic plans too: with array parameters every call was planned
 -- anew, up to 20 us a run claimed.
 CREATE OR REPLACE FUNCTION skiplock.lock_ready(
-    p_version text, p_tasks text[], p_queues text[], p_limit integer)
-RETURNS text[]
+    p_version text, p_tasks text[], p_queues text[], p_limit integer,
+    OUT ids text[], OUT retry_in double precision)
 LANGUAGE plpgsql
 SET enable_sort = off SET enable_seqscan = off SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_now     timestamptz := skiplock.now();
-    v_latest  text[];
-    v_ids     text[] := '{}';
-    v_unit    record;
-    v_take    integer;
-    v_holders integer;
+    v_now      timestamptz := skiplock.now();
+    v_latest   text[];
+    v_unit     record;
+    v_take     integer;
+    v_holders  integer;
+    v_keyed    boolean := false;  -- a unit with a rate_limit_key was visited
+    v_key      text;              -- rate-limited units: the rate key
+    v_interval double precision;  -- period / limit, seconds
+    v_clock    timestamptz;
+    v_tat      timestamptz;
+    v_budget   double precision;
+    v_run      record;
+    v_taken    integer;
 BEGIN
+    ids := '{}';
     -- tasks whose newest deployment is this worker's version
     v_latest := ARRAY(
         SELECT t FROM unnest(p_tasks) t
@@ -48,23 +98,30 @@ BEGIN
                  ORDER BY d.deployed_at DESC, d.version DESC LIMIT 1) = p_version);
     FOR v_unit IN
         WITH RECURSIVE units AS (  -- skip scan: the head run of each unit
-            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+            (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
+                    coalesce(r.rate_limit_key, '') AS rkey, r.order_at
                FROM skiplock.runs r WHERE r.status = 'QUEUED'
-              ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id LIMIT 1)
+              ORDER BY r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''),
+                       r.order_at, r.id
+              LIMIT 1)
             UNION ALL
-            SELECT n.queue, n.ckey, n.order_at FROM units u CROSS JOIN LATERAL (
-                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey, r.order_at
+            SELECT n.queue, n.ckey, n.rkey, n.order_at FROM units u CROSS JOIN LATERAL (
+                SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
+                       coalesce(r.rate_limit_key, '') AS rkey, r.order_at
                   FROM skiplock.runs r
                  WHERE r.status = 'QUEUED'
-                   AND (r.queue, coalesce(r.concurrency_key, '')) > (u.queue, u.ckey)
-                 ORDER BY r.queue, coalesce(r.concurrency_key, ''), r.order_at, r.id
+                   AND (r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''))
+                       > (u.queue, u.ckey, u.rkey)
+                 ORDER BY r.queue, coalesce(r.concurrency_key, ''),
+                          coalesce(r.rate_limit_key, ''), r.order_at, r.id
                  LIMIT 1) n)
-        SELECT u.queue, u.ckey, q.concurrency_limit
+        SELECT u.queue, u.ckey, u.rkey, q.concurrency_limit, q.rate_limit, q.rate_period_s,
+               q.rate_burst
           FROM units u LEFT JOIN skiplock.queues q ON q.name = u.queue
          WHERE NOT coalesce(q.paused, false) AND (p_queues IS NULL OR u.queue = ANY (p_queues))
          ORDER BY u.order_at
     LOOP
-        v_take := p_limit - cardinality(v_ids);
+        v_take := p_limit - cardinality(ids);
         EXIT WHEN v_take <= 0;
         IF v_unit.concurrency_limit IS NOT NULL THEN
             CONTINUE WHEN NOT pg_try_advisory_xact_lock(
@@ -72,21 +129,89 @@ BEGIN
             SELECT count(*) INTO v_holders FROM skiplock.runs r
              WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                AND r.status IN ('DEQUEUED', 'EXECUTING');
+            v_keyed := v_keyed OR v_unit.rkey <> '';
+            IF v_keyed THEN  -- this call may have taken runs of the unit under other rate keys
+                v_holders := v_holders + (
+                    SELECT count(*) FROM skiplock.runs r
+                     WHERE r.id = ANY (ids) AND r.queue = v_unit.queue
+                       AND coalesce(r.concurrency_key, '') = v_unit.ckey);
+            END IF;
             v_take := least(v_take, v_unit.concurrency_limit - v_holders);
             CONTINUE WHEN v_take <= 0;
         END IF;
-        v_ids := v_ids || ARRAY(
-            SELECT r.id FROM skiplock.runs r
+        IF v_unit.rate_limit IS NULL THEN
+            ids := ids || ARRAY(
+                SELECT r.id FROM skiplock.runs r
+                 WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+                   AND coalesce(r.rate_limit_key, '') = v_unit.rkey
+                   AND r.status = 'QUEUED' AND r.available_at <= v_now
+                   AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+                   AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                        OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
+                 ORDER BY r.order_at, r.id
+                 LIMIT v_take
+                 FOR UPDATE SKIP LOCKED);
+            CONTINUE;
+        END IF;
+
+        -- a rate-limited unit: GCRA on its rate key
+        v_key := CASE WHEN v_unit.rkey <> '' THEN v_unit.rkey ELSE v_unit.ckey END;
+        v_interval := v_unit.rate_period_s / v_unit.rate_limit;
+        IF NOT pg_try_advisory_xact_lock(
+                hashtext('skiplock.rate'), hashtext(v_unit.queue || chr(31) || v_key)) THEN
+            -- another worker is admitting this key: look again soon (it may leave budget)
+            retry_in := least(retry_in, v_interval, 0.01);
+            CONTINUE;
+        END IF;
+        -- the time of the admission, not of the transaction's start: attempts are stamped
+        -- after it (skiplock.clock, begin_attempts), so their start times keep its spacing
+        v_clock := skiplock.clock();
+        SELECT b.tat INTO v_tat FROM skiplock.rate_buckets b
+         WHERE b.queue = v_unit.queue AND b.key = v_key;
+        v_tat := skiplock.rate_schedule(v_tat, v_clock, v_interval);
+        v_budget := skiplock.rate_budget(v_tat, v_clock, v_interval, v_unit.rate_burst);
+        IF v_budget < 1 - 1e-9 THEN  -- not even one unit: skipped until it refills
+            IF EXISTS (  -- a run this worker could take then: worth a claim at that time
+                SELECT 1 FROM skiplock.runs r
+                 WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+                   AND coalesce(r.rate_limit_key, '') = v_unit.rkey AND r.status = 'QUEUED'
+                   AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
+                        OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))) THEN
+                retry_in := least(retry_in, (1 - v_budget) * v_interval);
+            END IF;
+            CONTINUE;
+        END IF;
+        v_taken := 0;
+        FOR v_run IN
+            SELECT r.id, coalesce(r.rate_cost, 1) AS cost FROM skiplock.runs r
              WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
+               AND coalesce(r.rate_limit_key, '') = v_unit.rkey
                AND r.status = 'QUEUED' AND r.available_at <= v_now
-               AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
+               AND (r.expires_at IS NULL OR r.expires_at > v_now)
                AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
                     OR (r.version = p_version AND r.task_identifier = ANY (p_tasks)))
              ORDER BY r.order_at, r.id
-             LIMIT v_take
-             FOR UPDATE SKIP LOCKED);
+             -- each run costs at least 1: one past the budget says when the next may start
+             LIMIT least(v_take, floor(v_budget + 1e-9)::integer + 1)
+             FOR UPDATE SKIP LOCKED
+        LOOP
+            -- a run costing more than the burst waits for a full budget, then goes into debt
+            IF least(v_run.cost, v_unit.rate_burst) > v_budget + 1e-9 THEN
+                retry_in := least(retry_in,
+                                  (least(v_run.cost, v_unit.rate_burst) - v_budget) * v_interval);
+                EXIT;
+            END IF;
+            ids := ids || v_run.id;
+            v_budget := v_budget - v_run.cost;
+            v_tat := v_tat + make_interval(secs => v_run.cost * v_interval);
+            v_taken := v_taken + 1;
+        END LOOP;
+        IF v_taken > 0 THEN
+            INSERT INTO skiplock.rate_buckets AS b (queue, key, tat)
+            VALUES (v_unit.queue, v_key, v_tat)
+            ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat;
+        END IF;
     END LOOP;
-    RETURN v_ids;
 END;
 $$;
 
@@ -113,7 +238,7 @@ BEGIN
     IF NOT skiplock.worker_is_active(p_worker_id) THEN
         RETURN;
     END IF;
-    v_ids := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+    v_ids := (skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit)).ids;
     PERFORM skiplock.notify_runs(v_ids);
     RETURN QUERY
     UPDATE skiplock.runs r
@@ -193,16 +318,26 @@ $$;
 -- visible outside the transaction), for a worker that starts what it takes at once.
 -- One commit and one row version per run instead of two of each: the worker's hot path.
 -- Locks: as lock_ready. Returns each started attempt with its run's task, payload,
--- metadata and max_duration, in queue order.
+-- metadata and max_duration, in queue order; then, when a rate limit held a run back, one
+-- more row without a run (run_id NULL) whose retry_in says in how many seconds it may
+-- start (see lock_ready): no NOTIFY comes then, so the caller claims again at that time.
+-- retry_in is NULL in the rows of attempts.
 CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean)
-LANGUAGE sql AS $$
-    SELECT * FROM skiplock.begin_attempts(
-        p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
-        'QUEUED')
+               resumed boolean, retry_in double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ready record := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
+BEGIN
+    RETURN QUERY SELECT b.*, NULL::double precision
+                   FROM skiplock.begin_attempts(p_worker_id, p_version, v_ready.ids, 'QUEUED') b;
+    IF v_ready.retry_in IS NOT NULL THEN
+        retry_in := v_ready.retry_in;  -- every other column NULL
+        RETURN NEXT;
+    END IF;
+END;
 $$;
 
 -- complete_and_claim: a worker's hot path, one transaction: record the successes in
@@ -213,13 +348,14 @@ $$;
 -- makes that cheap. Completing first frees the slots of limited queues for the claim.
 -- Locks: the worker row FOR SHARE first (see worker_is_active; taken before the runs the
 -- completions lock, in the order crash_lost_workers takes them, so the two cannot
--- deadlock), then as complete_attempts, then as lock_ready. Returns as claim.
+-- deadlock), then as complete_attempts, then as lock_ready. Returns as claim (with its
+-- last row without a run when a rate limit held a run back).
 CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
     p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[],
     p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean)
+               resumed boolean, retry_in double precision)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM skiplock.worker_is_active(p_worker_id);

@@ -82,8 +82,8 @@ END;
 $$;
 
 -- replay_run: a new run of the same task with the same payload, tags, metadata, queue
--- and limits, on the latest deployed version (never pinned). SL001 for an unknown id.
--- Returns the new run's id.
+-- and limits (concurrency and rate keys, rate cost), on the latest deployed version
+-- (never pinned). SL001 for an unknown id. Returns the new run's id.
 CREATE OR REPLACE FUNCTION skiplock.replay_run(p_run_id text)
 RETURNS text
 LANGUAGE plpgsql AS $$
@@ -99,7 +99,8 @@ BEGIN
             'tags', to_jsonb(v_run.tags), 'metadata', v_run.metadata, 'queue', v_run.queue,
             'concurrency_key', v_run.concurrency_key, 'priority', v_run.priority,
             'max_attempts', v_run.max_attempts, 'max_duration', v_run.max_duration,
-            'ttl', v_run.ttl))) t);
+            'ttl', v_run.ttl, 'rate_limit_key', v_run.rate_limit_key,
+            'rate_cost', v_run.rate_cost))) t);
 END;
 $$;
 

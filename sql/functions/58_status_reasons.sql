@@ -3,8 +3,9 @@
 -- run_status_reason: why the run has not moved on, or NULL when nothing holds it up.
 -- PENDING_VERSION: the task (or its pinned version) is in no deployment. DELAYED: until
 -- when. QUEUED: its retry backoff, a paused queue, no live worker for its locked version
--- or its task, or a queue at its limit. DEQUEUED/EXECUTING: a worker whose lease lapsed
--- (maintenance will crash or requeue the run). WAITING: how many waitpoints are pending.
+-- or its task, a queue at its limit, or its rate key out of budget (and when the run
+-- may start). DEQUEUED/EXECUTING: a worker whose lease lapsed (maintenance will crash or
+-- requeue the run). WAITING: how many waitpoints are pending.
 -- Reads only; raises SL001 for an unknown run. Times are shown in UTC.
 CREATE OR REPLACE FUNCTION skiplock.run_status_reason(p_run_id text)
 RETURNS text
@@ -16,6 +17,11 @@ DECLARE
     v_queue skiplock.queues;
     v_worker skiplock.workers;
     v_count bigint;
+    v_key text;
+    v_interval double precision;
+    v_budget double precision;
+    v_need integer;
+    v_tat timestamptz;
 BEGIN
     SELECT * INTO v_run FROM skiplock.runs WHERE id = p_run_id;
     IF NOT FOUND THEN
@@ -59,6 +65,23 @@ BEGIN
             IF v_count >= v_queue.concurrency_limit THEN
                 RETURN format('queue %s is at its concurrency limit (%s running)', v_run.queue,
                               v_count);
+            END IF;
+        END IF;
+        IF v_queue.rate_limit IS NOT NULL THEN
+            v_key := coalesce(v_run.rate_limit_key, v_run.concurrency_key, '');
+            v_interval := v_queue.rate_period_s / v_queue.rate_limit;
+            SELECT skiplock.rate_budget(b.tat, v_now, v_interval, v_queue.rate_burst), b.tat
+              INTO v_budget, v_tat
+              FROM skiplock.rate_buckets b WHERE b.queue = v_run.queue AND b.key = v_key;
+            v_need := least(coalesce(v_run.rate_cost, 1), v_queue.rate_burst);
+            IF v_budget < v_need - 1e-9 THEN
+                RETURN format('queue %s is rate limited (%s per %s s%s): its next run%s may '
+                              'start at %s', v_run.queue, v_queue.rate_limit,
+                              v_queue.rate_period_s,
+                              CASE WHEN v_key <> '' THEN format(', key %s', v_key) ELSE '' END,
+                              CASE WHEN v_need > 1 THEN format(' of cost %s', v_need) ELSE '' END,
+                              skiplock.utc_text(v_tat - make_interval(
+                                  secs => (v_queue.rate_burst - v_need) * v_interval)));
             END IF;
         END IF;
         RETURN NULL;

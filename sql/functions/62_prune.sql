@@ -18,10 +18,13 @@ $$;
 
 -- prune_registry: delete workers stopped or declared lost more than p_keep ago that hold
 -- no run, and queues that no deployment declares, that hold no setting (no concurrency
--- limit or retention, not paused), that no unfinished run names, and that nobody changed for p_keep
--- (a typo in a trigger's queue option, a task renamed). A later trigger that names a
--- pruned queue creates it again. At most p_batch of each.
--- Locks: the rows deleted (SKIP LOCKED). Returns {"workers": n, "queues": n}.
+-- limit, rate limit or retention, not paused), that no unfinished run names, and that
+-- nobody changed for p_keep (a typo in a trigger's queue option, a task renamed). A later
+-- trigger that names a pruned queue creates it again. At most p_batch of each; and up to
+-- 100 * p_batch rate keys whose schedule is over a minute past (a full budget, the same as
+-- no row: keys no longer used).
+-- Locks: the rows deleted (SKIP LOCKED). Returns {"workers": n, "queues": n,
+-- "rate_keys": n}.
 CREATE OR REPLACE FUNCTION skiplock.prune_registry(
     p_keep interval DEFAULT '1 day', p_batch integer DEFAULT 100)
 RETURNS jsonb
@@ -30,6 +33,7 @@ DECLARE
     v_before  timestamptz := skiplock.now() - p_keep;
     v_workers integer;
     v_queues  integer;
+    v_keys    integer;
 BEGIN
     DELETE FROM skiplock.workers w
      WHERE w.id IN (
@@ -44,7 +48,8 @@ BEGIN
     DELETE FROM skiplock.queues q
      WHERE q.name IN (
         SELECT c.name FROM skiplock.queues c
-         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL AND NOT c.paused
+         WHERE c.updated_at < v_before AND c.concurrency_limit IS NULL AND c.retention_s IS NULL
+           AND c.rate_limit IS NULL AND NOT c.paused
            AND NOT EXISTS (SELECT 1 FROM skiplock.deployment_tasks d WHERE d.queue = c.name)
            AND c.name NOT IN (
                SELECT r.queue FROM skiplock.runs r
@@ -53,6 +58,14 @@ BEGIN
          LIMIT p_batch
            FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS v_queues = ROW_COUNT;
-    RETURN jsonb_build_object('workers', v_workers, 'queues', v_queues);
+
+    DELETE FROM skiplock.rate_buckets b
+     WHERE (b.queue, b.key) IN (
+        SELECT x.queue, x.key FROM skiplock.rate_buckets x
+         WHERE x.tat < skiplock.now() - interval '1 minute'
+         LIMIT 100 * p_batch
+           FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_keys = ROW_COUNT;
+    RETURN jsonb_build_object('workers', v_workers, 'queues', v_queues, 'rate_keys', v_keys);
 END;
 $$;

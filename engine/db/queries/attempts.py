@@ -49,12 +49,15 @@ def complete_and_claim(
     limit: int,
 ) -> Query[list[dict[str, Any]]]:
     """Record finished attempts (JSON as complete_attempts takes, or None) and claim up
-    to `limit` runs, in one durable commit."""
+    to `limit` runs, in one durable commit. A last row with `run_id` None, when present,
+    is no run: its `retry_in` says in how many seconds a run a rate limit held back may
+    start (see skiplock.claim)."""
     return Query(
         # payload and metadata as JSON text: the worker validates the payload straight from
         # it, and decodes metadata only when there is some
         "SELECT run_id, task_identifier, payload::text AS payload, "
-        "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed "
+        "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, "
+        "retry_in "
         "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)",
         (results_json, worker_id, version, tasks, queues, limit),
         _as_is,

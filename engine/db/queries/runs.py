@@ -146,6 +146,7 @@ _QUEUE_CALLS: dict[str, LiteralString] = {
     "pause_queue": "SELECT skiplock.pause_queue(%s)",
     "resume_queue": "SELECT skiplock.resume_queue(%s)",
     "set_queue_limit": "SELECT skiplock.set_queue_limit(%s, %s)",
+    "set_queue_rate_limit": "SELECT skiplock.set_queue_rate_limit(%s, %s, %s, %s)",
 }
 
 
@@ -164,6 +165,16 @@ def queue_stat(name: str) -> Query[dict[str, Any]]:
         return dict(rows[0])
 
     return Query("SELECT * FROM skiplock.queue_stats WHERE name = %s", (name,), parse)
+
+
+def queue_rate_stats(name: str) -> Query[list[dict[str, Any]]]:
+    """The rate keys of queue `name` (queue_rate_stats), those out of budget first."""
+    return Query(
+        "SELECT * FROM skiplock.queue_rate_stats WHERE queue = %s "
+        "ORDER BY next_allowed_at DESC, key LIMIT 1000",
+        (name,),
+        _as_is,
+    )
 
 
 def workers() -> Query[list[dict[str, Any]]]:
