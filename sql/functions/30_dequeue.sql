@@ -221,7 +221,9 @@ $$;
 -- registered (register_worker) and neither stopped nor lost, else nothing is leased.
 -- A DEQUEUED run holds its queue slot until start_attempts starts it. One never started
 -- goes back to QUEUED, keeping its place, when the worker stops (stop_worker) or its
--- lease lapses (tick); a live worker keeps it until then.
+-- lease lapses (tick); a live worker keeps it until then. A run held back by a rate
+-- limit is announced to nobody when its time comes: a driver polls (claim, the worker's
+-- way, also says when that time is: its retry_in).
 -- Locks: the worker row FOR SHARE (worker_is_active), then as lock_ready.
 -- Returns the leased runs with what a worker needs to execute them.
 CREATE OR REPLACE FUNCTION skiplock.dequeue(
