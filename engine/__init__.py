@@ -14,6 +14,7 @@ from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
 from .models import (
     Attempt,
     BatchHandle,
+    Debounce,
     Queue,
     Result,
     Retry,
@@ -32,6 +33,7 @@ __all__ = [
     "Attempt",
     "BatchHandle",
     "BatchItem",
+    "Debounce",
     "Engine",
     "InvalidCronError",
     "Metadata",
