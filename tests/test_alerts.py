@@ -250,12 +250,13 @@ def test_a_claim_holds_an_alert_for_its_lease_then_another_takes_it_again(conn: 
 
 
 @pytest.fixture
-def alerting_worker(dsn: str) -> Iterator[Callable[[Engine], Worker]]:
-    """Start a worker of another engine (that runs none of the tasks): it delivers the
-    alerts its engine registered."""
+def alerting(dsn: str) -> Iterator[tuple[Engine, Callable[[], Worker]]]:
+    """Another engine, and how to start a worker of it that runs none of the tasks: it
+    delivers the alerts this engine registers. Its workers stop before it closes."""
+    engine = fast(Engine(dsn))
     running: list[RunningWorker] = []
 
-    def start(engine: Engine) -> Worker:
+    def start() -> Worker:
         rw = RunningWorker(
             engine.worker(
                 queues=["alerts-nothing"],
@@ -267,13 +268,17 @@ def alerting_worker(dsn: str) -> Iterator[Callable[[Engine], Worker]]:
         running.append(rw)
         return rw.__enter__()
 
-    yield start
+    yield engine, start
     for rw in running:
         rw.stop()
+    engine.close()
 
 
 def test_a_run_that_fails_for_good_is_delivered_once_by_a_worker_with_alerts(
-    app: Engine, dsn: str, start_worker: Callable[..., Worker], alerting_worker: Any
+    app: Engine,
+    dsn: str,
+    start_worker: Callable[..., Worker],
+    alerting: tuple[Engine, Callable[[], Worker]],
 ) -> None:
     """The run fails on a worker whose engine has no alerts; a worker of another engine,
     which runs none of its tasks, delivers the alert to its callback: once, with the run
@@ -285,21 +290,18 @@ def test_a_run_that_fails_for_good_is_delivered_once_by_a_worker_with_alerts(
         return 1
 
     runner = start_worker()
-    alerting = fast(Engine(dsn))
+    other, start_other = alerting
     got: list[tuple[Run[Any, Any], Alert]] = []
 
-    @alerting.on_run_failed
+    @other.on_run_failed
     def page(run: Run[Any, Any], alert: Alert) -> None:
         got.append((run, alert))
 
-    deliverer = alerting_worker(alerting)
-    try:
-        failed = app.tasks["alerts-boom"].trigger(7)
-        ok = app.tasks["alerts-fine"].trigger(1)
-        wait_for(lambda: delivered(dsn, failed.id))
-        wait_for(lambda: app.runs.retrieve(ok.id).status is RunStatus.COMPLETED)
-    finally:
-        alerting.close()
+    deliverer = start_other()
+    failed = app.tasks["alerts-boom"].trigger(7)
+    ok = app.tasks["alerts-fine"].trigger(1)
+    wait_for(lambda: delivered(dsn, failed.id))
+    wait_for(lambda: app.runs.retrieve(ok.id).status is RunStatus.COMPLETED)
 
     ours = [(run, alert) for run, alert in got if run.id == failed.id]
     assert len(ours) == 1

@@ -77,7 +77,7 @@ class AlertDelivery:
                 notified.clear()
                 taken = await self._take()
                 if taken:
-                    await asyncio.gather(*(self._deliver(row) for row in taken))
+                    await asyncio.gather(*(self._deliver_guarded(row) for row in taken))
                     if len(taken) >= alerts.batch:
                         continue  # there may be more
                 await wait_any(notified, state.stopping, timeout=alerts.poll_interval)
@@ -95,8 +95,19 @@ class AlertDelivery:
             log.warning("taking alerts failed; trying again later", exc_info=True)
             return []
 
+    async def _deliver_guarded(self, row: dict[str, Any]) -> None:
+        try:
+            await self._deliver(row)
+        except Exception:  # the loop goes on; the alert is taken again after its lease
+            log.exception("delivering alert %s failed", row.get("id"))
+
     async def _deliver(self, row: dict[str, Any]) -> None:
+        """Call the sinks an earlier delivery did not reach, within the alert's lease
+        (a sink not done by then is counted as failed: the alert may be taken again),
+        and record how it went."""
         alerts = self._engine.alerts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + alerts.lease
         alert = Alert(
             id=row["id"],
             run_id=row["run_id"],
@@ -119,11 +130,12 @@ class AlertDelivery:
                 if key in done:
                     continue
                 try:
-                    await asyncio.wait_for(self._call(sink, run, alert), alerts.lease)
+                    left = max(deadline - loop.time(), 0.0)
+                    await asyncio.wait_for(self._call(sink, run, alert), left)
                 except TimeoutError:
                     log.warning(
-                        "alert %s (run %s of %s, delivery %d): %s did not return within "
-                        "the lease (%gs)",
+                        "alert %s (run %s of %s, delivery %d): %s not done within the "
+                        "alert's lease (%gs)",
                         alert.id,
                         alert.run_id,
                         alert.task_identifier,
@@ -131,7 +143,7 @@ class AlertDelivery:
                         key,
                         alerts.lease,
                     )
-                    errors.append(f"{key}: did not return within the lease ({alerts.lease:g}s)")
+                    errors.append(f"{key}: not done within the lease ({alerts.lease:g}s)")
                 except Exception as exc:
                     log.warning(
                         "alert %s (run %s of %s, delivery %d): %s raised",
