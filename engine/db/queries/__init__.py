@@ -18,6 +18,7 @@ from .attempts import (
     start_attempts,
     stop_worker,
     tick,
+    trace_contexts,
     update_metadata,
 )
 from .runs import (
@@ -106,6 +107,7 @@ __all__ = [
     "stop_worker",
     "table_health",
     "tick",
+    "trace_contexts",
     "trigger",
     "trigger_and_wait",
     "trigger_batch",

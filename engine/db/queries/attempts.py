@@ -121,3 +121,14 @@ def update_metadata(attempt_id: str, metadata_json: str) -> Query[bool]:
     return Query(
         "SELECT skiplock.update_metadata(%s, %s::jsonb)", (attempt_id, metadata_json), _scalar
     )
+
+
+def trace_contexts(run_ids: list[str]) -> Query[dict[str, dict[str, Any]]]:
+    """Each run's stored trace context (None if it has none) and queue, by run id: what
+    the worker's attempt spans start from. Sent only while the worker traces, once for the
+    attempts that start together (engine/worker/tracing.py)."""
+    return Query(
+        "SELECT id, trace_context, queue FROM skiplock.runs WHERE id = ANY(%s)",
+        (run_ids,),
+        lambda rows: {r["id"]: r for r in rows},
+    )
