@@ -129,7 +129,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET enable_hashjoin TO 'off'
@@ -159,14 +159,15 @@ BEGIN
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
            AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
+                  r.trace_context),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended
+           s.attempt_count, s.suspended, s.queue, s.trace_context
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -261,7 +262,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE sql
     AS $$
     SELECT * FROM skiplock.begin_attempts(
@@ -276,7 +277,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -911,6 +912,7 @@ CREATE TABLE skiplock.runs (
     retention_s double precision,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    trace_context jsonb,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
@@ -1544,7 +1546,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_options->'trace_context'                                  -- trace_context
     )::skiplock.runs
 $$;
 
@@ -1676,6 +1679,10 @@ BEGIN
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'trace_context') <> 'object'
+            THEN 'trace_context must be a JSON object'
+        WHEN octet_length((p_opts->'trace_context')::text) > 4096
+            THEN 'trace_context must be at most 4 KB'
     END;
 END;
 $$;

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import os
 from collections.abc import Iterator
 from contextvars import Token
 from types import TracebackType
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 
 _tracer: Tracer | None = None
+_UNKNOWN = object()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 _PROPAGATOR = TraceContextTextMapPropagator() if otel_trace is not None else None
 
 
@@ -54,6 +57,12 @@ def tracer() -> Tracer | None:
     if _tracer is not None:
         return _tracer
     if otel_trace is None:
+        return None
+    # While none is set, get_tracer_provider() looks $OTEL_PYTHON_TRACER_PROVIDER up in
+    # the environment on every call: most of what tracing cost a trigger without a
+    # provider (bench/otel_cost.py). The API's global says "none set" for an attribute
+    # read; the public call decides whenever that global is not there.
+    if getattr(otel_trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENV:
         return None
     provider = otel_trace.get_tracer_provider()
     if isinstance(provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider):
@@ -117,8 +126,8 @@ class TriggerSpan:
     def run(self, run_id: str, cached: bool = False) -> None:
         """The trigger made (or, `cached`, found by idempotency key) run `run_id`."""
 
-    def batch(self, batch_id: str, size: int) -> None:
-        """The trigger made batch `batch_id` of `size` runs."""
+    def batch(self, batch_id: str, size: int | None = None) -> None:
+        """The trigger made batch `batch_id` (of `size` runs)."""
 
 
 UNTRACED = TriggerSpan()
@@ -168,9 +177,10 @@ class _TracedTrigger(TriggerSpan):
         if cached:
             self._span.set_attribute("skiplock.cached", True)
 
-    def batch(self, batch_id: str, size: int) -> None:
+    def batch(self, batch_id: str, size: int | None = None) -> None:
         self._span.set_attribute("skiplock.batch_id", batch_id)
-        self._span.set_attribute("skiplock.batch.size", size)
+        if size is not None:
+            self._span.set_attribute("skiplock.batch.size", size)
 
 
 def trigger_span(task_id: str, operation: str = "trigger") -> TriggerSpan:

@@ -32,6 +32,7 @@ from .outcomes import Outcomes
 from .report import plural
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
+from .tracing import install as _trace_attempts
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
@@ -196,6 +197,7 @@ class Worker:
                 await db.close()
         if not started:
             return
+        _trace_attempts()  # spans for attempts, if the application set a TracerProvider
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
             # objects) lives as long as the process: out of the collector's sight, a full

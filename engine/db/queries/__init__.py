@@ -18,7 +18,6 @@ from .attempts import (
     start_attempts,
     stop_worker,
     tick,
-    trace_contexts,
     update_metadata,
 )
 from .runs import (
@@ -107,7 +106,6 @@ __all__ = [
     "stop_worker",
     "table_health",
     "tick",
-    "trace_contexts",
     "trigger",
     "trigger_and_wait",
     "trigger_batch",
