@@ -3,18 +3,19 @@
 * absent: `opentelemetry` cannot be imported (blocked in the measuring process);
 * no provider: `opentelemetry-api` installed, no TracerProvider set (the API's proxy);
 * sdk: the SDK's TracerProvider with a span processor that drops every span (what span
-  creation, the trace context sent with each trigger and the worker's read of it cost,
+  creation, the trace context sent with each trigger and claimed with each run cost,
   without an exporter's own cost).
 
-    python bench/otel_cost.py [--runs 5000] [--repeat 3] [--dsn postgresql://...]
+    python bench/otel_cost.py [--runs 5000] [--triggers 1000] [--repeat 3] [--dsn ...]
 
 Each set-up runs in a process of its own, in a fresh database, `--repeat` times (the
 figure is the median, with min and max):
 
 * trigger overhead: the Python-side cost of one trigger's tracing, in us per call
   (`trigger_span()` entered, the options given their context, the run id set, exited);
-* trigger: N calls of `task.trigger(payload)`, one round trip each, in us per call;
-* drain: N no-op runs queued first (with `batch_trigger`, traced as the set-up says),
+* trigger: `--triggers` calls of `task.trigger(payload)`, one round trip each, in us
+  per call;
+* drain: N no-op runs queued first (those, then `batch_trigger`, traced as the set-up says),
   then one in-process worker (concurrency 50) runs them; runs/s from its start until the
   last is COMPLETED.
 """
@@ -39,7 +40,7 @@ import json, sys, threading, time, timeit
 
 import psycopg
 
-mode, dsn, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, dsn, runs, singles = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if mode == "absent":
     class NoOtel:
         def find_spec(self, name, path=None, target=None):
@@ -73,12 +74,12 @@ per_call = min(timeit.repeat(overhead, number=n, repeat=5)) / n * 1e6
 
 payloads = [{"i": i} for i in range(runs)]
 started = time.perf_counter()
-for p in payloads[:2000]:
+for p in payloads[:singles]:
     noop.trigger(p)
-trigger_us = (time.perf_counter() - started) / 2000 * 1e6
+trigger_us = (time.perf_counter() - started) / singles * 1e6
 
-# the 2,000 runs above are drained too: queue the rest
-for i in range(2000, runs, 1000):
+# the runs above are drained too: queue the rest
+for i in range(singles, runs, 1000):
     noop.batch_trigger(payloads[i : i + 1000])
 worker = app.worker(concurrency=50, poll_interval=0.05)
 thread = threading.Thread(target=worker.run, daemon=True)
@@ -105,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--triggers", type=int, default=1000, help="single triggers timed")
     parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -117,7 +119,15 @@ def main() -> None:
             for mode in MODES:  # interleaved, so that drift hits every set-up alike
                 with fresh_database(server.dsn, f"otel_{uuid.uuid4().hex[:8]}") as dsn:
                     done = subprocess.run(
-                        [sys.executable, "-c", _CHILD, mode, dsn, str(args.runs)],
+                        [
+                            sys.executable,
+                            "-c",
+                            _CHILD,
+                            mode,
+                            dsn,
+                            str(args.runs),
+                            str(args.triggers),
+                        ],
                         capture_output=True,
                         text=True,
                         env=env,
