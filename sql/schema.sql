@@ -3001,6 +3001,104 @@ CREATE TABLE skiplock.maintenance (
     mark timestamp with time zone
 );
 
+CREATE TABLE skiplock.workers (
+    id text NOT NULL,
+    version text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[],
+    tasks text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    lease_seconds double precision DEFAULT 30 NOT NULL,
+    lease_expires_at timestamp with time zone,
+    lost_at timestamp with time zone,
+    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE VIEW skiplock.metrics AS
+ WITH queued AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n,
+            min(r.order_at) AS first_at
+           FROM skiplock.runs r
+          WHERE (r.status = 'QUEUED'::skiplock.run_status)
+          GROUP BY r.queue
+        ), running AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n
+           FROM skiplock.runs r
+          WHERE (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]))
+          GROUP BY r.queue
+        ), parked AS MATERIALIZED (
+         SELECT ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'WAITING'::skiplock.run_status]))) AS parked,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'DELAYED'::skiplock.run_status)) AS delayed,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'PENDING_VERSION'::skiplock.run_status)) AS pending_version
+        ), queues AS MATERIALIZED (
+         SELECT q.name
+           FROM skiplock.queues q
+        UNION
+         SELECT queued.queue
+           FROM queued
+        UNION
+         SELECT running.queue
+           FROM running
+        ), workers AS MATERIALIZED (
+         SELECT
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END AS state,
+            count(*) AS n
+           FROM skiplock.workers w
+          GROUP BY
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END
+        )
+ SELECT 'queue_depth'::text AS metric,
+    q.name AS label,
+    (COALESCE(d.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_oldest_age_seconds'::text AS metric,
+    q.name AS label,
+    (COALESCE(GREATEST(EXTRACT(epoch FROM (skiplock.now() - d.first_at)), (0)::numeric), (0)::numeric))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_running'::text AS metric,
+    q.name AS label,
+    (COALESCE(s.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN running s ON ((s.queue = q.name)))
+UNION ALL
+ SELECT f.metric,
+    NULL::text AS label,
+    (f.value)::double precision AS value
+   FROM (parked p
+     CROSS JOIN LATERAL ( VALUES ('runs_waiting'::text,((p.parked - p.delayed) - p.pending_version)), ('runs_delayed'::text,p.delayed), ('runs_pending_version'::text,p.pending_version)) f(metric, value))
+UNION ALL
+ SELECT 'workers'::text AS metric,
+    s.state AS label,
+    (COALESCE(w.n, (0)::bigint))::double precision AS value
+   FROM (unnest('{active,lapsed,lost,stopped}'::text[]) s(state)
+     LEFT JOIN workers w ON ((w.state = s.state)));
+
 CREATE TABLE skiplock.migrations (
     name text NOT NULL,
     kind text NOT NULL,
@@ -3090,23 +3188,6 @@ CREATE TABLE skiplock.waitpoints (
     completed_at timestamp with time zone
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
-
-CREATE TABLE skiplock.workers (
-    id text NOT NULL,
-    version text NOT NULL,
-    hostname text NOT NULL,
-    pid integer NOT NULL,
-    queues text[],
-    tasks text[] NOT NULL,
-    concurrency integer NOT NULL,
-    started_at timestamp with time zone NOT NULL,
-    last_heartbeat_at timestamp with time zone NOT NULL,
-    stopped_at timestamp with time zone,
-    lease_seconds double precision DEFAULT 30 NOT NULL,
-    lease_expires_at timestamp with time zone,
-    lost_at timestamp with time zone,
-    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
-);
 
 CREATE VIEW skiplock.worker_status AS
  SELECT id,
