@@ -42,7 +42,6 @@ from ..errors import (
 )
 from . import report
 from .faults import checkpoint
-from .lifecycle import OBSERVERS, Lifecycle
 from .outcomes import Outcomes
 from .replay import Execution, NonDeterministic, Suspended
 from .state import (
@@ -165,15 +164,6 @@ class Executor:
             Execution(self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt))
         )
         checkpoint("executing")
-        # TEMPORARY (branch metrics): the observers around the attempt, until the lead's
-        # wiring of Lifecycle.around() lands on main; dropped then, in the merge
-        if not OBSERVERS:
-            return await self._run(attempt, payload)
-        async with Lifecycle(self._engine).around(attempt, payload, None):
-            return await self._run(attempt, payload)
-
-    async def _run(self, attempt: RunningAttempt, payload: Any) -> str:
-        ctx, task = attempt.ctx, attempt.task
         if task.is_async and attempt.max_duration is None:
             return task.output_json(await task.fn(payload, ctx))
         if task.is_async:
