@@ -1,9 +1,10 @@
 """OpenTelemetry (skiplock[otel]): the span tree of triggers, attempts and steps, with the
 SDK's in-memory exporter and a worker in this process.
 
-A TracerProvider can be set once per process: the `exporter` fixture sets the global one
-for the whole session (test modules that run after this one trace too, into an exporter
-that nobody reads). The worker's attempt spans need it set before the worker starts."""
+The global TracerProvider can be set once per process, and would leave every test module
+after this one traced: the `otel` fixture gives skiplock's tracer from an SDK provider
+of its own for one test instead, and the global lookup (`tracing.tracer()`) is checked in
+processes of their own."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +29,28 @@ from opentelemetry.trace import SpanKind, StatusCode
 from engine import Engine, Retry, RunStatus, TaskContext
 from engine.api import tracing
 from engine.errors import InvalidArgumentError, UnknownTaskWarning
+from engine.worker import tracing as worker_tracing
+from engine.worker.lifecycle import OBSERVERS
 
-_EXPORTER = InMemorySpanExporter()
 
-
-@pytest.fixture(scope="session")
-def provider() -> TracerProvider:
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):  # set already in this process
-        return current
-    made = TracerProvider()
-    made.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-    trace.set_tracer_provider(made)
-    assert trace.get_tracer_provider() is made
-    return made
+@dataclass
+class Otel:
+    exporter: InMemorySpanExporter
+    tracer: trace.Tracer  # the application's own (an HTTP request's spans)
 
 
 @pytest.fixture
-def exporter(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
-    _EXPORTER.clear()
-    yield _EXPORTER
-    _EXPORTER.clear()
+def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
+    """Tracing on for one test, as with the application's provider set (before its
+    workers start); off again afterwards."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("skiplock"))
+    yield Otel(exporter, provider.get_tracer("test"))
+    if worker_tracing.observe in OBSERVERS:  # registered by the workers it started
+        OBSERVERS.remove(worker_tracing.observe)
+    provider.shutdown()
 
 
 def final(app: Engine, run_id: str) -> Any:
@@ -85,15 +88,15 @@ def traceparent(span: ReadableSpan) -> str:
 
 
 def test_a_run_joins_the_trace_of_the_request_that_triggered_it(
-    app: Engine, start_worker: Any, exporter: InMemorySpanExporter
+    app: Engine, start_worker: Any, otel: Otel
 ) -> None:
     @app.task("traced")
     async def traced(payload: int, ctx: TaskContext) -> int:
         return payload + 1
 
     start_worker()
-    tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER) as request:
+    exporter = otel.exporter
+    with otel.tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER) as request:
         handle = traced.trigger(1)
     assert final(app, handle.id).output == 2
 
@@ -121,7 +124,7 @@ def test_a_run_joins_the_trace_of_the_request_that_triggered_it(
 
 
 def test_a_child_run_and_steps_join_the_parents_trace(
-    app: Engine, start_worker: Any, exporter: InMemorySpanExporter
+    app: Engine, start_worker: Any, otel: Otel
 ) -> None:
     @app.task("child")
     def child(payload: int, ctx: TaskContext) -> int:  # a def task: its own thread
@@ -134,8 +137,8 @@ def test_a_child_run_and_steps_join_the_parents_trace(
         return int(result.unwrap())
 
     start_worker()
-    tracer = trace.get_tracer("test")
-    with tracer.start_as_current_span("POST /jobs", kind=SpanKind.SERVER) as request:
+    exporter = otel.exporter
+    with otel.tracer.start_as_current_span("POST /jobs", kind=SpanKind.SERVER) as request:
         handle = parent.trigger(3)
     assert final(app, handle.id).output == 36
 
@@ -165,7 +168,7 @@ def test_a_child_run_and_steps_join_the_parents_trace(
 
 
 def test_a_failed_attempt_and_step_record_the_error(
-    app: Engine, start_worker: Any, exporter: InMemorySpanExporter
+    app: Engine, start_worker: Any, otel: Otel
 ) -> None:
     def explode() -> None:
         raise ValueError("no such order")
@@ -174,6 +177,7 @@ def test_a_failed_attempt_and_step_record_the_error(
     async def failing(payload: int, ctx: TaskContext) -> None:
         await ctx.step("explode", explode)
 
+    exporter = otel.exporter
     start_worker()
     handle = failing.trigger(1)
     assert final(app, handle.id).status is RunStatus.FAILED
@@ -195,9 +199,9 @@ def test_a_failed_attempt_and_step_record_the_error(
             assert event.attributes["exception.message"] == "no such order"
 
 
-def test_batches_and_triggers_by_id_carry_the_context(
-    app: Engine, exporter: InMemorySpanExporter
-) -> None:
+def test_batches_and_triggers_by_id_carry_the_context(app: Engine, otel: Otel) -> None:
+    exporter = otel.exporter
+
     @app.task("batched")
     async def batched(payload: int, ctx: TaskContext) -> None:
         return None
@@ -220,19 +224,22 @@ def test_batches_and_triggers_by_id_carry_the_context(
     )
 
 
-def test_untraced_triggers_store_nothing(
-    app: Engine, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    @app.task("plain")
-    async def plain(payload: int, ctx: TaskContext) -> None:
-        return None
+def test_untraced_runs_carry_nothing(app: Engine, start_worker: Any) -> None:
+    """No provider set (this process sets none): no span, no trace context stored, and the
+    worker neither registers its observer nor claims trace contexts."""
 
-    monkeypatch.setattr(tracing, "tracer", lambda: None)  # as without a provider
+    @app.task("plain")
+    async def plain(payload: int, ctx: TaskContext) -> int:
+        return await ctx.step("add", lambda: payload + 1)
+
+    assert tracing.tracer() is None
+    start_worker()
     handle = plain.trigger(1)
+    assert final(app, handle.id).output == 2
     assert fetch(app.dsn, "SELECT trace_context FROM skiplock.runs WHERE id = %s", handle.id) == [
         (None,)
     ]
-    assert exporter.get_finished_spans() == ()
+    assert worker_tracing.observe not in OBSERVERS and not worker_tracing.tracing_attempts()
 
 
 def test_the_trace_context_option_is_checked(app: Engine) -> None:
@@ -250,6 +257,47 @@ def test_the_trace_context_option_is_checked(app: Engine) -> None:
         trigger({"trace_context": "00-abc"})
     with pytest.raises(InvalidArgumentError, match="at most 4 KB"):
         trigger({"trace_context": {"tracestate": "x" * 5000}})
+
+
+_GLOBAL = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from engine.api import tracing
+
+assert tracing.available() and tracing.tracer() is None  # installed, no provider set
+if sys.argv[1] == "no-op":
+    trace.set_tracer_provider(trace.NoOpTracerProvider())
+    assert tracing.tracer() is None and tracing.trigger_span("t") is tracing.UNTRACED
+else:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with tracing.trigger_span("t") as span:
+        options = span.options({"queue": "q"})
+    (made,) = exporter.get_finished_spans()
+    assert made.name == "skiplock.trigger t" and made.instrumentation_scope.name == "skiplock"
+    assert set(options) == {"queue", "trace_context"}, options
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("provider", ["sdk", "no-op"])
+def test_the_applications_global_provider_is_used(provider: str) -> None:
+    """skiplock's tracer comes from the global TracerProvider once the application sets
+    one (none set, or the no-op one: no tracing); in a process of its own, as a provider
+    can be set once per process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _GLOBAL, provider],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_without_opentelemetry_nothing_is_traced(dsn: str) -> None:
