@@ -131,7 +131,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET enable_hashjoin TO 'off'
@@ -161,14 +161,15 @@ BEGIN
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
            AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
+                  r.trace_context),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended
+           s.attempt_count, s.suspended, s.queue, s.trace_context
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -263,7 +264,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, retry_in double precision)
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -278,6 +279,40 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.claim_alerts(p_worker_id text, p_limit integer, p_lease double precision, p_max_age double precision DEFAULT 86400) RETURNS TABLE(id text, run_id text, task_identifier text, status skiplock.run_status, created_at timestamp with time zone, attempts integer, delivered_to text[])
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET state = 'ABANDONED', finished_at = v_now,
+           last_error = format('not delivered within %s s of the failure', p_max_age)
+                        || coalesce(' (last error: ' || a.last_error || ')', '')
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+           AND o.created_at < v_now - p_max_age * interval '1 second'
+         ORDER BY o.available_at
+         LIMIT 1000
+           FOR UPDATE SKIP LOCKED));
+    RETURN QUERY
+    UPDATE skiplock.alerts a
+       SET attempts = a.attempts + 1, claimed_by = p_worker_id,
+           available_at = v_now + p_lease * interval '1 second'
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+         ORDER BY o.available_at, o.id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED))
+    RETURNING a.id, a.run_id, a.task_identifier, a.status, a.created_at, a.attempts,
+              a.delivered_to;
+END;
+$$;
+
 CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
     LANGUAGE sql
     AS $$
@@ -285,7 +320,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, retry_in double precision)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -920,6 +955,7 @@ CREATE TABLE skiplock.runs (
     retention_s double precision,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    trace_context jsonb,
     rate_limit_key text,
     rate_cost integer,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
@@ -950,6 +986,89 @@ $$;
 CREATE FUNCTION skiplock.deactivate_schedule(p_id text) RETURNS skiplock.schedules
     LANGUAGE sql
     AS $$ SELECT skiplock.set_schedule_active(p_id, false) $$;
+
+CREATE FUNCTION skiplock.debounce_trigger(p_task text, p_payload jsonb, p_options jsonb) RETURNS TABLE(run_id text, run_status skiplock.run_status, is_cached boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_spec  jsonb := p_options->'debounce';
+    v_key   text := v_spec->>'key';
+    v_mode  text := coalesce(v_spec->>'mode', 'trailing');
+    v_delay double precision;
+    v_max   double precision;
+    v_d     skiplock.debounces;
+    v_run   skiplock.runs;
+    v_until timestamptz;
+    v_made  record;
+BEGIN
+    IF jsonb_typeof(v_spec) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(v_spec->'key') IS DISTINCT FROM 'string'
+       OR jsonb_typeof(v_spec->'delay') IS DISTINCT FROM 'number'
+       OR jsonb_typeof(v_spec->'max_delay') NOT IN ('number', 'null') THEN
+        PERFORM skiplock.invalid('debounce must be {"key": text, "delay": seconds, '
+                                 '"mode": "trailing" | "leading", "max_delay": seconds}');
+    END IF;
+    v_delay := (v_spec->>'delay')::double precision;
+    v_max := (v_spec->>'max_delay')::double precision;
+    IF length(v_key) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('debounce key must be 1 to 256 characters');
+    ELSIF v_mode NOT IN ('trailing', 'leading') THEN
+        PERFORM skiplock.invalid(format('debounce mode must be trailing or leading, got %s', v_mode));
+    ELSIF v_delay <= 0 THEN
+        PERFORM skiplock.invalid('debounce delay must be positive');
+    ELSIF v_max < v_delay THEN
+        PERFORM skiplock.invalid('debounce max_delay must be at least its delay');
+    ELSIF p_options ?| ARRAY['delay_seconds', 'delay_until', 'idempotency_key'] THEN
+        PERFORM skiplock.invalid('debounce cannot be combined with delay or idempotency_key');
+    END IF;
+
+    -- one row per (task, key), made if absent; its lock serialises the key's triggers
+    INSERT INTO skiplock.debounces AS d (task_identifier, key, run_id, mode, first_at, until_at)
+    VALUES (p_task, v_key, '', v_mode, v_now, v_now)
+    ON CONFLICT (task_identifier, key) DO NOTHING;
+    SELECT * INTO v_d FROM skiplock.debounces d
+     WHERE d.task_identifier = p_task AND d.key = v_key FOR UPDATE;
+    IF v_d.run_id <> '' THEN
+        SELECT * INTO v_run FROM skiplock.runs r WHERE r.id = v_d.run_id FOR UPDATE;
+    END IF;
+    v_until := least(v_now + make_interval(secs => v_delay), coalesce(v_d.deadline, 'infinity'));
+
+    IF v_run.id IS NOT NULL AND v_d.mode = 'trailing' AND v_run.delayed_until > v_now
+       AND v_run.status IN ('DELAYED', 'PENDING_VERSION') THEN
+        -- join the waiting run: the last payload wins, and the quiet period starts again
+        UPDATE skiplock.runs r
+           SET payload = p_payload, delayed_until = v_until, available_at = v_until,
+               order_at = v_until - make_interval(secs => r.priority),
+               expires_at = v_until + make_interval(secs => r.ttl), updated_at = v_now
+         WHERE r.id = v_run.id;
+        UPDATE skiplock.debounces d SET until_at = v_until, triggers = d.triggers + 1
+         WHERE d.task_identifier = p_task AND d.key = v_key;
+        PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+        RETURN QUERY SELECT v_run.id, v_run.status, true;
+        RETURN;
+    END IF;
+    IF v_run.id IS NOT NULL AND v_d.mode = 'leading' AND v_d.until_at > v_now THEN
+        UPDATE skiplock.debounces d SET until_at = v_until, triggers = d.triggers + 1
+         WHERE d.task_identifier = p_task AND d.key = v_key;
+        RETURN QUERY SELECT v_run.id, v_run.status, true;
+        RETURN;
+    END IF;
+
+    -- a new run, and a new window
+    SELECT * INTO v_made FROM skiplock.trigger(
+        p_task, p_payload,
+        (p_options - 'debounce') || CASE WHEN v_mode = 'trailing'
+                                         THEN jsonb_build_object('delay_seconds', v_delay)
+                                         ELSE '{}' END) t;
+    UPDATE skiplock.debounces d
+       SET run_id = v_made.run_id, mode = v_mode, first_at = v_now,
+           until_at = v_now + make_interval(secs => v_delay),
+           deadline = v_now + make_interval(secs => v_max), triggers = 1
+     WHERE d.task_identifier = p_task AND d.key = v_key;
+    RETURN QUERY SELECT v_made.run_id, v_made.run_status, false;
+END;
+$$;
 
 CREATE FUNCTION skiplock.delete_attempts_of_deleted_runs() RETURNS trigger
     LANGUAGE plpgsql
@@ -984,6 +1103,8 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM skiplock.alerts a WHERE a.run_id = ANY (p_ids);
+    DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
@@ -1641,6 +1762,7 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
         (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_options->'trace_context',                                 -- trace_context
         p_run.rate_limit_key, p_run.rate_cost                       -- rate_limit_key, rate_cost
     )::skiplock.runs
 $$;
@@ -1703,6 +1825,24 @@ CREATE FUNCTION skiplock.now() RETURNS timestamp with time zone
     AS $$
     SELECT coalesce(nullif(current_setting('skiplock.fake_now', true), '')::timestamptz,
                     pg_catalog.now())
+$$;
+
+CREATE FUNCTION skiplock.on_run_failed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    INSERT INTO skiplock.alerts (id, run_id, task_identifier, status, created_at, available_at)
+    VALUES (skiplock.gen_id('alert'), NEW.id, NEW.task_identifier, NEW.status,
+            coalesce(NEW.finished_at, v_now), v_now);
+    IF EXISTS (SELECT 1 FROM skiplock.workers w
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                  AND w.lease_expires_at > v_now) THEN
+        PERFORM pg_notify('skiplock_alerts', '');
+    END IF;
+    RETURN NULL;
+END;
 $$;
 
 CREATE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
@@ -1776,6 +1916,10 @@ BEGIN
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'trace_context') <> 'object'
+            THEN 'trace_context must be a JSON object'
+        WHEN octet_length((p_opts->'trace_context')::text) > 4096
+            THEN 'trace_context must be at most 4 KB'
     END;
 END;
 $$;
@@ -2054,6 +2198,26 @@ CREATE FUNCTION skiplock.rate_schedule(p_tat timestamp with time zone, p_now tim
     AS $$
     SELECT CASE WHEN p_tat >= p_now - make_interval(secs => least(p_interval / 4, 0.025))
                 THEN p_tat ELSE p_now END
+$$;
+
+CREATE FUNCTION skiplock.record_alert(p_id text, p_attempt integer, p_delivered_to text[], p_error text, p_retry_delay double precision DEFAULT 0) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET delivered_to = ARRAY(SELECT DISTINCT s FROM unnest(a.delivered_to || p_delivered_to) s
+                                 ORDER BY s),
+           state = CASE WHEN p_error IS NULL THEN 'DELIVERED' ELSE a.state END,
+           finished_at = CASE WHEN p_error IS NULL THEN v_now END,
+           last_error = coalesce(p_error, a.last_error),
+           available_at = CASE WHEN p_error IS NOT NULL AND a.attempts = p_attempt
+                               THEN v_now + greatest(p_retry_delay, 0) * interval '1 second'
+                               ELSE a.available_at END
+     WHERE a.id = p_id AND a.state = 'PENDING';
+    RETURN FOUND;
+END;
 $$;
 
 CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb) RETURNS boolean
@@ -2939,6 +3103,10 @@ BEGIN
         PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
     END IF;
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
+    IF v_opts ? 'debounce' THEN  -- joins the run of its key, or makes it (12_debounce.sql)
+        RETURN QUERY SELECT * FROM skiplock.debounce_trigger(p_task, p_payload, v_opts);
+        RETURN;
+    END IF;
     v_key := v_opts->>'idempotency_key';
     IF length(v_key) > 2048 THEN
         PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
@@ -3194,12 +3362,41 @@ CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
                       FOR SHARE)
 $$;
 
+CREATE TABLE skiplock.alerts (
+    id text NOT NULL,
+    run_id text NOT NULL,
+    task_identifier text NOT NULL,
+    status skiplock.run_status NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    state text DEFAULT 'PENDING'::text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    claimed_by text,
+    delivered_to text[] DEFAULT '{}'::text[] NOT NULL,
+    last_error text,
+    finished_at timestamp with time zone,
+    CONSTRAINT alerts_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'DELIVERED'::text, 'ABANDONED'::text])))
+);
+
 CREATE TABLE skiplock.batches (
     id text NOT NULL,
     task_identifier text NOT NULL,
     run_count integer NOT NULL,
     created_at timestamp with time zone NOT NULL,
     run_ids text[] DEFAULT '{}'::text[] NOT NULL
+);
+
+CREATE TABLE skiplock.debounces (
+    task_identifier text NOT NULL,
+    key text NOT NULL,
+    run_id text NOT NULL,
+    mode text NOT NULL,
+    first_at timestamp with time zone NOT NULL,
+    until_at timestamp with time zone NOT NULL,
+    deadline timestamp with time zone,
+    triggers integer DEFAULT 1 NOT NULL,
+    CONSTRAINT debounces_key_check CHECK (((length(key) >= 1) AND (length(key) <= 256))),
+    CONSTRAINT debounces_mode_check CHECK ((mode = ANY (ARRAY['trailing'::text, 'leading'::text])))
 );
 
 CREATE TABLE skiplock.deployments (
@@ -3223,6 +3420,104 @@ CREATE TABLE skiplock.maintenance (
     last_run_at timestamp with time zone NOT NULL,
     mark timestamp with time zone
 );
+
+CREATE TABLE skiplock.workers (
+    id text NOT NULL,
+    version text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[],
+    tasks text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    lease_seconds double precision DEFAULT 30 NOT NULL,
+    lease_expires_at timestamp with time zone,
+    lost_at timestamp with time zone,
+    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE VIEW skiplock.metrics AS
+ WITH queued AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n,
+            min(r.order_at) AS first_at
+           FROM skiplock.runs r
+          WHERE (r.status = 'QUEUED'::skiplock.run_status)
+          GROUP BY r.queue
+        ), running AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n
+           FROM skiplock.runs r
+          WHERE (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]))
+          GROUP BY r.queue
+        ), parked AS MATERIALIZED (
+         SELECT ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'WAITING'::skiplock.run_status]))) AS parked,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'DELAYED'::skiplock.run_status)) AS delayed,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'PENDING_VERSION'::skiplock.run_status)) AS pending_version
+        ), queues AS MATERIALIZED (
+         SELECT q.name
+           FROM skiplock.queues q
+        UNION
+         SELECT queued.queue
+           FROM queued
+        UNION
+         SELECT running.queue
+           FROM running
+        ), workers AS MATERIALIZED (
+         SELECT
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END AS state,
+            count(*) AS n
+           FROM skiplock.workers w
+          GROUP BY
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END
+        )
+ SELECT 'queue_depth'::text AS metric,
+    q.name AS label,
+    (COALESCE(d.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_oldest_age_seconds'::text AS metric,
+    q.name AS label,
+    (COALESCE(GREATEST(EXTRACT(epoch FROM (skiplock.now() - d.first_at)), (0)::numeric), (0)::numeric))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_running'::text AS metric,
+    q.name AS label,
+    (COALESCE(s.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN running s ON ((s.queue = q.name)))
+UNION ALL
+ SELECT f.metric,
+    NULL::text AS label,
+    (f.value)::double precision AS value
+   FROM (parked p
+     CROSS JOIN LATERAL ( VALUES ('runs_waiting'::text,((p.parked - p.delayed) - p.pending_version)), ('runs_delayed'::text,p.delayed), ('runs_pending_version'::text,p.pending_version)) f(metric, value))
+UNION ALL
+ SELECT 'workers'::text AS metric,
+    s.state AS label,
+    (COALESCE(w.n, (0)::bigint))::double precision AS value
+   FROM (unnest('{active,lapsed,lost,stopped}'::text[]) s(state)
+     LEFT JOIN workers w ON ((w.state = s.state)));
 
 CREATE TABLE skiplock.migrations (
     name text NOT NULL,
@@ -3347,23 +3642,6 @@ CREATE TABLE skiplock.waitpoints (
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 
-CREATE TABLE skiplock.workers (
-    id text NOT NULL,
-    version text NOT NULL,
-    hostname text NOT NULL,
-    pid integer NOT NULL,
-    queues text[],
-    tasks text[] NOT NULL,
-    concurrency integer NOT NULL,
-    started_at timestamp with time zone NOT NULL,
-    last_heartbeat_at timestamp with time zone NOT NULL,
-    stopped_at timestamp with time zone,
-    lease_seconds double precision DEFAULT 30 NOT NULL,
-    lease_expires_at timestamp with time zone,
-    lost_at timestamp with time zone,
-    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
-);
-
 CREATE VIEW skiplock.worker_status AS
  SELECT id,
     version,
@@ -3386,6 +3664,9 @@ CREATE VIEW skiplock.worker_status AS
           WHERE ((r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])) AND (r.worker_id = w.id))) AS runs_in_hand
    FROM skiplock.workers w;
 
+ALTER TABLE ONLY skiplock.alerts
+    ADD CONSTRAINT alerts_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY skiplock.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
 
@@ -3394,6 +3675,9 @@ ALTER TABLE ONLY skiplock.attempts
 
 ALTER TABLE ONLY skiplock.batches
     ADD CONSTRAINT batches_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY skiplock.debounces
+    ADD CONSTRAINT debounces_pkey PRIMARY KEY (task_identifier, key);
 
 ALTER TABLE ONLY skiplock.deployment_tasks
     ADD CONSTRAINT deployment_tasks_pkey PRIMARY KEY (task_identifier, version);
@@ -3439,6 +3723,12 @@ ALTER TABLE ONLY skiplock.waitpoints
 
 ALTER TABLE ONLY skiplock.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+CREATE INDEX alerts_pending_idx ON skiplock.alerts USING btree (available_at) WHERE (state = 'PENDING'::text);
+
+CREATE INDEX alerts_run_idx ON skiplock.alerts USING btree (run_id);
+
+CREATE INDEX debounces_run_idx ON skiplock.debounces USING btree (run_id);
 
 CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
 
@@ -3493,6 +3783,8 @@ CREATE INDEX waitpoints_token_timeout_idx ON skiplock.waitpoints USING btree (ti
 CREATE INDEX workers_lease_idx ON skiplock.workers USING btree (lease_expires_at) WHERE ((stopped_at IS NULL) AND (lost_at IS NULL));
 
 CREATE TRIGGER runs_delete_attempts AFTER DELETE ON skiplock.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION skiplock.delete_attempts_of_deleted_runs();
+
+CREATE TRIGGER runs_failed_alert AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['FAILED'::skiplock.run_status, 'CRASHED'::skiplock.run_status, 'SYSTEM_FAILURE'::skiplock.run_status, 'TIMED_OUT'::skiplock.run_status])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION skiplock.on_run_failed();
 
 CREATE TRIGGER runs_waited_on_final AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (new.waited_on) EXECUTE FUNCTION skiplock.on_waited_run_final();
 

@@ -2,8 +2,10 @@
 the claim), across worker processes; keys, costs, bursts, run-time changes, the wake-up at
 a held-back run's time, what queue_stats and the CLI show, and bad input.
 
-The worker-process tests check admissions offline from the attempts' start times; the SQL
-tests drive the claim on the fake clock, so their times are exact."""
+The SQL tests drive the claim on the fake clock, so their times are exact. The
+worker-process tests, last (their workers, alive until the module ends, would take rate
+keys' locks under the SQL tests' claims), check admissions offline from the attempts'
+start times."""
 
 from __future__ import annotations
 
@@ -71,132 +73,6 @@ def trigger_many(dsn: str, task: str, n: int, options: dict[str, Any] | None = N
 
 def db_now(dsn: str) -> datetime:
     return fetch(dsn, "SELECT clock_timestamp()")[0][0]  # type: ignore[no-any-return]
-
-
-# -- with real worker processes ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def workers(dsn: str) -> Iterator[None]:
-    """Three `skiplock worker rate_app:app` processes, 5 slots each."""
-    procs = [
-        spawn_worker(
-            dsn,
-            "--concurrency",
-            "5",
-            "--version",
-            "rate",
-            "--heartbeat-interval",
-            "1",
-            app="rate_app:app",
-        )
-        for _ in range(3)
-    ]
-    try:
-        wait_for(
-            lambda: (
-                fetch(
-                    dsn,
-                    "SELECT count(*) FROM skiplock.workers WHERE version = 'rate'"
-                    " AND stopped_at IS NULL",
-                )[0][0]
-                == 3
-            ),
-            timeout=60,
-        )
-        yield
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_ten_per_second_over_three_worker_processes_for_thirty_seconds(
-    dsn: str, workers: None
-) -> None:
-    """330 runs queued at once, 3 workers with 15 free slots: the limit, not the workers,
-    sets the pace. Checked from the attempts' start times: no 1-second window holds more
-    than limit + burst = 11, and the first 30 s admit 300 +- 2%. The pace needs the
-    wake-up: nothing notifies a worker when the next run's time comes (the claim says when,
-    and the worker sleeps until then); with the 1-s poll alone, 330 runs had not started
-    after 150 s (under 2.2/s). And the grace (see skiplock.rate_schedule): plain GCRA
-    admitted 276 in 30 s (9.2/s) here, each claim's lateness pushing later runs back."""
-    trigger_many(dsn, "rate-ten", 330)
-    wait_for(
-        lambda: count(dsn, "queue = 'ten-per-second' AND status = 'COMPLETED'") == 330,
-        timeout=150,
-        interval=0.5,
-    )
-    times = start_times(dsn, "ten-per-second")[""]
-    assert len(times) == 330  # each run started once
-    window = most_in_a_window(times, 1.0)
-    first_30 = [t for t in times if t < times[0] + 30.0]
-    gaps = sorted(b - a for a, b in itertools.pairwise(times))
-    print(
-        f"max in a 1-s window: {window}; first 30 s: {len(first_30)} starts "
-        f"({len(first_30) / 30:.3f}/s); gaps p1 {gaps[3] * 1000:.1f} ms, median "
-        f"{gaps[len(gaps) // 2] * 1000:.1f} ms, p99 {gaps[-4] * 1000:.1f} ms"
-    )
-    assert window <= 11
-    assert abs(len(first_30) / 30 - 10) <= 0.2
-
-
-def test_two_rate_keys_get_independent_budgets(dsn: str, workers: None) -> None:
-    """Key b's runs, all queued behind key a's, start alongside them, each key at its
-    own 5/s: b does not wait for a's backlog, and the queue as a whole goes faster than
-    one key's budget."""
-    trigger_many(dsn, "rate-keys", 15, {"rate_limit_key": "a"})
-    trigger_many(dsn, "rate-keys", 15, {"rate_limit_key": "b"})
-    wait_for(lambda: count(dsn, "queue = 'five-per-key' AND status = 'COMPLETED'") == 30)
-    by_key = start_times(dsn, "five-per-key")
-    a, b = by_key["a"], by_key["b"]
-    assert len(a) == len(b) == 15
-    assert most_in_a_window(a, 1.0) <= 6 and most_in_a_window(b, 1.0) <= 6
-    assert b[0] < a[-1] - 1.0  # a's backlog takes ~3 s at its rate: b started well before
-    assert most_in_a_window(a + b, 1.0) > 6
-
-
-def test_a_rate_limited_queue_does_not_delay_an_unlimited_one(dsn: str, workers: None) -> None:
-    """A queue of 1 per minute with 100 runs queued first, then 200 runs of an unlimited
-    queue: the unlimited ones all run while the limited unit, skipped at every claim,
-    holds its 99 back."""
-    trigger_many(dsn, "rate-trickle", 100)
-    trigger_many(dsn, "rate-free", 200)
-    wait_for(lambda: count(dsn, "queue = 'unlimited' AND status = 'COMPLETED'") == 200)
-    assert count(dsn, "queue = 'one-per-minute' AND status <> 'QUEUED'") <= 2  # limit + burst
-    fetch(dsn, "SELECT skiplock.pause_queue('one-per-minute')")  # its claims end here
-
-
-def test_a_rate_changed_at_run_time_applies_from_the_next_claim(
-    dsn: str, app: Engine, workers: None
-) -> None:
-    """Declared 1 per 10 s: one run starts. Raised to 20/s, the rest start at once at the
-    new pace (the change wakes the workers); lowered to 1/min, the starts stop; cleared,
-    the queue drains unlimited."""
-    queue = "changed-at-run-time"
-    trigger_many(dsn, "rate-changed", 80)
-    wait_for(lambda: count(dsn, "queue = %s AND status <> 'QUEUED'", queue) == 1)
-
-    raised_at = db_now(dsn)
-    app.queues.set_rate_limit(queue, RateLimit(20, "1s"))
-    wait_for(lambda: count(dsn, "queue = %s AND status <> 'QUEUED'", queue) >= 31)
-    after = start_times(dsn, queue, raised_at)[""]
-    # at 1 per 10 s the next run was 10 s away; at 20/s it is due at once
-    assert after[0] - raised_at.timestamp() < 2.0
-    assert most_in_a_window(after, 1.0) <= 21
-
-    app.queues.set_rate_limit(queue, RateLimit(1, "1m"))
-    lowered_at = db_now(dsn)
-    time.sleep(2.0)  # a pause long enough for 40 starts at the old rate
-    # at most one claim in flight (the old rate) and the burst of the new one
-    assert sum(len(t) for t in start_times(dsn, queue, lowered_at).values()) <= 2
-
-    info = app.queues.set_rate_limit(queue, None)
-    assert info.rate_limit is None
-    wait_for(lambda: count(dsn, "queue = %s AND status = 'COMPLETED'", queue) == 80)
 
 
 # -- in SQL, on the fake clock ---------------------------------------------------------
@@ -532,3 +408,129 @@ def test_the_cli_and_the_dashboard_set_and_show_the_rate(app: Engine, dsn: str) 
     assert 'value="10/1s"' in client.get("/queues").text
     client.post("/queues/shown-q/rate", data={"csrf": csrf[1], "rate": ""})
     assert app.queues.retrieve("shown-q").rate_limit is None
+
+
+# -- with real worker processes (last: see the module's docstring) -------------------------
+
+
+@pytest.fixture(scope="module")
+def workers(dsn: str) -> Iterator[None]:
+    """Three `skiplock worker rate_app:app` processes, 5 slots each."""
+    procs = [
+        spawn_worker(
+            dsn,
+            "--concurrency",
+            "5",
+            "--version",
+            "rate",
+            "--heartbeat-interval",
+            "1",
+            app="rate_app:app",
+        )
+        for _ in range(3)
+    ]
+    try:
+        wait_for(
+            lambda: (
+                fetch(
+                    dsn,
+                    "SELECT count(*) FROM skiplock.workers WHERE version = 'rate'"
+                    " AND stopped_at IS NULL",
+                )[0][0]
+                == 3
+            ),
+            timeout=60,
+        )
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ten_per_second_over_three_worker_processes_for_thirty_seconds(
+    dsn: str, workers: None
+) -> None:
+    """330 runs queued at once, 3 workers with 15 free slots: the limit, not the workers,
+    sets the pace. Checked from the attempts' start times: no 1-second window holds more
+    than limit + burst = 11, and the first 30 s admit 300 +- 2%. The pace needs the
+    wake-up: nothing notifies a worker when the next run's time comes (the claim says when,
+    and the worker sleeps until then); with the 1-s poll alone, 330 runs had not started
+    after 150 s (under 2.2/s). And the grace (see skiplock.rate_schedule): plain GCRA
+    admitted 276 in 30 s (9.2/s) here, each claim's lateness pushing later runs back."""
+    trigger_many(dsn, "rate-ten", 330)
+    wait_for(
+        lambda: count(dsn, "queue = 'ten-per-second' AND status = 'COMPLETED'") == 330,
+        timeout=150,
+        interval=0.5,
+    )
+    times = start_times(dsn, "ten-per-second")[""]
+    assert len(times) == 330  # each run started once
+    window = most_in_a_window(times, 1.0)
+    first_30 = [t for t in times if t < times[0] + 30.0]
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    print(
+        f"max in a 1-s window: {window}; first 30 s: {len(first_30)} starts "
+        f"({len(first_30) / 30:.3f}/s); gaps p1 {gaps[3] * 1000:.1f} ms, median "
+        f"{gaps[len(gaps) // 2] * 1000:.1f} ms, p99 {gaps[-4] * 1000:.1f} ms"
+    )
+    assert window <= 11
+    assert abs(len(first_30) / 30 - 10) <= 0.2
+
+
+def test_two_rate_keys_get_independent_budgets(dsn: str, workers: None) -> None:
+    """Key b's runs, all queued behind key a's, start alongside them, each key at its
+    own 5/s: b does not wait for a's backlog, and the queue as a whole goes faster than
+    one key's budget."""
+    trigger_many(dsn, "rate-keys", 15, {"rate_limit_key": "a"})
+    trigger_many(dsn, "rate-keys", 15, {"rate_limit_key": "b"})
+    wait_for(lambda: count(dsn, "queue = 'five-per-key' AND status = 'COMPLETED'") == 30)
+    by_key = start_times(dsn, "five-per-key")
+    a, b = by_key["a"], by_key["b"]
+    assert len(a) == len(b) == 15
+    assert most_in_a_window(a, 1.0) <= 6 and most_in_a_window(b, 1.0) <= 6
+    assert b[0] < a[-1] - 1.0  # a's backlog takes ~3 s at its rate: b started well before
+    assert most_in_a_window(a + b, 1.0) > 6
+
+
+def test_a_rate_limited_queue_does_not_delay_an_unlimited_one(dsn: str, workers: None) -> None:
+    """A queue of 1 per minute with 100 runs queued first, then 200 runs of an unlimited
+    queue: the unlimited ones all run while the limited unit, skipped at every claim,
+    holds its 99 back."""
+    trigger_many(dsn, "rate-trickle", 100)
+    trigger_many(dsn, "rate-free", 200)
+    wait_for(lambda: count(dsn, "queue = 'unlimited' AND status = 'COMPLETED'") == 200)
+    assert count(dsn, "queue = 'one-per-minute' AND status <> 'QUEUED'") <= 2  # limit + burst
+    fetch(dsn, "SELECT skiplock.pause_queue('one-per-minute')")  # its claims end here
+
+
+def test_a_rate_changed_at_run_time_applies_from_the_next_claim(
+    dsn: str, app: Engine, workers: None
+) -> None:
+    """Declared 1 per 10 s: one run starts. Raised to 20/s, the rest start at once at the
+    new pace (the change wakes the workers); lowered to 1/min, the starts stop; cleared,
+    the queue drains unlimited."""
+    queue = "changed-at-run-time"
+    trigger_many(dsn, "rate-changed", 80)
+    wait_for(lambda: count(dsn, "queue = %s AND status <> 'QUEUED'", queue) == 1)
+
+    raised_at = db_now(dsn)
+    app.queues.set_rate_limit(queue, RateLimit(20, "1s"))
+    wait_for(lambda: count(dsn, "queue = %s AND status <> 'QUEUED'", queue) >= 31)
+    after = start_times(dsn, queue, raised_at)[""]
+    # at 1 per 10 s the next run was 10 s away; at 20/s it is due at once
+    assert after[0] - raised_at.timestamp() < 2.0
+    assert most_in_a_window(after, 1.0) <= 21
+
+    app.queues.set_rate_limit(queue, RateLimit(1, "1m"))
+    lowered_at = db_now(dsn)
+    time.sleep(2.0)  # a pause long enough for 40 starts at the old rate
+    # at most one claim in flight (the old rate) and the burst of the new one
+    assert sum(len(t) for t in start_times(dsn, queue, lowered_at).values()) <= 2
+
+    info = app.queues.set_rate_limit(queue, None)
+    assert info.rate_limit is None
+    wait_for(lambda: count(dsn, "queue = %s AND status = 'COMPLETED'", queue) == 80)

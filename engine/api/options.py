@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from .._durations import Duration, delay_options, parse_seconds
 from ..errors import InvalidArgumentError
-from ..models import Queue
+from ..models import Debounce, Queue
 
 
 class TriggerOptions(TypedDict, total=False):
@@ -30,6 +30,7 @@ class TriggerOptions(TypedDict, total=False):
     version: str | None
     rate_limit_key: str | None
     rate_cost: int | None
+    debounce: Debounce | None
 
 
 _KNOWN = frozenset(TriggerOptions.__annotations__)
@@ -107,4 +108,11 @@ def build(options: Mapping[str, Any], defaults: dict[str, Any] | None = None) ->
                 f"rate_cost must be a whole number of at least 1, got {cost!r}"
             )
         out["rate_cost"] = cost
+    if "debounce" in merged:
+        debounce = merged["debounce"]
+        if not isinstance(debounce, Debounce):
+            raise InvalidArgumentError(f"debounce must be a Debounce, got {debounce!r}")
+        if "delay" in merged or "idempotency_key" in merged:
+            raise InvalidArgumentError("debounce cannot be combined with delay or idempotency_key")
+        out["debounce"] = debounce.option()
     return out

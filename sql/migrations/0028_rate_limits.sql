@@ -1,4 +1,4 @@
--- 0025: rate limits. A queue may bound how many of its runs start per period (limit per
+-- 0028: rate limits. A queue may bound how many of its runs start per period (limit per
 -- period_s, with a burst), for each rate key: a run's rate key is its rate_limit_key, else
 -- its concurrency key, else '' (the queue's runs without either share one budget). The
 -- claim (skiplock.lock_ready) admits runs by GCRA, the generic cell rate algorithm: one
