@@ -171,7 +171,8 @@ BEGIN
         v_tat := skiplock.rate_schedule(v_tat, v_clock, v_interval);
         v_budget := skiplock.rate_budget(v_tat, v_clock, v_interval, v_unit.rate_burst);
         IF v_budget < 1 - 1e-9 THEN  -- not even one unit: skipped until it refills
-            IF EXISTS (  -- a run this worker could take then: worth a claim at that time
+            IF (1 - v_budget) * v_interval < coalesce(retry_in, 'Infinity') AND EXISTS (
+                -- a run this worker could take then: worth a claim at that time
                 SELECT 1 FROM skiplock.runs r
                  WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                    AND coalesce(r.rate_limit_key, '') = v_unit.rkey AND r.status = 'QUEUED'
