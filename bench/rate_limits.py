@@ -1,24 +1,28 @@
 """Benchmark: what rate limits cost the claim, the worker's hot path, as its SQL alone.
 
-    python bench/rate_limits.py [--runs 20000] [--batch 50] [--repeat 3] [--base REF]
-                                [--dsn postgresql://...]
+    python bench/rate_limits.py [--runs 20000] [--batch 50] [--chunk 5] [--repeat 5]
+                                [--calls 300] [--base REF] [--dsn postgresql://...]
 
-Every figure is the time of `skiplock.complete_and_claim` calls made from this process
-on one connection (autocommit: one durable commit per call, as a worker's), per run
-claimed or per call, median of --repeat rounds (min-max), each round in fresh databases
-on one throwaway cluster (or --dsn's server):
+Every figure times `skiplock.complete_and_claim` calls made from this process on one
+connection (autocommit: one durable commit per call, as a worker's), two ways: the wall
+time of the call (round trip and commit included) and the database's own time in it
+(clock_timestamp() once its rows are out, less statement_timestamp(): no commit, no
+network). Median of --repeat rounds (min-max), each round in fresh databases on one
+throwaway cluster (or --dsn's server):
 
 1. Unlimited drain, with and without the feature. Two databases side by side: one with
    this checkout's schema, one with sql/ as of git REF (--base, default `main`: before rate
    limits). Each gets N no-op runs in one unlimited queue and is drained by calls that
-   record the previous call's attempts as completed and claim --batch more, in chunks of
-   20 calls alternating between the two (ABBA), so both share the machine's state.
+   record the previous call's attempts as completed and claim --batch more, in turns of
+   --chunk calls alternating between the two (ABBA). Besides each drain's total, the k-th
+   turns of both (the same stage of the backlog, moments apart) are compared: the median
+   of those paired ratios is the figure that the machine's changing load disturbs least.
 2. The same drain (this schema) with the queue rate-limited at a rate that never binds
    (1,000,000/s, burst 1,000): what admission by GCRA adds per run claimed.
-3. Claims that find rate-limited work held back: 1 key (a queue of 1/hour with 1,000
-   runs queued), and 1,000 keys (one run queued behind each key's first); against an
-   empty claim and against 1,000 concurrency units at their limit (what a skipped full
-   unit costs, for comparison). Per call.
+3. Claims that start nothing: an empty claim; one rate key out of budget (a queue of
+   1/hour with 1,000 runs queued); 1,000 keys out of budget (one run queued behind each
+   key's first); and, for comparison, 1,000 concurrency units at their limit (what a
+   skipped full unit costs). Per call.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ from engine.db.migrate import sql_files  # noqa: E402
 
 TASK = "noop"
 VERSION = "bench"
-CHUNK = 20  # calls per turn when two databases alternate
 
 Conn = psycopg.Connection[Any]
 
@@ -69,8 +72,6 @@ def fresh(server: str, name: str, root: Path | None) -> str:
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} SET track_functions = 'pl'").format(ident))
     dsn = make_conninfo(server, dbname=name)
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE SCHEMA skiplock")
@@ -109,125 +110,125 @@ def enqueue(conn: Conn, n: int, options: Callable[[int], dict[str, Any]] | None 
         )
 
 
+CLAIM = (
+    # the database's own time: the function materialises its rows before the first is read,
+    # so clock_timestamp() at the aggregate is its end (the commit comes after)
+    "SELECT array_agg(attempt_id) FILTER (WHERE attempt_id IS NOT NULL),"
+    " extract(epoch FROM coalesce(max(clock_timestamp()), clock_timestamp())"
+    "                    - statement_timestamp())"
+    " FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, NULL, %s)"
+)
+
+
 class Drain:
-    """One database drained by complete_and_claim calls; `turn` makes `calls` of them."""
+    """One database drained by complete_and_claim calls; `turn` makes up to `calls` of
+    them and records their wall time, the database's time in them, and the runs claimed."""
 
     def __init__(self, dsn: str, batch: int) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.worker = register(self.conn)
-        self.batch, self.done, self.seconds, self.claimed = batch, False, 0.0, 0
+        self.batch, self.done, self.claimed = batch, False, 0
         self.results: str | None = None
+        self.turns: list[tuple[float, float, int]] = []  # wall s, database s, runs
 
     def turn(self, calls: int) -> None:
+        wall = inside = 0.0
+        claimed = 0
         for _ in range(calls):
             if self.done:
-                return
+                break
             started = time.perf_counter()
-            rows = self.conn.execute(
-                "SELECT attempt_id FROM skiplock.complete_and_claim("
-                "%s::jsonb, %s, %s, %s, NULL, %s)",
-                (self.results, self.worker, VERSION, [TASK], self.batch),
-            ).fetchall()
-            self.seconds += time.perf_counter() - started
-            ids = [r[0] for r in rows if r[0] is not None]
-            self.claimed += len(ids)
+            row = self.conn.execute(
+                CLAIM, (self.results, self.worker, VERSION, [TASK], self.batch)
+            ).fetchone()
+            wall += time.perf_counter() - started
+            assert row is not None
+            ids, seconds = row[0] or [], float(row[1])
+            inside += seconds
+            claimed += len(ids)
             self.done = not ids and self.results is None
             self.results = (
                 json.dumps([{"attempt_id": a, "output": None} for a in ids]) if ids else None
             )
+        self.claimed += claimed
+        if claimed:
+            self.turns.append((wall, inside, claimed))
 
-    def per_run_us(self) -> float:
-        return self.seconds / self.claimed * 1e6
-
-    def close(self) -> float:
-        """Close the connection; return the database's own time in complete_and_claim per
-        run claimed, in microseconds (pg_stat_user_functions, flushed as the session ends)."""
-        dsn = self.conn.info.dsn
-        self.conn.close()
-        return server_us(dsn, "complete_and_claim") / self.claimed
-
-
-def server_us(dsn: str, function: str) -> float:
-    """Total microseconds spent in skiplock.`function` by sessions that have ended."""
-    deadline = time.monotonic() + 10
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(
-                "SELECT total_time FROM pg_stat_user_functions"
-                " WHERE schemaname = 'skiplock' AND funcname = %s",
-                (function,),
-            ).fetchone()
-            others = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if row is not None and others == (0,):
-                return float(row[0]) * 1000
-            if time.monotonic() > deadline:
-                raise SystemExit(f"no statistics for {function}")
-            time.sleep(0.1)
+    def per_run_us(self) -> tuple[float, float]:
+        """Microseconds per run claimed: wall, and in the database."""
+        return (
+            sum(t[0] for t in self.turns) / self.claimed * 1e6,
+            sum(t[1] for t in self.turns) / self.claimed * 1e6,
+        )
 
 
 def unlimited_ab(
-    server: str, base: Path, n: int, batch: int, rep: int
-) -> tuple[float, float, float, float]:
-    """Per-run microseconds with the feature and without it, the drains interleaved: wall
-    time of the calls (with, without), then the database's time in them (with, without)."""
+    server: str, base: Path, n: int, batch: int, chunk: int, rep: int
+) -> tuple[Drain, Drain]:
+    """The two drains, with the feature and without, in ABBA turns of `chunk` calls: the
+    k-th turns of both are at the same stage of their backlog and close in time."""
     names = (f"bench_rl_with_{rep}", f"bench_rl_without_{rep}")
     drains = []
     for name, root in zip(names, (None, base), strict=True):
-        dsn = fresh(server, name, root)
-        d = Drain(dsn, batch)
+        d = Drain(fresh(server, name, root), batch)
         enqueue(d.conn, n)
         drains.append(d)
     order = [0, 1, 1, 0]
     i = 0
     while not all(d.done for d in drains):
-        drains[order[i % 4]].turn(CHUNK)
+        drains[order[i % 4]].turn(chunk)
         i += 1
     for d in drains:
         if d.claimed != n:
             raise SystemExit(f"claimed {d.claimed} of {n}")
-    inside = [d.close() for d in drains]
+        d.conn.close()
     for name in names:
         drop(server, name)
-    return drains[0].per_run_us(), drains[1].per_run_us(), inside[0], inside[1]
+    return drains[0], drains[1]
 
 
-def rate_limited_drain(server: str, n: int, batch: int, rep: int) -> tuple[float, float]:
-    """Per-run microseconds of the drain of a queue whose rate limit never binds (wall,
-    then the database's own)."""
+def paired_ratios(a: Drain, b: Drain, column: int) -> list[float]:
+    """Per-run time of a's k-th turn over b's, for every k (column 0: wall, 1: database)."""
+    return [
+        (ta[column] / ta[2]) / (tb[column] / tb[2])
+        for ta, tb in zip(a.turns, b.turns, strict=False)
+        if ta[2] == tb[2]
+    ]
+
+
+def rate_limited_drain(server: str, n: int, batch: int, chunk: int, rep: int) -> Drain:
+    """The drain of a queue whose rate limit never binds."""
     name = f"bench_rl_rated_{rep}"
     d = Drain(fresh(server, name, None), batch)
     d.conn.execute("SELECT skiplock.set_queue_rate_limit('bench-q', 1000000, 1, 1000)")
     enqueue(d.conn, n)
     while not d.done:
-        d.turn(CHUNK)
+        d.turn(chunk)
     if d.claimed != n:
         raise SystemExit(f"claimed {d.claimed} of {n}")
-    inside = d.close()
+    d.conn.close()
     drop(server, name)
-    return d.per_run_us(), inside
+    return d
 
 
-def claim_calls(conn: Conn, worker: str, calls: int) -> float:
-    """Microseconds per complete_and_claim call (limit 50), which must start nothing."""
-    started = time.perf_counter()
+def claim_calls(conn: Conn, worker: str, calls: int) -> tuple[float, float]:
+    """Microseconds per complete_and_claim call (limit 50) that must start nothing: wall,
+    and in the database."""
+    wall = inside = 0.0
     for _ in range(calls):
-        rows = conn.execute(
-            "SELECT run_id FROM skiplock.complete_and_claim(NULL, %s, %s, %s, NULL, 50)",
-            (worker, VERSION, [TASK]),
-        ).fetchall()
-        if any(r[0] is not None for r in rows):
+        started = time.perf_counter()
+        row = conn.execute(CLAIM, (None, worker, VERSION, [TASK], 50)).fetchone()
+        wall += time.perf_counter() - started
+        assert row is not None
+        if row[0]:
             raise SystemExit("a claim that should find nothing started a run")
-    return (time.perf_counter() - started) / calls * 1e6
+        inside += float(row[1])
+    return wall / calls * 1e6, inside / calls * 1e6
 
 
 def held_back(server: str, rep: int, calls: int) -> dict[str, tuple[float, float]]:
     """Per-call microseconds of claims that start nothing, by what they skip: wall, and
-    the database's own time in them."""
-    out: dict[str, tuple[float, float]] = {}
+    in the database."""
 
     def empty(conn: Conn, worker: str) -> None:
         pass
@@ -255,45 +256,47 @@ def held_back(server: str, rep: int, calls: int) -> dict[str, tuple[float, float
         "1,000 rate keys out of budget": many_keys,
         "1,000 concurrency units at their limit": full_units,
     }
+    out: dict[str, tuple[float, float]] = {}
     for label, setup in cases.items():
         name = f"bench_rl_held_{rep}"
-        dsn = fresh(server, name, None)
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(fresh(server, name, None), autocommit=True) as conn:
             worker = register(conn)
             setup(conn, worker)
-            claim_once(conn, worker)  # so that the function has statistics
-        before = server_us(dsn, "complete_and_claim")
-        with psycopg.connect(dsn, autocommit=True) as conn:  # a session for the timed calls
             claim_calls(conn, worker, 20)  # warm: plans cached
-            wall = claim_calls(conn, worker, calls)
-        inside = (server_us(dsn, "complete_and_claim") - before) / (calls + 20)
-        out[label] = (wall, inside)
+            out[label] = claim_calls(conn, worker, calls)
         drop(server, name)
     return out
 
 
 def claim_once(conn: Conn, worker: str) -> None:
-    conn.execute(
-        "SELECT run_id FROM skiplock.complete_and_claim(NULL, %s, %s, %s, NULL, 50)",
-        (worker, VERSION, [TASK]),
-    ).fetchall()
+    conn.execute(CLAIM, (None, worker, VERSION, [TASK], 50)).fetchone()
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):8.1f} ({min(values):.1f}-{max(values):.1f})"
+def spread(values: list[float], digits: int = 1) -> str:
+    return (
+        f"{statistics.median(values):10.{digits}f} "
+        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+    )
+
+
+def quartiles(values: list[float]) -> str:
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return f"{q2:10.3f} (quartiles {q1:.3f}-{q3:.3f}, {len(values)} pairs)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=5, help="calls per ABBA turn")
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--calls", type=int, default=300, help="held-back claims timed")
     parser.add_argument("--base", default="main", help="git ref of the schema without")
     parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
     args = parser.parse_args()
     base = sql_at(args.base)
     figures: dict[str, list[float]] = {}
+    pairs: dict[str, list[float]] = {"wall": [], "in the database": []}
 
     def add(label: str, value: float) -> None:
         figures.setdefault(label, []).append(value)
@@ -301,14 +304,17 @@ def main() -> int:
     with postgres_server(args.dsn) as server:
         facts = server_facts(server)
         for rep in range(args.repeat):
-            w, wo, w_in, wo_in = unlimited_ab(server, base, args.runs, args.batch, rep)
+            with_, without = unlimited_ab(server, base, args.runs, args.batch, args.chunk, rep)
+            (w, w_in), (wo, wo_in) = with_.per_run_us(), without.per_run_us()
             add("unlimited, with rate limits: wall", w)
             add("unlimited, with rate limits: in the database", w_in)
             add(f"unlimited, without ({args.base}): wall", wo)
             add(f"unlimited, without ({args.base}): in the database", wo_in)
-            add("ratio with/without: wall", w / wo)
-            add("ratio with/without: in the database", w_in / wo_in)
-            rated, rated_in = rate_limited_drain(server, args.runs, args.batch, rep)
+            pairs["wall"] += paired_ratios(with_, without, 0)
+            pairs["in the database"] += paired_ratios(with_, without, 1)
+            rated, rated_in = rate_limited_drain(
+                server, args.runs, args.batch, args.chunk, rep
+            ).per_run_us()
             add("rate-limited, never binding: wall", rated)
             add("rate-limited, never binding: in the database", rated_in)
             for label, (wall, inside) in held_back(server, rep, args.calls).items():
@@ -316,18 +322,21 @@ def main() -> int:
                 add(f"{label}: in the database", inside)
             print(
                 f"#{rep + 1}: unlimited {w:.1f} us/run with, {wo:.1f} without "
-                f"({w / wo:.3f}; in the database {w_in:.1f} and {wo_in:.1f}: "
-                f"{w_in / wo_in:.3f}); rate-limited {rated:.1f} ({rated_in:.1f})",
+                f"(in the database {w_in:.1f} and {wo_in:.1f}); rate-limited {rated:.1f} "
+                f"({rated_in:.1f})",
                 flush=True,
             )
     print(
-        f"\ncomplete_and_claim, median of {args.repeat} (min-max); the drains: {args.runs} "
-        f"no-op runs claimed {args.batch} a call, per run; the claims that start nothing: per "
-        f"call. PostgreSQL {facts.get('server_version')}, fsync={facts.get('fsync')}, "
-        f"synchronous_commit={facts.get('synchronous_commit')}"
+        f"\ncomplete_and_claim from one connection, autocommit, median of {args.repeat} "
+        f"(min-max). Drains: {args.runs} no-op runs claimed {args.batch} a call, us per run. "
+        f"Claims that start nothing: us per call. PostgreSQL {facts.get('server_version')}, "
+        f"fsync={facts.get('fsync')}, synchronous_commit={facts.get('synchronous_commit')}"
     )
     for label, values in figures.items():
-        print(f"  {label:62} {spread(values)}")
+        print(f"  {label:58} {spread(values)}")
+    print(f"per-run time with / without, turn by turn ({args.chunk} calls a turn, ABBA):")
+    for label, values in pairs.items():
+        print(f"  {label:58} {quartiles(values)}")
     return 0
 
 
