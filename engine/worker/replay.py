@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..api.durable import to_json
 from ..db import queries as _queries
-from ..models import Result
+from ..models import Result, Run
 
 if TYPE_CHECKING:
     from ..api.context import TaskContext
@@ -192,7 +192,9 @@ class Execution:
             raise Suspended("WAITING")  # resumed early: cannot happen, but never run on
         else:
             child = entry["output"]
-        run = await self.engine.runs.retrieve_async(child)
+        # from the primary, never a replica (`runs.retrieve` may read one): the child's
+        # final state is what this run resumed on
+        run: Run[Any, Any] = Run.model_validate(await self.engine.adb.run(_queries.retrieve(child)))
         return _result(run.id, run.status.value, run.output, run.error, parse)
 
     async def batch_trigger_and_wait(
