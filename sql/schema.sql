@@ -2597,6 +2597,12 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.set_worker_polls(p_worker_id text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE skiplock.workers SET polls = true WHERE id = p_worker_id
+$$;
+
 CREATE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[]) RETURNS TABLE(run_id text, attempt_id text, attempt_number integer)
     LANGUAGE sql
     AS $$
@@ -3038,7 +3044,7 @@ CREATE FUNCTION skiplock.wake(p_queue text) RETURNS void
     AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > skiplock.now()) THEN
         PERFORM pg_notify('skiplock_wake', p_queue);
     END IF;
@@ -3208,6 +3214,7 @@ CREATE TABLE skiplock.workers (
     lease_seconds double precision DEFAULT 30 NOT NULL,
     lease_expires_at timestamp with time zone,
     lost_at timestamp with time zone,
+    polls boolean DEFAULT false NOT NULL,
     CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
 );
 

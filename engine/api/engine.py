@@ -118,9 +118,10 @@ class Engine:
 
     @property
     def poll_only(self) -> bool:
-        """A pooled `dsn` and no `listen_dsn`: workers poll for work (every 50 ms after
-        finding some, backing off to their `poll_interval` when idle) and learn of cancels
-        from their heartbeat; subscriptions re-read the rows they watch every 0.25 s."""
+        """A pooled `dsn` and no `listen_dsn`: workers poll for work (50 ms after finding
+        some, backing off to their `poll_interval` when idle) and, while running attempts,
+        for cancels every `poll_interval` (a heartbeat, whose reply names them);
+        subscriptions re-read the rows they watch every 0.25 s."""
         return self._conns.poll_only
 
     @property

@@ -259,9 +259,10 @@ class Worker:
                     self._listen_dsn = await asyncio.to_thread(lambda: self.engine.listen_dsn)
                     self._poll_only = self._claims.poll_only = self._listen_dsn is None
                     if self._poll_only:
+                        self._lease.cancel_poll = self.poll_interval
                         log.info(
-                            "poll-only (a pooled DSN, no listen DSN): polling for work every "
-                            "%gs when idle, cancels seen at the next heartbeat",
+                            "poll-only (a pooled DSN, no listen DSN): polling for work, and "
+                            "for cancels while running attempts, every %gs",
                             self.poll_interval,
                         )
                 if not migrated:
@@ -301,6 +302,8 @@ class Worker:
                 self.lease_timeout,
             )
         )
+        if self._poll_only:
+            await self.engine.adb.run(_queries.set_worker_polls(self._state.id))
         log.info(
             "worker %s started: version %s, %s",
             self.id,
