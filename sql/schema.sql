@@ -129,7 +129,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET enable_hashjoin TO 'off'
@@ -159,14 +159,15 @@ BEGIN
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
            AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
+                  r.trace_context),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended
+           s.attempt_count, s.suspended, s.queue, s.trace_context
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -261,7 +262,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE sql
     AS $$
     SELECT * FROM skiplock.begin_attempts(
@@ -276,7 +277,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -911,6 +912,7 @@ CREATE TABLE skiplock.runs (
     retention_s double precision,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    trace_context jsonb,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
@@ -1628,7 +1630,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_options->'trace_context'                                  -- trace_context
     )::skiplock.runs
 $$;
 
@@ -1760,6 +1763,10 @@ BEGIN
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'trace_context') <> 'object'
+            THEN 'trace_context must be a JSON object'
+        WHEN octet_length((p_opts->'trace_context')::text) > 4096
+            THEN 'trace_context must be at most 4 KB'
     END;
 END;
 $$;
@@ -3110,6 +3117,105 @@ CREATE TABLE skiplock.maintenance (
     mark timestamp with time zone
 );
 
+CREATE TABLE skiplock.workers (
+    id text NOT NULL,
+    version text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[],
+    tasks text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    lease_seconds double precision DEFAULT 30 NOT NULL,
+    lease_expires_at timestamp with time zone,
+    lost_at timestamp with time zone,
+    polls boolean DEFAULT false NOT NULL,
+    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE VIEW skiplock.metrics AS
+ WITH queued AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n,
+            min(r.order_at) AS first_at
+           FROM skiplock.runs r
+          WHERE (r.status = 'QUEUED'::skiplock.run_status)
+          GROUP BY r.queue
+        ), running AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n
+           FROM skiplock.runs r
+          WHERE (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]))
+          GROUP BY r.queue
+        ), parked AS MATERIALIZED (
+         SELECT ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'WAITING'::skiplock.run_status]))) AS parked,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'DELAYED'::skiplock.run_status)) AS delayed,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'PENDING_VERSION'::skiplock.run_status)) AS pending_version
+        ), queues AS MATERIALIZED (
+         SELECT q.name
+           FROM skiplock.queues q
+        UNION
+         SELECT queued.queue
+           FROM queued
+        UNION
+         SELECT running.queue
+           FROM running
+        ), workers AS MATERIALIZED (
+         SELECT
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END AS state,
+            count(*) AS n
+           FROM skiplock.workers w
+          GROUP BY
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END
+        )
+ SELECT 'queue_depth'::text AS metric,
+    q.name AS label,
+    (COALESCE(d.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_oldest_age_seconds'::text AS metric,
+    q.name AS label,
+    (COALESCE(GREATEST(EXTRACT(epoch FROM (skiplock.now() - d.first_at)), (0)::numeric), (0)::numeric))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_running'::text AS metric,
+    q.name AS label,
+    (COALESCE(s.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN running s ON ((s.queue = q.name)))
+UNION ALL
+ SELECT f.metric,
+    NULL::text AS label,
+    (f.value)::double precision AS value
+   FROM (parked p
+     CROSS JOIN LATERAL ( VALUES ('runs_waiting'::text,((p.parked - p.delayed) - p.pending_version)), ('runs_delayed'::text,p.delayed), ('runs_pending_version'::text,p.pending_version)) f(metric, value))
+UNION ALL
+ SELECT 'workers'::text AS metric,
+    s.state AS label,
+    (COALESCE(w.n, (0)::bigint))::double precision AS value
+   FROM (unnest('{active,lapsed,lost,stopped}'::text[]) s(state)
+     LEFT JOIN workers w ON ((w.state = s.state)));
+
 CREATE TABLE skiplock.migrations (
     name text NOT NULL,
     kind text NOT NULL,
@@ -3199,24 +3305,6 @@ CREATE TABLE skiplock.waitpoints (
     completed_at timestamp with time zone
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
-
-CREATE TABLE skiplock.workers (
-    id text NOT NULL,
-    version text NOT NULL,
-    hostname text NOT NULL,
-    pid integer NOT NULL,
-    queues text[],
-    tasks text[] NOT NULL,
-    concurrency integer NOT NULL,
-    started_at timestamp with time zone NOT NULL,
-    last_heartbeat_at timestamp with time zone NOT NULL,
-    stopped_at timestamp with time zone,
-    lease_seconds double precision DEFAULT 30 NOT NULL,
-    lease_expires_at timestamp with time zone,
-    lost_at timestamp with time zone,
-    polls boolean DEFAULT false NOT NULL,
-    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
-);
 
 CREATE VIEW skiplock.worker_status AS
  SELECT id,

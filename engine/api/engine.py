@@ -19,6 +19,7 @@ from ..db.database import AsyncDatabase, Database, Query
 from ..errors import InvalidArgumentError, UnknownTaskWarning
 from ..models import Queue, Retry, RunHandle, RunStatus
 from . import options as trigger_options
+from . import tracing
 from .connections import Connections
 from .hooks import Hook, Hooks
 from .options import TriggerOptions
@@ -288,15 +289,15 @@ class Engine:
     # -- triggering by id ------------------------------------------------------------------
 
     def _trigger_query(
-        self, task_id: str, payload: Any, options: TriggerOptions
+        self, task_id: str, payload: Any, options: TriggerOptions, span: tracing.TriggerSpan
     ) -> Query[RunHandle]:
         task = self.tasks.get(task_id)
         if task is not None:
-            return task._trigger_query(payload, options)
+            return task._trigger_query(payload, options, span)
         payload_json = encode_payload(ANY_PAYLOAD, payload, task_id)
         built = trigger_options.build(options)
         built["default_retention"] = self.retention
-        return queries.trigger(task_id, payload_json, built)
+        return queries.trigger(task_id, payload_json, span.options(built))
 
     def trigger(
         self,
@@ -311,7 +312,9 @@ class Engine:
         deployment has yet is allowed (the run waits in PENDING_VERSION); when neither this
         engine nor any deployment knows the id, an `UnknownTaskWarning` names the closest
         known ids."""
-        handle = self.db.run(self._trigger_query(task_id, payload, options), conn)
+        with tracing.trigger_span(task_id) as span:
+            handle = self.db.run(self._trigger_query(task_id, payload, options, span), conn)
+            span.run(handle.id, handle.is_cached)
         if self._maybe_unknown(handle):
             _warn_unknown(task_id, [*self.tasks, *self.db.run(queries.deployed_task_ids(), conn)])
         return handle
@@ -324,7 +327,10 @@ class Engine:
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[TriggerOptions],
     ) -> RunHandle:
-        handle = await self.adb.run(self._trigger_query(task_id, payload, options), conn)
+        with tracing.trigger_span(task_id) as span:
+            query = self._trigger_query(task_id, payload, options, span)
+            handle = await self.adb.run(query, conn)
+            span.run(handle.id, handle.is_cached)
         if self._maybe_unknown(handle):
             deployed = await self.adb.run(queries.deployed_task_ids(), conn)
             _warn_unknown(task_id, [*self.tasks, *deployed])

@@ -2,7 +2,7 @@
 
 Every write is a call of one SQL function from sql/functions, so the logic lives in SQL
 and any language can drive the same transitions. Reads select from the views
-(run_details, queue_stats, worker_status) or, for waitpoints and batches, the tables.
+(run_details, queue_stats, worker_status, metrics) or, for waitpoints and batches, the tables.
 They are grouped by who sends them (runs.py: the public API; attempts.py: the worker
 runtime; waitpoints.py: durable calls and tokens) and all importable from here.
 """
@@ -27,6 +27,7 @@ from .runs import (
     children,
     deployed_task_ids,
     list_runs,
+    metrics,
     migrations_applied,
     purge_runs,
     queue_call,
@@ -87,6 +88,7 @@ __all__ = [
     "interrupt_attempt",
     "list_runs",
     "list_schedules",
+    "metrics",
     "migrations_applied",
     "purge_runs",
     "queue_call",
