@@ -295,7 +295,7 @@ def test_no_prepared_statement_trips_over_another_session(dsn: str, pgbouncer: P
         retrieve_often(unaware)
 
 
-def test_a_read_dsn_serves_list_and_retrieve_only(
+def test_a_read_dsn_serves_list_retrieve_and_children_only(
     dsn: str, server_dsn: str, template_db: str
 ) -> None:
     """The "replica" is another database, empty: what is read there finds nothing."""
@@ -310,6 +310,7 @@ def test_a_read_dsn_serves_list_and_retrieve_only(
         with pytest.raises(RunNotFoundError):
             app.runs.retrieve(h)  # on the replica
         assert app.runs.list(task=None).data == []
+        assert app.runs.children(h) == []
         assert app.runs.cancel(h) is RunStatus.CANCELED  # on the primary
         assert app.runs.poll(h, timeout=5).status is RunStatus.CANCELED  # never the replica
 
@@ -331,3 +332,39 @@ def test_only_listening_workers_are_sent_wake_ups(
         papp.runs.poll(h, timeout=20)
         heard = list(listening.notifies(timeout=0.3, stop_after=1))
     assert bool(heard) is (mode != "poll")
+
+
+def test_the_changes_feed_sees_new_runs_to_the_end(
+    papp: Engine, mode: str, run_worker: Any
+) -> None:
+    """`subscribe_to_changes_async` (the dashboard's live list): in poll-only mode, the
+    newest runs and those seen unfinished, re-read every 0.25 s."""
+
+    @papp.task(f"listed-{mode}")
+    async def listed(x: int, ctx: TaskContext) -> int:
+        await asyncio.sleep(0.3)
+        return x
+
+    async def follow() -> dict[str, RunStatus]:
+        seen: dict[str, RunStatus] = {}
+        feed = papp.runs.subscribe_to_changes_async()
+
+        async def make() -> list[Any]:
+            await asyncio.sleep(0.5)  # the feed is listening (or polling) by then
+            return await asyncio.to_thread(lambda: [listed.trigger(i) for i in range(3)])
+
+        maker = asyncio.create_task(make())
+        try:
+            async with asyncio.timeout(30):
+                async for run in feed:
+                    seen[run.id] = run.status
+                    handles = maker.result() if maker.done() else []
+                    if handles and all(seen.get(h.id) is RunStatus.COMPLETED for h in handles):
+                        return {h.id: seen[h.id] for h in handles}
+        finally:
+            await feed.aclose()  # type: ignore[attr-defined]
+        raise AssertionError("the feed ended")
+
+    run_worker()
+    ends = asyncio.run(follow())
+    assert set(ends.values()) == {RunStatus.COMPLETED}

@@ -11,9 +11,9 @@ Three addresses, of which only the first is needed:
   subscriptions, which also read the rows they watch on it). Without one, LISTEN goes to
   `dsn` unless it is pooled; a pooled `dsn` and no `listen_dsn` is **poll-only** mode:
   workers poll for work, and subscriptions poll the rows they watch.
-* `read_dsn`: a replica for reads that may lag: `runs.list` and `runs.retrieve` (what the
-  dashboard and `skiplock runs` show). Nothing a claim, a wait or `runs.poll` depends on
-  reads there.
+* `read_dsn`: a replica for reads that may lag: `runs.list`, `runs.retrieve` and
+  `runs.children` (what the dashboard and `skiplock runs` show). Nothing a claim, a wait
+  or `runs.poll` depends on reads there.
 
 `pooled` is the argument, else $SKIPLOCK_POOLED, else true when a `listen_dsn` is given
 (a direct DSN for LISTEN says the other one is not), else detected at first use (see

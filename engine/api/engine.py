@@ -62,7 +62,8 @@ class Engine:
     pooled address, `listen_dsn` (else $SKIPLOCK_LISTEN_URL) a direct one for LISTEN, and
     `pooled=True` (else $SKIPLOCK_POOLED=1, else implied by a `listen_dsn`, else detected)
     says so. Pooled with no `listen_dsn`: poll-only (see `poll_only`). `read_dsn` (else
-    $SKIPLOCK_READ_URL): a replica that `runs.list` and `runs.retrieve` read from."""
+    $SKIPLOCK_READ_URL): a replica that `runs.list`, `runs.retrieve` and `runs.children`
+    read from."""
 
     def __init__(
         self,
@@ -114,7 +115,7 @@ class Engine:
 
     @property
     def read_dsn(self) -> str | None:
-        """The replica `runs.list` and `runs.retrieve` read from, if any."""
+        """The replica `runs.list`, `runs.retrieve` and `runs.children` read from, if any."""
         return self._conns.read_dsn
 
     @property

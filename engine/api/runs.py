@@ -187,9 +187,10 @@ class Runs:
 
     list_async = list.aio
 
-    @twin
+    @replica_twin
     def children(self, run: RunRef, *, limit: int = 100) -> Plan[builtins.list[Run[Any, Any]]]:
-        """The runs this run triggered, oldest first (at most `limit`)."""
+        """The runs this run triggered, oldest first (at most `limit`). With a `read_dsn`,
+        read from that replica."""
         rows = yield queries.children(run_id(run), _limit(limit))
         return [Run.model_validate(r) for r in rows]
 
