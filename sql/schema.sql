@@ -270,6 +270,40 @@ CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[],
         'QUEUED')
 $$;
 
+CREATE FUNCTION skiplock.claim_alerts(p_worker_id text, p_limit integer, p_lease double precision, p_max_age double precision DEFAULT 86400) RETURNS TABLE(id text, run_id text, task_identifier text, status skiplock.run_status, created_at timestamp with time zone, attempts integer, delivered_to text[])
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET state = 'ABANDONED', finished_at = v_now,
+           last_error = format('not delivered within %s s of the failure', p_max_age)
+                        || coalesce(' (last error: ' || a.last_error || ')', '')
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+           AND o.created_at < v_now - p_max_age * interval '1 second'
+         ORDER BY o.available_at
+         LIMIT 1000
+           FOR UPDATE SKIP LOCKED));
+    RETURN QUERY
+    UPDATE skiplock.alerts a
+       SET attempts = a.attempts + 1, claimed_by = p_worker_id,
+           available_at = v_now + p_lease * interval '1 second'
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+         ORDER BY o.available_at, o.id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED))
+    RETURNING a.id, a.run_id, a.task_identifier, a.status, a.created_at, a.attempts,
+              a.delivered_to;
+END;
+$$;
+
 CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
     LANGUAGE sql
     AS $$
@@ -1056,6 +1090,7 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM skiplock.alerts a WHERE a.run_id = ANY (p_ids);
     DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
@@ -1695,6 +1730,24 @@ CREATE FUNCTION skiplock.now() RETURNS timestamp with time zone
                     pg_catalog.now())
 $$;
 
+CREATE FUNCTION skiplock.on_run_failed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    INSERT INTO skiplock.alerts (id, run_id, task_identifier, status, created_at, available_at)
+    VALUES (skiplock.gen_id('alert'), NEW.id, NEW.task_identifier, NEW.status,
+            coalesce(NEW.finished_at, v_now), v_now);
+    IF EXISTS (SELECT 1 FROM skiplock.workers w  -- a polling one hears nothing (0027)
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
+                  AND w.lease_expires_at > v_now) THEN
+        PERFORM pg_notify('skiplock_alerts', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -2013,6 +2066,26 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'SL006', MESSAGE = format('queue %L does not exist', p_name);
     END IF;
     RETURN v_queue;
+END;
+$$;
+
+CREATE FUNCTION skiplock.record_alert(p_id text, p_attempt integer, p_delivered_to text[], p_error text, p_retry_delay double precision DEFAULT 0) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET delivered_to = ARRAY(SELECT DISTINCT s FROM unnest(a.delivered_to || p_delivered_to) s
+                                 ORDER BY s),
+           state = CASE WHEN p_error IS NULL THEN 'DELIVERED' ELSE a.state END,
+           finished_at = CASE WHEN p_error IS NULL THEN v_now END,
+           last_error = coalesce(p_error, a.last_error),
+           available_at = CASE WHEN p_error IS NOT NULL AND a.attempts = p_attempt
+                               THEN v_now + greatest(p_retry_delay, 0) * interval '1 second'
+                               ELSE a.available_at END
+     WHERE a.id = p_id AND a.state = 'PENDING';
+    RETURN FOUND;
 END;
 $$;
 
@@ -3074,6 +3147,22 @@ CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
                       FOR SHARE)
 $$;
 
+CREATE TABLE skiplock.alerts (
+    id text NOT NULL,
+    run_id text NOT NULL,
+    task_identifier text NOT NULL,
+    status skiplock.run_status NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    state text DEFAULT 'PENDING'::text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    claimed_by text,
+    delivered_to text[] DEFAULT '{}'::text[] NOT NULL,
+    last_error text,
+    finished_at timestamp with time zone,
+    CONSTRAINT alerts_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'DELIVERED'::text, 'ABANDONED'::text])))
+);
+
 CREATE TABLE skiplock.batches (
     id text NOT NULL,
     task_identifier text NOT NULL,
@@ -3328,6 +3417,9 @@ CREATE VIEW skiplock.worker_status AS
           WHERE ((r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])) AND (r.worker_id = w.id))) AS runs_in_hand
    FROM skiplock.workers w;
 
+ALTER TABLE ONLY skiplock.alerts
+    ADD CONSTRAINT alerts_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY skiplock.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
 
@@ -3381,6 +3473,10 @@ ALTER TABLE ONLY skiplock.waitpoints
 
 ALTER TABLE ONLY skiplock.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+CREATE INDEX alerts_pending_idx ON skiplock.alerts USING btree (available_at) WHERE (state = 'PENDING'::text);
+
+CREATE INDEX alerts_run_idx ON skiplock.alerts USING btree (run_id);
 
 CREATE INDEX debounces_run_idx ON skiplock.debounces USING btree (run_id);
 
@@ -3437,6 +3533,8 @@ CREATE INDEX waitpoints_token_timeout_idx ON skiplock.waitpoints USING btree (ti
 CREATE INDEX workers_lease_idx ON skiplock.workers USING btree (lease_expires_at) WHERE ((stopped_at IS NULL) AND (lost_at IS NULL));
 
 CREATE TRIGGER runs_delete_attempts AFTER DELETE ON skiplock.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION skiplock.delete_attempts_of_deleted_runs();
+
+CREATE TRIGGER runs_failed_alert AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['FAILED'::skiplock.run_status, 'CRASHED'::skiplock.run_status, 'SYSTEM_FAILURE'::skiplock.run_status, 'TIMED_OUT'::skiplock.run_status])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION skiplock.on_run_failed();
 
 CREATE TRIGGER runs_waited_on_final AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (new.waited_on) EXECUTE FUNCTION skiplock.on_waited_run_final();
 

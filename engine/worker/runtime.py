@@ -25,6 +25,7 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
 from .lease import Lease
@@ -243,6 +244,7 @@ class Worker:
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
+            asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
         ]
         flusher: asyncio.Task[None] | None = None
         try:

@@ -4,9 +4,11 @@ Every write is a call of one SQL function from sql/functions, so the logic lives
 and any language can drive the same transitions. Reads select from the views
 (run_details, queue_stats, worker_status, metrics) or, for waitpoints and batches, the tables.
 They are grouped by who sends them (runs.py: the public API; attempts.py: the worker
-runtime; waitpoints.py: durable calls and tokens) and all importable from here.
+runtime; waitpoints.py: durable calls and tokens; alerts.py: alert delivery) and all
+importable from here.
 """
 
+from .alerts import claim_alerts, record_alert
 from .attempts import (
     complete_and_claim,
     complete_attempts,
@@ -75,6 +77,7 @@ __all__ = [
     "cancel",
     "changed_runs",
     "children",
+    "claim_alerts",
     "complete_and_claim",
     "complete_attempts",
     "complete_token",
@@ -94,6 +97,7 @@ __all__ = [
     "queue_call",
     "queue_stat",
     "queue_stats",
+    "record_alert",
     "record_step",
     "register_worker",
     "replay",
