@@ -24,7 +24,7 @@ import pytest
 from faults.pooler import PgBouncer
 from helpers import fetch, wait_for
 
-from engine import Engine, Queue, RunStatus, TaskContext, Worker, wait
+from engine import Engine, Queue, Retry, RunStatus, TaskContext, Worker, wait
 from engine.api.realtime import RunFeed
 from engine.errors import RunNotFoundError, UnknownTaskWarning
 
@@ -368,3 +368,23 @@ def test_the_changes_feed_sees_new_runs_to_the_end(
     run_worker()
     ends = asyncio.run(follow())
     assert set(ends.values()) == {RunStatus.COMPLETED}
+
+
+def test_an_alert_is_delivered(papp: Engine, mode: str, run_worker: Any) -> None:
+    """Alert delivery is woken by NOTIFY where the worker LISTENs; poll-only, by its poll
+    interval (0.2 s here)."""
+    got: list[Any] = []
+    papp.alerts.poll_interval = 0.2
+
+    @papp.on_run_failed
+    def page(run: Any, alert: Any) -> None:
+        got.append((run.id, run.status))
+
+    @papp.task(f"fails-{mode}", retry=Retry(max_attempts=1))
+    async def fails(x: int, ctx: TaskContext) -> None:
+        raise RuntimeError("on purpose")
+
+    run_worker()
+    h = fails.trigger(1)
+    wait_for(lambda: got, timeout=20)
+    assert got == [(h.id, RunStatus.FAILED)]
