@@ -13,6 +13,7 @@ from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
 from .models import (
     Attempt,
     BatchHandle,
+    Debounce,
     Queue,
     Result,
     Retry,
@@ -30,6 +31,7 @@ __all__ = [
     "Attempt",
     "BatchHandle",
     "BatchItem",
+    "Debounce",
     "Engine",
     "InvalidCronError",
     "Metadata",

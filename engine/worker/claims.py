@@ -116,7 +116,9 @@ class Claims:
                 worker_id=state.id,
                 metadata=Metadata(None if row["metadata"] == "{}" else json.loads(row["metadata"])),
             )
-            attempt = RunningAttempt(ctx, task, row["payload"], row["max_duration"])
+            attempt = RunningAttempt(
+                ctx, task, row["payload"], row["max_duration"], resumed=row["resumed"]
+            )
             state.running[ctx.attempt_id] = attempt
             state.by_run[ctx.run_id] = ctx.attempt_id
             attempt.future = start_task(execute(attempt), f"run {ctx.run_id}")

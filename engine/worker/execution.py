@@ -42,6 +42,7 @@ from ..errors import (
 )
 from . import report
 from .faults import checkpoint
+from .lifecycle import Lifecycle
 from .outcomes import Outcomes
 from .replay import Execution, NonDeterministic, Suspended
 from .state import (
@@ -80,6 +81,7 @@ class Executor:
         self._threads = threads
         self._metadata_interval = metadata_interval
         self._shutdown_grace = shutdown_grace
+        self._lifecycle = Lifecycle(engine)
 
     async def interrupt(self, ctx: TaskContext, seconds: float | None = None) -> None:
         """The worker shuts down before the attempt finished: queue its run again, to
@@ -89,20 +91,22 @@ class Executor:
     async def execute(self, attempt: RunningAttempt) -> None:
         """Run the attempt and record how it ended (see the module's docstring); a line
         on the `skiplock.runs` logger says how (report.py)."""
-        ctx, task, outcomes = attempt.ctx, attempt.task, self._outcomes
+        ctx, task = attempt.ctx, attempt.task
         started = time.perf_counter()
         try:
             output = await self._call(attempt)
         except Suspended as exc:
             # the run is WAITING (or no longer ours): the database has it
+            waiting = exc.args == ("WAITING",)
             if report.enabled():
-                waiting = exc.args == ("WAITING",)
                 outcome = "WAITING" if waiting else _stopped(ctx.stop_reason)
                 report.ended(ctx, outcome, time.perf_counter() - started)
+            if waiting and attempt.execution is not None and attempt.execution.last_call:
+                await self._lifecycle.waiting(attempt, attempt.parsed, attempt.execution.last_call)
         except NonDeterministic as exc:
             # where the task made the call that differs: its frames, from the task's down
             error = NonDeterminismError(str(exc)).with_traceback(exc.__traceback__)
-            await outcomes.fail(ctx, "SYSTEM_FAILURE", error, None, time.perf_counter() - started)
+            await self._fail(attempt, "SYSTEM_FAILURE", error, None, started)
         except asyncio.CancelledError:
             if ctx.stop_reason == SHUTDOWN:
                 await self.interrupt(ctx, time.perf_counter() - started)
@@ -112,14 +116,12 @@ class Executor:
             elif report.enabled():
                 report.ended(ctx, _stopped(ctx.stop_reason), time.perf_counter() - started)
         except TimeoutError as exc:
-            seconds = time.perf_counter() - started
             if ctx.stop_reason == TIMED_OUT:
-                await outcomes.fail(ctx, "TIMED_OUT", _timed_out(attempt, exc), None, seconds)
+                await self._fail(attempt, "TIMED_OUT", _timed_out(attempt, exc), None, started)
             else:
-                delay = task.retry.delay(ctx.attempt)
-                await outcomes.fail(ctx, "FAILED", exc, delay, seconds)
+                await self._fail(attempt, "FAILED", exc, await self._delay(attempt, exc), started)
         except (AbortTaskRunError, PayloadValidationError) as exc:
-            await outcomes.fail(ctx, "FAILED", exc, None, time.perf_counter() - started)
+            await self._fail(attempt, "FAILED", exc, None, started)
         except Exception as exc:
             seconds = time.perf_counter() - started
             if ctx.stop_reason == SHUTDOWN:
@@ -128,8 +130,7 @@ class Executor:
                 else:
                     _dropped(ctx)
             elif ctx.stop_reason not in SETTLED:
-                delay = task.retry.delay(ctx.attempt)
-                await outcomes.fail(ctx, "FAILED", exc, delay, seconds)
+                await self._fail(attempt, "FAILED", exc, await self._delay(attempt, exc), started)
             elif report.enabled():
                 report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         else:
@@ -141,7 +142,9 @@ class Executor:
                 metadata = None
                 if ctx.metadata.version != attempt.metadata_flushed:
                     metadata = ctx.metadata.snapshot()[1]
-                outcomes.put(ctx.attempt_id, output, metadata, ctx, seconds)
+                self._outcomes.put(ctx.attempt_id, output, metadata, ctx, seconds)
+                if self._lifecycle.has_outcome_hooks(task):
+                    await self._lifecycle.succeeded(attempt, attempt.parsed, attempt.output)
             elif report.enabled():
                 report.ended(ctx, _stopped(ctx.stop_reason), seconds)
         finally:
@@ -159,13 +162,54 @@ class Executor:
             raise PayloadValidationError(
                 f"stored payload does not match the task's type: {exc}"
             ) from exc
+        attempt.parsed = payload
         # durable calls find their execution here (a def task's thread copies the context)
-        _execution_var.set(
-            Execution(self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt))
+        execution = Execution(
+            self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt)
         )
+        attempt.execution = execution
+        _execution_var.set(execution)
         checkpoint("executing")
+        if self._lifecycle.is_plain(task):
+            return await self._run(attempt, payload)
+        wait = None
+        if attempt.resumed:  # the replay reads the run's log anyway: read it now, once
+            wait = execution.preload(await self._engine.adb.run(_queries.run_log(ctx.run_id)))
+        async with self._lifecycle.around(attempt, payload, wait):
+            return await self._run(attempt, payload)
+
+    async def _fail(
+        self,
+        attempt: RunningAttempt,
+        status: str,
+        error: BaseException,
+        delay: float | None,
+        started: float,
+    ) -> None:
+        """Record the failed attempt; if the run failed for good, its on_failure hooks."""
+        seconds = time.perf_counter() - started
+        new_status = await self._outcomes.fail(attempt.ctx, status, error, delay, seconds)
+        if (
+            new_status is not None
+            and new_status.value != "QUEUED"
+            and self._lifecycle.has_outcome_hooks(attempt.task)
+        ):
+            await self._lifecycle.failed(attempt, attempt.parsed, error)
+
+    async def _delay(self, attempt: RunningAttempt, error: BaseException) -> float | None:
+        """When to retry after `error`: what `catch_error` says, else the retry policy."""
+        decided = await self._lifecycle.decide(attempt, error)
+        if decided is False:
+            return attempt.task.retry.delay(attempt.ctx.attempt)
+        return decided if decided is None else float(decided)
+
+    async def _run(self, attempt: RunningAttempt, payload: Any) -> str:
+        """Call the task function, bounded by its max_duration; return its output as JSON
+        text (and keep the value, for on_success)."""
+        ctx, task = attempt.ctx, attempt.task
         if task.is_async and attempt.max_duration is None:
-            return task.output_json(await task.fn(payload, ctx))
+            attempt.output = await task.fn(payload, ctx)
+            return task.output_json(attempt.output)
         if task.is_async:
             # awaited in this task: a cancel or the timeout reaches the coroutine directly
             deadline = asyncio.timeout(attempt.max_duration)
@@ -176,8 +220,9 @@ class Executor:
                 if deadline.expired():
                     ctx.request_stop(TIMED_OUT)
                 raise
+            attempt.output = result
             return task.output_json(result)
-        work = self._threads.submit(task.fn, payload, ctx)
+        work = self._threads.submit(self._lifecycle.in_thread(task, task.fn), payload, ctx)
         try:
             # shielded: the thread cannot be interrupted, so its future must outlive us
             async with asyncio.timeout(attempt.max_duration):
@@ -195,6 +240,7 @@ class Executor:
             if ctx.stop_reason is not None and ctx.stop_reason != SHUTDOWN:
                 await asyncio.wait([work])
             raise
+        attempt.output = result
         return task.output_json(result)
 
     async def flush_metadata(self, attempt: RunningAttempt) -> None:

@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -92,6 +91,16 @@ class Lifecycle:
         self._engine = engine
         self._hooks: dict[str, Hooks] = {}
 
+    def is_plain(self, task: Task[Any, Any]) -> bool:
+        """No observer, no middleware, no on_start or on_resume: nothing around the call
+        (the common case costs nothing)."""
+        hooks = self.hooks(task)
+        return not (OBSERVERS or hooks.middleware or hooks.on_start or hooks.on_resume)
+
+    def has_outcome_hooks(self, task: Task[Any, Any]) -> bool:
+        hooks = self.hooks(task)
+        return bool(hooks.on_success or hooks.on_failure or hooks.on_complete)
+
     def hooks(self, task: Task[Any, Any]) -> Hooks:
         hooks = self._hooks.get(task.id)
         if hooks is None:
@@ -136,7 +145,7 @@ class Lifecycle:
 
         return wrapped
 
-    async def decide(self, attempt: RunningAttempt, error: BaseException) -> float | None | bool:
+    async def decide(self, attempt: RunningAttempt, error: BaseException) -> float | bool | None:
         """`catch_error`'s decision on a failed attempt: a delay in seconds (0: now), None
         (no retry), or False: no hook decided (the retry policy applies)."""
         for fn in self.hooks(attempt.task).catch_error:
@@ -190,15 +199,47 @@ async def _enter(stack: contextlib.AsyncExitStack, make: Hook, ctx: TaskContext)
 
 @contextlib.asynccontextmanager
 async def _guarded_async(manager: Any, ctx: TaskContext) -> AsyncIterator[None]:
-    async with manager:
-        started = time.perf_counter()
+    """`manager` entered (an error entering fails the attempt); its exit never changes
+    the outcome: an error it raises is logged, and it cannot swallow the task's error."""
+    await manager.__aenter__()
+    try:
+        yield
+    except BaseException as exc:
         try:
-            yield
-        finally:
-            del started
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        except Exception:
+            _exit_failed(manager, ctx)
+        raise
+    else:
+        try:
+            await manager.__aexit__(None, None, None)
+        except Exception:
+            _exit_failed(manager, ctx)
 
 
 @contextlib.contextmanager
 def _guarded_sync(manager: Any, ctx: TaskContext) -> Iterator[None]:
-    with manager:
+    """As `_guarded_async`, for a sync context manager."""
+    manager.__enter__()
+    try:
         yield
+    except BaseException as exc:
+        try:
+            manager.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception:
+            _exit_failed(manager, ctx)
+        raise
+    else:
+        try:
+            manager.__exit__(None, None, None)
+        except Exception:
+            _exit_failed(manager, ctx)
+
+
+def _exit_failed(manager: Any, ctx: TaskContext) -> None:
+    log.exception(
+        "middleware %r of %s run %s raised on exit; the run's outcome is unchanged",
+        manager,
+        ctx.task_id,
+        ctx.run_id,
+    )

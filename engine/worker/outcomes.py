@@ -178,18 +178,20 @@ class Outcomes:
         exc: BaseException,
         retry_delay: float | None,
         seconds: float | None = None,
-    ) -> None:
+    ) -> RunStatus | None:
         """Record the attempt as failed with `status` (retried after `retry_delay` seconds
         if not None and attempts are left); wake the claim loop when the retry is due.
-        Its outcome line says what the database made of it (and that it took `seconds`)."""
+        Its outcome line says what the database made of it (and that it took `seconds`).
+        Returns the run's new status (None: the attempt was no longer current)."""
         query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
         recorded, new_status = await self._send_fenced(query, ctx, "failed attempt")
         if not recorded:
-            return
+            return None
         if report.enabled():
             report.failed(ctx, _value(new_status), exc, retry_delay, seconds)
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             self._state.loop.call_later(retry_delay, self._state.wake.set)
+        return new_status
 
     async def interrupt(self, ctx: TaskContext, grace: float, seconds: float | None) -> None:
         """The worker shuts down before the attempt finished: its run goes back to the

@@ -55,6 +55,17 @@ class Execution:
         self._before_block = before_block  # e.g. write pending metadata before suspending
         self._position = 0
         self._log: dict[int, dict[str, Any]] | None = None
+        # the durable call made last: what the run waits on when it suspends (on_wait)
+        self.last_call: dict[str, Any] | None = None
+
+    def preload(self, log: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+        """Take the run's log read already (an attempt resuming after a wait); return the
+        wait it resumes from: the last durable call recorded."""
+        self._log = log
+        if not log:
+            return None
+        last = log[max(log)]
+        return {"kind": last["kind"], "name": last["name"], "position": max(log)}
 
     # -- sync/async dispatch ------------------------------------------------------------
 
@@ -76,6 +87,7 @@ class Execution:
         """Take the next position; return it with its recorded entry, if any."""
         position = self._position
         self._position += 1
+        self.last_call = {"kind": kind, "name": name, "position": position}
         if self._log is None:
             self._log = await self.engine.adb.run(_queries.run_log(self.ctx.run_id))
         entry = self._log.get(position)

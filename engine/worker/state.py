@@ -39,6 +39,10 @@ class RunningAttempt:
     max_duration: float | None
     future: asyncio.Task[None] | None = None
     metadata_flushed: int = 0  # the metadata version last written
+    resumed: bool = False  # continues after a wait (else a fresh attempt)
+    parsed: Any = None  # the payload, as the task's type, once parsed (for hooks)
+    output: Any = None  # what the task function returned (for on_success)
+    execution: Any = None  # its replay.Execution (what it waits on, for on_wait)
 
 
 class WorkerState:

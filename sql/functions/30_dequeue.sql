@@ -129,11 +129,12 @@ $$;
 -- resuming from a wait, its suspended one. p_version, if given, locks the runs to it.
 -- One UPDATE and one INSERT for the set; started_at is stamped by skiplock.clock(), after
 -- whatever admission the caller did. Returns the attempts with what a worker needs, in
--- queue order.
+-- queue order; `resumed`: the attempt continues after a wait (its hooks say on_resume).
 CREATE OR REPLACE FUNCTION skiplock.begin_attempts(
     p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
-               max_duration double precision, attempt_id text, attempt_number integer)
+               max_duration double precision, attempt_id text, attempt_number integer,
+               resumed boolean)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
@@ -155,17 +156,19 @@ BEGIN
                current_attempt_id = CASE WHEN r.suspended THEN r.current_attempt_id
                                          ELSE skiplock.gen_id('attempt') END,
                started_at = coalesce(r.started_at, v_now), updated_at = v_now
+          FROM skiplock.runs o  -- the row as it was: whether it resumes (o.suspended)
          WHERE r.id = ANY (p_run_ids) AND r.status = p_from
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
+           AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count
+           s.attempt_count, s.suspended
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -194,7 +197,8 @@ $$;
 CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
-               max_duration double precision, attempt_id text, attempt_number integer)
+               max_duration double precision, attempt_id text, attempt_number integer,
+               resumed boolean)
 LANGUAGE sql AS $$
     SELECT * FROM skiplock.begin_attempts(
         p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
@@ -214,7 +218,8 @@ CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
     p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[],
     p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
-               max_duration double precision, attempt_id text, attempt_number integer)
+               max_duration double precision, attempt_id text, attempt_number integer,
+               resumed boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM skiplock.worker_is_active(p_worker_id);

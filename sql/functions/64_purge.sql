@@ -44,6 +44,7 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'

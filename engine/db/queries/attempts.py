@@ -54,7 +54,7 @@ def complete_and_claim(
         # payload and metadata as JSON text: the worker validates the payload straight from
         # it, and decodes metadata only when there is some
         "SELECT run_id, task_identifier, payload::text AS payload, "
-        "metadata::text AS metadata, max_duration, attempt_id, attempt_number "
+        "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed "
         "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)",
         (results_json, worker_id, version, tasks, queues, limit),
         _as_is,
