@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
     p.add_argument("--baseline", type=Path, required=True, help="a checkout without step starts")
+    p.add_argument(
+        "--drains", default="no-op,3 steps", help="which drains (default: 'no-op,3 steps')"
+    )
     p.add_argument("--micro-calls", type=int, default=5000, help="record_step calls per block")
     p.add_argument("--micro-blocks", type=int, default=20, help="blocks of each kind")
     args = p.parse_args(argv)
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for r in range(args.repeat):
-            for drain in DRAINS:
+            for drain in [d for d in DRAINS if d.name in args.drains.split(",")]:
                 for kind in (new, base) if r % 2 == 0 else (base, new):
                     name = f"skiplock_steps_{os.getpid()}_{r}"
                     dsn = fresh_database(server_dsn, name, kind, drain)
@@ -328,15 +331,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"worker CPU {kind.cpu[drain.name][-1]:.2f}s{extra}",
                         flush=True,
                     )
-        per_call = micro(server_dsn, args.micro_calls, args.micro_blocks)
+        per_call = (
+            micro(server_dsn, args.micro_calls, args.micro_blocks) if args.micro_blocks else {}
+        )
     print()
     print(report(new, base, runs))
-    ratios = [a / b for a, b in zip(per_call["now"], per_call["before"], strict=True)]
-    print(
-        f"| record_step alone, us/call ({args.micro_blocks} blocks of {args.micro_calls}, "
-        f"rolled back) | {_spread(per_call['now'], '.1f')} | {_spread(per_call['before'], '.1f')} "
-        f"| {_spread(ratios, '.3f')} |"
-    )
+    if per_call:
+        ratios = [a / b for a, b in zip(per_call["now"], per_call["before"], strict=True)]
+        now, before = _spread(per_call["now"], ".1f"), _spread(per_call["before"], ".1f")
+        print(
+            f"| record_step alone, us/call ({args.micro_blocks} blocks of {args.micro_calls}, "
+            f"rolled back) | {now} | {before} | {_spread(ratios, '.3f')} |"
+        )
     print()
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0

@@ -2520,8 +2520,8 @@ BEGIN
         'SELECT l.attempt::integer, l.seq::bigint, l.at, l.level::text, l.logger::text,
                 l.message::text
            FROM (SELECT * FROM skiplock.run_logs r WHERE r.run_id = $1
-                  ORDER BY r.at DESC, r.seq DESC LIMIT $2) l
-          ORDER BY l.at, l.seq'
+                  ORDER BY r.seq DESC LIMIT $2) l
+          ORDER BY l.seq'
         USING p_run_id, p_limit;
 END;
 $_$;

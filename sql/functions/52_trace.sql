@@ -24,8 +24,8 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_limit
 $$;
 
--- run_trace_logs: the run's newest p_limit log records (skiplock.run_logs), oldest first;
--- none when that table does not exist. The query is built at run time, so this function
+-- run_trace_logs: the run's newest p_limit log records (skiplock.run_logs, in the order
+-- they were emitted: seq), oldest first; none when that table does not exist. The query is built at run time, so this function
 -- is created, and answers, whether or not the run logs' migration is in the schema.
 CREATE OR REPLACE FUNCTION skiplock.run_trace_logs(p_run_id text, p_limit integer)
 RETURNS TABLE (attempt integer, seq bigint, at timestamptz, level text, logger text,
@@ -39,8 +39,8 @@ BEGIN
         'SELECT l.attempt::integer, l.seq::bigint, l.at, l.level::text, l.logger::text,
                 l.message::text
            FROM (SELECT * FROM skiplock.run_logs r WHERE r.run_id = $1
-                  ORDER BY r.at DESC, r.seq DESC LIMIT $2) l
-          ORDER BY l.at, l.seq'
+                  ORDER BY r.seq DESC LIMIT $2) l
+          ORDER BY l.seq'
         USING p_run_id, p_limit;
 END;
 $$;
