@@ -30,6 +30,7 @@ from .faults import checkpoint
 from .lease import Lease
 from .outcomes import Completion, Outcomes, completions_json, refused
 from .state import RunningAttempt, WorkerState, wait_any
+from .tracing import tracing_attempts
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
@@ -68,6 +69,7 @@ class Claims:
         done: list[Completion] = []  # taken from the queue, not recorded
         while not stopping.is_set():
             free = self._concurrency - len(running)
+            traced = tracing_attempts()  # then claims bring what the attempts' spans need
             outcomes.take(done)
             found = 0
             if free > 0 or done:
@@ -79,6 +81,7 @@ class Claims:
                     task_ids,
                     self._queues,
                     max(free, 0),
+                    traced,
                 )
                 try:
                     async with claim_lock:
@@ -90,7 +93,7 @@ class Claims:
                         found = len(rows)
                         if rows:
                             checkpoint("claimed")
-                        self._start(rows)
+                        self._start(rows, traced)
                 except (psycopg.Error, SkiplockError) as exc:
                     # completions are fenced by attempt: sent again in the next round
                     log.exception("claim failed; retrying after the poll interval")
@@ -103,7 +106,7 @@ class Claims:
                 await wait_any(wake, stopping, timeout=self._poll_interval)
         outcomes.give_back(done)  # for the flusher
 
-    def _start(self, rows: list[dict[str, Any]]) -> None:
+    def _start(self, rows: list[dict[str, Any]], traced: bool = False) -> None:
         """Start an attempt for each claimed row, as a task on the loop."""
         state, tasks, execute = self._state, self._engine.tasks, self._executor.execute
         for row in rows:
@@ -119,6 +122,8 @@ class Claims:
             attempt = RunningAttempt(
                 ctx, task, row["payload"], row["max_duration"], resumed=row["resumed"]
             )
+            if traced:
+                attempt.queue, attempt.trace_context = row["queue"], row["trace_context"]
             state.running[ctx.attempt_id] = attempt
             state.by_run[ctx.run_id] = ctx.attempt_id
             attempt.future = start_task(execute(attempt), f"run {ctx.run_id}")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..api import tracing as _tracing
 from ..api.durable import to_json
 from ..db import queries as _queries
 from ..models import Result
@@ -114,21 +115,23 @@ class Execution:
         position, entry = await self._entry("step", name)
         if entry is not None:
             return entry["output"]
-        started = time.perf_counter()
-        result = fn(*args, **kw)
-        if inspect.isawaitable(result):
-            result = await result
-        await self._record(position, name, result, time.perf_counter() - started)
+        with _tracing.step_span(name, position):
+            started = time.perf_counter()
+            result = fn(*args, **kw)
+            if inspect.isawaitable(result):
+                result = await result
+            await self._record(position, name, result, time.perf_counter() - started)
         return result
 
     def step_sync(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         position, entry = self.dispatch(lambda: self._entry("step", name))
         if entry is not None:
             return entry["output"]
-        started = time.perf_counter()
-        result = fn(*args, **kw)
-        seconds = time.perf_counter() - started
-        self.dispatch(lambda: self._record(position, name, result, seconds))
+        with _tracing.step_span(name, position):
+            started = time.perf_counter()
+            result = fn(*args, **kw)
+            seconds = time.perf_counter() - started
+            self.dispatch(lambda: self._record(position, name, result, seconds))
         return result
 
     async def _record(self, position: int, name: str, result: Any, seconds: float) -> None:
@@ -190,10 +193,13 @@ class Execution:
         position, entry = await self._entry("run", task)
         if entry is None:
             await self._suspending()
-            query = _queries.trigger_and_wait(
-                self.ctx.attempt_id, position, task, payload_json, options
-            )
-            answer = await self.engine.adb.run(query)
+            # the child's trace context is this span's, a child of the attempt's (current)
+            with _tracing.trigger_span(task, "trigger_and_wait") as span:
+                query = _queries.trigger_and_wait(
+                    self.ctx.attempt_id, position, task, payload_json, span.options(options)
+                )
+                answer = await self.engine.adb.run(query)
+                span.run(answer["child_id"])
             self._blocked(answer["outcome"])
             child = answer["child_id"]
         elif entry["waitpoint_status"] != "COMPLETED":
@@ -209,10 +215,12 @@ class Execution:
         position, entry = await self._entry("batch", task)
         if entry is None:
             await self._suspending()
-            query = _queries.batch_trigger_and_wait(
-                self.ctx.attempt_id, position, task, items_json, options
-            )
-            answer = await self.engine.adb.run(query)
+            with _tracing.trigger_span(task, "batch_trigger_and_wait") as span:
+                query = _queries.batch_trigger_and_wait(
+                    self.ctx.attempt_id, position, task, items_json, span.options(options)
+                )
+                answer = await self.engine.adb.run(query)
+                span.batch(answer["batch_id"])
             self._blocked(answer["outcome"])
             batch = answer["batch_id"]
         elif entry["waitpoint_status"] != "COMPLETED":

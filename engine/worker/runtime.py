@@ -25,6 +25,7 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
 from .lease import Lease
@@ -32,9 +33,11 @@ from .outcomes import Outcomes
 from .report import plural
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
+from .tracing import install as _trace_attempts
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("skiplock.worker")
 
@@ -59,6 +62,10 @@ class Worker:
     `freeze_gc=True` (what `skiplock worker` sets) moves everything alive at start-up out
     of the garbage collector's sight, for a process that is nothing but the worker.
 
+    `metrics_port` serves the worker's Prometheus metrics on that port of `metrics_host`
+    while it runs (worker/metrics.py; needs `skiplock[metrics]`), with the database-wide
+    figures too if `metrics_database`. A port taken fails `run()` at once.
+
     The settings are read when the worker is made: change them on a new `Worker`."""
 
     def __init__(
@@ -77,6 +84,9 @@ class Worker:
         default_ttl: float | None = None,
         freeze_gc: bool = False,
         migrate: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        metrics_database: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -128,6 +138,15 @@ class Worker:
             concurrency=concurrency,
             poll_interval=poll_interval,
         )
+        self._metrics: WorkerMetrics | None = None
+        if metrics_port is not None:
+            # imported only when asked for: a SkiplockError here without the extra
+            from .metrics import WorkerMetrics
+
+            self._metrics = WorkerMetrics(
+                state, engine, port=metrics_port, host=metrics_host, database=metrics_database
+            )
+            self._outcomes.counted = self._metrics.finished
         self._loop: asyncio.AbstractEventLoop | None = None  # while and after running
         self._stop_requested = threading.Event()
         self._hurry_requested = threading.Event()  # stop(now=True) before the loop ran
@@ -176,6 +195,16 @@ class Worker:
             self._on_stop(True)
 
     async def run_async(self, *, install_signals: bool = False) -> None:
+        if self._metrics is None:
+            await self._run(install_signals)
+            return
+        self._metrics.start(asyncio.get_running_loop())  # before anything: the port taken?
+        try:
+            await self._run(install_signals)
+        finally:
+            self._metrics.stop()
+
+    async def _run(self, install_signals: bool) -> None:
         state = self._state
         state.open(asyncio.get_running_loop())
         self._outcomes.open()
@@ -196,6 +225,7 @@ class Worker:
                 await db.close()
         if not started:
             return
+        _trace_attempts()  # spans for attempts, if the application set a TracerProvider
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
             # objects) lives as long as the process: out of the collector's sight, a full
@@ -210,6 +240,7 @@ class Worker:
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
+            asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
         ]
         flusher: asyncio.Task[None] | None = None
         try:

@@ -2,11 +2,13 @@
 
 Every write is a call of one SQL function from sql/functions, so the logic lives in SQL
 and any language can drive the same transitions. Reads select from the views
-(run_details, queue_stats, worker_status) or, for waitpoints and batches, the tables.
+(run_details, queue_stats, worker_status, metrics) or, for waitpoints and batches, the tables.
 They are grouped by who sends them (runs.py: the public API; attempts.py: the worker
-runtime; waitpoints.py: durable calls and tokens) and all importable from here.
+runtime; waitpoints.py: durable calls and tokens; alerts.py: alert delivery) and all
+importable from here.
 """
 
+from .alerts import claim_alerts, record_alert
 from .attempts import (
     complete_and_claim,
     complete_attempts,
@@ -26,6 +28,7 @@ from .runs import (
     children,
     deployed_task_ids,
     list_runs,
+    metrics,
     migrations_applied,
     purge_runs,
     queue_call,
@@ -75,6 +78,7 @@ __all__ = [
     "cancel",
     "changed_runs",
     "children",
+    "claim_alerts",
     "complete_and_claim",
     "complete_attempts",
     "complete_token",
@@ -88,11 +92,13 @@ __all__ = [
     "interrupt_attempt",
     "list_runs",
     "list_schedules",
+    "metrics",
     "migrations_applied",
     "purge_runs",
     "queue_call",
     "queue_stat",
     "queue_stats",
+    "record_alert",
     "record_step",
     "register_worker",
     "replay",

@@ -191,6 +191,11 @@ def table_health() -> Query[list[dict[str, Any]]]:
     )
 
 
+def metrics() -> Query[list[dict[str, Any]]]:
+    """The database-wide figures of skiplock.metrics: (metric, label, value) rows."""
+    return Query("SELECT metric, label, value FROM skiplock.metrics", (), _as_is)
+
+
 def migrations_applied() -> Query[set[str]]:
     """The sql/ files the database's migration ledger records."""
     return Query(
