@@ -133,6 +133,9 @@ def trace_scene(app: Engine) -> Task[str, dict[str, object]]:
     @app.task("sync-invoices", retry=Retry(max_attempts=2, min_timeout=0.3, randomize=False))
     async def sync_invoices(account: str, ctx: TaskContext) -> dict[str, object]:
         invoices = await ctx.step("fetch-invoices", fetch_invoices, account)
+        log = getattr(ctx, "logger", None)  # run logs (marks on the trace) where there are any
+        if log is not None:
+            log.info("%d invoices for %s", len(invoices), account)
         if ctx.attempt == 1:
             raise ConnectionError("billing API reset the connection")
         await wait.for_(seconds=1)

@@ -56,6 +56,9 @@ def test_the_trace_of_a_run_with_two_attempts_a_step_a_wait_and_a_child(
     @app.task("trace-parent", retry=Retry(max_attempts=2, min_timeout=0.2, randomize=False))
     async def parent(n: int, ctx: TaskContext) -> dict[str, Any]:
         user = await ctx.step("fetch-user", fetch_user, n)
+        log = getattr(ctx, "logger", None)  # run logs: drawn as marks once the schema has them
+        if log is not None:
+            log.warning("attempt %s fetched user %s", ctx.attempt, user["id"])
         if ctx.attempt == 1:
             raise ConnectionError("the mail server did not answer")
         await wait.for_(seconds=1)
@@ -98,6 +101,15 @@ def test_the_trace_of_a_run_with_two_attempts_a_step_a_wait_and_a_child(
         child_row = trace_box.locator('.trace-row[data-kind="child"]')
         expect(child_row.locator(f'a[href="/runs/{child_id}"]')).to_have_text("trace-child")
         expect(child_row).to_contain_text("COMPLETED")
+        if fetch(app.dsn, "SELECT to_regclass('skiplock.run_logs')")[0][0] is not None:
+            logs = trace_box.locator('.trace-row[data-kind="logs"]')
+            expect(logs).to_have_count(2)  # one row under each attempt, a mark per record
+            expect(logs.nth(0).locator(".trace-mark.l-warning")).to_have_count(1)
+            # attempt 2 ran the function from the top three times: at first, after the
+            # wait, after the child (the step's result replayed each time), and logged each
+            marks = logs.nth(1).locator(".trace-mark")
+            expect(marks).to_have_count(3)
+            assert "attempt 2 fetched user 21" in (marks.first.get_attribute("title") or "")
         if SCREENSHOTS:
             page.set_viewport_size({"width": 1280, "height": 700})
             shoot(page, "dashboard-trace.png")
