@@ -1683,7 +1683,8 @@ BEGIN
         v_tat := skiplock.rate_schedule(v_tat, v_clock, v_interval);
         v_budget := skiplock.rate_budget(v_tat, v_clock, v_interval, v_unit.rate_burst);
         IF v_budget < 1 - 1e-9 THEN  -- not even one unit: skipped until it refills
-            IF EXISTS (  -- a run this worker could take then: worth a claim at that time
+            IF (1 - v_budget) * v_interval < coalesce(retry_in, 'Infinity') AND EXISTS (
+                -- a run this worker could take then: worth a claim at that time
                 SELECT 1 FROM skiplock.runs r
                  WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                    AND coalesce(r.rate_limit_key, '') = v_unit.rkey AND r.status = 'QUEUED'
@@ -1836,8 +1837,8 @@ BEGIN
     INSERT INTO skiplock.alerts (id, run_id, task_identifier, status, created_at, available_at)
     VALUES (skiplock.gen_id('alert'), NEW.id, NEW.task_identifier, NEW.status,
             coalesce(NEW.finished_at, v_now), v_now);
-    IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+    IF EXISTS (SELECT 1 FROM skiplock.workers w  -- a polling one hears nothing (0027)
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > v_now) THEN
         PERFORM pg_notify('skiplock_alerts', '');
     END IF;
@@ -2220,17 +2221,20 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb) RETURNS boolean
+CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb, p_seconds double precision DEFAULT NULL::double precision) RETURNS boolean
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_run skiplock.runs := skiplock.current_run(p_attempt_id);
+    v_now timestamptz := skiplock.now();
 BEGIN
     IF v_run.id IS NULL THEN
         RETURN false;
     END IF;
-    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at)
-    VALUES (v_run.id, p_position, 'step', p_name, p_output, skiplock.now())
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    VALUES (v_run.id, p_position, 'step', p_name, p_output, v_now,
+            CASE WHEN p_seconds IS NOT NULL
+                 THEN v_now - make_interval(secs => greatest(p_seconds, 0)) END)
     ON CONFLICT (run_id, position) DO NOTHING;
     RETURN true;
 END;
@@ -2753,6 +2757,36 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.run_trace(p_run_id text, p_limit integer) RETURNS TABLE(call_position integer, kind text, name text, started_at timestamp with time zone, ended_at timestamp with time zone, waitpoint_id text, waitpoint_type skiplock.waitpoint_type, waitpoint_status skiplock.waitpoint_status, is_error boolean, completes_at timestamp with time zone, timeout_at timestamp with time zone, target_run_id text, target_batch_id text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.position, s.kind, s.name, coalesce(s.started_at, s.created_at),
+           CASE WHEN s.waitpoint_id IS NULL THEN s.created_at ELSE w.completed_at END,
+           s.waitpoint_id, w.type, w.status, w.is_error, w.completes_at, w.timeout_at,
+           w.run_id, w.batch_id
+      FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
+     WHERE s.run_id = p_run_id
+     ORDER BY s.position
+     LIMIT p_limit
+$$;
+
+CREATE FUNCTION skiplock.run_trace_logs(p_run_id text, p_limit integer) RETURNS TABLE(attempt integer, seq bigint, at timestamp with time zone, level text, logger text, message text)
+    LANGUAGE plpgsql STABLE
+    AS $_$
+BEGIN
+    IF to_regclass('skiplock.run_logs') IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT l.attempt::integer, l.seq::bigint, l.at, l.level::text, l.logger::text,
+                l.message::text
+           FROM (SELECT * FROM skiplock.run_logs r WHERE r.run_id = $1
+                  ORDER BY r.seq DESC LIMIT $2) l
+          ORDER BY l.seq'
+        USING p_run_id, p_limit;
+END;
+$_$;
+
 CREATE FUNCTION skiplock.run_waitpoint(p_run_id text) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -2896,6 +2930,12 @@ BEGIN
     END IF;
     RETURN v;
 END;
+$$;
+
+CREATE FUNCTION skiplock.set_worker_polls(p_worker_id text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE skiplock.workers SET polls = true WHERE id = p_worker_id
 $$;
 
 CREATE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[]) RETURNS TABLE(run_id text, attempt_id text, attempt_number integer)
@@ -3339,7 +3379,7 @@ CREATE FUNCTION skiplock.wake(p_queue text) RETURNS void
     AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > skiplock.now()) THEN
         PERFORM pg_notify('skiplock_wake', p_queue);
     END IF;
@@ -3435,6 +3475,7 @@ CREATE TABLE skiplock.workers (
     lease_seconds double precision DEFAULT 30 NOT NULL,
     lease_expires_at timestamp with time zone,
     lost_at timestamp with time zone,
+    polls boolean DEFAULT false NOT NULL,
     CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
 );
 
@@ -3583,6 +3624,7 @@ CREATE TABLE skiplock.run_steps (
     output jsonb,
     waitpoint_id text,
     created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
     CONSTRAINT run_steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'wait'::text, 'token'::text, 'run'::text, 'batch'::text])))
 );
 

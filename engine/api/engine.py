@@ -59,12 +59,22 @@ class Engine:
     running for later processes). A malformed DSN raises `InvalidArgumentError` here.
     Nothing connects until the first call; a first connection that fails raises
     `DatabaseUnreachableError` within the connect timeout ($SKIPLOCK_CONNECT_TIMEOUT,
-    default 5 s), and a database never migrated raises `SchemaNotMigratedError`."""
+    default 5 s), and a database never migrated raises `SchemaNotMigratedError`.
+
+    Behind a transaction-mode pooler (PgBouncer, RDS Proxy, Supavisor): `dsn` is the
+    pooled address, `listen_dsn` (else $SKIPLOCK_LISTEN_URL) a direct one for LISTEN, and
+    `pooled=True` (else $SKIPLOCK_POOLED=1, else implied by a `listen_dsn`, else detected)
+    says so. Pooled with no `listen_dsn`: poll-only (see `poll_only`). `read_dsn` (else
+    $SKIPLOCK_READ_URL): a replica that `runs.list`, `runs.retrieve` and `runs.children`
+    read from."""
 
     def __init__(
         self,
         dsn: str | None = None,
         *,
+        listen_dsn: str | None = None,
+        read_dsn: str | None = None,
+        pooled: bool | None = None,
         pool_size: int = 10,
         retention: Duration | Unset | None = UNSET,
         capture_logs: bool = False,
@@ -78,7 +88,9 @@ class Engine:
         self.hooks = Hooks()
         #: callbacks and webhooks told of runs that fail for good (see on_run_failed)
         self.alerts = Alerts()
-        self._conns = Connections(dsn, pool_size=pool_size)
+        self._conns = Connections(
+            dsn, pool_size=pool_size, listen_dsn=listen_dsn, read_dsn=read_dsn, pooled=pooled
+        )
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self._conns)
         self.queues = Queues(self._conns)
@@ -92,6 +104,32 @@ class Engine:
     def dsn(self) -> str:
         """The database DSN; starts the embedded cluster when none was configured."""
         return self._conns.dsn
+
+    @property
+    def pooled(self) -> bool:
+        """Whether `dsn` leads to a transaction-mode pooler (given, or detected once: two
+        short connections)."""
+        return self._conns.pooled
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where this engine's LISTEN goes: the listen DSN, else `dsn` unless it is
+        pooled; None in poll-only mode."""
+        listen = self._conns.listen_address
+        return listen.dsn if listen is not None else None
+
+    @property
+    def read_dsn(self) -> str | None:
+        """The replica `runs.list`, `runs.retrieve` and `runs.children` read from, if any."""
+        return self._conns.read_dsn
+
+    @property
+    def poll_only(self) -> bool:
+        """A pooled `dsn` and no `listen_dsn`: workers poll for work (50 ms after finding
+        some, backing off to their `poll_interval` when idle) and, while running attempts,
+        for cancels every `poll_interval` (a heartbeat, whose reply names them);
+        subscriptions re-read the rows they watch every 0.25 s."""
+        return self._conns.poll_only
 
     @property
     def db(self) -> Database:

@@ -70,8 +70,11 @@ class AlertDelivery:
         def on_notify(_payloads: list[str] | None, _conn: object) -> None:
             loop.call_soon_threadsafe(notified.set)  # None too: (re)connected, look
 
-        listener = Listener.for_dsn(self._engine.dsn)
-        registration = listener.add(CHANNEL, on_notify)
+        # where the worker LISTENs (resolved at its start-up); poll-only: nowhere, the
+        # poll interval alone brings looks
+        listen = self._engine.listen_dsn
+        listener = Listener.for_dsn(listen) if listen is not None else None
+        registration = listener.add(CHANNEL, on_notify) if listener is not None else None
         try:
             while not state.stopping.is_set():
                 notified.clear()
@@ -82,7 +85,8 @@ class AlertDelivery:
                         continue  # there may be more
                 await wait_any(notified, state.stopping, timeout=alerts.poll_interval)
         finally:
-            listener.remove(registration)
+            if listener is not None and registration is not None:
+                listener.remove(registration)
             self._threads.shutdown()
 
     async def _take(self) -> list[dict[str, Any]]:
@@ -119,7 +123,11 @@ class AlertDelivery:
         reached: list[str] = []
         errors: list[str] = []
         try:
-            run = await self._engine.runs.retrieve_async(alert.run_id)
+            # from the primary, never a replica (`runs.retrieve` may read one): a run
+            # missing there would drop its alert as purged
+            run: Run[Any, Any] = Run.model_validate(
+                await self._engine.adb.run(_queries.retrieve(alert.run_id))
+            )
         except RunNotFoundError:
             return  # purged meanwhile, its alert with it
         except (psycopg.Error, SkiplockError) as exc:

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skiplock.worker")
 
+POLL_ONLY_MIN_INTERVAL = 0.05
+"""Poll-only mode: seconds before the next look for work after a claim found some."""
+
 
 class Claims:
     """The claim loop of one worker (`run`), and the start of what it claims."""
@@ -62,6 +65,8 @@ class Claims:
         self._executor, self._engine = executor, engine
         self._version, self._queues = version, queues
         self._concurrency, self._poll_interval = concurrency, poll_interval
+        # no NOTIFY wakes the loop (a pooled DSN, nothing to LISTEN on): poll adaptively
+        self.poll_only = False
 
     async def run(self) -> None:
         """Until the worker stops: record finished attempts and claim runs for the free
@@ -71,6 +76,7 @@ class Claims:
         db = self._engine.adb
         task_ids = list(self._engine.tasks)
         done: list[Completion] = []  # taken from the queue, not recorded
+        idle_wait = self._poll_interval  # poll-only: the wait before the next look
         while not stopping.is_set():
             free = self._concurrency - len(running)
             traced = tracing_attempts()  # then claims bring what the attempts' spans need
@@ -111,9 +117,14 @@ class Claims:
             if found < free or free <= 0:
                 # nothing more to take: sleep until a NOTIFY, a freed slot, the time a
                 # rate-limited run may start, or the poll
-                timeout = (
-                    self._poll_interval if retry_in is None else min(self._poll_interval, retry_in)
-                )
+                timeout = self._poll_interval
+                if self.poll_only:
+                    # soon after finding work, more is likely: look again in 50 ms, then
+                    # back off (doubling) to the poll interval while none comes
+                    idle_wait = POLL_ONLY_MIN_INTERVAL if found else min(idle_wait * 2, timeout)
+                    timeout = min(idle_wait, timeout)
+                if retry_in is not None:
+                    timeout = min(timeout, retry_in)
                 await wait_any(wake, stopping, timeout=timeout)
         outcomes.give_back(done)  # for the flusher
 

@@ -138,6 +138,9 @@ class Worker:
             concurrency=concurrency,
             poll_interval=poll_interval,
         )
+        # where LISTEN goes, or poll-only: known once started (see _start_up)
+        self._listen_dsn: str | None = None
+        self._poll_only = False
         self._metrics: WorkerMetrics | None = None
         if metrics_port is not None:
             # imported only when asked for: a SkiplockError here without the extra
@@ -234,7 +237,8 @@ class Worker:
             # bigger process: its objects alive now would never be collected either.
             gc.collect()
             gc.freeze()
-        registrations = self._listen()
+        listener = None if self._poll_only else Listener.for_dsn(self._listen_dsn or "")
+        registrations = self._listen(listener) if listener is not None else []
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
@@ -252,7 +256,8 @@ class Worker:
             if flusher is None:
                 flusher = asyncio.create_task(self._outcomes.flush(), name="skiplock-flush")
             for reg in registrations:
-                Listener.for_dsn(self.engine.dsn).remove(reg)
+                assert listener is not None
+                listener.remove(reg)
             await self._outcomes.wait_recorded()
             flusher.cancel()
             for t in background:
@@ -279,6 +284,18 @@ class Worker:
         migrated = not self.migrate
         while not state.stopping.is_set():
             try:
+                if self._listen_dsn is None and not self._poll_only:
+                    # pooled or not (a detection connects: in a thread), and so where to
+                    # LISTEN, or whether to poll
+                    self._listen_dsn = await asyncio.to_thread(lambda: self.engine.listen_dsn)
+                    self._poll_only = self._claims.poll_only = self._listen_dsn is None
+                    if self._poll_only:
+                        self._lease.cancel_poll = self.poll_interval
+                        log.info(
+                            "poll-only (a pooled DSN, no listen DSN): polling for work, and "
+                            "for cancels while running attempts, every %gs",
+                            self.poll_interval,
+                        )
                 if not migrated:
                     # blocking: in a thread, so that SIGTERM is still heard meanwhile
                     applied = await asyncio.to_thread(self.engine.migrate)
@@ -316,6 +333,8 @@ class Worker:
                 self.lease_timeout,
             )
         )
+        if self._poll_only:
+            await self.engine.adb.run(_queries.set_worker_polls(self._state.id))
         log.info(
             "worker %s started: version %s, %s",
             self.id,
@@ -370,9 +389,11 @@ class Worker:
 
     # -- signals from the database ----------------------------------------------------------
 
-    def _listen(self) -> list[Registration]:
+    def _listen(self, listener: Listener) -> list[Registration]:
         """Wake-ups and cancels from the process's shared LISTEN connection. Each read's
-        notifications reach the loop as one call (a burst of triggers is one wake-up)."""
+        notifications reach the loop as one call (a burst of triggers is one wake-up).
+        Not in poll-only mode: the claim loop polls, and the heartbeat's reply names the
+        attempts canceled meanwhile."""
         state = self._state
         loop = state.loop
 
@@ -387,7 +408,6 @@ class Worker:
             for run_id in payloads or ():
                 loop.call_soon_threadsafe(state.stop_run, run_id)
 
-        listener = Listener.for_dsn(self.engine.dsn)
         return [listener.add("skiplock_wake", on_wake), listener.add("skiplock_cancel", on_cancel)]
 
     def _on_wake(self, reconnected: bool) -> None:

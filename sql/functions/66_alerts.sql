@@ -18,8 +18,8 @@ BEGIN
     INSERT INTO skiplock.alerts (id, run_id, task_identifier, status, created_at, available_at)
     VALUES (skiplock.gen_id('alert'), NEW.id, NEW.task_identifier, NEW.status,
             coalesce(NEW.finished_at, v_now), v_now);
-    IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+    IF EXISTS (SELECT 1 FROM skiplock.workers w  -- a polling one hears nothing (0027)
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > v_now) THEN
         PERFORM pg_notify('skiplock_alerts', '');
     END IF;

@@ -27,6 +27,11 @@ def register_worker(
     )
 
 
+def set_worker_polls(worker_id: str) -> Query[None]:
+    """The worker polls (poll-only mode): no wake-up NOTIFY on its account."""
+    return Query("SELECT skiplock.set_worker_polls(%s)", (worker_id,), lambda rows: None)
+
+
 def dequeue(
     worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
 ) -> Query[list[dict[str, Any]]]:
