@@ -13,6 +13,7 @@ from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
 from .models import (
     Attempt,
     BatchHandle,
+    LogRecord,
     Queue,
     Result,
     Retry,
@@ -32,6 +33,7 @@ __all__ = [
     "BatchItem",
     "Engine",
     "InvalidCronError",
+    "LogRecord",
     "Metadata",
     "NoRetry",
     "Page",

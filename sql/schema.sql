@@ -90,6 +90,101 @@ CREATE FUNCTION skiplock.activate_schedule(p_id text) RETURNS skiplock.schedules
     LANGUAGE sql
     AS $$ SELECT skiplock.set_schedule_active(p_id, true) $$;
 
+CREATE FUNCTION skiplock.append_run_logs(p_batch jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    c_max_records CONSTANT bigint := 1000;
+    c_max_bytes   CONSTANT bigint := 262144;
+    c_marker      CONSTANT bigint := 200;     -- bytes kept free for the marker
+    v_now      timestamptz := skiplock.now();
+    v_item     record;
+    v_last     bigint;    -- the newest seq, before and after the insert
+    v_total    bigint;    -- bytes of every record so far, dropped ones included
+    v_added    integer;
+    v_stored   integer := 0;
+    v_first    record;    -- the oldest row kept (record or marker)
+    v_keep     bigint;    -- the oldest record to keep
+    v_gone     bigint;
+    v_marker   text;
+    v_runs     text[] := '{}';
+BEGIN
+    FOR v_item IN
+        SELECT e.item->>'run_id' AS run_id, coalesce((e.item->>'dropped')::integer, 0) AS dropped,
+               e.item->'records' AS records
+          FROM jsonb_array_elements(p_batch) WITH ORDINALITY AS e(item, n)
+         WHERE e.item->>'run_id' IS NOT NULL
+         ORDER BY 1, e.n
+    LOOP
+        PERFORM 1 FROM skiplock.runs r WHERE r.id = v_item.run_id FOR KEY SHARE;
+        CONTINUE WHEN NOT FOUND;  -- purged (or never was): nothing to keep it for
+        PERFORM pg_advisory_xact_lock(hashtext('skiplock.run_logs'), hashtext(v_item.run_id));
+        SELECT l.seq, l.bytes_before + octet_length(l.message)
+                      + coalesce(octet_length(l.exception), 0)
+          INTO v_last, v_total
+          FROM skiplock.run_logs l WHERE l.run_id = v_item.run_id
+         ORDER BY l.seq DESC LIMIT 1;
+        v_last := coalesce(v_last, 0);
+        v_total := coalesce(v_total, 0);
+        WITH incoming AS (
+            SELECT e.n, e.r, octet_length(e.r->>4) + coalesce(octet_length(e.r->>5), 0) AS size
+              FROM jsonb_array_elements(coalesce(v_item.records, '[]')) WITH ORDINALITY AS e(r, n)
+        ), stored AS (
+            INSERT INTO skiplock.run_logs
+                (run_id, seq, attempt, at, level, logger, message, exception, bytes_before)
+            SELECT v_item.run_id, v_last + i.n, (i.r->>0)::integer,
+                   v_now - greatest((i.r->>1)::float8, 0) * interval '1 second',
+                   i.r->>2, i.r->>3, i.r->>4, i.r->>5,
+                   v_total + coalesce(sum(i.size) OVER (ORDER BY i.n ROWS BETWEEN UNBOUNDED
+                                                        PRECEDING AND 1 PRECEDING), 0)
+              FROM incoming i
+            RETURNING seq, bytes_before + octet_length(message)
+                           + coalesce(octet_length(exception), 0) AS bytes_after
+        )
+        SELECT count(*), coalesce(max(s.seq), v_last), coalesce(max(s.bytes_after), v_total)
+          INTO v_added, v_last, v_total
+          FROM stored s;
+        v_stored := v_stored + v_added;
+        IF v_added > 0 OR v_item.dropped > 0 THEN
+            v_runs := v_runs || v_item.run_id;
+        END IF;
+        CONTINUE WHEN v_last = 0;  -- nothing stored, ever
+        SELECT l.seq, l.bytes_before, l.dropped INTO v_first
+          FROM skiplock.run_logs l WHERE l.run_id = v_item.run_id
+         ORDER BY l.seq LIMIT 1;
+        CONTINUE WHEN v_item.dropped = 0
+                  AND v_last - v_first.seq + 1 <= c_max_records
+                  AND v_total - v_first.bytes_before <= c_max_bytes;
+        -- over a bound: keep the newest records that fit beside a marker
+        SELECT min(l.seq) INTO v_keep
+          FROM skiplock.run_logs l
+         WHERE l.run_id = v_item.run_id AND l.dropped IS NULL
+           AND l.bytes_before >= v_total - (c_max_bytes - c_marker);
+        v_keep := greatest(coalesce(v_keep, v_last), v_last - c_max_records + 2,
+                           v_first.seq + (v_first.dropped IS NOT NULL)::integer);
+        WITH gone AS (
+            DELETE FROM skiplock.run_logs l
+             WHERE l.run_id = v_item.run_id AND l.seq < v_keep
+            RETURNING coalesce(l.dropped, 1) AS n
+        )
+        SELECT coalesce(sum(g.n), 0) + v_item.dropped INTO v_gone FROM gone g;
+        v_marker := format('%s earlier log %s dropped: a run keeps its last %s records and %s KB',
+                           to_char(v_gone, 'FM999,999,999,999'),
+                           CASE WHEN v_gone = 1 THEN 'record' ELSE 'records' END,
+                           to_char(c_max_records, 'FM999,999'), c_max_bytes / 1024);
+        INSERT INTO skiplock.run_logs
+            (run_id, seq, attempt, at, level, logger, message, exception, dropped, bytes_before)
+        SELECT v_item.run_id, v_keep - 1, l.attempt, l.at, 'WARNING', 'skiplock', v_marker,
+               NULL, v_gone, l.bytes_before - octet_length(v_marker)
+          FROM skiplock.run_logs l
+         WHERE l.run_id = v_item.run_id AND l.seq = v_keep;
+    END LOOP;
+    PERFORM skiplock.notify_run_logs(v_runs);
+    RETURN v_stored;
+END;
+$$;
+
 CREATE FUNCTION skiplock.assert_valid(p_problem text) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE
     AS $$
@@ -971,6 +1066,8 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- their logs: by run id (no foreign key; see migration 0019)
+    DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
@@ -1560,6 +1657,25 @@ BEGIN
                                         coalesce(p_after::text, 'NULL')));
     END IF;
     RETURN skiplock.cron_slot_after(v_parsed, p_tz, p_after);
+END;
+$$;
+
+CREATE FUNCTION skiplock.notify_run_logs(p_ids text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ids  text[];
+    v_from integer := 1;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    v_ids := ARRAY(SELECT DISTINCT s.key FROM skiplock.subscriptions s
+                    WHERE s.kind = 'logs' AND s.key = ANY (p_ids));
+    WHILE v_from <= cardinality(v_ids) LOOP
+        PERFORM pg_notify('skiplock_logs', array_to_string(v_ids[v_from:v_from + 199], ','));
+        v_from := v_from + 200;
+    END LOOP;
 END;
 $$;
 
@@ -2227,6 +2343,26 @@ CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind
       FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
      WHERE s.run_id = p_run_id
      ORDER BY s.position
+$$;
+
+CREATE FUNCTION skiplock.run_logs_of(p_run_id text, p_after bigint DEFAULT NULL::bigint, p_limit integer DEFAULT 1000) RETURNS TABLE(run_id text, attempt integer, seq bigint, at timestamp with time zone, level text, logger text, message text, exception text, dropped integer)
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 10000, got %s', p_limit));
+    END IF;
+    RETURN QUERY
+        SELECT l.run_id, l.attempt, l.seq, l.at, l.level, l.logger, l.message, l.exception,
+               l.dropped
+          FROM skiplock.run_logs l
+         WHERE l.run_id = p_run_id AND l.seq > coalesce(p_after, -1)
+         ORDER BY l.seq
+         LIMIT p_limit;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = p_run_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+END;
 $$;
 
 CREATE TABLE skiplock.deployment_tasks (
@@ -3026,6 +3162,19 @@ CREATE VIEW skiplock.queue_stats AS
           WHERE ((r.queue = q.name) AND (r.status = 'QUEUED'::skiplock.run_status))) AS oldest_queued_age
    FROM skiplock.queues q;
 
+CREATE TABLE skiplock.run_logs (
+    run_id text NOT NULL,
+    seq bigint NOT NULL,
+    attempt integer NOT NULL,
+    at timestamp with time zone NOT NULL,
+    level text NOT NULL,
+    logger text NOT NULL,
+    message text NOT NULL,
+    exception text,
+    dropped integer,
+    bytes_before bigint NOT NULL
+);
+
 CREATE TABLE skiplock.run_steps (
     run_id text NOT NULL,
     "position" integer NOT NULL,
@@ -3053,7 +3202,7 @@ CREATE UNLOGGED TABLE skiplock.subscriptions (
     kind text NOT NULL,
     key text NOT NULL,
     pid integer NOT NULL,
-    CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text])))
+    CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text, 'logs'::text])))
 );
 
 CREATE VIEW skiplock.table_health AS
@@ -3155,6 +3304,9 @@ ALTER TABLE ONLY skiplock.migrations
 
 ALTER TABLE ONLY skiplock.queues
     ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY skiplock.run_logs
+    ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
 
 ALTER TABLE ONLY skiplock.run_steps
     ADD CONSTRAINT run_steps_pkey PRIMARY KEY (run_id, "position");

@@ -108,6 +108,12 @@ class Views:
                 request, "base.html", {"title": "Not found", "error": str(exc)}, 404
             )
         waitpoints = await self.engine.waitpoints.for_run_async(run.id)
+        try:
+            logs = await self.engine.runs.logs_async(run.id, limit=10000)
+        except UNAVAILABLE:
+            raise
+        except SkiplockError:  # purged since: the page shows what it read
+            logs = []
         context = {
             "title": f"{run.task_identifier} {run.id}",
             "run": run,
@@ -115,6 +121,7 @@ class Views:
             "children": await self.engine.runs.children_async(run.id),
             "reason": await self.engine.runs.status_reason_async(run.id),
             "timeline": timeline(run, waitpoints),
+            "logs": logs,
         }
         name = "_run_body.html" if request.query_params.get("fragment") else "run.html"
         return self._render(request, name, context)

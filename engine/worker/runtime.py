@@ -30,6 +30,7 @@ from .execution import Executor
 from .lease import Lease
 from .outcomes import Outcomes
 from .report import plural
+from .run_logs import RunLogWriter
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
 
@@ -205,6 +206,7 @@ class Worker:
             gc.collect()
             gc.freeze()
         registrations = self._listen()
+        run_logs = RunLogWriter.acquire(self.engine)
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
@@ -227,6 +229,7 @@ class Worker:
             for t in background:
                 t.cancel()
             await asyncio.gather(flusher, *background, return_exceptions=True)
+            await run_logs.release()  # what the last attempts logged late
             try:
                 await db.run(_queries.stop_worker(state.id))
             finally:

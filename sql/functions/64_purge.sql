@@ -15,7 +15,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- delete_runs: delete runs p_ids (locked by the caller) with what hangs off them:
--- attempts (trigger runs_delete_attempts), steps and blocking edges (cascades), the
+-- attempts (trigger runs_delete_attempts), steps and blocking edges (cascades), logs, the
 -- completed waitpoints that were theirs alone (their waits, the RUN waitpoint on them,
 -- tokens no other run or step refers to), and batch rows once all their runs are gone.
 -- A deleted parent's children keep running, with parent_id set to NULL.
@@ -44,6 +44,8 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- their logs: by run id (no foreign key; see migration 0019)
+    DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
