@@ -13,6 +13,7 @@ from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
 from .models import (
     Attempt,
     BatchHandle,
+    Debounce,
     LogRecord,
     Queue,
     Result,
@@ -31,6 +32,7 @@ __all__ = [
     "Attempt",
     "BatchHandle",
     "BatchItem",
+    "Debounce",
     "Engine",
     "InvalidCronError",
     "LogRecord",

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ._durations import UNSET, Duration, Unset, retention_seconds
+from ._durations import UNSET, Duration, Unset, parse_seconds, retention_seconds
 from .errors import InvalidArgumentError, WaitFailedError
 
 P = TypeVar("P")
@@ -236,6 +236,46 @@ class Queue:
             )
         if self.retention is not UNSET:
             retention_seconds(self.retention, f"queue {self.name!r} retention")
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """Collapse a burst of triggers with one `key` into one run (a trigger option).
+
+    trailing (default): the run starts once the key has been quiet for `delay`, with the
+    last trigger's payload, and never later than `max_delay` after the first trigger.
+    leading: the first trigger's run starts at once; triggers within `delay` of the one
+    before (and within `max_delay` of the first) join it, their payloads dropped. Each
+    trigger returns the handle of the run it joined."""
+
+    key: str
+    delay: Duration
+    mode: str = "trailing"
+    max_delay: Duration | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not 1 <= len(self.key) <= 256:
+            raise InvalidArgumentError("debounce key must be 1 to 256 characters")
+        if self.mode not in ("trailing", "leading"):
+            raise InvalidArgumentError(
+                f"debounce mode must be 'trailing' or 'leading', got {self.mode!r}"
+            )
+        delay = parse_seconds(self.delay, "debounce delay")
+        if delay <= 0:
+            raise InvalidArgumentError(f"debounce delay must be positive, got {self.delay!r}")
+        if self.max_delay is not None and parse_seconds(self.max_delay, "max_delay") < delay:
+            raise InvalidArgumentError("debounce max_delay must be at least its delay")
+
+    def option(self) -> dict[str, Any]:
+        """The trigger option skiplock.trigger() takes."""
+        return {
+            "key": self.key,
+            "delay": parse_seconds(self.delay, "debounce delay"),
+            "mode": self.mode,
+            "max_delay": None
+            if self.max_delay is None
+            else parse_seconds(self.max_delay, "max_delay"),
+        }
 
 
 class ScheduledPayload(BaseModel):

@@ -1033,6 +1033,89 @@ CREATE FUNCTION skiplock.deactivate_schedule(p_id text) RETURNS skiplock.schedul
     LANGUAGE sql
     AS $$ SELECT skiplock.set_schedule_active(p_id, false) $$;
 
+CREATE FUNCTION skiplock.debounce_trigger(p_task text, p_payload jsonb, p_options jsonb) RETURNS TABLE(run_id text, run_status skiplock.run_status, is_cached boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now   timestamptz := skiplock.now();
+    v_spec  jsonb := p_options->'debounce';
+    v_key   text := v_spec->>'key';
+    v_mode  text := coalesce(v_spec->>'mode', 'trailing');
+    v_delay double precision;
+    v_max   double precision;
+    v_d     skiplock.debounces;
+    v_run   skiplock.runs;
+    v_until timestamptz;
+    v_made  record;
+BEGIN
+    IF jsonb_typeof(v_spec) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(v_spec->'key') IS DISTINCT FROM 'string'
+       OR jsonb_typeof(v_spec->'delay') IS DISTINCT FROM 'number'
+       OR jsonb_typeof(v_spec->'max_delay') NOT IN ('number', 'null') THEN
+        PERFORM skiplock.invalid('debounce must be {"key": text, "delay": seconds, '
+                                 '"mode": "trailing" | "leading", "max_delay": seconds}');
+    END IF;
+    v_delay := (v_spec->>'delay')::double precision;
+    v_max := (v_spec->>'max_delay')::double precision;
+    IF length(v_key) NOT BETWEEN 1 AND 256 THEN
+        PERFORM skiplock.invalid('debounce key must be 1 to 256 characters');
+    ELSIF v_mode NOT IN ('trailing', 'leading') THEN
+        PERFORM skiplock.invalid(format('debounce mode must be trailing or leading, got %s', v_mode));
+    ELSIF v_delay <= 0 THEN
+        PERFORM skiplock.invalid('debounce delay must be positive');
+    ELSIF v_max < v_delay THEN
+        PERFORM skiplock.invalid('debounce max_delay must be at least its delay');
+    ELSIF p_options ?| ARRAY['delay_seconds', 'delay_until', 'idempotency_key'] THEN
+        PERFORM skiplock.invalid('debounce cannot be combined with delay or idempotency_key');
+    END IF;
+
+    -- one row per (task, key), made if absent; its lock serialises the key's triggers
+    INSERT INTO skiplock.debounces AS d (task_identifier, key, run_id, mode, first_at, until_at)
+    VALUES (p_task, v_key, '', v_mode, v_now, v_now)
+    ON CONFLICT (task_identifier, key) DO NOTHING;
+    SELECT * INTO v_d FROM skiplock.debounces d
+     WHERE d.task_identifier = p_task AND d.key = v_key FOR UPDATE;
+    IF v_d.run_id <> '' THEN
+        SELECT * INTO v_run FROM skiplock.runs r WHERE r.id = v_d.run_id FOR UPDATE;
+    END IF;
+    v_until := least(v_now + make_interval(secs => v_delay), coalesce(v_d.deadline, 'infinity'));
+
+    IF v_run.id IS NOT NULL AND v_d.mode = 'trailing' AND v_run.delayed_until > v_now
+       AND v_run.status IN ('DELAYED', 'PENDING_VERSION') THEN
+        -- join the waiting run: the last payload wins, and the quiet period starts again
+        UPDATE skiplock.runs r
+           SET payload = p_payload, delayed_until = v_until, available_at = v_until,
+               order_at = v_until - make_interval(secs => r.priority),
+               expires_at = v_until + make_interval(secs => r.ttl), updated_at = v_now
+         WHERE r.id = v_run.id;
+        UPDATE skiplock.debounces d SET until_at = v_until, triggers = d.triggers + 1
+         WHERE d.task_identifier = p_task AND d.key = v_key;
+        PERFORM skiplock.notify_runs(ARRAY[v_run.id]);
+        RETURN QUERY SELECT v_run.id, v_run.status, true;
+        RETURN;
+    END IF;
+    IF v_run.id IS NOT NULL AND v_d.mode = 'leading' AND v_d.until_at > v_now THEN
+        UPDATE skiplock.debounces d SET until_at = v_until, triggers = d.triggers + 1
+         WHERE d.task_identifier = p_task AND d.key = v_key;
+        RETURN QUERY SELECT v_run.id, v_run.status, true;
+        RETURN;
+    END IF;
+
+    -- a new run, and a new window
+    SELECT * INTO v_made FROM skiplock.trigger(
+        p_task, p_payload,
+        (p_options - 'debounce') || CASE WHEN v_mode = 'trailing'
+                                         THEN jsonb_build_object('delay_seconds', v_delay)
+                                         ELSE '{}' END) t;
+    UPDATE skiplock.debounces d
+       SET run_id = v_made.run_id, mode = v_mode, first_at = v_now,
+           until_at = v_now + make_interval(secs => v_delay),
+           deadline = v_now + make_interval(secs => v_max), triggers = 1
+     WHERE d.task_identifier = p_task AND d.key = v_key;
+    RETURN QUERY SELECT v_made.run_id, v_made.run_status, false;
+END;
+$$;
+
 CREATE FUNCTION skiplock.delete_attempts_of_deleted_runs() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1068,6 +1151,7 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     -- their logs: by run id (no foreign key; see migration 0019)
     DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
+    DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'
@@ -2854,6 +2938,10 @@ BEGIN
         PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
     END IF;
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
+    IF v_opts ? 'debounce' THEN  -- joins the run of its key, or makes it (12_debounce.sql)
+        RETURN QUERY SELECT * FROM skiplock.debounce_trigger(p_task, p_payload, v_opts);
+        RETURN;
+    END IF;
     v_key := v_opts->>'idempotency_key';
     IF length(v_key) > 2048 THEN
         PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');
@@ -3117,6 +3205,19 @@ CREATE TABLE skiplock.batches (
     run_ids text[] DEFAULT '{}'::text[] NOT NULL
 );
 
+CREATE TABLE skiplock.debounces (
+    task_identifier text NOT NULL,
+    key text NOT NULL,
+    run_id text NOT NULL,
+    mode text NOT NULL,
+    first_at timestamp with time zone NOT NULL,
+    until_at timestamp with time zone NOT NULL,
+    deadline timestamp with time zone,
+    triggers integer DEFAULT 1 NOT NULL,
+    CONSTRAINT debounces_key_check CHECK (((length(key) >= 1) AND (length(key) <= 256))),
+    CONSTRAINT debounces_mode_check CHECK ((mode = ANY (ARRAY['trailing'::text, 'leading'::text])))
+);
+
 CREATE TABLE skiplock.deployments (
     id text NOT NULL,
     version text NOT NULL,
@@ -3290,6 +3391,9 @@ ALTER TABLE ONLY skiplock.attempts
 ALTER TABLE ONLY skiplock.batches
     ADD CONSTRAINT batches_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY skiplock.debounces
+    ADD CONSTRAINT debounces_pkey PRIMARY KEY (task_identifier, key);
+
 ALTER TABLE ONLY skiplock.deployment_tasks
     ADD CONSTRAINT deployment_tasks_pkey PRIMARY KEY (task_identifier, version);
 
@@ -3334,6 +3438,8 @@ ALTER TABLE ONLY skiplock.waitpoints
 
 ALTER TABLE ONLY skiplock.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+CREATE INDEX debounces_run_idx ON skiplock.debounces USING btree (run_id);
 
 CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
 

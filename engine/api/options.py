@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from .._durations import Duration, delay_options, parse_seconds
 from ..errors import InvalidArgumentError
-from ..models import Queue
+from ..models import Debounce, Queue
 
 
 class TriggerOptions(TypedDict, total=False):
@@ -28,6 +28,7 @@ class TriggerOptions(TypedDict, total=False):
     max_attempts: int | None
     max_duration: float | timedelta | None
     version: str | None
+    debounce: Debounce | None
 
 
 _KNOWN = frozenset(TriggerOptions.__annotations__)
@@ -93,4 +94,11 @@ def build(options: Mapping[str, Any], defaults: dict[str, Any] | None = None) ->
         out["max_duration"] = _positive("max_duration", merged["max_duration"])
     if "version" in merged:
         out["version"] = _text("version", merged["version"])
+    if "debounce" in merged:
+        debounce = merged["debounce"]
+        if not isinstance(debounce, Debounce):
+            raise InvalidArgumentError(f"debounce must be a Debounce, got {debounce!r}")
+        if "delay" in merged or "idempotency_key" in merged:
+            raise InvalidArgumentError("debounce cannot be combined with delay or idempotency_key")
+        out["debounce"] = debounce.option()
     return out

@@ -232,6 +232,11 @@ class Task(Generic[P, O]):
             raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
         if not items:
             raise InvalidArgumentError("a batch needs at least one item")
+        if options.get("debounce") is not None or any(
+            isinstance(item, BatchItem) and item.options.get("debounce") is not None
+            for item in items
+        ):
+            raise InvalidArgumentError("a batch cannot be debounced: trigger each item")
         shared = self._run_options(options)
         payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
         if not any(isinstance(item, BatchItem) and item.options for item in items):

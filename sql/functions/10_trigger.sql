@@ -103,7 +103,8 @@ $$;
 --   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
 --   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
 --   forever) and default_retention (s, null: forever; see run_retention); schedule_id and
---   schedule_slot (set by fire_schedule: one run per schedule and slot).
+--   schedule_slot (set by fire_schedule: one run per schedule and slot); debounce
+--   ({"key", "delay", "mode", "max_delay"}: see debounce_trigger).
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
@@ -133,6 +134,10 @@ BEGIN
         PERFORM skiplock.invalid('payload must not be SQL NULL (use JSON null)');
     END IF;
     PERFORM skiplock.assert_valid(skiplock.option_type_problem(v_opts));
+    IF v_opts ? 'debounce' THEN  -- joins the run of its key, or makes it (12_debounce.sql)
+        RETURN QUERY SELECT * FROM skiplock.debounce_trigger(p_task, p_payload, v_opts);
+        RETURN;
+    END IF;
     v_key := v_opts->>'idempotency_key';
     IF length(v_key) > 2048 THEN
         PERFORM skiplock.invalid('idempotency_key must be at most 2048 characters');

@@ -46,6 +46,7 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     -- their logs: by run id (no foreign key; see migration 0019)
     DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
+    DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
          WHERE w.id = ANY (v_points) AND w.status = 'COMPLETED'

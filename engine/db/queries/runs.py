@@ -17,8 +17,8 @@ def trigger(task: str, payload_json: str, options: dict[str, Any]) -> Query[RunH
         "SELECT run_id, run_status, is_cached FROM skiplock.trigger(%s, %s::jsonb, %s::jsonb)",
         (task, payload_json, _json(options)),
         lambda rows: _handle(task, rows[0]["run_id"], rows[0]["run_status"], rows[0]["is_cached"]),
-        # with a key, re-sending cannot make a second run
-        idempotent="idempotency_key" in options,
+        # with a key, re-sending cannot make a second run; a debounced one joins its run
+        idempotent="idempotency_key" in options or "debounce" in options,
     )
 
 
