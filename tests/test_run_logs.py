@@ -168,9 +168,7 @@ def test_the_engines_capture_setting_applies_unless_the_task_says(dsn: str) -> N
     app.close()
 
 
-def test_a_failing_tasks_last_lines_are_stored_before_its_failure(
-    app: Engine, start_worker: Any
-) -> None:
+def test_a_runs_last_lines_are_stored_before_its_outcome(app: Engine, start_worker: Any) -> None:
     @app.task("logs-fails", retry=Retry(max_attempts=1))
     def fails(n: int, ctx: TaskContext) -> None:
         for i in range(n):
@@ -178,12 +176,21 @@ def test_a_failing_tasks_last_lines_are_stored_before_its_failure(
         ctx.logger.error("giving up")
         raise RuntimeError("failed for good")
 
+    @app.task("logs-succeeds")
+    async def succeeds(n: int, ctx: TaskContext) -> int:
+        ctx.logger.info("done: %d", n)
+        return n
+
     start_worker()
-    h = fails.trigger(3)
-    # read the moment the run is seen final: its lines are in already
-    run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r, interval=0.005)
-    assert run.status is RunStatus.FAILED
-    assert [m for *_, m in lines(app, h.id)] == ["step 0", "step 1", "step 2", "giving up"]
+    for task, status, expected in (
+        (fails, RunStatus.FAILED, ["step 0", "step 1", "step 2", "giving up"]),
+        (succeeds, RunStatus.COMPLETED, ["done: 3"]),
+    ):
+        h = task.trigger(3)
+        # read the moment the run is seen final: its lines are in already
+        run = wait_for(lambda h=h: (r := app.runs.retrieve(h)).is_completed and r, interval=0.005)
+        assert run.status is status
+        assert [m for *_, m in lines(app, h.id)] == expected
 
 
 def test_a_run_keeps_its_last_records_and_a_marker(app: Engine, start_worker: Any) -> None:

@@ -119,7 +119,9 @@ class _RunLogger(logging.Logger):
     from whichever thread. Made per attempt, outside logging's registry."""
 
     def __init__(self, ctx: TaskContext) -> None:
-        parent = logging.getLogger(f"skiplock.task.{ctx.task_id}")
+        parent = _task_loggers.get(ctx.task_id)
+        if parent is None:
+            parent = _task_loggers[ctx.task_id] = logging.getLogger(f"skiplock.task.{ctx.task_id}")
         super().__init__(parent.name, _task_level(parent))
         self.parent = parent
         self._ctx = ctx
@@ -129,6 +131,9 @@ class _RunLogger(logging.Logger):
         if sink is not None:
             sink(self._ctx, record)
         super().callHandlers(record)
+
+
+_task_loggers: dict[str, logging.Logger] = {}  # skiplock.task.<task id>, by task id
 
 
 def _task_level(logger: logging.Logger) -> int:

@@ -14,8 +14,7 @@ task function runs. How an attempt ends decides what is recorded (`Executor.exec
 * canceled, or the lease lost: nothing; the database has already settled the run.
 
 Each end gets a line on the `skiplock.runs` logger (report.py): a failure's once the
-database has said what became of the run, a success's once its batch is recorded. An
-attempt that logged to its run (run_logs.py) has its last records written first.
+database has said what became of the run, a success's once its batch is recorded.
 
 Whatever happens, the attempt leaves `WorkerState.running` and the claim loop is woken
 (a slot is free). While attempts run, their metadata changes are written every
@@ -41,7 +40,7 @@ from ..errors import (
     NonDeterminismError,
     PayloadValidationError,
 )
-from . import report, run_logs
+from . import report
 from .faults import checkpoint
 from .lifecycle import Lifecycle
 from .outcomes import Outcomes
@@ -95,11 +94,7 @@ class Executor:
         ctx, task = attempt.ctx, attempt.task
         started = time.perf_counter()
         try:
-            try:
-                output = await self._call(attempt)
-            finally:
-                if ctx._run_log is not None:  # it logged: its lines are written before its outcome
-                    await run_logs.flush_attempt(ctx)
+            output = await self._call(attempt)
         except Suspended as exc:
             # the run is WAITING (or no longer ours): the database has it
             waiting = exc.args == ("WAITING",)

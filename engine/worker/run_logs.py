@@ -29,12 +29,14 @@ database drops them past the same bounds per run); a message or traceback is cut
 characters.
 
 Writes: one statement (skiplock.append_run_logs) for every buffer of the worker, every
-0.5 s while any holds records, and at the end of each attempt that logged, before its
-outcome is recorded (`flush_attempt`, awaited by Executor.execute): the last lines of a
-failing run are stored before its failure. A run that logs nothing costs nothing: no
-buffer, no write. A write that fails is tried again by the next one (a lost connection
-may have committed it: its records may then be stored twice); one the database refuses
-is dropped, with a warning.
+0.5 s while any holds records, and before outcomes are recorded whenever records are
+held (`pending`, checked by the claim loop before a claim carries completions and by
+Outcomes before a failure or a batch of its own): an attempt's last lines are stored
+before its outcome, a failing run's before its failure, and a claim's batch of 50
+successes costs one write, not 50. A run that logs nothing costs nothing: no buffer, no
+write, one check per claim round. A write that fails is tried again by the next one (a
+lost connection may have committed it: its records may then be stored twice); one the
+database refuses is dropped, with a warning.
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ import psycopg
 from ..api import context as _context
 from ..api.durable import current_execution
 from ..db import queries as _queries
-from ..errors import SkiplockError
-from .outcomes import refused
+from ..errors import InvalidArgumentError, SkiplockError
 from .replay import Execution
 
 if TYPE_CHECKING:
@@ -89,7 +90,10 @@ class AttemptLog:
     def add(self, record: logging.LogRecord) -> None:
         entry = _entry(self.attempt, record)
         with _lock:
-            self._keep([entry])
+            self.entries.append(entry)
+            self.bytes += entry[6]
+            if len(self.entries) > MAX_RECORDS or self.bytes > MAX_BYTES:
+                self._keep([])
             if not self.queued:
                 self.queued = True
                 self.writer.dirty.append(self)
@@ -99,7 +103,8 @@ class AttemptLog:
         Under `_lock`."""
         held = self.entries
         held.extend(entries)
-        self.bytes += sum(e[6] for e in entries)
+        for e in entries:
+            self.bytes += e[6]
         cut = 0
         while len(held) - cut > MAX_RECORDS or (self.bytes > MAX_BYTES and len(held) - cut > 1):
             self.bytes -= held[cut][6]
@@ -224,6 +229,13 @@ class RunLogWriter:
     def sending(self) -> bool:
         return self._sending.locked()
 
+    async def write_now(self) -> None:
+        """Write what is held (after a write in flight): outcomes are recorded after the
+        records of their attempts. Shielded (a cancel of the caller does not cut the write
+        short) and in an empty context (what the write logs is nobody's run's)."""
+        write = self.loop.create_task(self.flush(), context=contextvars.Context())
+        await asyncio.shield(write)
+
     async def flush(self) -> None:
         """Write every buffer's records, in one statement. Never raises but cancelled."""
         async with self._sending:
@@ -255,7 +267,7 @@ class RunLogWriter:
             raise
         except (psycopg.Error, SkiplockError) as exc:
             count = sum(len(entries) for _, entries, _ in taken)
-            if refused(exc):
+            if isinstance(exc, psycopg.DataError | InvalidArgumentError):  # resending won't help
                 log.warning("dropped %d run log records the database refused: %s", count, exc)
                 return
             if not self._failing:
@@ -343,15 +355,12 @@ def _install() -> None:
     RunLogWriter._installed = True
 
 
-async def flush_attempt(ctx: TaskContext) -> None:
-    """The attempt ended and logged: write its records before its outcome. Shielded (a
-    cancel of the attempt does not cut the write short) and in an empty context (what the
-    write logs is nobody's run's)."""
-    buf: AttemptLog | None = ctx._run_log
-    if buf is None:
-        return
-    writer = buf.writer
-    if not buf.queued and not writer.sending():
-        return  # its records are written already
-    write = writer.loop.create_task(writer.flush(), context=contextvars.Context())
-    await asyncio.shield(write)
+def pending(engine: Engine) -> RunLogWriter | None:
+    """The writer of `engine`'s attempts on the running loop if it holds records or is
+    writing some: they go to the database before any outcome does (`write_now`). A check
+    per outcome sent (a claim's batch, a failure), not per run: nothing else when nothing
+    was logged."""
+    writer = RunLogWriter._writers.get((id(engine), asyncio.get_running_loop()))
+    if writer is not None and (writer.dirty or writer.sending()):
+        return writer
+    return None
