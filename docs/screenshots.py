@@ -1,6 +1,7 @@
 """Render the README's dashboard pictures from a small live scene: docs/dashboard-runs.png,
 docs/dashboard-run.png, two runs that say why they wait (dashboard-run-version.png,
-dashboard-run-backoff.png), and the schedules (dashboard-schedules.png).
+dashboard-run-backoff.png), the schedules (dashboard-schedules.png), and the trace of a
+run with two attempts, steps, a wait and a child run (dashboard-trace.png).
 
     python docs/screenshots.py [--dsn postgresql://...]
 
@@ -13,6 +14,7 @@ and fires a schedule, the dashboard is served on a free port, and headless Chrom
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import sys
@@ -30,7 +32,7 @@ from psycopg.conninfo import make_conninfo
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
-from engine import Engine, Retry, ScheduledPayload, TaskContext, wait  # noqa: E402
+from engine import Engine, Retry, ScheduledPayload, Task, TaskContext, wait  # noqa: E402
 from engine.dashboard import create_app  # noqa: E402
 from engine.db.embedded import embedded_dsn  # noqa: E402
 
@@ -44,7 +46,7 @@ def fresh_dsn(server: str) -> str:
     return make_conninfo(server, dbname=DB)
 
 
-def scene(app: Engine) -> tuple[str, str, str]:
+def scene(app: Engine) -> tuple[str, str, str, str]:
     @app.task("resize-image")
     async def resize(p: dict[str, int], ctx: TaskContext) -> dict[str, int]:
         ctx.metadata.set("progress", 1.0)
@@ -87,9 +89,11 @@ def scene(app: Engine) -> tuple[str, str, str]:
     @app.task("weekly-digest")
     async def weekly_digest(payload: ScheduledPayload, ctx: TaskContext) -> None: ...
 
+    traced = trace_scene(app)
     worker = app.worker(concurrency=8, version="v42", tick_interval=0.1)
     threading.Thread(target=worker.run, daemon=True).start()
     parent = process.trigger({"id": 1001}, tags=["order:1001", "shop"])
+    synced = traced.trigger("acme-corp", tags=["billing"])
     for i in range(3):
         send_email.trigger(f"user{i}@example.com", tags=["newsletter"])
     charge.trigger(120, tags=["order:1002", "shop"])
@@ -98,13 +102,48 @@ def scene(app: Engine) -> tuple[str, str, str]:
     pinned = resize.trigger({"width": 320}, version="v43", tags=["shop"])
     backoff = sync_crm.trigger("acme-corp", tags=["crm"])
     deadline = time.monotonic() + 60
-    while not app.runs.retrieve(parent.id).is_completed and time.monotonic() < deadline:
-        time.sleep(0.2)
+    for h in (parent, synced):
+        while not app.runs.retrieve(h.id).is_completed and time.monotonic() < deadline:
+            time.sleep(0.2)
     while app.runs.retrieve(backoff.id).attempt_count < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     schedules(app, deadline)
     time.sleep(1.0)
-    return parent.id, pinned.id, backoff.id
+    return parent.id, pinned.id, backoff.id, synced.id
+
+
+def trace_scene(app: Engine) -> Task[str, dict[str, object]]:
+    """A run whose trace has it all: attempt 1 fails after its first step; attempt 2
+    replays that step's result, waits a second, renders a PDF in a child run and records
+    it in a last step."""
+
+    def fetch_invoices(account: str) -> list[int]:
+        time.sleep(0.04)
+        return [101, 102, 103]
+
+    def mark_synced(invoices: list[int]) -> int:
+        time.sleep(0.005)
+        return len(invoices)
+
+    @app.task("render-pdf")
+    async def render_pdf(invoices: list[int], ctx: TaskContext) -> str:
+        await asyncio.sleep(0.12)
+        return f"invoices-{len(invoices)}.pdf"
+
+    @app.task("sync-invoices", retry=Retry(max_attempts=2, min_timeout=0.3, randomize=False))
+    async def sync_invoices(account: str, ctx: TaskContext) -> dict[str, object]:
+        invoices = await ctx.step("fetch-invoices", fetch_invoices, account)
+        log = getattr(ctx, "logger", None)  # run logs (marks on the trace) where there are any
+        if log is not None:
+            log.info("%d invoices for %s", len(invoices), account)
+        if ctx.attempt == 1:
+            raise ConnectionError("billing API reset the connection")
+        await wait.for_(seconds=1)
+        pdf = (await render_pdf.trigger_and_wait(invoices)).unwrap()
+        synced = await ctx.step("mark-synced", mark_synced, invoices)
+        return {"account": account, "pdf": pdf, "synced": synced}
+
+    return sync_invoices
 
 
 def schedules(app: Engine, deadline: float) -> None:
@@ -137,7 +176,7 @@ def main() -> None:
     server = args.dsn or embedded_dsn()
     app = Engine(fresh_dsn(server))
     app.migrate()
-    run_id, pinned_id, backoff_id = scene(app)
+    run_id, pinned_id, backoff_id, traced_id = scene(app)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -163,6 +202,9 @@ def main() -> None:
         page.set_viewport_size({"width": 1280, "height": 560})
         page.goto(f"http://127.0.0.1:{port}/schedules")
         page.screenshot(path=str(DOCS / "dashboard-schedules.png"), full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 470})
+        page.goto(f"http://127.0.0.1:{port}/runs/{traced_id}")
+        page.screenshot(path=str(DOCS / "dashboard-trace.png"))
         browser.close()
     web.should_exit = True
     print(f"wrote the dashboard pictures in {DOCS}")

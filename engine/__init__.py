@@ -1,6 +1,7 @@
 """skiplock: Trigger.dev's run model for Python on plain PostgreSQL."""
 
 from . import wait
+from .api.alerts import Alert
 from .api.context import Metadata, TaskContext
 from .api.engine import Engine
 from .api.hooks import NoRetry, RetryAt, RetryNow
@@ -29,6 +30,7 @@ from .worker import Worker
 
 __all__ = [
     "AbortTaskRunError",
+    "Alert",
     "Attempt",
     "BatchHandle",
     "BatchItem",

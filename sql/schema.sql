@@ -234,7 +234,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET enable_hashjoin TO 'off'
@@ -264,14 +264,15 @@ BEGIN
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
            AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
+                  r.trace_context),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended
+           s.attempt_count, s.suspended, s.queue, s.trace_context
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -366,12 +367,46 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE sql
     AS $$
     SELECT * FROM skiplock.begin_attempts(
         p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
         'QUEUED')
+$$;
+
+CREATE FUNCTION skiplock.claim_alerts(p_worker_id text, p_limit integer, p_lease double precision, p_max_age double precision DEFAULT 86400) RETURNS TABLE(id text, run_id text, task_identifier text, status skiplock.run_status, created_at timestamp with time zone, attempts integer, delivered_to text[])
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET state = 'ABANDONED', finished_at = v_now,
+           last_error = format('not delivered within %s s of the failure', p_max_age)
+                        || coalesce(' (last error: ' || a.last_error || ')', '')
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+           AND o.created_at < v_now - p_max_age * interval '1 second'
+         ORDER BY o.available_at
+         LIMIT 1000
+           FOR UPDATE SKIP LOCKED));
+    RETURN QUERY
+    UPDATE skiplock.alerts a
+       SET attempts = a.attempts + 1, claimed_by = p_worker_id,
+           available_at = v_now + p_lease * interval '1 second'
+     WHERE a.id = ANY (ARRAY(
+        SELECT o.id FROM skiplock.alerts o
+         WHERE o.state = 'PENDING' AND o.available_at <= v_now
+         ORDER BY o.available_at, o.id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED))
+    RETURNING a.id, a.run_id, a.task_identifier, a.status, a.created_at, a.attempts,
+              a.delivered_to;
+END;
 $$;
 
 CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
@@ -381,7 +416,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -1016,6 +1051,7 @@ CREATE TABLE skiplock.runs (
     retention_s double precision,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    trace_context jsonb,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT runs_max_duration_check CHECK ((max_duration > (0)::double precision)),
@@ -1161,6 +1197,7 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     -- their logs: by run id (no foreign key; see migration 0019)
     DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
+    DELETE FROM skiplock.alerts a WHERE a.run_id = ANY (p_ids);
     DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
         DELETE FROM skiplock.waitpoints w
@@ -1735,7 +1772,8 @@ CREATE FUNCTION skiplock.new_run(p_task text, p_payload jsonb, p_run skiplock.ru
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_options->'trace_context'                                  -- trace_context
     )::skiplock.runs
 $$;
 
@@ -1818,6 +1856,24 @@ CREATE FUNCTION skiplock.now() RETURNS timestamp with time zone
                     pg_catalog.now())
 $$;
 
+CREATE FUNCTION skiplock.on_run_failed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    INSERT INTO skiplock.alerts (id, run_id, task_identifier, status, created_at, available_at)
+    VALUES (skiplock.gen_id('alert'), NEW.id, NEW.task_identifier, NEW.status,
+            coalesce(NEW.finished_at, v_now), v_now);
+    IF EXISTS (SELECT 1 FROM skiplock.workers w  -- a polling one hears nothing (0027)
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
+                  AND w.lease_expires_at > v_now) THEN
+        PERFORM pg_notify('skiplock_alerts', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION skiplock.on_waited_run_final() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1886,6 +1942,10 @@ BEGIN
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'trace_context') <> 'object'
+            THEN 'trace_context must be a JSON object'
+        WHEN octet_length((p_opts->'trace_context')::text) > 4096
+            THEN 'trace_context must be at most 4 KB'
     END;
 END;
 $$;
@@ -2135,17 +2195,40 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb) RETURNS boolean
+CREATE FUNCTION skiplock.record_alert(p_id text, p_attempt integer, p_delivered_to text[], p_error text, p_retry_delay double precision DEFAULT 0) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+BEGIN
+    UPDATE skiplock.alerts a
+       SET delivered_to = ARRAY(SELECT DISTINCT s FROM unnest(a.delivered_to || p_delivered_to) s
+                                 ORDER BY s),
+           state = CASE WHEN p_error IS NULL THEN 'DELIVERED' ELSE a.state END,
+           finished_at = CASE WHEN p_error IS NULL THEN v_now END,
+           last_error = coalesce(p_error, a.last_error),
+           available_at = CASE WHEN p_error IS NOT NULL AND a.attempts = p_attempt
+                               THEN v_now + greatest(p_retry_delay, 0) * interval '1 second'
+                               ELSE a.available_at END
+     WHERE a.id = p_id AND a.state = 'PENDING';
+    RETURN FOUND;
+END;
+$$;
+
+CREATE FUNCTION skiplock.record_step(p_attempt_id text, p_position integer, p_name text, p_output jsonb, p_seconds double precision DEFAULT NULL::double precision) RETURNS boolean
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_run skiplock.runs := skiplock.current_run(p_attempt_id);
+    v_now timestamptz := skiplock.now();
 BEGIN
     IF v_run.id IS NULL THEN
         RETURN false;
     END IF;
-    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at)
-    VALUES (v_run.id, p_position, 'step', p_name, p_output, skiplock.now())
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    VALUES (v_run.id, p_position, 'step', p_name, p_output, v_now,
+            CASE WHEN p_seconds IS NOT NULL
+                 THEN v_now - make_interval(secs => greatest(p_seconds, 0)) END)
     ON CONFLICT (run_id, position) DO NOTHING;
     RETURN true;
 END;
@@ -2639,6 +2722,36 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.run_trace(p_run_id text, p_limit integer) RETURNS TABLE(call_position integer, kind text, name text, started_at timestamp with time zone, ended_at timestamp with time zone, waitpoint_id text, waitpoint_type skiplock.waitpoint_type, waitpoint_status skiplock.waitpoint_status, is_error boolean, completes_at timestamp with time zone, timeout_at timestamp with time zone, target_run_id text, target_batch_id text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.position, s.kind, s.name, coalesce(s.started_at, s.created_at),
+           CASE WHEN s.waitpoint_id IS NULL THEN s.created_at ELSE w.completed_at END,
+           s.waitpoint_id, w.type, w.status, w.is_error, w.completes_at, w.timeout_at,
+           w.run_id, w.batch_id
+      FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
+     WHERE s.run_id = p_run_id
+     ORDER BY s.position
+     LIMIT p_limit
+$$;
+
+CREATE FUNCTION skiplock.run_trace_logs(p_run_id text, p_limit integer) RETURNS TABLE(attempt integer, seq bigint, at timestamp with time zone, level text, logger text, message text)
+    LANGUAGE plpgsql STABLE
+    AS $_$
+BEGIN
+    IF to_regclass('skiplock.run_logs') IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT l.attempt::integer, l.seq::bigint, l.at, l.level::text, l.logger::text,
+                l.message::text
+           FROM (SELECT * FROM skiplock.run_logs r WHERE r.run_id = $1
+                  ORDER BY r.seq DESC LIMIT $2) l
+          ORDER BY l.seq'
+        USING p_run_id, p_limit;
+END;
+$_$;
+
 CREATE FUNCTION skiplock.run_waitpoint(p_run_id text) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -2741,6 +2854,12 @@ BEGIN
     END IF;
     RETURN v;
 END;
+$$;
+
+CREATE FUNCTION skiplock.set_worker_polls(p_worker_id text) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE skiplock.workers SET polls = true WHERE id = p_worker_id
 $$;
 
 CREATE FUNCTION skiplock.start_attempts(p_worker_id text, p_run_ids text[]) RETURNS TABLE(run_id text, attempt_id text, attempt_number integer)
@@ -3184,7 +3303,7 @@ CREATE FUNCTION skiplock.wake(p_queue text) RETURNS void
     AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > skiplock.now()) THEN
         PERFORM pg_notify('skiplock_wake', p_queue);
     END IF;
@@ -3206,6 +3325,22 @@ CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
                     WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL
                       FOR SHARE)
 $$;
+
+CREATE TABLE skiplock.alerts (
+    id text NOT NULL,
+    run_id text NOT NULL,
+    task_identifier text NOT NULL,
+    status skiplock.run_status NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    state text DEFAULT 'PENDING'::text NOT NULL,
+    available_at timestamp with time zone NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    claimed_by text,
+    delivered_to text[] DEFAULT '{}'::text[] NOT NULL,
+    last_error text,
+    finished_at timestamp with time zone,
+    CONSTRAINT alerts_state_check CHECK ((state = ANY (ARRAY['PENDING'::text, 'DELIVERED'::text, 'ABANDONED'::text])))
+);
 
 CREATE TABLE skiplock.batches (
     id text NOT NULL,
@@ -3249,6 +3384,105 @@ CREATE TABLE skiplock.maintenance (
     last_run_at timestamp with time zone NOT NULL,
     mark timestamp with time zone
 );
+
+CREATE TABLE skiplock.workers (
+    id text NOT NULL,
+    version text NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    queues text[],
+    tasks text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    lease_seconds double precision DEFAULT 30 NOT NULL,
+    lease_expires_at timestamp with time zone,
+    lost_at timestamp with time zone,
+    polls boolean DEFAULT false NOT NULL,
+    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE VIEW skiplock.metrics AS
+ WITH queued AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n,
+            min(r.order_at) AS first_at
+           FROM skiplock.runs r
+          WHERE (r.status = 'QUEUED'::skiplock.run_status)
+          GROUP BY r.queue
+        ), running AS MATERIALIZED (
+         SELECT r.queue,
+            count(*) AS n
+           FROM skiplock.runs r
+          WHERE (r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status]))
+          GROUP BY r.queue
+        ), parked AS MATERIALIZED (
+         SELECT ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = ANY (ARRAY['PENDING_VERSION'::skiplock.run_status, 'DELAYED'::skiplock.run_status, 'WAITING'::skiplock.run_status]))) AS parked,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'DELAYED'::skiplock.run_status)) AS delayed,
+            ( SELECT count(*) AS count
+                   FROM skiplock.runs r
+                  WHERE (r.status = 'PENDING_VERSION'::skiplock.run_status)) AS pending_version
+        ), queues AS MATERIALIZED (
+         SELECT q.name
+           FROM skiplock.queues q
+        UNION
+         SELECT queued.queue
+           FROM queued
+        UNION
+         SELECT running.queue
+           FROM running
+        ), workers AS MATERIALIZED (
+         SELECT
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END AS state,
+            count(*) AS n
+           FROM skiplock.workers w
+          GROUP BY
+                CASE
+                    WHEN (w.stopped_at IS NOT NULL) THEN 'stopped'::text
+                    WHEN (w.lost_at IS NOT NULL) THEN 'lost'::text
+                    WHEN (w.lease_expires_at < skiplock.now()) THEN 'lapsed'::text
+                    ELSE 'active'::text
+                END
+        )
+ SELECT 'queue_depth'::text AS metric,
+    q.name AS label,
+    (COALESCE(d.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_oldest_age_seconds'::text AS metric,
+    q.name AS label,
+    (COALESCE(GREATEST(EXTRACT(epoch FROM (skiplock.now() - d.first_at)), (0)::numeric), (0)::numeric))::double precision AS value
+   FROM (queues q
+     LEFT JOIN queued d ON ((d.queue = q.name)))
+UNION ALL
+ SELECT 'queue_running'::text AS metric,
+    q.name AS label,
+    (COALESCE(s.n, (0)::bigint))::double precision AS value
+   FROM (queues q
+     LEFT JOIN running s ON ((s.queue = q.name)))
+UNION ALL
+ SELECT f.metric,
+    NULL::text AS label,
+    (f.value)::double precision AS value
+   FROM (parked p
+     CROSS JOIN LATERAL ( VALUES ('runs_waiting'::text,((p.parked - p.delayed) - p.pending_version)), ('runs_delayed'::text,p.delayed), ('runs_pending_version'::text,p.pending_version)) f(metric, value))
+UNION ALL
+ SELECT 'workers'::text AS metric,
+    s.state AS label,
+    (COALESCE(w.n, (0)::bigint))::double precision AS value
+   FROM (unnest('{active,lapsed,lost,stopped}'::text[]) s(state)
+     LEFT JOIN workers w ON ((w.state = s.state)));
 
 CREATE TABLE skiplock.migrations (
     name text NOT NULL,
@@ -3294,6 +3528,7 @@ CREATE TABLE skiplock.run_steps (
     output jsonb,
     waitpoint_id text,
     created_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
     CONSTRAINT run_steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'wait'::text, 'token'::text, 'run'::text, 'batch'::text])))
 );
 
@@ -3353,23 +3588,6 @@ CREATE TABLE skiplock.waitpoints (
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 
-CREATE TABLE skiplock.workers (
-    id text NOT NULL,
-    version text NOT NULL,
-    hostname text NOT NULL,
-    pid integer NOT NULL,
-    queues text[],
-    tasks text[] NOT NULL,
-    concurrency integer NOT NULL,
-    started_at timestamp with time zone NOT NULL,
-    last_heartbeat_at timestamp with time zone NOT NULL,
-    stopped_at timestamp with time zone,
-    lease_seconds double precision DEFAULT 30 NOT NULL,
-    lease_expires_at timestamp with time zone,
-    lost_at timestamp with time zone,
-    CONSTRAINT workers_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
-);
-
 CREATE VIEW skiplock.worker_status AS
  SELECT id,
     version,
@@ -3391,6 +3609,9 @@ CREATE VIEW skiplock.worker_status AS
            FROM skiplock.runs r
           WHERE ((r.status = ANY (ARRAY['DEQUEUED'::skiplock.run_status, 'EXECUTING'::skiplock.run_status])) AND (r.worker_id = w.id))) AS runs_in_hand
    FROM skiplock.workers w;
+
+ALTER TABLE ONLY skiplock.alerts
+    ADD CONSTRAINT alerts_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY skiplock.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (id);
@@ -3449,6 +3670,10 @@ ALTER TABLE ONLY skiplock.waitpoints
 ALTER TABLE ONLY skiplock.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
 
+CREATE INDEX alerts_pending_idx ON skiplock.alerts USING btree (available_at) WHERE (state = 'PENDING'::text);
+
+CREATE INDEX alerts_run_idx ON skiplock.alerts USING btree (run_id);
+
 CREATE INDEX debounces_run_idx ON skiplock.debounces USING btree (run_id);
 
 CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
@@ -3504,6 +3729,8 @@ CREATE INDEX waitpoints_token_timeout_idx ON skiplock.waitpoints USING btree (ti
 CREATE INDEX workers_lease_idx ON skiplock.workers USING btree (lease_expires_at) WHERE ((stopped_at IS NULL) AND (lost_at IS NULL));
 
 CREATE TRIGGER runs_delete_attempts AFTER DELETE ON skiplock.runs REFERENCING OLD TABLE AS deleted_runs FOR EACH STATEMENT EXECUTE FUNCTION skiplock.delete_attempts_of_deleted_runs();
+
+CREATE TRIGGER runs_failed_alert AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['FAILED'::skiplock.run_status, 'CRASHED'::skiplock.run_status, 'SYSTEM_FAILURE'::skiplock.run_status, 'TIMED_OUT'::skiplock.run_status])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION skiplock.on_run_failed();
 
 CREATE TRIGGER runs_waited_on_final AFTER UPDATE OF status ON skiplock.runs FOR EACH ROW WHEN (new.waited_on) EXECUTE FUNCTION skiplock.on_waited_run_final();
 

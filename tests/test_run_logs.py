@@ -330,7 +330,33 @@ def test_runs_logs_reads_pages_and_follows(app: Engine, start_worker: Any) -> No
     assert asyncio.run(follow_async()) == ["after"]
     with pytest.raises(RunNotFoundError):
         list(app.runs.follow_logs("run_nope", timeout=10))
-    assert LogFeed.for_dsn(app.dsn).count() == 0
+    assert LogFeed.for_listener(app._conns.listener()).count() == 0
+
+
+def test_follow_logs_in_poll_only_mode(app: Engine, start_worker: Any) -> None:
+    go = threading.Event()
+
+    @app.task("logs-polled")
+    def polled(n: int, ctx: TaskContext) -> None:
+        ctx.logger.info("one")
+        go.wait(30)
+        ctx.logger.info("two")
+
+    start_worker()
+    h = polled.trigger(1)
+    with Engine(app.dsn, pooled=True) as polling:  # no listen DSN: nothing LISTENs
+        assert polling.poll_only
+        seen: list[str] = []
+
+        def consume() -> None:
+            seen.extend(r.message for r in polling.runs.follow_logs(h, timeout=30))
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        wait_for(lambda: seen == ["one"])
+        go.set()
+        reader.join(30)
+        assert not reader.is_alive() and seen == ["one", "two"]
 
 
 def test_a_log_watch_ending_leaves_the_run_subscriptions_alone(app: Engine) -> None:
@@ -343,7 +369,7 @@ def test_a_log_watch_ending_leaves_the_run_subscriptions_alone(app: Engine) -> N
     other = watched.trigger(2, delay="1h")
     snapshots = app.runs.subscribe_to_run(run)
     assert next(snapshots).status is RunStatus.DELAYED
-    feed = LogFeed.for_dsn(app.dsn)
+    feed = LogFeed.for_listener(app._conns.listener())
     woken = threading.Event()
     w = feed.watch(other.id, woken.set)
     assert woken.wait(10)  # once registered and settled

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, Unpack
+from typing import Any, Protocol, TypeVar, Unpack, overload
 
 import psycopg
 
@@ -19,6 +19,8 @@ from ..db.database import AsyncDatabase, Database, Query
 from ..errors import InvalidArgumentError, UnknownTaskWarning
 from ..models import Queue, Retry, RunHandle, RunStatus
 from . import options as trigger_options
+from . import tracing
+from .alerts import Alerts
 from .connections import Connections
 from .hooks import Hook, Hooks
 from .options import TriggerOptions
@@ -29,6 +31,8 @@ from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .twins import Plan, twin
 from .waitpoints import Waitpoints
 from .worker_status import TableHealth, Workers
+
+H = TypeVar("H", bound=Hook)
 
 
 class WorkerProcess(Protocol):
@@ -55,12 +59,22 @@ class Engine:
     running for later processes). A malformed DSN raises `InvalidArgumentError` here.
     Nothing connects until the first call; a first connection that fails raises
     `DatabaseUnreachableError` within the connect timeout ($SKIPLOCK_CONNECT_TIMEOUT,
-    default 5 s), and a database never migrated raises `SchemaNotMigratedError`."""
+    default 5 s), and a database never migrated raises `SchemaNotMigratedError`.
+
+    Behind a transaction-mode pooler (PgBouncer, RDS Proxy, Supavisor): `dsn` is the
+    pooled address, `listen_dsn` (else $SKIPLOCK_LISTEN_URL) a direct one for LISTEN, and
+    `pooled=True` (else $SKIPLOCK_POOLED=1, else implied by a `listen_dsn`, else detected)
+    says so. Pooled with no `listen_dsn`: poll-only (see `poll_only`). `read_dsn` (else
+    $SKIPLOCK_READ_URL): a replica that `runs.list`, `runs.retrieve` and `runs.children`
+    read from."""
 
     def __init__(
         self,
         dsn: str | None = None,
         *,
+        listen_dsn: str | None = None,
+        read_dsn: str | None = None,
+        pooled: bool | None = None,
         pool_size: int = 10,
         retention: Duration | Unset | None = UNSET,
         capture_logs: bool = False,
@@ -72,7 +86,11 @@ class Engine:
         self.capture_logs = capture_logs
         #: the engine's hooks: they run before each task's own (register with on_start...)
         self.hooks = Hooks()
-        self._conns = Connections(dsn, pool_size=pool_size)
+        #: callbacks and webhooks told of runs that fail for good (see on_run_failed)
+        self.alerts = Alerts()
+        self._conns = Connections(
+            dsn, pool_size=pool_size, listen_dsn=listen_dsn, read_dsn=read_dsn, pooled=pooled
+        )
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.runs = Runs(self._conns)
         self.queues = Queues(self._conns)
@@ -86,6 +104,32 @@ class Engine:
     def dsn(self) -> str:
         """The database DSN; starts the embedded cluster when none was configured."""
         return self._conns.dsn
+
+    @property
+    def pooled(self) -> bool:
+        """Whether `dsn` leads to a transaction-mode pooler (given, or detected once: two
+        short connections)."""
+        return self._conns.pooled
+
+    @property
+    def listen_dsn(self) -> str | None:
+        """Where this engine's LISTEN goes: the listen DSN, else `dsn` unless it is
+        pooled; None in poll-only mode."""
+        listen = self._conns.listen_address
+        return listen.dsn if listen is not None else None
+
+    @property
+    def read_dsn(self) -> str | None:
+        """The replica `runs.list`, `runs.retrieve` and `runs.children` read from, if any."""
+        return self._conns.read_dsn
+
+    @property
+    def poll_only(self) -> bool:
+        """A pooled `dsn` and no `listen_dsn`: workers poll for work (50 ms after finding
+        some, backing off to their `poll_interval` when idle) and, while running attempts,
+        for cancels every `poll_interval` (a heartbeat, whose reply names them);
+        subscriptions re-read the rows they watch every 0.25 s."""
+        return self._conns.poll_only
 
     @property
     def db(self) -> Database:
@@ -242,6 +286,50 @@ class Engine:
         attempt of every task, outside the tasks' own middleware."""
         return self.hooks.add("middleware", fn)
 
+    @overload
+    def on_run_failed(self, callback: H) -> H: ...
+
+    @overload
+    def on_run_failed(
+        self,
+        callback: None = None,
+        *,
+        webhook: str,
+        headers: Mapping[str, str] | None = None,
+        secret: str | None = None,
+        timeout: float = 10.0,
+    ) -> None: ...
+
+    def on_run_failed(
+        self,
+        callback: Hook | None = None,
+        *,
+        webhook: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        secret: str | None = None,
+        timeout: float = 10.0,
+    ) -> Hook | None:
+        """Alert when a run of any task fails for good (FAILED, CRASHED, SYSTEM_FAILURE,
+        TIMED_OUT; not CANCELED or EXPIRED): call `callback(run)` or `callback(run,
+        alert)` (async or not; usable as a decorator), or POST JSON to `webhook` (with
+        `headers`; `secret` signs the body in X-Skiplock-Signature: sha256=HMAC; a 2xx
+        answer within `timeout` seconds delivers it).
+
+        The failure is written to the database with the run, and delivered from there by
+        a worker of this engine, any one, not necessarily the one whose run failed (a run
+        whose worker crashed is alerted too), at least once: dedupe by `alert.id` (the
+        webhook's Idempotency-Key). A callback that raises, or a webhook that does not
+        answer 2xx, is tried again later with backoff (`app.alerts` tunes it); the others
+        of the same alert are not called again. Unlike `on_failure`, which runs in the
+        attempt's own worker, this runs after the failure is committed."""
+        if (callback is None) == (webhook is None):
+            raise InvalidArgumentError("on_run_failed takes a callback or a webhook=URL")
+        if webhook is not None:
+            self.alerts.add_webhook(webhook, headers=headers, secret=secret, timeout=timeout)
+            return None
+        assert callback is not None
+        return self.alerts.add_callback(callback)
+
     def schedule(
         self, id: str, *, cron: str, timezone: str = "UTC", **task_options: Any
     ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
@@ -251,15 +339,15 @@ class Engine:
     # -- triggering by id ------------------------------------------------------------------
 
     def _trigger_query(
-        self, task_id: str, payload: Any, options: TriggerOptions
+        self, task_id: str, payload: Any, options: TriggerOptions, span: tracing.TriggerSpan
     ) -> Query[RunHandle]:
         task = self.tasks.get(task_id)
         if task is not None:
-            return task._trigger_query(payload, options)
+            return task._trigger_query(payload, options, span)
         payload_json = encode_payload(ANY_PAYLOAD, payload, task_id)
         built = trigger_options.build(options)
         built["default_retention"] = self.retention
-        return queries.trigger(task_id, payload_json, built)
+        return queries.trigger(task_id, payload_json, span.options(built))
 
     def trigger(
         self,
@@ -274,7 +362,9 @@ class Engine:
         deployment has yet is allowed (the run waits in PENDING_VERSION); when neither this
         engine nor any deployment knows the id, an `UnknownTaskWarning` names the closest
         known ids."""
-        handle = self.db.run(self._trigger_query(task_id, payload, options), conn)
+        with tracing.trigger_span(task_id) as span:
+            handle = self.db.run(self._trigger_query(task_id, payload, options, span), conn)
+            span.run(handle.id, handle.is_cached)
         if self._maybe_unknown(handle):
             _warn_unknown(task_id, [*self.tasks, *self.db.run(queries.deployed_task_ids(), conn)])
         return handle
@@ -287,7 +377,10 @@ class Engine:
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[TriggerOptions],
     ) -> RunHandle:
-        handle = await self.adb.run(self._trigger_query(task_id, payload, options), conn)
+        with tracing.trigger_span(task_id) as span:
+            query = self._trigger_query(task_id, payload, options, span)
+            handle = await self.adb.run(query, conn)
+            span.run(handle.id, handle.is_cached)
         if self._maybe_unknown(handle):
             deployed = await self.adb.run(queries.deployed_task_ids(), conn)
             _warn_unknown(task_id, [*self.tasks, *deployed])

@@ -16,6 +16,13 @@ every transaction older than the registration has ended (one that looked for wat
 just before it announced nothing). After a reconnect (None from the listener) every key
 is registered anew and every subscription read again. A snapshot equal to the last one
 delivered to a subscription is not delivered twice.
+
+Poll-only (a pooled DSN and no direct one to LISTEN on): the feed's listener polls (see
+engine/db/listener.py), nothing is registered with skiplock.watch() (its rows are keyed by
+session, and behind a pooler the session is not the client's), and every poll re-reads
+what the subscriptions watch, as after a reconnect: the runs by id; a tag's or batch's
+runs created since it started, and those of them seen before in a non-final status; for
+all runs, the newest `_POLL_ALL_LIMIT` created since it started and those seen running.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ _SNAPSHOT_LIMIT = 1000  # newest runs of a tag in a tag subscription's first sna
 # a tag subscription re-reads, after a reconnect, the tag's runs created since it started
 # (less this margin, for transactions that were open when it started)
 _CATCH_UP_MARGIN = timedelta(minutes=1)
+# an all-runs subscription that polls: the newest runs it reads each time
+_POLL_ALL_LIMIT = 200
 
 
 class Mailbox:
@@ -79,21 +88,28 @@ class Subscription:
 
 
 class RunFeed:
-    """The process's run subscriptions for one DSN; get it with `RunFeed.for_dsn`."""
+    """The process's run subscriptions on one listener (a LISTEN connection, or a polling
+    one); get it with `RunFeed.for_listener`."""
 
-    _feeds: ClassVar[dict[str, RunFeed]] = {}
+    _feeds: ClassVar[dict[int, RunFeed]] = {}
     _feeds_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
-    def for_dsn(cls, dsn: str) -> RunFeed:
+    def for_listener(cls, listener: Listener) -> RunFeed:
         with cls._feeds_lock:
-            feed = cls._feeds.get(dsn)
+            feed = cls._feeds.get(id(listener))  # listeners live as long as the process
             if feed is None:
-                feed = cls._feeds[dsn] = cls(Listener.for_dsn(dsn))
+                feed = cls._feeds[id(listener)] = cls(listener)
             return feed
+
+    @classmethod
+    def for_dsn(cls, dsn: str) -> RunFeed:
+        """The feed on the process's LISTEN connection for `dsn`."""
+        return cls.for_listener(Listener.for_dsn(dsn))
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
+        self._polling = listener.polling
         self._lock = threading.Lock()
         self._subs: dict[Kind, dict[str, set[Subscription]]] = {
             "run": {},
@@ -112,7 +128,7 @@ class RunFeed:
             self._subs[kind].setdefault(key, set()).add(sub)
             if self._registration is None:
                 self._registration = self._listener.add(
-                    _CHANNEL, self._on_notes, on_connect=self._watch_all
+                    _CHANNEL, self._on_notes, on_connect=None if self._polling else self._watch_all
                 )
             self._new.append(sub)
             first_new = len(self._new) == 1
@@ -127,7 +143,8 @@ class RunFeed:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[sub.kind][sub.key]
-                    self._listener.call(lambda c: _unwatch(c, sub.kind, sub.key))
+                    if not self._polling:
+                        self._listener.call(lambda c: _unwatch(c, sub.kind, sub.key))
             if self._registration is not None and not any(self._subs.values()):
                 self._listener.remove(self._registration)  # unwatches everything
                 self._registration = None
@@ -144,7 +161,8 @@ class RunFeed:
             new = [s for s in new if s in self._subs[s.kind].get(s.key, ())]
         if not new:
             return
-        _watch(conn, [(s.kind, s.key) for s in new])
+        if not self._polling:
+            _watch(conn, [(s.kind, s.key) for s in new])
         self._read_all(conn, new, first=True)
         self._listener.after_settled(lambda c: self._read_all(c, new, first=False))
 
@@ -195,6 +213,8 @@ class RunFeed:
                 elif first:
                     sub.mailbox.put(sub.key, RunNotFoundError(f"run {sub.key} does not exist"))
         for sub in subs:
+            if sub.kind == "all" and self._polling and not first:
+                _poll_all(conn, sub)
             if sub.kind in ("tag", "batch"):
                 snapshot = execute(conn, _snapshot_query(sub, first=first))
                 for row in reversed(snapshot):
@@ -229,8 +249,33 @@ def _snapshot_query(sub: Subscription, *, first: bool) -> Query[list[dict[str, A
     )
 
 
-def _deliver(sub: Subscription, row: dict[str, Any]) -> None:
-    if sub.kind == "all":  # it sees every run: remembering them would grow without end
+def _poll_all(conn: psycopg.Connection[Any], sub: Subscription) -> None:
+    """A poll of an all-runs subscription: the newest runs created since it started (less
+    the margin) and the runs it saw in a non-final status, each delivered when it changed
+    since last delivered. What it remembers is bounded by the two."""
+    newest = execute(
+        conn,
+        _queries.list_runs(
+            status=None,
+            tasks=None,
+            tags=None,
+            batch=None,
+            created_from=sub.started - _CATCH_UP_MARGIN,
+            created_to=None,
+            after=None,
+            limit=_POLL_ALL_LIMIT,
+        ),
+    )
+    live = execute(conn, _queries.runs_by_id(sorted(sub.live))) if sub.live else []
+    for row in [*reversed(newest), *live]:  # oldest first
+        _deliver(sub, row, remember=True)
+    keep = {r["id"] for r in newest} | sub.live
+    sub.seen = {k: v for k, v in sub.seen.items() if k in keep}
+
+
+def _deliver(sub: Subscription, row: dict[str, Any], *, remember: bool = False) -> None:
+    if sub.kind == "all" and not remember:
+        # it sees every run: remembering them would grow without end
         sub.mailbox.put(row["id"], row)
         return
     fingerprint = hash(repr(row))
@@ -256,7 +301,7 @@ class _Follow:
 
     def __init__(
         self,
-        dsn: str,
+        listener: Listener,
         kind: Kind,
         key: str,
         parse: Parse,
@@ -269,7 +314,7 @@ class _Follow:
         self.deadline = None if timeout is None else clock() + timeout
         self.ended = False
         self.last: Run[Any, Any] | None = None
-        self.feed = RunFeed.for_dsn(dsn)
+        self.feed = RunFeed.for_listener(listener)
         self.sub = self.feed.subscribe(kind, key, Mailbox(wake), created_from)
 
     def take(self) -> Run[Any, Any] | None:
@@ -297,7 +342,7 @@ class _Follow:
 
 
 def subscribe(
-    dsn: str,
+    listener: Listener,
     kind: Kind,
     key: str,
     parse: Parse,
@@ -307,10 +352,11 @@ def subscribe(
 ) -> Iterator[Run[Any, Any]]:
     """Snapshots of the watched runs: the current state at once, then one per change. A
     subscription to one run ends after its final status; the others when the caller stops
-    iterating (break, or close() on the iterator). With `timeout`, waiting for a change
+    iterating (break, or close() on the iterator). `listener`: the engine's (see
+    `Connections.listener`): LISTEN, or polling. With `timeout`, waiting for a change
     past that many seconds from the start raises `TimeoutError`."""
     ready = threading.Event()
-    follow = _Follow(dsn, kind, key, parse, ready.set, created_from, timeout, time.monotonic)
+    follow = _Follow(listener, kind, key, parse, ready.set, created_from, timeout, time.monotonic)
     try:
         while not follow.ended:
             ready.clear()
@@ -324,7 +370,7 @@ def subscribe(
 
 
 async def subscribe_async(
-    dsn: str,
+    listener: Listener,
     kind: Kind,
     key: str,
     parse: Parse,
@@ -340,7 +386,7 @@ async def subscribe_async(
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
             loop.call_soon_threadsafe(ready.set)
 
-    follow = _Follow(dsn, kind, key, parse, wake, created_from, timeout, loop.time)
+    follow = _Follow(listener, kind, key, parse, wake, created_from, timeout, loop.time)
     try:
         while not follow.ended:
             ready.clear()

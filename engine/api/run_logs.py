@@ -5,8 +5,10 @@ per write of a worker, and only for runs some session watches: kind 'logs' in
 skiplock.subscriptions). The log feed serves every follower of a process from its one
 LISTEN connection (engine/db/listener.py): it registers the runs followed, and wakes
 their followers on each notification, once the registration has settled (a write that
-looked for watchers just before it announced nothing), and after a reconnect. Followers
-then read what came after the last record they saw (`seq`).
+looked for watchers just before it announced nothing), and after a reconnect. In
+poll-only mode (a pooled DSN, no listen DSN) it registers nothing and wakes them at every
+round of the polling listener. Followers then read what came after the last record they
+saw (`seq`).
 
 A follower also follows its run's status (the run feed, realtime.py): a worker writes an
 attempt's records before its outcome, so once the run is final, one more read gets the
@@ -43,21 +45,22 @@ class Watch:
 
 
 class LogFeed:
-    """The process's log followers for one DSN; get it with `LogFeed.for_dsn`."""
+    """The process's log followers on one listener; get it with `LogFeed.for_listener`."""
 
-    _feeds: ClassVar[dict[str, LogFeed]] = {}
+    _feeds: ClassVar[dict[int, LogFeed]] = {}
     _feeds_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
-    def for_dsn(cls, dsn: str) -> LogFeed:
+    def for_listener(cls, listener: Listener) -> LogFeed:
         with cls._feeds_lock:
-            feed = cls._feeds.get(dsn)
+            feed = cls._feeds.get(id(listener))  # listeners live as long as the process
             if feed is None:
-                feed = cls._feeds[dsn] = cls(Listener.for_dsn(dsn))
+                feed = cls._feeds[id(listener)] = cls(listener)
             return feed
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
+        self._polling = listener.polling  # registers nothing: every round wakes everyone
         self._lock = threading.Lock()
         self._watches: dict[str, set[Watch]] = {}
         self._registration: Registration | None = None
@@ -72,9 +75,9 @@ class LogFeed:
             watches.add(w)
             if self._registration is None:
                 self._registration = self._listener.add(
-                    _CHANNEL, self._on_notes, on_connect=self._watch_all
+                    _CHANNEL, self._on_notes, on_connect=None if self._polling else self._watch_all
                 )
-        if first:
+        if first and not self._polling:
             self._listener.call(lambda conn: self._start(conn, run_id))
         return w
 
@@ -85,7 +88,8 @@ class LogFeed:
                 watches.discard(w)
                 if not watches:
                     del self._watches[w.run_id]
-                    self._listener.call(lambda conn: _unwatch(conn, w.run_id))
+                    if not self._polling:
+                        self._listener.call(lambda conn: _unwatch(conn, w.run_id))
             if self._registration is not None and not self._watches:
                 self._listener.remove(self._registration)
                 self._registration = None
@@ -136,14 +140,16 @@ class _Follow:
     """One follow of a run's logs: its watch, its run's status, where it has read to. The
     blocking and the async iterator below differ only in how they read and wait."""
 
-    def __init__(self, dsn: str, run_id: str, after: int | None, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, listener: Listener, run_id: str, after: int | None, wake: Callable[[], None]
+    ) -> None:
         self.run_id, self.after = run_id, after
         self.final = False
-        self.feed = LogFeed.for_dsn(dsn)
+        self.feed = LogFeed.for_listener(listener)
         self.watch = self.feed.watch(run_id, wake)
         try:
             self.status = realtime._Follow(
-                dsn, "run", run_id, Run.model_validate, wake, None, None, time.monotonic
+                listener, "run", run_id, Run.model_validate, wake, None, None, time.monotonic
             )
         except BaseException:
             self.feed.unwatch(self.watch)
@@ -182,7 +188,7 @@ def follow(
     `timeout` seconds from the start (None: no limit)."""
     ready = threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
-    f = _Follow(conns.dsn, run_id, after, ready.set)
+    f = _Follow(conns.listener(), run_id, after, ready.set)
     try:
         while True:
             ready.clear()
@@ -213,7 +219,7 @@ async def follow_async(
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
             loop.call_soon_threadsafe(ready.set)
 
-    f = _Follow(conns.dsn, run_id, after, wake)
+    f = _Follow(conns.listener(), run_id, after, wake)
     try:
         while True:
             ready.clear()
@@ -235,7 +241,7 @@ async def follow_async(
         f.close()
 
 
-async def changes_async(dsn: str, run_id: str) -> AsyncIterator[None]:
+async def changes_async(conns: Connections, run_id: str) -> AsyncIterator[None]:
     """Once per announcement of new records of the run (and after the watch settles or
     the connection comes back): for pages that re-read the logs themselves. Until the
     caller stops iterating."""
@@ -246,7 +252,7 @@ async def changes_async(dsn: str, run_id: str) -> AsyncIterator[None]:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(ready.set)
 
-    feed = LogFeed.for_dsn(dsn)
+    feed = LogFeed.for_listener(conns.listener())
     w = feed.watch(run_id, wake)
     try:
         while True:

@@ -16,7 +16,7 @@ from ..errors import InvalidArgumentError
 from ..models import FINAL_STATUSES, LogRecord, Run, RunHandle, RunStatus
 from . import realtime, run_logs
 from .connections import Connections
-from .twins import Plan, twin
+from .twins import Plan, replica_twin, twin
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -89,7 +89,7 @@ class Page:
             raise InvalidArgumentError("this is the last page")
         return self.data[-1].id
 
-    @twin
+    @replica_twin
     def get_next_page(self) -> Plan[Page]:
         return Page(self._conns, self._filter, (yield self._filter.query(self._cursor())))
 
@@ -149,15 +149,23 @@ class Runs:
     def __init__(self, conns: Connections) -> None:
         self._conns = conns
 
-    @twin
+    @replica_twin
     def retrieve(self, run: RunRef, *, task: Task[Any, Any] | None = None) -> Plan[Run[Any, Any]]:
         """The run's current state with its attempts; with `task`, payload and output are
-        parsed to the task's types. Raises `RunNotFoundError` for an unknown id."""
+        parsed to the task's types. Raises `RunNotFoundError` for an unknown id. With a
+        `read_dsn`, read from that replica: a run just triggered may not be there yet."""
         return _model(task)((yield queries.retrieve(run_id(run))))
 
     retrieve_async = retrieve.aio
 
     @twin
+    def _current(self, run: RunRef, *, task: Task[Any, Any] | None = None) -> Plan[Run[Any, Any]]:
+        """`retrieve` from the primary, whatever `read_dsn` says (for `poll`)."""
+        return _model(task)((yield queries.retrieve(run_id(run))))
+
+    _current_async = _current.aio
+
+    @replica_twin
     def list(
         self,
         *,
@@ -174,15 +182,16 @@ class Runs:
         """Runs newest first, filtered (filters AND together; a list matches any of its
         values; `schedule`: the runs a schedule triggered). `after` is a page's
         `next_cursor`: the page that follows it. Raises `UnknownTaskError` for a task
-        filter no deployment or run knows."""
+        filter no deployment or run knows. With a `read_dsn`, read from that replica."""
         flt = _filter(status, task, tag, batch, created_from, created_to, limit, schedule)
         return Page(self._conns, flt, (yield flt.query(_cursor(after))))
 
     list_async = list.aio
 
-    @twin
+    @replica_twin
     def children(self, run: RunRef, *, limit: int = 100) -> Plan[builtins.list[Run[Any, Any]]]:
-        """The runs this run triggered, oldest first (at most `limit`)."""
+        """The runs this run triggered, oldest first (at most `limit`). With a `read_dsn`,
+        read from that replica."""
         rows = yield queries.children(run_id(run), _limit(limit))
         return [Run.model_validate(r) for r in rows]
 
@@ -305,6 +314,12 @@ class Runs:
             self._conns, run_id(run), after=_seq(after), timeout=_timeout(timeout)
         )
 
+    def log_changes_async(self, run: RunRef) -> AsyncIterator[None]:
+        """None each time new records of the run may have been written (a worker's write,
+        the watch settling, a reconnect), until the caller stops iterating: for live
+        views that re-read the logs themselves, such as the dashboard's run page."""
+        return run_logs.changes_async(self._conns, run_id(run))
+
     # waiting for a result ----------------------------------------------------------------
 
     def poll(
@@ -316,11 +331,11 @@ class Runs:
         `RunNotFoundError` for an unknown id. The first read goes through the connection
         pool, so an unreachable database fails fast and a finished run costs one query."""
         limit = _timeout(timeout)
-        now = self.retrieve(run, task=task)
+        now = self._current(run, task=task)
         if now.is_completed:
             return now
         for snapshot in realtime.subscribe(
-            self._conns.dsn, "run", run_id(run), _model(task), timeout=limit
+            self._conns.listener(), "run", run_id(run), _model(task), timeout=limit
         ):
             if snapshot.is_completed:
                 return snapshot
@@ -330,11 +345,11 @@ class Runs:
         self, run: RunRef, *, timeout: float | None = 60.0, task: Task[Any, Any] | None = None
     ) -> Run[Any, Any]:
         limit = _timeout(timeout)
-        now = await self.retrieve_async(run, task=task)
+        now = await self._current_async(run, task=task)
         if now.is_completed:
             return now
         async for snapshot in realtime.subscribe_async(
-            self._conns.dsn, "run", run_id(run), _model(task), timeout=limit
+            self._conns.listener(), "run", run_id(run), _model(task), timeout=limit
         ):
             if snapshot.is_completed:
                 return snapshot
@@ -349,12 +364,12 @@ class Runs:
         metadata, output); ends after a final status. A reader slower than the changes
         gets the latest state, skipping intermediate ones. Raises `RunNotFoundError` for
         an unknown id. All subscriptions of a process share one LISTEN connection."""
-        return realtime.subscribe(self._conns.dsn, "run", run_id(run), _model(task))
+        return realtime.subscribe(self._conns.listener(), "run", run_id(run), _model(task))
 
     def subscribe_to_run_async(
         self, run: RunRef, *, task: Task[Any, Any] | None = None
     ) -> AsyncIterator[Run[Any, Any]]:
-        return realtime.subscribe_async(self._conns.dsn, "run", run_id(run), _model(task))
+        return realtime.subscribe_async(self._conns.listener(), "run", run_id(run), _model(task))
 
     def subscribe_to_runs_with_tag(
         self, tag: str, *, created_from: datetime | None = None
@@ -363,7 +378,7 @@ class Runs:
         created since `created_from` if given), then each change of any run with the tag,
         including runs created later. Ends when the caller stops iterating."""
         return realtime.subscribe(
-            self._conns.dsn,
+            self._conns.listener(),
             "tag",
             _key("tag", tag),
             Run.model_validate,
@@ -374,7 +389,7 @@ class Runs:
         self, tag: str, *, created_from: datetime | None = None
     ) -> AsyncIterator[Run[Any, Any]]:
         return realtime.subscribe_async(
-            self._conns.dsn,
+            self._conns.listener(),
             "tag",
             _key("tag", tag),
             Run.model_validate,
@@ -384,18 +399,18 @@ class Runs:
     def subscribe_to_changes_async(self) -> AsyncIterator[Run[Any, Any]]:
         """Every run as it changes, from now on (no first snapshot; nothing is re-read
         after a reconnect). For live overviews such as the dashboard's runs list."""
-        return realtime.subscribe_async(self._conns.dsn, "all", "*", Run.model_validate)
+        return realtime.subscribe_async(self._conns.listener(), "all", "*", Run.model_validate)
 
     def subscribe_to_batch(self, batch_id: str) -> Iterator[Run[Any, Any]]:
         """Snapshots of every run of the batch, then each change. Ends when the caller
         stops iterating."""
         return realtime.subscribe(
-            self._conns.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+            self._conns.listener(), "batch", _key("batch id", batch_id), Run.model_validate
         )
 
     def subscribe_to_batch_async(self, batch_id: str) -> AsyncIterator[Run[Any, Any]]:
         return realtime.subscribe_async(
-            self._conns.dsn, "batch", _key("batch id", batch_id), Run.model_validate
+            self._conns.listener(), "batch", _key("batch id", batch_id), Run.model_validate
         )
 
 

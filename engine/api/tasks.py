@@ -21,6 +21,7 @@ from ..db.database import Query
 from ..errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
 from ..models import BatchHandle, Queue, Result, Retry, RunHandle
 from . import options as _options
+from . import tracing as _tracing
 from .connections import Connections
 from .durable import Work, call_async, call_sync
 from .hooks import Hooks
@@ -201,8 +202,11 @@ class Task(Generic[P, O]):
 
     # -- triggering ----------------------------------------------------------------------
 
-    def _trigger_query(self, payload: P, options: TriggerOptions) -> Query[RunHandle]:
-        return _queries.trigger(self.id, self.payload_json(payload), self._run_options(options))
+    def _trigger_query(
+        self, payload: P, options: TriggerOptions, span: _tracing.TriggerSpan = _tracing.UNTRACED
+    ) -> Query[RunHandle]:
+        run_options = span.options(self._run_options(options))
+        return _queries.trigger(self.id, self.payload_json(payload), run_options)
 
     def trigger(
         self,
@@ -214,7 +218,10 @@ class Task(Generic[P, O]):
         """Create a run. Given `conn`, the run commits or rolls back with the caller's
         transaction and no worker sees it before commit. Invalid payloads or options raise
         before anything is written."""
-        return self._conns.db.run(self._trigger_query(payload, options), conn)
+        with _tracing.trigger_span(self.id) as span:
+            handle = self._conns.db.run(self._trigger_query(payload, options, span), conn)
+            span.run(handle.id, handle.is_cached)
+        return handle
 
     async def trigger_async(
         self,
@@ -223,10 +230,17 @@ class Task(Generic[P, O]):
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[TriggerOptions],
     ) -> RunHandle:
-        return await self._conns.adb.run(self._trigger_query(payload, options), conn)
+        with _tracing.trigger_span(self.id) as span:
+            query = self._trigger_query(payload, options, span)
+            handle = await self._conns.adb.run(query, conn)
+            span.run(handle.id, handle.is_cached)
+        return handle
 
     def _batch_query(
-        self, items: Sequence[P | BatchItem[P]], options: TriggerOptions
+        self,
+        items: Sequence[P | BatchItem[P]],
+        options: TriggerOptions,
+        span: _tracing.TriggerSpan = _tracing.UNTRACED,
     ) -> Query[BatchHandle]:
         if len(items) > MAX_BATCH:
             raise BatchTooLargeError(f"a batch holds at most {MAX_BATCH} items, got {len(items)}")
@@ -237,7 +251,7 @@ class Task(Generic[P, O]):
             for item in items
         ):
             raise InvalidArgumentError("a batch cannot be debounced: trigger each item")
-        shared = self._run_options(options)
+        shared = span.options(self._run_options(options))
         payloads = [item.payload if isinstance(item, BatchItem) else item for item in items]
         if not any(isinstance(item, BatchItem) and item.options for item in items):
             entries = self._entries_json(payloads)
@@ -260,7 +274,10 @@ class Task(Generic[P, O]):
         **options: Unpack[TriggerOptions],
     ) -> BatchHandle:
         """Create up to 1,000 runs in one round trip, all or none, under one batch id."""
-        return self._conns.db.run(self._batch_query(items, options), conn)
+        with _tracing.trigger_span(self.id, "batch_trigger") as span:
+            handle = self._conns.db.run(self._batch_query(items, options, span), conn)
+            span.batch(handle.id, len(handle.runs))
+        return handle
 
     # -- from inside another task: trigger and wait ---------------------------------------
 
@@ -312,4 +329,8 @@ class Task(Generic[P, O]):
         conn: psycopg.AsyncConnection[Any] | None = None,
         **options: Unpack[TriggerOptions],
     ) -> BatchHandle:
-        return await self._conns.adb.run(self._batch_query(items, options), conn)
+        with _tracing.trigger_span(self.id, "batch_trigger") as span:
+            query = self._batch_query(items, options, span)
+            handle = await self._conns.adb.run(query, conn)
+            span.batch(handle.id, len(handle.runs))
+        return handle

@@ -61,11 +61,14 @@ async def run_plan_async(plan: Plan[T], conns: Connections) -> T:
 
 
 class twin(Generic[S, P, T]):
-    """The blocking method made from a plan; `.aio` is its `_async` twin."""
+    """The blocking method made from a plan; `.aio` is its `_async` twin. A `replica`
+    twin runs on the shells of `_conns.reader` (the `read_dsn`'s, when there is one)."""
+
+    replica = False
 
     def __init__(self, plan: Callable[Concatenate[S, P], Plan[T]]) -> None:
         self._plan = plan
-        self.aio = _AsyncTwin(plan)  # `name_async = name.aio` in the class body
+        self.aio = _AsyncTwin(plan, replica=self.replica)  # `name_async = name.aio`
         self.__doc__ = plan.__doc__
 
     @overload
@@ -79,18 +82,29 @@ class twin(Generic[S, P, T]):
             return self
         plan = self._plan
 
+        replica = self.replica
+
         @functools.wraps(plan)
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
-            return run_plan(plan(obj, *args, **kwargs), obj._conns)
+            conns = obj._conns.reader if replica else obj._conns
+            return run_plan(plan(obj, *args, **kwargs), conns)
 
         return call
+
+
+class replica_twin(twin[S, P, T]):
+    """A twin whose reads may come from a replica (`Engine(read_dsn=...)`): for calls
+    that show state, never for one a claim or a wait depends on."""
+
+    replica = True
 
 
 class _AsyncTwin(Generic[S, P, T]):
     """The `_async` method made from the same plan as its blocking twin."""
 
-    def __init__(self, plan: Callable[Concatenate[S, P], Plan[T]]) -> None:
+    def __init__(self, plan: Callable[Concatenate[S, P], Plan[T]], *, replica: bool) -> None:
         self._plan = plan
+        self._replica = replica
         self.__doc__ = plan.__doc__
 
     @overload
@@ -106,8 +120,11 @@ class _AsyncTwin(Generic[S, P, T]):
             return self
         plan = self._plan
 
+        replica = self._replica
+
         @functools.wraps(plan)
         async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await run_plan_async(plan(obj, *args, **kwargs), obj._conns)
+            conns = obj._conns.reader if replica else obj._conns
+            return await run_plan_async(plan(obj, *args, **kwargs), conns)
 
         return call

@@ -66,6 +66,9 @@ def cmd_worker(args: argparse.Namespace) -> None:
         lease_timeout=args.lease_timeout,
         freeze_gc=True,  # the process is the worker
         migrate=args.migrate,  # at start-up, waiting for the database as registering does
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_database=args.metrics_database,
     ).run()
 
 
@@ -317,6 +320,24 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds running attempts get to finish after SIGTERM",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (needs skiplock[metrics])",
+    )
+    w.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="the address the metrics server binds (default: all, 0.0.0.0)",
+    )
+    w.add_argument(
+        "--metrics-database",
+        action="store_true",
+        help="serve the database-wide figures too (queues, waiting runs, workers): "
+        "one worker, or the dashboard's /metrics, is enough",
     )
     _logging_options(w)
     w.set_defaults(fn=cmd_worker)

@@ -16,7 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from ..api.engine import Engine
 from ..models import Attempt, Run
-from . import events
+from . import events, metrics
 from .cron_words import describe
 from .schedules import ScheduleViews, slot
 from .security import AccessGuard, Csrf, check_bind
@@ -106,6 +106,7 @@ def create_app(engine: Engine, *, token: str | None = None) -> Starlette:
         Route("/queues", views.queues),
         Route("/workers", views.workers),
         Route("/database", views.database),
+        Route("/metrics", metrics.endpoint(engine)),
         Route("/events/runs", events.list_events(engine)),
         Route("/events/runs/{run_id}", events.run_events(engine)),
         Route("/{kind:str}/{key:str}/{verb:str}", views.action, methods=["POST"]),

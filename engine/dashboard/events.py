@@ -15,7 +15,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..api import run_logs
 from ..api.engine import Engine
 from ..errors import DatabaseUnreachableError, SchemaNotMigratedError, SkiplockError
 from ..models import Run
@@ -123,7 +122,7 @@ def run_events(engine: Engine) -> Endpoint:
 
         async def events() -> AsyncIterator[str]:
             runs = engine.runs.subscribe_to_run_async(run_id)
-            async for run in _merged(runs, run_logs.changes_async(engine.dsn, run_id)):
+            async for run in _merged(runs, engine.runs.log_changes_async(run_id)):
                 if run is None:  # new log records: the page re-reads its body
                     yield _logs_event(run_id)
                     continue

@@ -15,13 +15,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from ..api.engine import Engine
+from ..db import queries
 from ..errors import (
     DatabaseUnreachableError,
     InvalidArgumentError,
     SchemaNotMigratedError,
     SkiplockError,
 )
-from ..models import RunStatus
+from ..models import Run, RunStatus
+from . import trace
 from .security import Csrf
 from .timeline import timeline
 
@@ -107,6 +109,11 @@ class Views:
             return self._render(
                 request, "base.html", {"title": "Not found", "error": str(exc)}, 404
             )
+        children = await self.engine.runs.children_async(run.id)
+        context: dict[str, Any] = {"run": run, "trace": await self._trace(run, children)}
+        fragment = request.query_params.get("fragment")
+        if fragment == "trace":  # the page re-reads the trace alone while the run runs
+            return self._render(request, "_trace.html", context)
         waitpoints = await self.engine.waitpoints.for_run_async(run.id)
         try:
             logs = await self.engine.runs.logs_async(run.id, limit=10000)
@@ -114,17 +121,22 @@ class Views:
             raise
         except SkiplockError:  # purged since: the page shows what it read
             logs = []
-        context = {
-            "title": f"{run.task_identifier} {run.id}",
-            "run": run,
-            "waitpoints": waitpoints,
-            "children": await self.engine.runs.children_async(run.id),
-            "reason": await self.engine.runs.status_reason_async(run.id),
-            "timeline": timeline(run, waitpoints),
-            "logs": logs,
-        }
-        name = "_run_body.html" if request.query_params.get("fragment") else "run.html"
-        return self._render(request, name, context)
+        context.update(
+            title=f"{run.task_identifier} {run.id}",
+            waitpoints=waitpoints,
+            children=children,
+            reason=await self.engine.runs.status_reason_async(run.id),
+            timeline=timeline(run, waitpoints),
+            logs=logs,
+        )
+        return self._render(request, "_run_body.html" if fragment else "run.html", context)
+
+    async def _trace(self, run: Run[Any, Any], children: list[Run[Any, Any]]) -> trace.Trace:
+        db = self.engine.adb
+        calls = await db.run(queries.run_trace(run.id, trace.CALL_LIMIT + 1))
+        logs = await db.run(queries.run_trace_logs(run.id, trace.LOG_LIMIT))
+        more = len(calls) > trace.CALL_LIMIT
+        return trace.build(run, calls[: trace.CALL_LIMIT], children, logs, more_calls=more)
 
     async def queues(self, request: Request) -> Response:
         queues = await self.engine.queues.list_async()

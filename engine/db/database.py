@@ -114,9 +114,39 @@ async def _execute_async(conn: psycopg.AsyncConnection[Any], query: Query[T]) ->
     return query.parse(rows)
 
 
+def pooled_connect_kwargs(pooled: bool) -> dict[str, Any]:
+    """Connection settings for a DSN behind a transaction-mode pooler: no server-side
+    prepared statements (psycopg prepares a statement run 5 times on one connection; the
+    pooler would send the next EXECUTE to another server session, where it does not exist:
+    PgBouncer before 1.21)."""
+    return {"prepare_threshold": None} if pooled else {}
+
+
+def shares_sessions(address: Address) -> bool:
+    """Whether `address` leads to a transaction-mode pooler: two client connections are
+    served by one server session in turn (PgBouncer hands an idle pool's most recent
+    session to the next client), or one client by two sessions. Directly, a connection is
+    one backend for life, and two open connections are two backends. A pooler busy enough
+    to hand out other sessions can pass for a server: this only ever errs that way. Two
+    short connections; `DatabaseUnreachableError` when the first cannot be opened."""
+    kwargs = {"autocommit": True, **address.connect_kwargs(), **pooled_connect_kwargs(True)}
+    try:
+        first = psycopg.Connection.connect(address.dsn, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise address.unreachable(exc) from exc
+    pid = "SELECT pg_backend_pid()"
+    with first:
+        before = first.execute(pid).fetchone()
+        with psycopg.Connection.connect(address.dsn, **kwargs) as second:
+            other = second.execute(pid).fetchone()
+        after = first.execute(pid).fetchone()
+    return before == other or before != after
+
+
 class _Shell:
     """What both shells are given: the address (with where it came from, for errors, and
-    its connect timeout) and how many connections they may open."""
+    its connect timeout) and how many connections they may open. `pooled`: the DSN leads
+    to a transaction-mode pooler (see `pooled_connect_kwargs`)."""
 
     def __init__(
         self,
@@ -125,12 +155,25 @@ class _Shell:
         max_size: int = 10,
         source: str = "from the dsn argument",
         connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+        pooled: bool | Callable[[], bool] = False,
     ) -> None:
         self.dsn = dsn
         self.address = Address(dsn, source, connect_timeout)
-        self._connect_kwargs = self.address.connect_kwargs()
+        # a callable is asked before the first connection (it may connect: a detection)
+        self._pooled: bool | Callable[[], bool] = pooled
         self._max_size = max_size
         self._init_state()
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the DSN leads to a transaction-mode pooler (asked once, if need be)."""
+        if not isinstance(self._pooled, bool):
+            self._pooled = bool(self._pooled())
+        return self._pooled
+
+    @property
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {**self.address.connect_kwargs(), **pooled_connect_kwargs(self.pooled)}
 
     def _init_state(self) -> None:
         """The shell's own state, set up at construction."""
@@ -288,6 +331,8 @@ class AsyncDatabase(_Shell):
         spare = conns.idle_elsewhere(lane) if conns.open >= conns.max_size else None
         conns.open += 1  # counted before any await, so that concurrent checkouts see it
         try:
+            if not isinstance(self._pooled, bool):  # a detection connects: not on the loop
+                self._pooled = bool(await asyncio.to_thread(self._pooled))
             if spare is not None:
                 # the connections in use are fewer than the slots: one of another lane
                 # is idle, and closing it makes room

@@ -19,6 +19,12 @@ hooks (which say what to watch). A transaction that looked for watchers just bef
 a registration committed announces nothing, so handlers of a gated channel get their
 None only once every transaction older than the registration has ended;
 `after_settled` schedules any other work on the same rule.
+
+A polling listener (`poll_interval`, for a DSN behind a transaction-mode pooler, where
+LISTEN never receives) listens to nothing: it tells every handler to catch up (None)
+every `poll_interval` seconds, on a connection of its own that keeps no session state
+(no prepared statements, no startup options), and runs `after_settled` work at the
+next round. Gated channels register nothing (skiplock.subscribe/watch key by session).
 """
 
 from __future__ import annotations
@@ -59,19 +65,21 @@ class Registration:
 class Listener:
     """The process's LISTEN connection for one DSN; get it with `Listener.for_dsn`."""
 
-    _instances: ClassVar[dict[str, Listener]] = {}
+    _instances: ClassVar[dict[tuple[str, float | None], Listener]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
-    def for_dsn(cls, dsn: str) -> Listener:
+    def for_dsn(cls, dsn: str, *, poll_interval: float | None = None) -> Listener:
+        """The process's listener for `dsn`; with `poll_interval`, its polling one."""
         with cls._instances_lock:
-            listener = cls._instances.get(dsn)
+            listener = cls._instances.get((dsn, poll_interval))
             if listener is None:
-                listener = cls._instances[dsn] = cls(dsn)
+                listener = cls._instances[dsn, poll_interval] = cls(dsn, poll_interval)
             return listener
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, poll_interval: float | None = None) -> None:
         self.dsn = dsn
+        self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._registrations: list[Registration] = []
         self._calls: list[Callable[[psycopg.Connection[Any]], None]] = []
@@ -113,7 +121,11 @@ class Listener:
 
     def after_settled(self, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
         """Run `fn` on the listener thread once every transaction in flight now (on the
-        listener's clock: after the calls queued before this one) has ended."""
+        listener's clock: after the calls queued before this one) has ended. A polling
+        listener runs it at its next round (it registers nothing that could be missed)."""
+        if self.polling:
+            self.call(fn)
+            return
         self.call(lambda conn: self._waiting.append((_horizon(conn), fn)))
 
     def _ensure_thread(self) -> None:
@@ -156,19 +168,36 @@ class Listener:
                 )
                 time.sleep(delay)
 
+    @property
+    def polling(self) -> bool:
+        """Polls instead of listening (see the module's docstring)."""
+        return self.poll_interval is not None
+
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.Connection.connect(
-            self.dsn,
-            autocommit=True,
-            application_name=f"skiplock-listener:{os.getpid()}",
-            # handlers re-run a few statements all the time: planning them anew each time
-            # cost more than running them (bench/realtime.py); their generic plans are good
-            options="-c plan_cache_mode=force_generic_plan",
-        )
+        if self.polling:
+            conn = psycopg.Connection.connect(
+                self.dsn,
+                autocommit=True,
+                application_name=f"skiplock-poller:{os.getpid()}",
+                prepare_threshold=None,  # a pooler's server sessions change under it
+            )
+        else:
+            conn = psycopg.Connection.connect(
+                self.dsn,
+                autocommit=True,
+                application_name=f"skiplock-listener:{os.getpid()}",
+                # handlers re-run a few statements all the time: planning them anew each
+                # time cost more than running them (bench/realtime.py); their generic
+                # plans are good
+                options="-c plan_cache_mode=force_generic_plan",
+            )
         self.connects += 1
         return conn
 
     def _serve(self, conn: psycopg.Connection[Any]) -> None:
+        if self.polling:
+            self._poll(conn)
+            return
         received: dict[str, list[str]] = {}
 
         def collect(channel: str, payload: str) -> None:
@@ -221,6 +250,34 @@ class Listener:
                     raise psycopg.OperationalError("the LISTEN connection was closed")
             elif not readable and timeout == _IDLE_CHECK:
                 conn.execute("SELECT 1")  # a quiet connection may be a dead one
+
+    def _poll(self, conn: psycopg.Connection[Any]) -> None:
+        """A polling listener's rounds: the calls, new registrations' None at once, and
+        every `poll_interval` seconds every handler's None."""
+        assert self.poll_interval is not None
+        with self._lock:
+            for reg in self._registrations:
+                reg.pending_catch_up = True
+        next_poll = time.monotonic() + self.poll_interval
+        while True:
+            with self._lock:
+                regs = list(self._registrations)
+                calls, self._calls = self._calls, []
+            if not regs and not calls:
+                return
+            for fn in calls:
+                _guarded(_ignoring_payloads(fn), None, conn)
+            polling = time.monotonic() >= next_poll
+            if polling:
+                next_poll = time.monotonic() + self.poll_interval
+            for reg in regs:
+                if polling or reg.pending_catch_up:
+                    reg.pending_catch_up = False
+                    _guarded(reg.handler, None, conn)
+            timeout = max(next_poll - time.monotonic(), 0.0)
+            readable, _, _ = select.select([self._wake_r.fileno()], [], [], timeout)
+            if readable:
+                _drain(self._wake_r)
 
     def _catch_up(self, conn: psycopg.Connection[Any], regs: list[Registration]) -> None:
         """New registrations, and all of them on a new connection, get their None: at once

@@ -31,11 +31,15 @@ from .faults import checkpoint
 from .lease import Lease
 from .outcomes import Completion, Outcomes, completions_json, refused
 from .state import RunningAttempt, WorkerState, wait_any
+from .tracing import tracing_attempts
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
 
 log = logging.getLogger("skiplock.worker")
+
+POLL_ONLY_MIN_INTERVAL = 0.05
+"""Poll-only mode: seconds before the next look for work after a claim found some."""
 
 
 class Claims:
@@ -58,6 +62,8 @@ class Claims:
         self._executor, self._engine = executor, engine
         self._version, self._queues = version, queues
         self._concurrency, self._poll_interval = concurrency, poll_interval
+        # no NOTIFY wakes the loop (a pooled DSN, nothing to LISTEN on): poll adaptively
+        self.poll_only = False
 
     async def run(self) -> None:
         """Until the worker stops: record finished attempts and claim runs for the free
@@ -67,8 +73,10 @@ class Claims:
         db = self._engine.adb
         task_ids = list(self._engine.tasks)
         done: list[Completion] = []  # taken from the queue, not recorded
+        idle_wait = self._poll_interval  # poll-only: the wait before the next look
         while not stopping.is_set():
             free = self._concurrency - len(running)
+            traced = tracing_attempts()  # then claims bring what the attempts' spans need
             outcomes.take(done)
             found = 0
             if free > 0 or done:
@@ -82,6 +90,7 @@ class Claims:
                     task_ids,
                     self._queues,
                     max(free, 0),
+                    traced,
                 )
                 try:
                     async with claim_lock:
@@ -93,7 +102,7 @@ class Claims:
                         found = len(rows)
                         if rows:
                             checkpoint("claimed")
-                        self._start(rows)
+                        self._start(rows, traced)
                 except (psycopg.Error, SkiplockError) as exc:
                     # completions are fenced by attempt: sent again in the next round
                     log.exception("claim failed; retrying after the poll interval")
@@ -103,10 +112,16 @@ class Claims:
                     continue
             if found < free or free <= 0:
                 # nothing more to take: sleep until a NOTIFY, a freed slot, or the poll
-                await wait_any(wake, stopping, timeout=self._poll_interval)
+                timeout = self._poll_interval
+                if self.poll_only:
+                    # soon after finding work, more is likely: look again in 50 ms, then
+                    # back off (doubling) to the poll interval while none comes
+                    idle_wait = POLL_ONLY_MIN_INTERVAL if found else min(idle_wait * 2, timeout)
+                    timeout = min(idle_wait, timeout)
+                await wait_any(wake, stopping, timeout=timeout)
         outcomes.give_back(done)  # for the flusher
 
-    def _start(self, rows: list[dict[str, Any]]) -> None:
+    def _start(self, rows: list[dict[str, Any]], traced: bool = False) -> None:
         """Start an attempt for each claimed row, as a task on the loop."""
         state, tasks, execute = self._state, self._engine.tasks, self._executor.execute
         for row in rows:
@@ -122,6 +137,8 @@ class Claims:
             attempt = RunningAttempt(
                 ctx, task, row["payload"], row["max_duration"], resumed=row["resumed"]
             )
+            if traced:
+                attempt.queue, attempt.trace_context = row["queue"], row["trace_context"]
             state.running[ctx.attempt_id] = attempt
             state.by_run[ctx.run_id] = ctx.attempt_id
             attempt.future = start_task(execute(attempt), f"run {ctx.run_id}")

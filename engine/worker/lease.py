@@ -13,7 +13,8 @@ maintenance crashes the worker's started runs and requeues the rest. Guarantees:
 * A worker declared lost (the database crashed its runs while it could not be reached)
   stops its runs and registers anew, under a new id.
 * A heartbeat reports the attempts the database no longer considers current
-  (canceled, crashed, timed out): they are stopped.
+  (canceled, crashed, timed out): they are stopped. In poll-only mode that is how a
+  cancel arrives, so while attempts run the heartbeat comes every poll interval.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Lease:
         # the database may release runs of this worker it does not list (see heartbeat)
         self.claim_lock = asyncio.Lock()
         self._background: set[asyncio.Future[None]] = set()  # fire-and-forget checks
+        # poll-only: seconds between heartbeats while attempts run (see heartbeat)
+        self.cancel_poll: float | None = None
 
     def lapsed(self) -> bool:
         """The lease may have lapsed: maintenance owns this worker's runs."""
@@ -101,9 +104,19 @@ class Lease:
             log.warning("could not renew the lease after reconnecting", exc_info=True)
 
     async def heartbeat(self) -> None:
-        """Renew the lease every `heartbeat_interval`, until cancelled."""
+        """Renew the lease every `heartbeat_interval`, until cancelled. With `cancel_poll`
+        (poll-only mode: no LISTEN brings cancels), every `cancel_poll` seconds while
+        attempts run: the reply names the attempts canceled meanwhile."""
+        loop = self._state.loop
+        last = loop.time()
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
+            if self.cancel_poll is None:
+                await asyncio.sleep(self._heartbeat_interval)
+            else:
+                await asyncio.sleep(min(self.cancel_poll, self._heartbeat_interval))
+                if not self._state.running and loop.time() - last < self._heartbeat_interval:
+                    continue
+            last = loop.time()
             try:
                 # a partition can swallow the call without an error: give up on it (and
                 # on the claim lock) rather than wait for TCP to notice, minutes later

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -54,6 +55,9 @@ class Outcomes:
     def __init__(self, state: WorkerState, lease: Lease, engine: Engine) -> None:
         self._state, self._lease, self._engine = state, lease, engine
         self._unrecorded = state.unrecorded
+        # called with (task id, the run's new status) for each outcome recorded, when the
+        # worker counts them (its metrics: worker/metrics.py); None costs nothing
+        self.counted: Callable[[str, str], None] | None = None
 
     def open(self) -> None:
         self.queue = asyncio.Queue()
@@ -85,10 +89,15 @@ class Outcomes:
 
     def recorded(self, batch: list[Completion], *, lines: bool = True) -> None:
         """The database has recorded `batch`: the worker no longer holds its attempts.
-        Each gets its outcome line (if `lines` and the logger wants them)."""
+        Each gets its outcome line (if `lines` and the logger wants them) and is counted
+        COMPLETED (`lines` False: recorded as failures instead, `record_each`)."""
         for item in batch:
             self._unrecorded.discard(item[0])
             self.queue.task_done()
+        if lines and self.counted is not None:
+            for _, _, _, ctx, _ in batch:
+                if ctx is not None:
+                    self.counted(ctx.task_id, "COMPLETED")
         if lines and report.enabled():  # once per batch: nothing is built when it is not
             for _, _, _, ctx, seconds in batch:
                 if ctx is not None:
@@ -169,6 +178,8 @@ class Outcomes:
                 else:
                     if ctx is not None and report.enabled():
                         report.failed(ctx, _value(status), refusal, None, seconds)
+                    if ctx is not None:
+                        self._count(ctx, status)
                 self.recorded([item], lines=False)
                 continue
             self.recorded([item])
@@ -193,6 +204,7 @@ class Outcomes:
             return None
         if report.enabled():
             report.failed(ctx, _value(new_status), exc, retry_delay, seconds)
+        self._count(ctx, new_status)
         if new_status is not None and new_status.value == "QUEUED" and retry_delay:
             self._state.loop.call_later(retry_delay, self._state.wake.set)
         return new_status
@@ -212,6 +224,7 @@ class Outcomes:
         recorded, new_status = await self._send_fenced(query, ctx, "interrupted attempt")
         if not recorded or new_status is None:
             return  # lapsed, or no longer current (canceled meanwhile): nothing to say
+        self._count(ctx, new_status)
         took = "" if seconds is None else f" after {report.duration(seconds)}"
         if new_status.value == "QUEUED":
             log.warning(
@@ -236,6 +249,10 @@ class Outcomes:
         logs = run_logs.pending(self._engine)
         if logs is not None:
             await logs.write_now()
+
+    def _count(self, ctx: TaskContext, status: RunStatus | None) -> None:
+        if self.counted is not None and status is not None:
+            self.counted(ctx.task_id, status.value)
 
     async def _send_fenced(
         self, query: Query[RunStatus | None], ctx: TaskContext, what: str

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..api import tracing as _tracing
 from ..api.durable import to_json
 from ..db import queries as _queries
-from ..models import Result
+from ..models import Result, Run
 
 if TYPE_CHECKING:
     from ..api.context import TaskContext
@@ -113,22 +115,29 @@ class Execution:
         position, entry = await self._entry("step", name)
         if entry is not None:
             return entry["output"]
-        result = fn(*args, **kw)
-        if inspect.isawaitable(result):
-            result = await result
-        await self._record(position, name, result)
+        with _tracing.step_span(name, position):
+            started = time.perf_counter()
+            result = fn(*args, **kw)
+            if inspect.isawaitable(result):
+                result = await result
+            await self._record(position, name, result, time.perf_counter() - started)
         return result
 
     def step_sync(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         position, entry = self.dispatch(lambda: self._entry("step", name))
         if entry is not None:
             return entry["output"]
-        result = fn(*args, **kw)
-        self.dispatch(lambda: self._record(position, name, result))
+        with _tracing.step_span(name, position):
+            started = time.perf_counter()
+            result = fn(*args, **kw)
+            seconds = time.perf_counter() - started
+            self.dispatch(lambda: self._record(position, name, result, seconds))
         return result
 
-    async def _record(self, position: int, name: str, result: Any) -> None:
-        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result))
+    async def _record(self, position: int, name: str, result: Any, seconds: float) -> None:
+        """Record a step's result; `seconds`, how long it ran, dates its start in the trace
+        (measured here, on a monotonic clock, and sent with the result: no other write)."""
+        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result), seconds)
         if not await self.engine.adb.run(query):
             raise Suspended("FENCED")
 
@@ -159,8 +168,10 @@ class Execution:
         position, entry = await self._entry("step", name)
         if entry is not None:
             return str(entry["output"])
+        started = time.perf_counter()
         token = await self.engine.adb.run(_queries.create_token(options))
-        await self._record(position, name, token["waitpoint_id"])
+        seconds = time.perf_counter() - started
+        await self._record(position, name, token["waitpoint_id"], seconds)
         return str(token["waitpoint_id"])
 
     async def wait_token(self, token_id: str) -> Result:
@@ -182,17 +193,22 @@ class Execution:
         position, entry = await self._entry("run", task)
         if entry is None:
             await self._suspending()
-            query = _queries.trigger_and_wait(
-                self.ctx.attempt_id, position, task, payload_json, options
-            )
-            answer = await self.engine.adb.run(query)
+            # the child's trace context is this span's, a child of the attempt's (current)
+            with _tracing.trigger_span(task, "trigger_and_wait") as span:
+                query = _queries.trigger_and_wait(
+                    self.ctx.attempt_id, position, task, payload_json, span.options(options)
+                )
+                answer = await self.engine.adb.run(query)
+                span.run(answer["child_id"])
             self._blocked(answer["outcome"])
             child = answer["child_id"]
         elif entry["waitpoint_status"] != "COMPLETED":
             raise Suspended("WAITING")  # resumed early: cannot happen, but never run on
         else:
             child = entry["output"]
-        run = await self.engine.runs.retrieve_async(child)
+        # from the primary, never a replica (`runs.retrieve` may read one): the child's
+        # final state is what this run resumed on
+        run: Run[Any, Any] = Run.model_validate(await self.engine.adb.run(_queries.retrieve(child)))
         return _result(run.id, run.status.value, run.output, run.error, parse)
 
     async def batch_trigger_and_wait(
@@ -201,10 +217,12 @@ class Execution:
         position, entry = await self._entry("batch", task)
         if entry is None:
             await self._suspending()
-            query = _queries.batch_trigger_and_wait(
-                self.ctx.attempt_id, position, task, items_json, options
-            )
-            answer = await self.engine.adb.run(query)
+            with _tracing.trigger_span(task, "batch_trigger_and_wait") as span:
+                query = _queries.batch_trigger_and_wait(
+                    self.ctx.attempt_id, position, task, items_json, span.options(options)
+                )
+                answer = await self.engine.adb.run(query)
+                span.batch(answer["batch_id"])
             self._blocked(answer["outcome"])
             batch = answer["batch_id"]
         elif entry["waitpoint_status"] != "COMPLETED":

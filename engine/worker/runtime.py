@@ -25,6 +25,7 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
 from .lease import Lease
@@ -33,9 +34,11 @@ from .report import plural
 from .run_logs import RunLogWriter
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
+from .tracing import install as _trace_attempts
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("skiplock.worker")
 
@@ -60,6 +63,10 @@ class Worker:
     `freeze_gc=True` (what `skiplock worker` sets) moves everything alive at start-up out
     of the garbage collector's sight, for a process that is nothing but the worker.
 
+    `metrics_port` serves the worker's Prometheus metrics on that port of `metrics_host`
+    while it runs (worker/metrics.py; needs `skiplock[metrics]`), with the database-wide
+    figures too if `metrics_database`. A port taken fails `run()` at once.
+
     The settings are read when the worker is made: change them on a new `Worker`."""
 
     def __init__(
@@ -78,6 +85,9 @@ class Worker:
         default_ttl: float | None = None,
         freeze_gc: bool = False,
         migrate: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        metrics_database: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
@@ -129,6 +139,18 @@ class Worker:
             concurrency=concurrency,
             poll_interval=poll_interval,
         )
+        # where LISTEN goes, or poll-only: known once started (see _start_up)
+        self._listen_dsn: str | None = None
+        self._poll_only = False
+        self._metrics: WorkerMetrics | None = None
+        if metrics_port is not None:
+            # imported only when asked for: a SkiplockError here without the extra
+            from .metrics import WorkerMetrics
+
+            self._metrics = WorkerMetrics(
+                state, engine, port=metrics_port, host=metrics_host, database=metrics_database
+            )
+            self._outcomes.counted = self._metrics.finished
         self._loop: asyncio.AbstractEventLoop | None = None  # while and after running
         self._stop_requested = threading.Event()
         self._hurry_requested = threading.Event()  # stop(now=True) before the loop ran
@@ -177,6 +199,16 @@ class Worker:
             self._on_stop(True)
 
     async def run_async(self, *, install_signals: bool = False) -> None:
+        if self._metrics is None:
+            await self._run(install_signals)
+            return
+        self._metrics.start(asyncio.get_running_loop())  # before anything: the port taken?
+        try:
+            await self._run(install_signals)
+        finally:
+            self._metrics.stop()
+
+    async def _run(self, install_signals: bool) -> None:
         state = self._state
         state.open(asyncio.get_running_loop())
         self._outcomes.open()
@@ -197,6 +229,7 @@ class Worker:
                 await db.close()
         if not started:
             return
+        _trace_attempts()  # spans for attempts, if the application set a TracerProvider
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
             # objects) lives as long as the process: out of the collector's sight, a full
@@ -205,13 +238,15 @@ class Worker:
             # bigger process: its objects alive now would never be collected either.
             gc.collect()
             gc.freeze()
-        registrations = self._listen()
+        listener = None if self._poll_only else Listener.for_dsn(self._listen_dsn or "")
+        registrations = self._listen(listener) if listener is not None else []
         run_logs = RunLogWriter.acquire(self.engine)
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
             asyncio.create_task(self._tick(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
+            asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
         ]
         flusher: asyncio.Task[None] | None = None
         try:
@@ -223,7 +258,8 @@ class Worker:
             if flusher is None:
                 flusher = asyncio.create_task(self._outcomes.flush(), name="skiplock-flush")
             for reg in registrations:
-                Listener.for_dsn(self.engine.dsn).remove(reg)
+                assert listener is not None
+                listener.remove(reg)
             await self._outcomes.wait_recorded()
             flusher.cancel()
             for t in background:
@@ -251,6 +287,18 @@ class Worker:
         migrated = not self.migrate
         while not state.stopping.is_set():
             try:
+                if self._listen_dsn is None and not self._poll_only:
+                    # pooled or not (a detection connects: in a thread), and so where to
+                    # LISTEN, or whether to poll
+                    self._listen_dsn = await asyncio.to_thread(lambda: self.engine.listen_dsn)
+                    self._poll_only = self._claims.poll_only = self._listen_dsn is None
+                    if self._poll_only:
+                        self._lease.cancel_poll = self.poll_interval
+                        log.info(
+                            "poll-only (a pooled DSN, no listen DSN): polling for work, and "
+                            "for cancels while running attempts, every %gs",
+                            self.poll_interval,
+                        )
                 if not migrated:
                     # blocking: in a thread, so that SIGTERM is still heard meanwhile
                     applied = await asyncio.to_thread(self.engine.migrate)
@@ -288,6 +336,8 @@ class Worker:
                 self.lease_timeout,
             )
         )
+        if self._poll_only:
+            await self.engine.adb.run(_queries.set_worker_polls(self._state.id))
         log.info(
             "worker %s started: version %s, %s",
             self.id,
@@ -342,9 +392,11 @@ class Worker:
 
     # -- signals from the database ----------------------------------------------------------
 
-    def _listen(self) -> list[Registration]:
+    def _listen(self, listener: Listener) -> list[Registration]:
         """Wake-ups and cancels from the process's shared LISTEN connection. Each read's
-        notifications reach the loop as one call (a burst of triggers is one wake-up)."""
+        notifications reach the loop as one call (a burst of triggers is one wake-up).
+        Not in poll-only mode: the claim loop polls, and the heartbeat's reply names the
+        attempts canceled meanwhile."""
         state = self._state
         loop = state.loop
 
@@ -359,7 +411,6 @@ class Worker:
             for run_id in payloads or ():
                 loop.call_soon_threadsafe(state.stop_run, run_id)
 
-        listener = Listener.for_dsn(self.engine.dsn)
         return [listener.add("skiplock_wake", on_wake), listener.add("skiplock_cancel", on_cancel)]
 
     def _on_wake(self, reconnected: bool) -> None:

@@ -43,6 +43,10 @@ class RunningAttempt:
     parsed: Any = None  # the payload, as the task's type, once parsed (for hooks)
     output: Any = None  # what the task function returned (for on_success)
     execution: Any = None  # its replay.Execution (what it waits on, for on_wait)
+    # a worker that traces (tracing.py) claims these too: the run's queue, and the trace
+    # context stored with it (JSON text; None if its trigger was not traced)
+    queue: str | None = None
+    trace_context: str | None = None
 
 
 class WorkerState:

@@ -46,7 +46,8 @@ END;
 $$;
 
 -- wake: tell workers of queue p_queue ('' for any) that work may be ready, on channel
--- skiplock_wake; sent only while some worker holds a current lease. A NOTIFY costs every
+-- skiplock_wake; sent only while some worker that listens (not a polling one, see
+-- set_worker_polls) holds a current lease. A NOTIFY costs every
 -- committing transaction the cluster-wide notify lock, and wakes every session that
 -- LISTENs in the database, on any channel (a realtime subscriber too): measured, one
 -- trigger() in four went to that with a subscriber and no workers (bench/realtime.py).
@@ -55,7 +56,7 @@ CREATE OR REPLACE FUNCTION skiplock.wake(p_queue text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM skiplock.workers w
-                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL
+                WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND NOT w.polls
                   AND w.lease_expires_at > skiplock.now()) THEN
         PERFORM pg_notify('skiplock_wake', p_queue);
     END IF;

@@ -47,11 +47,11 @@ END;
 $$;
 
 -- new_run: the row of a new run of p_task: its payload, its values from the options
--- (p_run, from run_options), p_options' version, batch_id and idempotency key, whether a
--- deployment has the task (else PENDING_VERSION), its parent (NULLs for none). The one
--- place a new run's columns get their values, in skiplock.runs' column order: trigger()
--- inserts one such row, insert_runs an array of them. A column added to skiplock.runs
--- goes here too (until it does, every trigger fails).
+-- (p_run, from run_options), p_options' version, batch_id, idempotency key and trace
+-- context, whether a deployment has the task (else PENDING_VERSION), its parent (NULLs
+-- for none). The one place a new run's columns get their values, in skiplock.runs'
+-- column order: trigger() inserts one such row, insert_runs an array of them. A column
+-- added to skiplock.runs goes here too (until it does, every trigger fails).
 -- A SQL function of one SELECT, VOLATILE as gen_id is, with no SET clause, so that the
 -- planner inlines it into the caller's statement (tests/test_migrations.py checks it);
 -- not inlined, each call would plan its query anew. Callers take the row whole: in
@@ -93,7 +93,8 @@ LANGUAGE sql VOLATILE AS $$
         0,                                                          -- interruptions
         nullif(p_run.retention, 'Infinity'),                        -- retention_s
         p_options->>'schedule_id',                                  -- schedule_id
-        (p_options->>'schedule_slot')::timestamptz                  -- schedule_slot
+        (p_options->>'schedule_slot')::timestamptz,                 -- schedule_slot
+        p_options->'trace_context'                                  -- trace_context
     )::skiplock.runs
 $$;
 
@@ -104,7 +105,8 @@ $$;
 --   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
 --   forever) and default_retention (s, null: forever; see run_retention); schedule_id and
 --   schedule_slot (set by fire_schedule: one run per schedule and slot); debounce
---   ({"key", "delay", "mode", "max_delay"}: see debounce_trigger).
+--   ({"key", "delay", "mode", "max_delay"}: see debounce_trigger); trace_context (the
+--   W3C carrier of the trigger's OpenTelemetry span, kept with the run).
 -- Locks: the unique idempotency index entry (concurrent triggers with one key wait
 --   for each other, so exactly one run is made); the parent row FOR KEY SHARE if any.
 -- Status: PENDING_VERSION when no deployment has the task (or the pinned version),
@@ -259,6 +261,10 @@ BEGIN
             THEN 'retention must be a number of seconds or null'
         WHEN jsonb_typeof(p_opts->'default_retention') NOT IN ('number', 'null')
             THEN 'default_retention must be a number of seconds or null'
+        WHEN jsonb_typeof(p_opts->'trace_context') <> 'object'
+            THEN 'trace_context must be a JSON object'
+        WHEN octet_length((p_opts->'trace_context')::text) > 4096
+            THEN 'trace_context must be at most 4 KB'
     END;
 END;
 $$;

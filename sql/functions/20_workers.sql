@@ -15,6 +15,13 @@ LANGUAGE sql VOLATILE AS $$
                       FOR SHARE)
 $$;
 
+-- set_worker_polls: the worker (just registered) polls for work and cancels instead of
+-- listening (poll-only mode, behind a pooler): wake() sends nothing on its account.
+CREATE OR REPLACE FUNCTION skiplock.set_worker_polls(p_worker_id text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE skiplock.workers SET polls = true WHERE id = p_worker_id
+$$;
+
 -- seconds_or_forever: p_obj's key p_key as seconds: NULL when absent, 'Infinity' when
 -- JSON null (keep forever).
 CREATE OR REPLACE FUNCTION skiplock.seconds_or_forever(p_obj jsonb, p_key text)

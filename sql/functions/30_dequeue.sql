@@ -129,12 +129,14 @@ $$;
 -- resuming from a wait, its suspended one. p_version, if given, locks the runs to it.
 -- One UPDATE and one INSERT for the set; started_at is stamped by skiplock.clock(), after
 -- whatever admission the caller did. Returns the attempts with what a worker needs, in
--- queue order; `resumed`: the attempt continues after a wait (its hooks say on_resume).
+-- queue order; `resumed`: the attempt continues after a wait (its hooks say on_resume);
+-- `queue` and `trace_context` (NULL if the trigger was not traced): for a worker that
+-- traces (its attempt's span starts in that context), selected only by such a worker.
 CREATE OR REPLACE FUNCTION skiplock.begin_attempts(
     p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean)
+               resumed boolean, queue text, trace_context jsonb)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
@@ -161,14 +163,15 @@ BEGIN
            AND (p_from <> 'DEQUEUED' OR r.worker_id = p_worker_id)
            AND o.id = r.id
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
-                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended),
+                  r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
+                  r.trace_context),
     inserted AS (
         INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
         ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended
+           s.attempt_count, s.suspended, s.queue, s.trace_context
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -198,7 +201,7 @@ CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean)
+               resumed boolean, queue text, trace_context jsonb)
 LANGUAGE sql AS $$
     SELECT * FROM skiplock.begin_attempts(
         p_worker_id, p_version, skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit),
@@ -219,7 +222,7 @@ CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
     p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean)
+               resumed boolean, queue text, trace_context jsonb)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM skiplock.worker_is_active(p_worker_id);

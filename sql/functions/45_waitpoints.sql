@@ -305,19 +305,25 @@ END;
 $$;
 
 -- record_step: record the result of durable step p_position of the attempt's run, fenced
--- by attempt. Returns false when the attempt is no longer current.
+-- by attempt; p_seconds is how long the step function ran (the worker measures it), which
+-- dates the step's start back from now (its end). Returns false when the attempt is no
+-- longer current.
 CREATE OR REPLACE FUNCTION skiplock.record_step(
-    p_attempt_id text, p_position integer, p_name text, p_output jsonb)
+    p_attempt_id text, p_position integer, p_name text, p_output jsonb,
+    p_seconds double precision DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v_run skiplock.runs := skiplock.current_run(p_attempt_id);
+    v_now timestamptz := skiplock.now();
 BEGIN
     IF v_run.id IS NULL THEN
         RETURN false;
     END IF;
-    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at)
-    VALUES (v_run.id, p_position, 'step', p_name, p_output, skiplock.now())
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    VALUES (v_run.id, p_position, 'step', p_name, p_output, v_now,
+            CASE WHEN p_seconds IS NOT NULL
+                 THEN v_now - make_interval(secs => greatest(p_seconds, 0)) END)
     ON CONFLICT (run_id, position) DO NOTHING;
     RETURN true;
 END;

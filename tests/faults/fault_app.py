@@ -146,7 +146,11 @@ def db_touch(payload: dict[str, Any], ctx: TaskContext) -> int:
     token = _token()
     record(ctx, token, "start")
     n = int(payload.get("queries", 10))
-    with psycopg.connect(_dsn(), autocommit=True, application_name="fault-task") as conn:
+    # prepare_threshold=None: behind a transaction-mode pooler (the pgbouncer scenario)
+    # a statement psycopg prepared on one server session is run on another
+    with psycopg.connect(
+        _dsn(), autocommit=True, application_name="fault-task", prepare_threshold=None
+    ) as conn:
         for _ in range(n):
             conn.execute("SELECT 1")
             time.sleep(payload.get("sleep", 0.1))

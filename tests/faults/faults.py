@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .cluster import Cluster
+from .pooler import PgBouncer
 from .workers import WorkerPool, WorkerProc
 
 KINDS = (
@@ -41,6 +42,8 @@ PROCESS_FAULTS = ("sigkill_worker", "sigstop_worker", *CRASH_POINTS)
 PARTITION_FAULTS = ("proxy_blackhole",)
 # the faults that need each worker behind a proxy of its own
 PROXY_FAULTS = ("proxy_cut", "proxy_blackhole")
+# not in KINDS (the mixed plans): it needs the workers behind a PgBouncer (Plan(pooled=True))
+POOLER_FAULTS = ("pgbouncer_restart",)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Injector:
     dsn: str
     pool: WorkerPool
     rng: random.Random
+    bouncer: PgBouncer | None = None  # the workers' PgBouncer, in a pooled plan
     started: float = field(default_factory=time.monotonic)
     log: list[Fault] = field(default_factory=list)
 
@@ -134,6 +138,16 @@ class Injector:
         down = self.cluster.restart_immediate(down_for=self.rng.uniform(0.5, 1.0))
         lease = self.pool.settings.lease_timeout
         return [], f"unreachable {down:.1f}s (lease {lease:.0f}s), {busy} db tasks in flight"
+
+    def pgbouncer_restart(self) -> tuple[list[int], str]:
+        """The workers' PgBouncer SIGKILLed under load (every client and server connection
+        cut, transactions in flight aborted or committed unanswered) and started again on
+        its port after 0.5-1 s."""
+        if self.bouncer is None:
+            raise RuntimeError("pgbouncer_restart needs a pooled plan (Plan(pooled=True))")
+        busy = self._wait_for_db_work(15.0)
+        down = self.bouncer.restart(down_for=self.rng.uniform(0.5, 1.0))
+        return [], f"pgbouncer down {down:.1f}s, {busy} db tasks in flight"
 
     def _wait_for_db_work(self, timeout: float) -> int:
         query = (

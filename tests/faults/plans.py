@@ -39,6 +39,14 @@ def ci_plans() -> list[Plan]:
             faults=["proxy_cut", "proxy_blackhole", "proxy_cut"],
             seed=SEED,
         ),
+        Plan(
+            "pgbouncer",
+            runs=120,
+            seconds=10,
+            faults=["pgbouncer_restart"] * 2,
+            seed=SEED,
+            pooled=True,
+        ),
         Plan("mixed", runs=200, seconds=16, faults=list(KINDS), seed=SEED),
     ]
 

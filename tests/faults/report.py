@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .faults import KINDS, Injector
+from .faults import KINDS, POOLER_FAULTS, Injector
 from .invariants import Findings
 
 _SHOWN = 5  # offending rows shown per failed invariant
@@ -22,7 +22,7 @@ def table(
         ("runs (incl. children)", str(f.runs), ""),
         *((f"  {s}", str(n), "") for s, n in sorted(f.statuses.items())),
         ("trigger calls re-sent", str(trigger_retries), ""),
-        *((f"fault: {k}", str(counts.get(k, 0)), "") for k in KINDS),
+        *((f"fault: {k}", str(counts.get(k, 0)), "") for k in (*KINDS, *POOLER_FAULTS)),
         (f"peak attempts in the limited queue (limit {2})", str(f.queue_peak), ""),
     ]
     for c in f.checks:

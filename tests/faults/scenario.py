@@ -17,6 +17,7 @@ from . import fault_app
 from .cluster import Cluster
 from .faults import PROXY_FAULTS, Injector
 from .invariants import Findings, check
+from .pooler import PgBouncer
 from .report import table
 from .workers import WorkerPool, WorkerSettings
 from .workload import Triggerer, drain
@@ -32,6 +33,9 @@ class Plan:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     drain_timeout: float = 90.0
     seed: int | None = None
+    # workers reach the server through a PgBouncer (transaction mode) with SKIPLOCK_POOLED=1
+    # and no listen DSN: poll-only (the triggerer and the checks connect directly)
+    pooled: bool = False
 
     @property
     def proxied(self) -> bool:
@@ -64,11 +68,16 @@ def run(cluster: Cluster, plan: Plan, log_dir: Path) -> Outcome:
         conn.execute(fault_app.LEDGER_DDL)
     log_dir.mkdir(parents=True, exist_ok=True)
     upstream = ("127.0.0.1", cluster.port) if plan.proxied else None
-    pool = WorkerPool(dsn, log_dir, plan.settings, upstream)
+    bouncer = PgBouncer(cluster.dsn()).start() if plan.pooled else None
+    if bouncer is not None:
+        pool = WorkerPool(bouncer.dsn_for(dsn), log_dir, plan.settings, upstream)
+        pool.env["SKIPLOCK_POOLED"] = "1"
+    else:
+        pool = WorkerPool(dsn, log_dir, plan.settings, upstream)
     for _ in range(plan.workers):
         pool.spawn()
     _wait_registered(dsn, plan.workers)
-    injector = Injector(cluster, dsn, pool, rng)
+    injector = Injector(cluster, dsn, pool, rng, bouncer=bouncer)
     triggerer = Triggerer(engine, plan.runs, plan.seconds, random.Random(seed + 1))
     timings: dict[str, float] = {"setup": time.monotonic() - began}
     injector.started = time.monotonic()
@@ -85,6 +94,8 @@ def run(cluster: Cluster, plan: Plan, log_dir: Path) -> Outcome:
     finally:
         exits = pool.stop_all()
         engine.close()
+        if bouncer is not None:
+            bouncer.close()
     findings = check(dsn, triggerer.acked, injector.process_fault_pids(), triggerer.purgeable)
     timings["total"] = time.monotonic() - began
     report = table(plan.name, seed, findings, injector, timings, triggerer.retried, exits)

@@ -60,6 +60,7 @@ class WorkerPool:
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     # (host, port) of the server's TCP listener: each worker gets a proxy to it
     upstream: tuple[str, int] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # for every worker
     procs: list[WorkerProc] = field(default_factory=list)
     retired: list[WorkerProc] = field(default_factory=list)
     _spawned: int = 0
@@ -80,6 +81,7 @@ class WorkerPool:
             "PYTHONPATH": os.pathsep.join(
                 [str(HERE), str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]
             ),
+            **self.env,
             **(env or {}),
         }
         with open(log, "w") as out:

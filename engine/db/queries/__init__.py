@@ -2,12 +2,13 @@
 
 Every write is a call of one SQL function from sql/functions, so the logic lives in SQL
 and any language can drive the same transitions. Reads select from the views
-(run_details, queue_stats, worker_status) or, for waitpoints and batches, the tables.
+(run_details, queue_stats, worker_status, metrics) or, for waitpoints and batches, the tables.
 They are grouped by who sends them (runs.py: the public API; attempts.py: the worker
-runtime; waitpoints.py: durable calls and tokens; run_logs.py: run logs, written and
-read) and all importable from here.
+runtime; waitpoints.py: durable calls and tokens; alerts.py: alert delivery; run_logs.py:
+run logs, written and read) and all importable from here.
 """
 
+from .alerts import claim_alerts, record_alert
 from .attempts import (
     complete_and_claim,
     complete_attempts,
@@ -16,6 +17,7 @@ from .attempts import (
     heartbeat,
     interrupt_attempt,
     register_worker,
+    set_worker_polls,
     start_attempts,
     stop_worker,
     tick,
@@ -28,6 +30,7 @@ from .runs import (
     children,
     deployed_task_ids,
     list_runs,
+    metrics,
     migrations_applied,
     purge_runs,
     queue_call,
@@ -36,6 +39,8 @@ from .runs import (
     replay,
     reschedule,
     retrieve,
+    run_trace,
+    run_trace_logs,
     runs_by_id,
     status_reason,
     table_health,
@@ -76,6 +81,7 @@ __all__ = [
     "cancel",
     "changed_runs",
     "children",
+    "claim_alerts",
     "complete_and_claim",
     "complete_attempts",
     "complete_token",
@@ -89,11 +95,13 @@ __all__ = [
     "interrupt_attempt",
     "list_runs",
     "list_schedules",
+    "metrics",
     "migrations_applied",
     "purge_runs",
     "queue_call",
     "queue_stat",
     "queue_stats",
+    "record_alert",
     "record_step",
     "register_worker",
     "replay",
@@ -102,9 +110,12 @@ __all__ = [
     "retrieve_schedule",
     "run_log",
     "run_logs_of",
+    "run_trace",
+    "run_trace_logs",
     "run_waitpoints",
     "runs_by_id",
     "set_schedule_active",
+    "set_worker_polls",
     "start_attempts",
     "status_reason",
     "stop_worker",

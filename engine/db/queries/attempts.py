@@ -27,6 +27,11 @@ def register_worker(
     )
 
 
+def set_worker_polls(worker_id: str) -> Query[None]:
+    """The worker polls (poll-only mode): no wake-up NOTIFY on its account."""
+    return Query("SELECT skiplock.set_worker_polls(%s)", (worker_id,), lambda rows: None)
+
+
 def dequeue(
     worker_id: str, version: str, tasks: list[str], queues: list[str] | None, limit: int
 ) -> Query[list[dict[str, Any]]]:
@@ -40,6 +45,21 @@ def dequeue(
     )
 
 
+# payload and metadata as JSON text: the worker validates the payload straight from it,
+# and decodes metadata only when there is some
+_CLAIM = (
+    "SELECT run_id, task_identifier, payload::text AS payload, "
+    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed "
+    "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)"
+)
+_CLAIM_TRACED = (
+    "SELECT run_id, task_identifier, payload::text AS payload, "
+    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, "
+    "queue, trace_context::text AS trace_context "
+    "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)"
+)
+
+
 def complete_and_claim(
     results_json: str | None,
     worker_id: str,
@@ -47,15 +67,13 @@ def complete_and_claim(
     tasks: list[str],
     queues: list[str] | None,
     limit: int,
+    traced: bool = False,
 ) -> Query[list[dict[str, Any]]]:
     """Record finished attempts (JSON as complete_attempts takes, or None) and claim up
-    to `limit` runs, in one durable commit."""
+    to `limit` runs, in one durable commit. `traced`: with each run's queue and trace
+    context (JSON text, or None), for the attempts' spans."""
     return Query(
-        # payload and metadata as JSON text: the worker validates the payload straight from
-        # it, and decodes metadata only when there is some
-        "SELECT run_id, task_identifier, payload::text AS payload, "
-        "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed "
-        "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)",
+        _CLAIM_TRACED if traced else _CLAIM,
         (results_json, worker_id, version, tasks, queues, limit),
         _as_is,
         # a lost reply leaves runs EXECUTING with nobody running them; re-sending would

@@ -112,6 +112,16 @@ def children(run_id: str, limit: int) -> Query[list[dict[str, Any]]]:
     )
 
 
+def run_trace(run_id: str, limit: int) -> Query[list[dict[str, Any]]]:
+    """The run's first `limit` durable calls with their times and waitpoints (the trace)."""
+    return Query("SELECT * FROM skiplock.run_trace(%s, %s)", (run_id, limit), _as_is)
+
+
+def run_trace_logs(run_id: str, limit: int) -> Query[list[dict[str, Any]]]:
+    """The run's newest `limit` log records, oldest first (none without run logs)."""
+    return Query("SELECT * FROM skiplock.run_trace_logs(%s, %s)", (run_id, limit), _as_is)
+
+
 def cancel(run_id: str) -> Query[RunStatus]:
     return Query("SELECT skiplock.cancel_run(%s)", (run_id,), lambda rows: RunStatus(_scalar(rows)))
 
@@ -179,6 +189,11 @@ def table_health() -> Query[list[dict[str, Any]]]:
     return Query(
         "SELECT * FROM skiplock.table_health ORDER BY total_bytes DESC, table_name", (), _as_is
     )
+
+
+def metrics() -> Query[list[dict[str, Any]]]:
+    """The database-wide figures of skiplock.metrics: (metric, label, value) rows."""
+    return Query("SELECT metric, label, value FROM skiplock.metrics", (), _as_is)
 
 
 def migrations_applied() -> Query[set[str]]:

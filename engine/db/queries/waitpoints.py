@@ -18,10 +18,13 @@ def run_log(run_id: str) -> Query[dict[int, dict[str, Any]]]:
     )
 
 
-def record_step(attempt_id: str, position: int, name: str, output_json: str) -> Query[bool]:
+def record_step(
+    attempt_id: str, position: int, name: str, output_json: str, seconds: float
+) -> Query[bool]:
+    """`seconds`: how long the step function ran (its start is dated back from its end)."""
     return Query(
-        "SELECT skiplock.record_step(%s, %s, %s, %s::jsonb)",
-        (attempt_id, position, name, output_json),
+        "SELECT skiplock.record_step(%s, %s, %s, %s::jsonb, %s)",
+        (attempt_id, position, name, output_json, seconds),
         _scalar,
     )
 
