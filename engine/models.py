@@ -66,6 +66,25 @@ class Attempt(BaseModel):
     worker_id: str
 
 
+class LogRecord(BaseModel):
+    """One `logging` record a run emitted (`app.runs.logs`), in its order (`seq`) within
+    the run. `at` is on the database's clock. A run keeps its last 1,000 records and
+    256 KB; past that, one marker record (logger "skiplock", `dropped` set) stands before
+    the oldest kept and says how many older ones were dropped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    attempt: int
+    seq: int
+    at: datetime
+    level: str  # logging's level name: "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"
+    logger: str
+    message: str
+    exception: str | None = None  # the traceback (and stack) the record carried
+    dropped: int | None = None  # the marker: how many older records were dropped
+
+
 class Run(BaseModel, Generic[P, O]):
     """A snapshot of a run. `Run[In, Out]` (from `runs.retrieve(..., task=t)`) has its
     payload and output parsed to the task's types."""

@@ -92,6 +92,111 @@ CREATE FUNCTION skiplock.activate_schedule(p_id text) RETURNS skiplock.schedules
     LANGUAGE sql
     AS $$ SELECT skiplock.set_schedule_active(p_id, true) $$;
 
+CREATE FUNCTION skiplock.append_run_logs(p_batch jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    c_max_records CONSTANT bigint := 1000;
+    c_max_bytes   CONSTANT bigint := 262144;
+    c_marker      CONSTANT bigint := 200;     -- bytes kept free for the marker
+    v_now      timestamptz := skiplock.now();
+    v_runs     text[];
+    v_stored   integer;
+    v_run      record;    -- a run past a bound
+    v_keep     bigint;    -- its oldest record to keep
+    v_gone     bigint;
+    v_marker   text;
+BEGIN
+    v_runs := ARRAY(
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.id IN (SELECT b.item->>'run_id' FROM jsonb_array_elements(p_batch) AS b(item))
+         ORDER BY r.id
+           FOR KEY SHARE);
+    IF cardinality(v_runs) = 0 THEN
+        RETURN 0;  -- purged (or never were): nothing to keep them for
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('skiplock.run_logs'), hashtext(u.id))
+       FROM unnest(v_runs) AS u(id);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    WITH incoming AS (
+        SELECT b.item->>'run_id' AS run_id, b.n, e.k, e.r,
+               octet_length(e.r->>4) + coalesce(octet_length(e.r->>5), 0) AS size
+          FROM jsonb_array_elements(p_batch) WITH ORDINALITY AS b(item, n)
+         CROSS JOIN LATERAL jsonb_array_elements(coalesce(b.item->'records', '[]'))
+               WITH ORDINALITY AS e(r, k)
+         WHERE b.item->>'run_id' = ANY (v_runs)
+    ), numbered AS (
+        SELECT i.run_id, i.r, row_number() OVER w AS pos,
+               coalesce(sum(i.size) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                        0) AS before
+          FROM incoming i
+        WINDOW w AS (PARTITION BY i.run_id ORDER BY i.n, i.k)
+    ), newest AS (  -- each run's newest record so far: its seq, and the bytes through it
+        SELECT u.id, coalesce(l.seq, 0) AS seq, coalesce(l.through, 0) AS through
+          FROM unnest(v_runs) AS u(id)
+          LEFT JOIN LATERAL (
+              SELECT x.seq, x.bytes_before + octet_length(x.message)
+                            + coalesce(octet_length(x.exception), 0) AS through
+                FROM skiplock.run_logs x WHERE x.run_id = u.id
+               ORDER BY x.seq DESC LIMIT 1) l ON true
+    )
+    INSERT INTO skiplock.run_logs
+        (run_id, seq, attempt, at, level, logger, message, exception, bytes_before)
+    SELECT n.run_id, w.seq + n.pos, (n.r->>0)::integer,
+           v_now - greatest((n.r->>1)::float8, 0) * interval '1 second',
+           n.r->>2, n.r->>3, n.r->>4, n.r->>5, w.through + n.before
+      FROM numbered n JOIN newest w ON w.id = n.run_id;
+    GET DIAGNOSTICS v_stored = ROW_COUNT;
+    -- the runs past a bound, or with records the worker dropped: trim them
+    FOR v_run IN
+        SELECT u.id, f.seq AS first_seq, f.dropped AS first_dropped, l.seq AS last_seq,
+               l.through AS total, coalesce(d.dropped, 0) AS dropped
+          FROM unnest(v_runs) AS u(id)
+          CROSS JOIN LATERAL (
+              SELECT x.seq, x.bytes_before, x.dropped FROM skiplock.run_logs x
+               WHERE x.run_id = u.id ORDER BY x.seq LIMIT 1) f
+          CROSS JOIN LATERAL (
+              SELECT x.seq, x.bytes_before + octet_length(x.message)
+                            + coalesce(octet_length(x.exception), 0) AS through
+                FROM skiplock.run_logs x WHERE x.run_id = u.id
+               ORDER BY x.seq DESC LIMIT 1) l
+          LEFT JOIN (
+              SELECT b.item->>'run_id' AS id, sum((b.item->>'dropped')::bigint) AS dropped
+                FROM jsonb_array_elements(p_batch) AS b(item)
+               GROUP BY 1) d ON d.id = u.id
+         WHERE coalesce(d.dropped, 0) > 0
+            OR l.seq - f.seq + 1 > c_max_records
+            OR l.through - f.bytes_before > c_max_bytes
+    LOOP
+        -- keep the newest records that fit beside a marker
+        SELECT min(x.seq) INTO v_keep
+          FROM skiplock.run_logs x
+         WHERE x.run_id = v_run.id AND x.dropped IS NULL
+           AND x.bytes_before >= v_run.total - (c_max_bytes - c_marker);
+        v_keep := greatest(coalesce(v_keep, v_run.last_seq), v_run.last_seq - c_max_records + 2,
+                           v_run.first_seq + (v_run.first_dropped IS NOT NULL)::integer);
+        WITH gone AS (
+            DELETE FROM skiplock.run_logs x
+             WHERE x.run_id = v_run.id AND x.seq < v_keep
+            RETURNING coalesce(x.dropped, 1) AS n
+        )
+        SELECT coalesce(sum(g.n), 0) + v_run.dropped INTO v_gone FROM gone g;
+        v_marker := format('%s earlier log %s dropped: a run keeps its last %s records and %s KB',
+                           to_char(v_gone, 'FM999,999,999,999'),
+                           CASE WHEN v_gone = 1 THEN 'record' ELSE 'records' END,
+                           to_char(c_max_records, 'FM999,999'), c_max_bytes / 1024);
+        INSERT INTO skiplock.run_logs
+            (run_id, seq, attempt, at, level, logger, message, exception, dropped, bytes_before)
+        SELECT v_run.id, v_keep - 1, x.attempt, x.at, 'WARNING', 'skiplock', v_marker,
+               NULL, v_gone, x.bytes_before - octet_length(v_marker)
+          FROM skiplock.run_logs x
+         WHERE x.run_id = v_run.id AND x.seq = v_keep;
+    END LOOP;
+    PERFORM skiplock.notify_run_logs(v_runs);
+    RETURN v_stored;
+END;
+$$;
+
 CREATE FUNCTION skiplock.assert_valid(p_problem text) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE
     AS $$
@@ -1103,6 +1208,8 @@ BEGIN
          WHERE r.id = ANY (p_ids) AND r.batch_id IS NOT NULL);
     DELETE FROM skiplock.runs r WHERE r.id = ANY (p_ids);
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- their logs: by run id (no foreign key; see migration 0019)
+    DELETE FROM skiplock.run_logs l WHERE l.run_id = ANY (p_ids);
     DELETE FROM skiplock.alerts a WHERE a.run_id = ANY (p_ids);
     DELETE FROM skiplock.debounces d WHERE d.run_id = ANY (p_ids);
     IF cardinality(v_points) > 0 THEN
@@ -1780,6 +1887,25 @@ BEGIN
                                         coalesce(p_after::text, 'NULL')));
     END IF;
     RETURN skiplock.cron_slot_after(v_parsed, p_tz, p_after);
+END;
+$$;
+
+CREATE FUNCTION skiplock.notify_run_logs(p_ids text[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ids  text[];
+    v_from integer := 1;
+BEGIN
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    v_ids := ARRAY(SELECT DISTINCT s.key FROM skiplock.subscriptions s
+                    WHERE s.kind = 'logs' AND s.key = ANY (p_ids));
+    WHILE v_from <= cardinality(v_ids) LOOP
+        PERFORM pg_notify('skiplock_logs', array_to_string(v_ids[v_from:v_from + 199], ','));
+        v_from := v_from + 200;
+    END LOOP;
 END;
 $$;
 
@@ -2541,6 +2667,26 @@ CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind
       FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
      WHERE s.run_id = p_run_id
      ORDER BY s.position
+$$;
+
+CREATE FUNCTION skiplock.run_logs_of(p_run_id text, p_after bigint DEFAULT NULL::bigint, p_limit integer DEFAULT 1000) RETURNS TABLE(run_id text, attempt integer, seq bigint, at timestamp with time zone, level text, logger text, message text, exception text, dropped integer)
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        PERFORM skiplock.invalid(format('limit must be 1 to 10000, got %s', p_limit));
+    END IF;
+    RETURN QUERY
+        SELECT l.run_id, l.attempt, l.seq, l.at, l.level, l.logger, l.message, l.exception,
+               l.dropped
+          FROM skiplock.run_logs l
+         WHERE l.run_id = p_run_id AND l.seq > coalesce(p_after, -1)
+         ORDER BY l.seq
+         LIMIT p_limit;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM skiplock.runs r WHERE r.id = p_run_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'SL001', MESSAGE = format('run %s does not exist', p_run_id);
+    END IF;
+END;
 $$;
 
 CREATE TABLE skiplock.deployment_tasks (
@@ -3616,6 +3762,19 @@ CREATE VIEW skiplock.queue_stats AS
            FROM skiplock.queue_rate_stats s
           WHERE ((s.queue = q.name) AND (s.budget_left = 0))) k ON ((q.rate_limit IS NOT NULL)));
 
+CREATE TABLE skiplock.run_logs (
+    run_id text NOT NULL,
+    seq bigint NOT NULL,
+    attempt integer NOT NULL,
+    at timestamp with time zone NOT NULL,
+    level text NOT NULL,
+    logger text NOT NULL,
+    message text NOT NULL,
+    exception text,
+    dropped integer,
+    bytes_before bigint NOT NULL
+);
+
 CREATE TABLE skiplock.run_steps (
     run_id text NOT NULL,
     "position" integer NOT NULL,
@@ -3644,7 +3803,7 @@ CREATE UNLOGGED TABLE skiplock.subscriptions (
     kind text NOT NULL,
     key text NOT NULL,
     pid integer NOT NULL,
-    CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text])))
+    CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text, 'logs'::text])))
 );
 
 CREATE VIEW skiplock.table_health AS
@@ -3738,6 +3897,9 @@ ALTER TABLE ONLY skiplock.queues
 
 ALTER TABLE ONLY skiplock.rate_buckets
     ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (queue, key);
+
+ALTER TABLE ONLY skiplock.run_logs
+    ADD CONSTRAINT run_logs_pkey PRIMARY KEY (run_id, seq);
 
 ALTER TABLE ONLY skiplock.run_steps
     ADD CONSTRAINT run_steps_pkey PRIMARY KEY (run_id, "position");

@@ -1,8 +1,10 @@
-"""What a running task sees: its run, its attempt, durable steps, metadata, stop signals."""
+"""What a running task sees: its run, its attempt, durable steps, metadata, stop signals,
+its logger."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -105,6 +107,46 @@ class Metadata:
             return self._version, json.dumps(self._data)
 
 
+# Where ctx.logger's records go besides its handlers: the run's log. The worker runtime
+# sets it (engine/worker/run_logs.py); outside a worker, ctx.logger is a plain logger.
+LogSink = Callable[["TaskContext", logging.LogRecord], None]
+log_sink: LogSink | None = None
+
+
+class _RunLogger(logging.Logger):
+    """`ctx.logger`: a logger named like the task's (skiplock.task.<task id>), whose
+    records go to the run's log as well as to that logger's handlers and its parents',
+    from whichever thread. Made per attempt, outside logging's registry."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        parent = _task_loggers.get(ctx.task_id)
+        if parent is None:
+            parent = _task_loggers[ctx.task_id] = logging.getLogger(f"skiplock.task.{ctx.task_id}")
+        super().__init__(parent.name, _task_level(parent))
+        self.parent = parent
+        self._ctx = ctx
+
+    def callHandlers(self, record: logging.LogRecord) -> None:
+        sink = log_sink
+        if sink is not None:
+            sink(self._ctx, record)
+        super().callHandlers(record)
+
+
+_task_loggers: dict[str, logging.Logger] = {}  # skiplock.task.<task id>, by task id
+
+
+def _task_level(logger: logging.Logger) -> int:
+    """ctx.logger's level: the one set on skiplock.task.<task id> or skiplock.task, if
+    any; else INFO (not the root logger's WARNING: `ctx.logger.info(...)` is stored)."""
+    node: logging.Logger | None = logger
+    while node is not None and node.name.startswith("skiplock.task"):
+        if node.level:
+            return node.level
+        node = node.parent
+    return logging.INFO
+
+
 @dataclass
 class TaskContext:
     """Passed to every task as its second argument.
@@ -123,6 +165,21 @@ class TaskContext:
     # more than the rest of the context together
     _stopped: bool = field(default=False, repr=False)
     stop_reason: str | None = None
+    # made on first use: ctx.logger, and the run's log buffer of this attempt (the
+    # worker's; None while the attempt has logged nothing)
+    _logger: logging.Logger | None = field(default=None, init=False, repr=False, compare=False)
+    _run_log: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A `logging.Logger` (named skiplock.task.<task id>) whose records are stored
+        with the run (`app.runs.logs`), whichever thread logs, and go to the logging
+        handlers as usual. Level: INFO, or what skiplock.task.<task id> or skiplock.task
+        is set to."""
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = _RunLogger(self)
+        return logger
 
     @property
     def is_canceled(self) -> bool:

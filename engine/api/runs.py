@@ -1,4 +1,5 @@
-"""The runs API: retrieve, list with cursor pages, cancel, replay, reschedule, subscribe."""
+"""The runs API: retrieve, list with cursor pages, cancel, replay, reschedule, subscribe,
+logs."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from .._durations import Duration, delay_options, parse_seconds
 from ..db import queries
 from ..db.database import Query
 from ..errors import InvalidArgumentError
-from ..models import FINAL_STATUSES, Run, RunHandle, RunStatus
-from . import realtime
+from ..models import FINAL_STATUSES, LogRecord, Run, RunHandle, RunStatus
+from . import realtime, run_logs
 from .connections import Connections
 from .twins import Plan, replica_twin, twin
 
@@ -278,6 +279,47 @@ class Runs:
 
     purge_async = purge.aio
 
+    # logs --------------------------------------------------------------------------------
+
+    @twin
+    def logs(
+        self, run: RunRef, *, after: int | None = None, limit: int = 1000
+    ) -> Plan[builtins.list[LogRecord]]:
+        """The run's log records, oldest first: what `ctx.logger` logged, and with
+        `capture_logs` every `logging` record of the run. Those after `seq` `after` (None:
+        from the first), at most `limit` (1 to 10,000). A run keeps its last 1,000
+        records and 256 KB (a marker record counts the older ones dropped). Raises
+        `RunNotFoundError` for an unknown (or purged) run."""
+        rows = yield queries.run_logs_of(run_id(run), _seq(after), _limit(limit, 10000))
+        return [LogRecord.model_validate(r) for r in rows]
+
+    logs_async = logs.aio
+
+    def follow_logs(
+        self, run: RunRef, *, after: int | None = None, timeout: float | None = None
+    ) -> Iterator[LogRecord]:
+        """The run's log records after `seq` `after` (None: all), then each new one as the
+        worker writes it (every 0.5 s, and at each attempt's end), until the run is final
+        and its last records are read. Built on the realtime feed (one LISTEN connection
+        per process). `TimeoutError` past `timeout` seconds from the start (None: no
+        limit); `RunNotFoundError` for an unknown run."""
+        return run_logs.follow(
+            self._conns, run_id(run), after=_seq(after), timeout=_timeout(timeout)
+        )
+
+    def follow_logs_async(
+        self, run: RunRef, *, after: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[LogRecord]:
+        return run_logs.follow_async(
+            self._conns, run_id(run), after=_seq(after), timeout=_timeout(timeout)
+        )
+
+    def log_changes_async(self, run: RunRef) -> AsyncIterator[None]:
+        """None each time new records of the run may have been written (a worker's write,
+        the watch settling, a reconnect), until the caller stops iterating: for live
+        views that re-read the logs themselves, such as the dashboard's run page."""
+        return run_logs.changes_async(self._conns, run_id(run))
+
     # waiting for a result ----------------------------------------------------------------
 
     def poll(
@@ -376,6 +418,12 @@ def _limit(limit: int, most: int = 1000) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
         raise InvalidArgumentError(f"limit must be 1 to {most}, got {limit!r}")
     return limit
+
+
+def _seq(after: int | None) -> int | None:
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+        raise InvalidArgumentError(f"after must be a log record's seq, got {after!r}")
+    return after
 
 
 def _cursor(after: str | None) -> str | None:

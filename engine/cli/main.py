@@ -123,6 +123,18 @@ def cmd_runs(args: argparse.Namespace) -> None:
             print(json.dumps({"dry_run": args.dry_run, "runs": count}))
         else:
             print(f"{verb} {plural(count, 'finished run')}")
+    elif args.action == "logs":
+        if args.follow:
+            app.check()  # the live feed waits for its database: fail now, in one line
+            with contextlib.suppress(KeyboardInterrupt):
+                for record in app.runs.follow_logs(args.run_id):
+                    output.print_log_record(record, args.json)
+        else:
+            records = app.runs.logs(args.run_id, limit=10000)
+            for record in records:
+                output.print_log_record(record, args.json)
+            if not records and not args.json:
+                print("no log records", file=sys.stderr)
     elif args.action == "watch":
         if (args.run_id is None) == (args.tag is None):
             raise InvalidArgumentError("give a run id or --tag, not both")
@@ -245,6 +257,7 @@ _RUNS_ACTIONS = {
     "replay": "make a new run with the same payload, on the latest version",
     "reschedule": "move a DELAYED run's start (--delay)",
     "watch": "follow a run, or every run with a tag, live",
+    "logs": "print a run's log records (--follow: live, until the run is final)",
     "purge": "delete finished runs for good (--older-than, --status, --task; --dry-run counts)",
 }
 _QUEUES_ACTIONS = {
@@ -358,6 +371,12 @@ def parser() -> argparse.ArgumentParser:
     wt = actions["watch"]
     wt.add_argument("run_id", nargs="?", help="follow this run until its final status")
     wt.add_argument("--tag", help="follow every run with this tag (Ctrl-C to stop)")
+    lg = actions["logs"]
+    lg.add_argument("run_id")
+    lg.add_argument(
+        "--follow", "-f", action="store_true", help="print new records as they come, until final"
+    )
+    lg.add_argument("--json", action="store_true", help="print one JSON object a line")
     pg = actions["purge"]
     pg.add_argument("--older-than", help="finished longer ago than this, e.g. 90d (default: any)")
     pg.add_argument("--status", action="append", help="repeatable; a final status, any case")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import Run
+from ..models import LogRecord, Run
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -83,3 +83,16 @@ def print_run(run: Run[Any, Any], as_json: bool, reason: str | None = None) -> N
                 ["ATTEMPT", "N", "STATUS", "STARTED", "FINISHED", "WORKER"],
             )
         )
+
+
+def print_log_record(record: LogRecord, as_json: bool) -> None:
+    """One line (its traceback indented below it), or one JSON object, flushed: a follow
+    shows each record as it comes."""
+    if as_json:
+        print(record.model_dump_json(), flush=True)
+        return
+    at = record.at.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    line = f"{at} {record.level:<8} [{record.attempt}] {record.logger}: {record.message}"
+    if record.exception:
+        line += "\n" + "\n".join(f"    {x}" for x in record.exception.splitlines())
+    print(line, flush=True)

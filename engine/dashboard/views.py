@@ -115,12 +115,19 @@ class Views:
         if fragment == "trace":  # the page re-reads the trace alone while the run runs
             return self._render(request, "_trace.html", context)
         waitpoints = await self.engine.waitpoints.for_run_async(run.id)
+        try:
+            logs = await self.engine.runs.logs_async(run.id, limit=10000)
+        except UNAVAILABLE:
+            raise
+        except SkiplockError:  # purged since: the page shows what it read
+            logs = []
         context.update(
             title=f"{run.task_identifier} {run.id}",
             waitpoints=waitpoints,
             children=children,
             reason=await self.engine.runs.status_reason_async(run.id),
             timeline=timeline(run, waitpoints),
+            logs=logs,
         )
         return self._render(request, "_run_body.html" if fragment else "run.html", context)
 

@@ -12,12 +12,13 @@ are re-issued, and every handler then gets its None. Notifications are hints, ne
 state itself, so nothing is missed as long as handlers re-read on None.
 
 Channels in GATED carry only what a registered session watches (skiplock.subscribe()
-and skiplock.watch(), see sql/functions/05_realtime.sql). On each connection the listener
-registers the session, then calls the channel's `on_connect` hooks (which say what to
-watch). A transaction that looked for watchers just before such a registration committed
-announces nothing, so handlers of a gated channel get their None only once every
-transaction older than the registration has ended; `after_settled` schedules any other
-work on the same rule.
+and skiplock.watch(), see sql/functions/05_realtime.sql): skiplock_runs, and
+skiplock_logs (new records of a run's logs, sql/functions/66_run_logs.sql). On each
+connection the listener registers the session, then calls the channel's `on_connect`
+hooks (which say what to watch). A transaction that looked for watchers just before such
+a registration committed announces nothing, so handlers of a gated channel get their
+None only once every transaction older than the registration has ended;
+`after_settled` schedules any other work on the same rule.
 
 A polling listener (`poll_interval`, for a DSN behind a transaction-mode pooler, where
 LISTEN never receives) listens to nothing: it tells every handler to catch up (None)
@@ -46,7 +47,7 @@ log = logging.getLogger("skiplock.listener")
 
 Handler = Callable[[list[str] | None, psycopg.Connection[Any]], None]
 OnConnect = Callable[[psycopg.Connection[Any]], None]
-GATED = frozenset({"skiplock_runs"})
+GATED = frozenset({"skiplock_runs", "skiplock_logs"})
 
 _IDLE_CHECK = 5.0  # seconds without traffic before the connection is probed
 _SETTLE_POLL = 0.02  # seconds between checks of a gated registration's horizon
@@ -217,16 +218,18 @@ class Listener:
                     conn.execute("SELECT skiplock.unsubscribe()")
                 self._waiting.clear()  # catch-ups of subscriptions that are gone
                 return  # closes the connection; the thread ends if still idle
+            # the session is registered while it listens to any gated channel: unregistering
+            # removes every watch of the session, the other gated channels' too
             for channel in sorted(wanted - listening):
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                if channel in GATED:
+                if channel in GATED and not listening & GATED:
                     conn.execute("SELECT skiplock.subscribe()")
                 listening.add(channel)
             for channel in sorted(listening - wanted):
                 conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
-                if channel in GATED:
-                    conn.execute("SELECT skiplock.unsubscribe()")
                 listening.discard(channel)
+                if channel in GATED and not listening & GATED:
+                    conn.execute("SELECT skiplock.unsubscribe()")
             for fn in calls:
                 _guarded(_ignoring_payloads(fn), None, conn)
             self._catch_up(conn, regs)

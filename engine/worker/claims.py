@@ -29,6 +29,7 @@ import psycopg
 from ..api.context import Metadata, TaskContext
 from ..db import queries as _queries
 from ..errors import SkiplockError
+from . import run_logs
 from .execution import Executor, start_task
 from .faults import checkpoint
 from .lease import Lease
@@ -85,6 +86,8 @@ class Claims:
             retry_in: float | None = None  # when a rate-limited run may start
             if free > 0 or done:
                 wake.clear()
+                if done and (logs := run_logs.pending(self._engine)) is not None:
+                    await logs.write_now()  # what the attempts logged goes before their outcomes
                 query = _queries.complete_and_claim(
                     completions_json(done) if done else None,
                     state.id,

@@ -13,6 +13,8 @@ Guarantees:
   has lapsed (maintenance owns the run then).
 * A batch whose data the database refuses is recorded one by one (`record_each`), so
   an outcome it cannot store holds up no other: that one fails its attempt instead.
+* What attempts logged to their runs and the worker still holds is written before an
+  outcome is sent (run_logs.py; the claim loop does the same before its claims).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import psycopg
 from ..db import queries as _queries
 from ..db.database import Query
 from ..errors import InvalidArgumentError, SkiplockError
-from . import report
+from . import report, run_logs
 from .faults import checkpoint
 from .lease import Lease
 from .state import WorkerState
@@ -141,6 +143,7 @@ class Outcomes:
 
     async def send(self, batch: list[Completion]) -> None:
         """Record the outcomes in `batch` alone (no claim), on the lane of their own."""
+        await self._logs_first()
         await self._engine.adb.run(
             _queries.complete_attempts(completions_json(batch)), lane="complete"
         )
@@ -195,6 +198,7 @@ class Outcomes:
         Its outcome line says what the database made of it (and that it took `seconds`).
         Returns the run's new status (None: the attempt was no longer current)."""
         query = _queries.fail_attempt(ctx.attempt_id, error_json(exc), status, retry_delay)
+        await self._logs_first()
         recorded, new_status = await self._send_fenced(query, ctx, "failed attempt")
         if not recorded:
             return None
@@ -216,6 +220,7 @@ class Outcomes:
             f"(grace period {grace:g}s)",
         }
         query = _queries.interrupt_attempt(ctx.attempt_id, error)
+        await self._logs_first()
         recorded, new_status = await self._send_fenced(query, ctx, "interrupted attempt")
         if not recorded or new_status is None:
             return  # lapsed, or no longer current (canceled meanwhile): nothing to say
@@ -238,6 +243,12 @@ class Outcomes:
                 took,
                 new_status.value,
             )
+
+    async def _logs_first(self) -> None:
+        """The run logs held go to the database before an outcome does (run_logs.py)."""
+        logs = run_logs.pending(self._engine)
+        if logs is not None:
+            await logs.write_now()
 
     def _count(self, ctx: TaskContext, status: RunStatus | None) -> None:
         if self.counted is not None and status is not None:

@@ -31,6 +31,7 @@ from .execution import Executor
 from .lease import Lease
 from .outcomes import Outcomes
 from .report import plural
+from .run_logs import RunLogWriter
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
 from .tracing import install as _trace_attempts
@@ -239,6 +240,7 @@ class Worker:
             gc.freeze()
         listener = None if self._poll_only else Listener.for_dsn(self._listen_dsn or "")
         registrations = self._listen(listener) if listener is not None else []
+        run_logs = RunLogWriter.acquire(self.engine)
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
@@ -263,6 +265,7 @@ class Worker:
             for t in background:
                 t.cancel()
             await asyncio.gather(flusher, *background, return_exceptions=True)
+            await run_logs.release()  # what the last attempts logged late
             try:
                 await db.run(_queries.stop_worker(state.id))
             finally:

@@ -4,8 +4,8 @@ Every write is a call of one SQL function from sql/functions, so the logic lives
 and any language can drive the same transitions. Reads select from the views
 (run_details, queue_stats, worker_status, metrics) or, for waitpoints and batches, the tables.
 They are grouped by who sends them (runs.py: the public API; attempts.py: the worker
-runtime; waitpoints.py: durable calls and tokens; alerts.py: alert delivery) and all
-importable from here.
+runtime; waitpoints.py: durable calls and tokens; alerts.py: alert delivery; run_logs.py:
+run logs, written and read) and all importable from here.
 """
 
 from .alerts import claim_alerts, record_alert
@@ -23,6 +23,7 @@ from .attempts import (
     tick,
     update_metadata,
 )
+from .run_logs import append_run_logs, run_logs_of
 from .runs import (
     cancel,
     changed_runs,
@@ -74,6 +75,7 @@ from .waitpoints import (
 )
 
 __all__ = [
+    "append_run_logs",
     "batch_results",
     "batch_trigger_and_wait",
     "block_on",
@@ -109,6 +111,7 @@ __all__ = [
     "retrieve",
     "retrieve_schedule",
     "run_log",
+    "run_logs_of",
     "run_trace",
     "run_trace_logs",
     "run_waitpoints",
