@@ -3,6 +3,7 @@ declared in code or made through the API, with missed slots, DST and bad input."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -235,6 +236,12 @@ def test_the_api_and_its_bad_input(app: Engine, dsn: str) -> None:
     assert [x.id for x in app.schedules.list(external_id="t-8")] == [other.id]
     page = app.schedules.list(task="sched-api", limit=1)
     assert page.has_next_page() and [x.id for x in page] == [s.id, other.id]
+
+    async def walk() -> list[str]:
+        first = await app.schedules.list_async(task="sched-api", limit=1)
+        return [x.id async for x in first]
+
+    assert asyncio.run(walk()) == [s.id, other.id]
     assert app.schedules.update(other, cron="15 3 * * *").cron == "15 3 * * *"
     off = app.schedules.deactivate(other)
     assert not off.active

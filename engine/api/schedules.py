@@ -4,7 +4,7 @@ ones (a task's `cron=`) listed beside them."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
 from ..db import queries
@@ -57,12 +57,28 @@ class SchedulePage:
     def next_cursor(self) -> str | None:
         return self.data[-1].id if self._more and self.data else None
 
+    def get_next_page(self) -> SchedulePage:
+        if self.next_cursor is None:
+            raise InvalidArgumentError("this is the last page")
+        return self._schedules.list(**self._filters, after=self.next_cursor)
+
+    async def get_next_page_async(self) -> SchedulePage:
+        if self.next_cursor is None:
+            raise InvalidArgumentError("this is the last page")
+        return await self._schedules.list_async(**self._filters, after=self.next_cursor)
+
     def __iter__(self) -> Iterator[Schedule]:
         page: SchedulePage | None = self
         while page is not None:
             yield from page.data
-            cursor = page.next_cursor
-            page = None if cursor is None else self._schedules.list(**self._filters, after=cursor)
+            page = page.get_next_page() if page.has_next_page() else None
+
+    async def __aiter__(self) -> AsyncIterator[Schedule]:
+        page: SchedulePage | None = self
+        while page is not None:
+            for schedule in page.data:
+                yield schedule
+            page = await page.get_next_page_async() if page.has_next_page() else None
 
 
 class Schedules:
