@@ -477,7 +477,16 @@ def test_help_lists_every_command_and_runs_help_every_action() -> None:
     for name, text in commands.items():  # one line each
         assert re.search(rf"^ +{name} +{re.escape(text)}$", done.stdout, re.M), done.stdout
     actions, _ = _subcommands(parsers["runs"])
-    assert set(actions) == {"list", "show", "cancel", "replay", "reschedule", "watch", "purge"}
+    assert set(actions) == {
+        "list",
+        "show",
+        "cancel",
+        "replay",
+        "reschedule",
+        "watch",
+        "purge",
+        "logs",
+    }
     done, _ = cli("runs", "--help", env={"COLUMNS": "100"})
     for name, text in actions.items():
         assert text and re.search(rf"^ +{name} +{re.escape(text)}$", done.stdout, re.M), name
