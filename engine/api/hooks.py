@@ -6,6 +6,7 @@ The worker calls them (engine/worker/lifecycle.py); here is only what is declare
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,3 +88,19 @@ def _callable(name: str, fn: Any) -> Hook:
         raise InvalidArgumentError(f"{name} must be callable, got {fn!r}")
     hook: Hook = fn
     return hook
+
+
+def positional_arity(fn: Hook) -> int | None:
+    """How many positional arguments `fn` takes (None: any number), so that a hook or a
+    callback is called with as many of its arguments as it declares."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    count = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ..api.alerts import Alert, Webhook, webhook_body
-from ..api.hooks import Hook
+from ..api.hooks import Hook, positional_arity
 from ..db import queries as _queries
 from ..db.listener import Listener
 from ..errors import RunNotFoundError, SkiplockError
@@ -187,7 +187,7 @@ class AlertDelivery:
             body = json.dumps(webhook_body(alert, run)).encode()
             await self._threads.submit(post_webhook, sink, body, alert.id)
             return
-        args = (run, alert)[: _positional(sink)]
+        args = (run, alert)[: positional_arity(sink)]
         if inspect.iscoroutinefunction(sink):
             await sink(*args)
             return
@@ -234,18 +234,3 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 class WebhookError(Exception):
     """A webhook answered, but not with 2xx."""
-
-
-def _positional(fn: Hook) -> int | None:
-    """How many positional arguments `fn` takes (None: any number)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    count = 0
-    for p in params:
-        if p.kind is p.VAR_POSITIONAL:
-            return None
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            count += 1
-    return count

@@ -28,7 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..api.hooks import Hook, Hooks, NoRetry, RetryAt, RetryNow
+from ..api.hooks import Hook, Hooks, NoRetry, RetryAt, RetryNow, positional_arity
 from ..models import Result
 
 if TYPE_CHECKING:
@@ -46,25 +46,10 @@ Observer = Callable[["RunningAttempt"], AbstractAsyncContextManager[None]]
 OBSERVERS: list[Observer] = []
 
 
-def _arity(fn: Hook) -> int | None:
-    """How many positional arguments `fn` takes (None: any number)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    count = 0
-    for p in params:
-        if p.kind is p.VAR_POSITIONAL:
-            return None
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            count += 1
-    return count
-
-
 async def call_hook(name: str, fn: Hook, ctx: TaskContext, *args: Any) -> Any:
     """Call hook `fn` with (ctx, *args), or as many of them as it takes; log what it
     raises and return None then."""
-    n = _arity(fn)
+    n = positional_arity(fn)
     given = (ctx, *args)[: n if n is not None else None]
     try:
         if inspect.iscoroutinefunction(fn):
