@@ -152,8 +152,6 @@ BEGIN
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100000 THEN
         PERFORM skiplock.invalid(format('limit must be 1 to 100000, got %s', p_limit));
     END IF;
-    INSERT INTO skiplock.maintenance (chore, last_run_at, mark)
-    VALUES ('purge', v_now, '-infinity') ON CONFLICT (chore) DO NOTHING;
     SELECT CASE WHEN m.last_run_at <= v_now - interval '10 minutes' OR m.mark > v_now
                 THEN '-infinity' ELSE m.mark END
       INTO v_mark

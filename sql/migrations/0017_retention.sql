@@ -33,6 +33,9 @@ CREATE INDEX runs_purge_idx ON skiplock.runs
 
 -- where purge() got to in runs_purge_idx (see skiplock.purge)
 ALTER TABLE skiplock.maintenance ADD COLUMN mark timestamptz;
+-- there from the start: a purge() that finds it locked returns at once (an INSERT of it
+-- would wait for the other purge's transaction)
+INSERT INTO skiplock.maintenance (chore, last_run_at, mark) VALUES ('purge', '-infinity', '-infinity');
 
 -- Vacuum hygiene for the tables every run churns (bench/retention_study: with these and
 -- autovacuum_naptime = 10 s, a saturated drain ran 1.57x faster, dead tuples 3.6x fewer).
