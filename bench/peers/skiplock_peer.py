@@ -39,12 +39,15 @@ class _Client(Client):
 class Skiplock(System):
     name = "skiplock"
     package = "skiplock"
-    settings = (
-        f"`python -m engine.cli worker bench.noop_app:app --concurrency {CONCURRENCY} "
-        f"--version {VERSION}` (each call records the attempts that finished "
-        f"and claims up to {CONCURRENCY} runs, one durable commit), async no-op task"
-    )
     batch_api = f"task.batch_trigger() of {BATCH}"
+
+    def __init__(self, concurrency: int = CONCURRENCY) -> None:
+        self.concurrency = concurrency  # the worker's --concurrency: runs claimed per call
+        self.settings = (
+            f"`python -m engine.cli worker bench.noop_app:app --concurrency {concurrency} "
+            f"--version {VERSION}` (each call records the attempts that finished "
+            f"and claims up to {concurrency} runs, one durable commit), async no-op task"
+        )
 
     def install(self, dsn: str) -> None:
         """Migrate, then deploy the tasks at VERSION through the SQL API (a worker that
@@ -79,7 +82,7 @@ class Skiplock(System):
             "worker",
             "bench.noop_app:app",
             "--concurrency",
-            str(CONCURRENCY),
+            str(self.concurrency),
             "--version",
             VERSION,
             "--quiet",  # no line per run: the peers print none either
