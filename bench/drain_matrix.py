@@ -2,7 +2,7 @@
 issue (batch 50 and 200, 1 and 2 worker processes), in alternated pairs.
 
     python bench/drain_matrix.py [--batches 50,200] [--workers 1,2] [--pairs 5]
-                                 [--jobs 20000] [--write-results [PATH]]
+                                 [--jobs 20000] [--baseline TREE] [--write-results [PATH]]
 
 Equal batch: skiplock's worker runs with `--concurrency B` (each call records what
 finished and claims up to B runs), PgQueuer's with `QueueManager.run(batch_size=B)`. Each
@@ -11,7 +11,9 @@ batch API (untimed), then the worker processes spawned, timed from just before t
 to the N-th success by the system's own timestamps, every job checked to have run exactly
 once; a fresh database each time, durability on. A pair is one measurement of each
 system back to back, the order alternating from pair to pair; the ratio is skiplock's
-median over PgQueuer's, and the median of the pairs' own ratios is given too.
+median over PgQueuer's, and the pairs' own ratios are listed too. `--baseline TREE`: another
+checkout of skiplock (`git worktree add /tmp/base <commit>`) measured as a third system,
+its own engine and SQL, in the same alternation: the ratio before a change, same run.
 
 CPU a run, from /proc, spawn to the N-th success (start-up included): the worker
 processes' own, and the cluster's (every PostgreSQL process: the workers' backends, the
@@ -110,8 +112,12 @@ def drain(system: System, dsn: str, n: int, workers: int, log_dir: Path) -> Drai
         postmaster = postmaster_pid(conn)
         pg_before = cluster_cpu(postmaster)
         spawned, spawned_perf = db_clock(conn), time.perf_counter()
-        cmd, env = system.worker_command(), system.worker_env(dsn)
-        with running(cmd, dsn, workers, log_dir, env) as procs:
+        cmd, env, tree = (
+            system.worker_command(),
+            system.worker_env(dsn),
+            getattr(system, "tree", None),
+        )
+        with running(cmd, dsn, workers, log_dir, env, tree) as procs:
             seen = wait_until(
                 lambda: system.completed(conn, n) >= n,
                 procs,
@@ -133,6 +139,9 @@ def drain(system: System, dsn: str, n: int, workers: int, log_dir: Path) -> Drai
     )
 
 
+BASE = "skiplock@base"
+
+
 @dataclass
 class Cell:
     batch: int
@@ -140,14 +149,14 @@ class Cell:
     runs: dict[str, list[Drain]] = field(default_factory=lambda: {"skiplock": [], "pgqueuer": []})
 
     def median(self, name: str, attr: str) -> float:
-        return statistics.median(getattr(d, attr) for d in self.runs[name])
+        return float(statistics.median(getattr(d, attr) for d in self.runs[name]))
 
-    def ratio(self, attr: str = "rate") -> float:
-        return self.median("skiplock", attr) / self.median("pgqueuer", attr)
+    def ratio(self, attr: str = "rate", mine: str = "skiplock") -> float:
+        return self.median(mine, attr) / self.median("pgqueuer", attr)
 
-    def pair_ratios(self) -> list[float]:
-        mine, theirs = self.runs["skiplock"], self.runs["pgqueuer"]
-        return [s.rate / p.rate for s, p in zip(mine, theirs, strict=False)]
+    def pair_ratios(self, mine: str = "skiplock") -> list[float]:
+        ours, theirs = self.runs[mine], self.runs["pgqueuer"]
+        return [s.rate / p.rate for s, p in zip(ours, theirs, strict=False)]
 
     def span(self, name: str) -> str:
         v = [d.rate for d in self.runs[name]]
@@ -157,8 +166,13 @@ class Cell:
         return f"{self.median('skiplock', attr):.3f} / {self.median('pgqueuer', attr):.3f}"
 
 
-def measure(server_dsn: str, cell: Cell, pairs: int, jobs: int, log_dir: Path) -> None:
+def measure(
+    server_dsn: str, cell: Cell, pairs: int, jobs: int, log_dir: Path, baseline: Path | None
+) -> None:
     systems: list[System] = [Skiplock(cell.batch), PgQueuer(cell.batch)]
+    if baseline is not None:
+        systems.append(Skiplock(cell.batch, baseline, BASE))
+        cell.runs[BASE] = []
     for k in range(pairs):
         for system in systems if k % 2 == 0 else systems[::-1]:
             checkpoint_and_settle(server_dsn)
@@ -167,7 +181,7 @@ def measure(server_dsn: str, cell: Cell, pairs: int, jobs: int, log_dir: Path) -
                 d = drain(system, dsn, jobs, cell.workers, log_dir)
             cell.runs[system.name].append(d)
             print(
-                f"batch {cell.batch:>3} x{cell.workers} {system.name:<9} #{k + 1}: "
+                f"batch {cell.batch:>3} x{cell.workers} {system.name:<13} #{k + 1}: "
                 f"{d.rate:6.0f} jobs/s (busy {d.busy:6.0f}, start-up {d.startup:.2f}s); "
                 f"CPU s/1000 jobs: worker {d.worker_cpu:.3f}, cluster {d.backend_cpu:.3f}; "
                 f"load {os.getloadavg()[0]:.2f}",
@@ -176,17 +190,26 @@ def measure(server_dsn: str, cell: Cell, pairs: int, jobs: int, log_dir: Path) -
 
 
 def table(cells: list[Cell]) -> list[str]:
+    base = any(BASE in c.runs for c in cells)
     out = [
         "| batch | workers | skiplock jobs/s | PgQueuer jobs/s | ratio | pair ratios "
-        "| ratio after start-up | CPU s/1000 jobs, worker: skiplock / PgQueuer "
+        + ("| baseline jobs/s | baseline ratio | baseline pair ratios " if base else "")
+        + "| ratio after start-up | CPU s/1000 jobs, worker: skiplock / PgQueuer "
         "| cluster: skiplock / PgQueuer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if base else ""),
     ]
     for c in cells:
+        before = ""
+        if base:
+            before = (
+                f"| {c.span(BASE)} | {c.ratio(mine=BASE):.2f} "
+                f"| {', '.join(f'{r:.2f}' for r in c.pair_ratios(BASE))} "
+            )
         out.append(
             f"| {c.batch} | {c.workers} | {c.span('skiplock')} | {c.span('pgqueuer')} "
             f"| **{c.ratio():.2f}** | {', '.join(f'{r:.2f}' for r in c.pair_ratios())} "
-            f"| {c.ratio('busy'):.2f} | {c.cpu('worker_cpu')} | {c.cpu('backend_cpu')} |"
+            + before
+            + f"| {c.ratio('busy'):.2f} | {c.cpu('worker_cpu')} | {c.cpu('backend_cpu')} |"
         )
     return out
 
@@ -246,6 +269,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=5, help="alternated pairs per cell (5)")
     p.add_argument("--jobs", type=int, default=20000, help="jobs per drain (20000)")
     p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="TREE",
+        help="another checkout of skiplock, measured as a third system (skiplock@base)",
+    )
+    p.add_argument(
         "--dsn",
         default=os.environ.get("SKIPLOCK_BENCH_DSN"),
         help="use this server (needs CREATEDB) instead of a throwaway cluster",
@@ -276,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for cell in cells:
-            measure(server.dsn, cell, args.pairs, args.jobs, Path(logs))
+            measure(server.dsn, cell, args.pairs, args.jobs, Path(logs), args.baseline)
     command = "python bench/drain_matrix.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = part(cells, command.strip(), pg, (load_start, os.getloadavg()[0]))
     print()
