@@ -12,7 +12,7 @@ CREATE OR REPLACE FUNCTION skiplock.complete_attempts(p_results jsonb)
 RETURNS TABLE (run_id text)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
-SET plan_cache_mode = force_generic_plan
+SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
@@ -25,7 +25,11 @@ DECLARE
 BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
     -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
-    -- against the input rows, the planner scanned a whole index per call instead.
+    -- against the input rows, the planner scanned a whole index per call instead. No
+    -- bitmap scans either: the runs UPDATE's status = 'EXECUTING' matches runs_slots_idx,
+    -- and the planner ANDed a bitmap of that whole index (every run claimed since the
+    -- last vacuum: 1,810 entries 100 rounds into a drain) with the primary key's: 1.2M
+    -- index entries read in a drain of 20,000 at 50 a call, O(n^2).
     -- Each row finds its outcome in a jsonb object by attempt id (a binary search), not
     -- by array_position in parallel arrays, which is a linear search per row: a batch
     -- cost O(n^2), 6.5 us a run of backend CPU at 200 a batch (bench/drain_matrix.py).
