@@ -27,7 +27,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -76,8 +76,10 @@ class Executor:
         *,
         metadata_interval: float,
         shutdown_grace: float,
+        on_sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._state, self._outcomes, self._engine = state, outcomes, engine
+        self._on_sleep = on_sleep  # told how long a run that starts to sleep will sleep
         self._running, self._by_run = state.running, state.by_run
         self._threads = threads
         self._metadata_interval = metadata_interval
@@ -172,6 +174,7 @@ class Executor:
             self._state.loop,
             lambda: self.flush_metadata(attempt),
             records=self._steps,
+            on_sleep=self._on_sleep,
             fresh=ctx.attempt == 1 and not attempt.resumed,
         )
         attempt.execution = execution

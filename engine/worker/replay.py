@@ -54,11 +54,13 @@ class Execution:
         before_block: Callable[[], Coroutine[Any, Any, None]] | None = None,
         *,
         records: StepRecords | None = None,
+        on_sleep: Callable[[float], None] | None = None,
         fresh: bool = False,
     ) -> None:
         self.engine, self.ctx, self.loop = engine, ctx, loop
         self._before_block = before_block  # e.g. write pending metadata before suspending
         self._records = records  # the worker's group-committed step writer, if any
+        self._on_sleep = on_sleep  # told when a sleep started here ends (in seconds)
         self._position = 0
         # `fresh`: the run's first attempt, not resuming: nothing is recorded yet (only
         # a durable call of an attempt writes the log, and a later claim of that run is
@@ -111,6 +113,12 @@ class Execution:
     async def _suspending(self) -> None:
         if self._before_block is not None:
             await self._before_block()
+
+    def _slept(self, outcome: str, seconds: float) -> None:
+        """A sleep's outcome: the run waits `seconds` (the worker wakes it then)."""
+        if outcome == "WAITING" and self._on_sleep is not None:
+            self._on_sleep(seconds)
+        self._blocked(outcome)
 
     @staticmethod
     def _blocked(outcome: str) -> None:
@@ -165,7 +173,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_seconds(self.ctx.attempt_id, position, name, seconds)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), seconds)
 
     async def wait_until(self, until: datetime) -> None:
         # the name leaves the time out: code often computes it from the clock, and on
@@ -176,7 +184,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_until(self.ctx.attempt_id, position, name, until)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), until.timestamp() - time.time())
 
     async def create_token(self, options: dict[str, Any]) -> str:
         name = "create_token"

@@ -22,6 +22,7 @@ from .attempts import (
     stop_worker,
     tick,
     update_metadata,
+    wake_due,
 )
 from .run_logs import append_run_logs, run_logs_of
 from .runs import (
@@ -134,6 +135,7 @@ __all__ = [
     "wait_seconds",
     "wait_until",
     "waitpoint",
+    "wake_due",
     "watch",
     "workers",
 ]
