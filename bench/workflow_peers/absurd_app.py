@@ -52,7 +52,8 @@ def define(app: Absurd) -> None:
     def parent(p: P, ctx: TaskContext) -> None:
         def spawn_all() -> list[str]:
             return [
-                app.spawn("wf-child", {"i": i}, queue=CHILDREN)["task_id"] for i in range(p["n"])
+                str(app.spawn("wf-child", {"i": i}, queue=CHILDREN)["task_id"])
+                for i in range(p["n"])
             ]
 
         for task_id in ctx.step("spawn", spawn_all):
