@@ -2364,6 +2364,39 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.record_steps(p_steps jsonb) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_live text[];
+BEGIN
+    v_live := ARRAY(
+        SELECT r.current_attempt_id
+          FROM skiplock.runs r
+         WHERE r.id IN (SELECT a.run_id FROM skiplock.attempts a
+                         WHERE a.id IN (SELECT x->>'attempt_id'
+                                          FROM jsonb_array_elements(p_steps) x))
+           AND r.status = 'EXECUTING'
+         ORDER BY r.id
+           FOR NO KEY UPDATE);
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    SELECT a.run_id, s.position, 'step', s.name, s.output, v_now,
+           CASE WHEN s.seconds IS NOT NULL
+                THEN v_now - make_interval(secs => greatest(s.seconds, 0)) END
+      FROM jsonb_to_recordset(p_steps)
+           AS s (attempt_id text, position integer, name text, output jsonb,
+                 seconds double precision)
+      JOIN skiplock.attempts a ON a.id = s.attempt_id
+     WHERE s.attempt_id = ANY (v_live)
+    ON CONFLICT (run_id, position) DO NOTHING;
+    RETURN QUERY SELECT DISTINCT x->>'attempt_id' FROM jsonb_array_elements(p_steps) x
+                  WHERE NOT (x->>'attempt_id') = ANY (v_live);
+END;
+$$;
+
 CREATE FUNCTION skiplock.register_worker(p_worker_id text, p_version text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_tasks jsonb, p_lease_seconds double precision DEFAULT 30) RETURNS text
     LANGUAGE plpgsql
     AS $$

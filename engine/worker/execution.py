@@ -54,6 +54,7 @@ from .state import (
     RunningAttempt,
     WorkerState,
 )
+from .step_records import StepRecords
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Executor:
         self._metadata_interval = metadata_interval
         self._shutdown_grace = shutdown_grace
         self._lifecycle = Lifecycle(engine)
+        self._steps = StepRecords(engine)
 
     async def interrupt(self, ctx: TaskContext, seconds: float | None = None) -> None:
         """The worker shuts down before the attempt finished: queue its run again, to
@@ -165,7 +167,12 @@ class Executor:
         attempt.parsed = payload
         # durable calls find their execution here (a def task's thread copies the context)
         execution = Execution(
-            self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt)
+            self._engine,
+            ctx,
+            self._state.loop,
+            lambda: self.flush_metadata(attempt),
+            records=self._steps,
+            fresh=ctx.attempt == 1 and not attempt.resumed,
         )
         attempt.execution = execution
         _execution_var.set(execution)

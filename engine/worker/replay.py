@@ -30,6 +30,7 @@ from ..models import Result, Run
 if TYPE_CHECKING:
     from ..api.context import TaskContext
     from ..api.engine import Engine
+    from .step_records import StepRecords
 
 T = TypeVar("T")
 
@@ -51,11 +52,18 @@ class Execution:
         ctx: TaskContext,
         loop: asyncio.AbstractEventLoop,
         before_block: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        records: StepRecords | None = None,
+        fresh: bool = False,
     ) -> None:
         self.engine, self.ctx, self.loop = engine, ctx, loop
         self._before_block = before_block  # e.g. write pending metadata before suspending
+        self._records = records  # the worker's group-committed step writer, if any
         self._position = 0
-        self._log: dict[int, dict[str, Any]] | None = None
+        # `fresh`: the run's first attempt, not resuming: nothing is recorded yet (only
+        # a durable call of an attempt writes the log, and a later claim of that run is
+        # a resumption or another attempt), so the first durable call reads nothing
+        self._log: dict[int, dict[str, Any]] | None = {} if fresh else None
         # the durable call made last: what the run waits on when it suspends (on_wait)
         self.last_call: dict[str, Any] | None = None
 
@@ -137,8 +145,15 @@ class Execution:
     async def _record(self, position: int, name: str, result: Any, seconds: float) -> None:
         """Record a step's result; `seconds`, how long it ran, dates its start in the trace
         (measured here, on a monotonic clock, and sent with the result: no other write)."""
-        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result), seconds)
-        if not await self.engine.adb.run(query):
+        output = to_json(result)
+        if self._records is not None:
+            recorded = await self._records.record(
+                self.ctx.attempt_id, position, name, output, seconds
+            )
+        else:
+            query = _queries.record_step(self.ctx.attempt_id, position, name, output, seconds)
+            recorded = await self.engine.adb.run(query)
+        if not recorded:
             raise Suspended("FENCED")
 
     # -- waits --------------------------------------------------------------------------
