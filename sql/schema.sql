@@ -3604,13 +3604,16 @@ BEGIN
     END IF;
     -- the earliest of what is still pending, each the first entry of its partial index
     -- (rows due already but locked by another caller count as due in 10 ms)
-    next_in := greatest(extract(epoch FROM least(
+    next_in := extract(epoch FROM least(
         (SELECT min(r.delayed_until) FROM skiplock.runs r WHERE r.status = 'DELAYED'),
         (SELECT min(w.completes_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'DATETIME'),
         (SELECT min(w.timeout_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at IS NOT NULL))
-        - skiplock.clock())::double precision, 0.01);
+        - skiplock.clock());
+    IF next_in IS NOT NULL THEN  -- (greatest would turn NULL into 0.01)
+        next_in := greatest(next_in, 0.01);
+    END IF;
 END;
 $$;
 
