@@ -195,8 +195,8 @@ def table(cells: list[Cell]) -> list[str]:
         "| batch | workers | skiplock jobs/s | PgQueuer jobs/s | ratio | pair ratios "
         + ("| baseline jobs/s | baseline ratio | baseline pair ratios " if base else "")
         + "| ratio after start-up | CPU s/1000 jobs, worker: skiplock / PgQueuer "
-        "| cluster: skiplock / PgQueuer |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if base else ""),
+        "| cluster: skiplock / PgQueuer " + ("| cluster, baseline " if base else "") + "|",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if base else ""),
     ]
     for c in cells:
         before = ""
@@ -209,7 +209,9 @@ def table(cells: list[Cell]) -> list[str]:
             f"| {c.batch} | {c.workers} | {c.span('skiplock')} | {c.span('pgqueuer')} "
             f"| **{c.ratio():.2f}** | {', '.join(f'{r:.2f}' for r in c.pair_ratios())} "
             + before
-            + f"| {c.ratio('busy'):.2f} | {c.cpu('worker_cpu')} | {c.cpu('backend_cpu')} |"
+            + f"| {c.ratio('busy'):.2f} | {c.cpu('worker_cpu')} | {c.cpu('backend_cpu')} "
+            + (f"| {c.median(BASE, 'backend_cpu'):.3f} " if base else "")
+            + "|"
         )
     return out
 
