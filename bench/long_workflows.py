@@ -72,13 +72,15 @@ def measure(dsn: str, sizes: list[int], resumes: int) -> list[dict[str, Any]]:
     AsyncDatabase.run = counted  # type: ignore[method-assign]
     app = Engine(dsn)
     app.migrate()
-    after: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    after: dict[str, list[tuple[float, float, int, float]]] = defaultdict(list)
 
     def mark(run_id: str) -> None:
-        """After a wait: when, how many queries this execution sent, its first's start."""
+        """After a wait: when, this process's CPU time, how many queries this execution
+        sent, and its first's start."""
         execution = current_execution.get()
         starts = sent[execution]
-        after[run_id].append((time.perf_counter(), len(starts), starts[0] if starts else 0.0))
+        now, cpu = time.perf_counter(), time.process_time()
+        after[run_id].append((now, cpu, len(starts), starts[0] if starts else 0.0))
 
     child = long_app.define(app, mark)
     worker = app.worker(concurrency=4, poll_interval=1.0, tick_interval=1.0)
@@ -121,7 +123,7 @@ def _one(
     workload: str,
     n: int,
     resumes: int,
-    after: dict[str, list[tuple[float, int, float]]],
+    after: dict[str, list[tuple[float, float, int, float]]],
     child: Any,
 ) -> dict[str, Any]:
     """One run of `workload` with n recorded calls, resumed `resumes` times."""
@@ -150,14 +152,19 @@ def _one(
     resumed, completes = [], []
     for k, token in enumerate(lasts):
         _until(partial(_waits_on, conn, run_id, token), f"{workload} {n} to wait")
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         app.waitpoints.complete_token(token, None)
         done = time.perf_counter()
         completes.append((done - started) * 1000)
         _until(partial(lambda k: len(after[run_id]) > k, k), f"{workload} {n} to resume")
-        at, queries, first = after[run_id][k]
+        at, cpu_at, queries, first = after[run_id][k]
         resumed.append(
-            {"ms": (at - done) * 1000, "queries": queries, "replay_ms": (at - first) * 1000}
+            {
+                "ms": (at - done) * 1000,
+                "queries": queries,
+                "replay_ms": (at - first) * 1000,
+                "cpu_ms": (cpu_at - cpu) * 1000,
+            }
         )
     recorded = conn.execute(
         "SELECT count(*) FROM skiplock.run_steps WHERE run_id = %s", (run_id,)
@@ -179,6 +186,8 @@ def _one(
         "resume_ms": statistics.median(r["ms"] for r in resumed),
         "replay_ms": statistics.median(r["replay_ms"] for r in resumed),
         "queries": statistics.median(r["queries"] for r in resumed),
+        "cpu_ms": statistics.median(r["cpu_ms"] for r in resumed),
+        "replay_us_per_call": statistics.median(r["replay_ms"] for r in resumed) * 1000 / n,
         "complete_token_ms": statistics.median(completes),
         "record_first_ms": statistics.median(calls[:tenth]) if calls else 0.0,
         "record_last_ms": statistics.median(calls[-tenth:]) if calls else 0.0,
@@ -212,6 +221,8 @@ FIELDS = (
     ("queries", "queries per resume", ".0f"),
     ("resume_ms", "resume ms (token completed -> after the wait)", ".1f"),
     ("replay_ms", "replay ms (log read -> after the wait)", ".1f"),
+    ("replay_us_per_call", "replay us per recorded call", ".1f"),
+    ("cpu_ms", "process CPU ms per resume (worker + driver)", ".1f"),
     ("complete_token_ms", "complete_token ms", ".2f"),
     ("record_first_ms", "ms between recorded calls, first 10%", ".2f"),
     ("record_last_ms", "ms between recorded calls, last 10%", ".2f"),
@@ -226,6 +237,7 @@ def _spread(values: list[float], fmt: str) -> str:
 def report(results: dict[str, list[list[dict[str, Any]]]], sizes: list[int]) -> str:
     """A table per workload: a row per figure and size, a column per checkout."""
     names = list(results)
+    pair = int(len(names) == 2)
     lines = []
     for workload in WORKLOADS:
         lines += [
@@ -237,12 +249,15 @@ def report(results: dict[str, list[list[dict[str, Any]]]], sizes: list[int]) -> 
                 else "N/2 `trigger_and_wait` + N/2 token waits"
             ),
             "",
-            "| figure | N | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
+            "| figure | N | "
+            + " | ".join(names)
+            + (f" | {names[1]} / {names[0]} |" if pair else " |"),
+            "|---|---:|" + "---:|" * (len(names) + pair),
         ]
         for key, label, fmt in FIELDS:
             for n in sizes:
                 cells = []
+                by_name: dict[str, list[float]] = {}
                 for name in names:
                     values = [
                         f[key]
@@ -251,6 +266,14 @@ def report(results: dict[str, list[list[dict[str, Any]]]], sizes: list[int]) -> 
                         if f["workload"] == workload and f["n"] == n
                     ]
                     cells.append(_spread(values, fmt))
+                    by_name[name] = values
+                if pair:  # per repetition: the two ran one after the other
+                    ratios = [
+                        b / a
+                        for a, b in zip(by_name[names[0]], by_name[names[1]], strict=True)
+                        if a > 0
+                    ]
+                    cells.append(_spread(ratios, ".2f") if ratios else "-")
                 lines.append(f"| {label} | {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
