@@ -404,3 +404,10 @@ class AsyncDatabase(_Shell):
         for idle in conns.idle.values() if conns is not None else ():
             while idle:
                 await idle.pop().close()
+
+
+def refused(exc: BaseException) -> bool:
+    """The database refused the data sent (resending the same will not help). Any other
+    error (a connection lost, a read-only server during a failover, a function missing
+    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
+    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))
