@@ -191,6 +191,33 @@ class Database(_Shell):
     def _init_state(self) -> None:
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
+        # loops whose async shell runs this shell's queries from other threads (`route`)
+        self._routes: list[tuple[asyncio.AbstractEventLoop, AsyncDatabase]] = []
+
+    def route(self, loop: asyncio.AbstractEventLoop, adb: AsyncDatabase) -> None:
+        """From now on, run the queries called from any thread but `loop`'s on `loop`, with
+        `adb` (the calling thread blocks until done): they share that loop's connections
+        instead of opening a pool (a worker's `def` tasks calling the API). Called from
+        the loop's own thread, a query still takes the pool: blocking the loop on
+        itself would never return."""
+        with self._lock:
+            self._routes = [*self._routes, (loop, adb)]
+
+    def unroute(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._routes = [r for r in self._routes if r[0] is not loop]
+
+    def _routed(self) -> tuple[asyncio.AbstractEventLoop, AsyncDatabase] | None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, adb in self._routes:
+            if loop is running:
+                return None
+            if not loop.is_closed():
+                return loop, adb
+        return None
 
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -241,6 +268,9 @@ class Database(_Shell):
         """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
         if conn is not None:
             return execute(conn, query)
+        if self._routes and (routed := self._routed()) is not None:
+            loop, adb = routed
+            return asyncio.run_coroutine_threadsafe(adb.run(query), loop).result()
         try:  # the first try outside tenacity: its bookkeeping costs ~15 us per call
             with self.pool.connection() as pooled:
                 return execute(pooled, query)
@@ -278,13 +308,26 @@ def _close_open_pools() -> None:
 
 class _LoopConnections:
     """Connections of one event loop: the idle ones by lane, and a bound (`max_size`) on
-    how many are open, idle or in use, over all lanes."""
+    how many are open, idle or in use, over all lanes.
+
+    A confined loop (`AsyncDatabase.confine`) maps every lane onto one of a few sessions,
+    each a single connection that its callers take in turn (`turns`): as many
+    connections as sessions, whatever the number of callers, and never one closed to
+    open another (each session keeps its connection)."""
 
     def __init__(self, max_size: int) -> None:
         self.idle: dict[str, list[psycopg.AsyncConnection[Any]]] = {}
         self.slots = asyncio.Semaphore(max_size)  # held while a connection is in use
         self.max_size = max_size
         self.open = 0
+        self.sessions: dict[str, str] | None = None  # confined: lane -> its session
+        self.default_session = ""
+        self.turns: dict[str, asyncio.Semaphore] = {}  # confined: one holder per session
+
+    def session(self, lane: str) -> str:
+        if self.sessions is None:
+            return lane
+        return self.sessions.get(lane, self.default_session)
 
     def idle_elsewhere(self, lane: str) -> psycopg.AsyncConnection[Any] | None:
         """An idle connection of another lane (to close: each lane keeps its own sessions)."""
@@ -352,7 +395,33 @@ class AsyncDatabase(_Shell):
         self._connected = True
         return conn
 
+    async def confine(self, sessions: dict[str, str], default: str) -> None:
+        """From now on, the running loop's queries take one of a few sessions, a single
+        connection each: lane `l` the session `sessions[l]`, every other lane `default`.
+        Queries wait their turn for their session's connection: as many connections as
+        sessions, however many callers (a single one for all if the shell's `max_size` is
+        lower than the number of sessions). The loop's idle connections are closed. For a
+        loop that must hold a fixed number of connections: the worker's."""
+        conns = self._for_loop()
+        names = {*sessions.values(), default}
+        if len(names) > conns.max_size:  # not enough for one each: a single session
+            sessions, names = {}, {default}
+        stale = [conn for idle in conns.idle.values() for conn in idle]
+        conns.idle = {}
+        conns.open -= len(stale)
+        conns.sessions, conns.default_session = dict(sessions), default
+        conns.turns = {name: asyncio.Semaphore(1) for name in names}
+        for conn in stale:
+            await conn.close()
+
     async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
+        if conns.sessions is not None:
+            lane = conns.session(lane)
+            async with conns.turns[lane]:
+                return await self._run_on(conns, query, lane)
+        return await self._run_on(conns, query, lane)
+
+    async def _run_on(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:
             conn = await self._checkout(conns, lane)
             try:

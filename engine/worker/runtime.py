@@ -25,6 +25,7 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from . import sessions as _sessions
 from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
@@ -220,11 +221,13 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 state.loop.add_signal_handler(sig, self._on_signal)
         db = self.engine.adb
+        await _sessions.confine(self.engine)  # at most 3 connections: see sessions.py
         started = False
         try:
             started = await self._start_up()
         finally:  # stopped, or raised (an unmigrated database, a failed migration)
             if not started:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
         if not started:
@@ -269,6 +272,7 @@ class Worker:
             try:
                 await db.run(_queries.stop_worker(state.id))
             finally:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
             log.info("worker %s stopped", state.id)
