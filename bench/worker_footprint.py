@@ -150,15 +150,24 @@ class ConnectionSampler:
         self._thread.join()
 
 
-def wait_until(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...], want: int,
-               process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+def wait_until(
+    conn: psycopg.Connection[Any],
+    query: str,
+    params: tuple[Any, ...],
+    want: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 120.0,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         row = conn.execute(query, params).fetchone()
         if row is not None and row[0] >= want:
             return
         if process.poll() is not None:
-            raise BenchError(f"the worker exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+            raise BenchError(
+                f"the worker exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise BenchError(f"timed out waiting for {query!r} to reach {want} (at {row})")
         time.sleep(0.05)
@@ -185,7 +194,9 @@ def measure(dsn: str, kind: Kind, args: argparse.Namespace, log_dir: Path) -> No
         )
         sampler.pid = process.pid
         try:
-            registered = "SELECT count(*) FROM skiplock.workers WHERE pid = %s AND stopped_at IS NULL"
+            registered = (
+                "SELECT count(*) FROM skiplock.workers WHERE pid = %s AND stopped_at IS NULL"
+            )
             wait_until(conn, registered, (process.pid,), 1, process, log_path)
             time.sleep(SETTLE)
             kind.add("idle MB", proc_status_kb(process.pid, "VmRSS") / 1024)
@@ -193,7 +204,9 @@ def measure(dsn: str, kind: Kind, args: argparse.Namespace, log_dir: Path) -> No
             with Engine(dsn) as engine:
                 task = footprint_app.define(engine)
                 for start in range(0, args.runs, 1000):
-                    task.batch_trigger([{"i": i} for i in range(start, min(args.runs, start + 1000))])
+                    task.batch_trigger(
+                        [{"i": i} for i in range(start, min(args.runs, start + 1000))]
+                    )
             waiting = "SELECT count(*) FROM skiplock.runs WHERE status = 'WAITING'"
             wait_until(conn, waiting, (), args.runs, process, log_path)
             time.sleep(SETTLE)

@@ -12,7 +12,7 @@ import atexit
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, LiteralString, NoReturn, TypeVar
 
@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SchemaNotMigratedError, SkiplockError
+from .confined import Item, Session, run_batch, settle
 from .dsn import DEFAULT_CONNECT_TIMEOUT, Address
 
 T = TypeVar("T")
@@ -311,7 +312,7 @@ class _LoopConnections:
     how many are open, idle or in use, over all lanes.
 
     A confined loop (`AsyncDatabase.confine`) maps every lane onto one of a few sessions,
-    each a single connection that its callers take in turn (`turns`): as many
+    each a single connection that its callers take in turn (`turns`, confined.py): as many
     connections as sessions, whatever the number of callers, and never one closed to
     open another (each session keeps its connection)."""
 
@@ -322,7 +323,7 @@ class _LoopConnections:
         self.open = 0
         self.sessions: dict[str, str] | None = None  # confined: lane -> its session
         self.default_session = ""
-        self.turns: dict[str, asyncio.Semaphore] = {}  # confined: one holder per session
+        self.turns: dict[str, Session] = {}  # confined: one holder per session
 
     def session(self, lane: str) -> str:
         if self.sessions is None:
@@ -410,16 +411,46 @@ class AsyncDatabase(_Shell):
         conns.idle = {}
         conns.open -= len(stale)
         conns.sessions, conns.default_session = dict(sessions), default
-        conns.turns = {name: asyncio.Semaphore(1) for name in names}
+        conns.turns = {name: Session(batched=name == default) for name in names}
         for conn in stale:
             await conn.close()
 
     async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
-        if conns.sessions is not None:
-            lane = conns.session(lane)
-            async with conns.turns[lane]:
-                return await self._run_on(conns, query, lane)
-        return await self._run_on(conns, query, lane)
+        if conns.sessions is None:
+            return await self._run_on(conns, query, lane)
+        name = conns.session(lane)
+        session = conns.turns[name]
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        session.pending.append((query, future))
+        async with session.turn:
+            if not future.done():  # else sent with an earlier caller's batch
+                batch = session.take()
+                if batch:
+                    await _uncancellable(self._run_batch(conns, name, batch))
+        return await future
+
+    async def _run_batch(self, conns: _LoopConnections, lane: str, batch: list[Item]) -> None:
+        """Send `batch` on the session's connection and settle its futures."""
+        if len(batch) == 1:
+            query, future = batch[0]
+            try:
+                settle(future, True, await self._run_on(conns, query, lane))
+            except BaseException as exc:
+                settle(future, False, exc)
+            return
+        async with conns.slots:
+            conn = await self._checkout(conns, lane)
+            try:
+                outcomes = await run_batch(conn, batch, _execute_async)
+            except BaseException as exc:
+                conns.open -= 1
+                await conn.close()  # its state is unknown: never reuse it
+                for _, future in batch:
+                    settle(future, False, exc)
+                return
+            conns.idle[lane].append(conn)
+        for future, ok, value in outcomes:
+            settle(future, ok, value)
 
     async def _run_on(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:
@@ -473,3 +504,18 @@ class AsyncDatabase(_Shell):
         for idle in conns.idle.values() if conns is not None else ():
             while idle:
                 await idle.pop().close()
+
+
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    """Await `work` to its end even if the caller is cancelled meanwhile (then re-raise):
+    it settles other callers' queries, on a connection no one else may take until then."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
