@@ -7,9 +7,9 @@
 One `skiplock worker footprint_app:app --concurrency 50 --quiet` process (bench/
 footprint_app.py: a task that makes one step, then sleeps an hour) in a fresh database:
 
-* idle: RSS (VmRSS of /proc/PID/status) and connections 2 s after it registered;
+* idle: RSS (VmRSS of /proc/PID/status) and connections 5 s after it registered;
 * waiting: `--runs` runs triggered, each runs its step and suspends; RSS and connections
-  2 s after all of them are WAITING;
+  5 s after all of them are WAITING;
 * peak: the most connections seen at once, sampled every 20 ms from the spawn to the
   end (pg_stat_activity, by the application_name the worker is started with:
   $PGAPPNAME, which libpq applies to the connections that set none, and its LISTEN
@@ -52,7 +52,7 @@ from engine import Engine  # noqa: E402
 SECTION = "## Worker footprint (bench/worker_footprint.py)"
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
 VERSION = "bench"
-SETTLE = 2.0  # seconds between reaching a state and measuring it
+SETTLE = 5.0  # seconds between reaching a state and measuring it
 SAMPLE_EVERY = 0.02
 FIGURES = ("idle MB", "waiting MB", "peak MB", "idle conns", "waiting conns", "peak conns")
 

@@ -14,22 +14,19 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, LiteralString, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, LiteralString, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SchemaNotMigratedError, SkiplockError
 from .confined import Item, Session, run_batch, settle
 from .dsn import DEFAULT_CONNECT_TIMEOUT, Address
+
+# psycopg_pool and tenacity are imported when first needed: a worker never opens a pool
+# (0.4 MB of RSS), and tenacity (0.4 MB) is for retries, after a first try failed
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
 Rows = list[DictRow]
@@ -65,9 +62,19 @@ def _retryable(query: Query[Any]) -> Callable[[BaseException], bool]:
     return check
 
 
-_RETRY_WAIT = wait_exponential(multiplier=0.05, max=2.0)
 _RETRY_STOP_AFTER = 4  # tries in all: the first one outside tenacity, then the retries
-_RETRIES = stop_after_attempt(_RETRY_STOP_AFTER - 1)
+
+
+def _retrying(query: Query[Any], kind: type[T]) -> T:
+    """tenacity's `Retrying` or `AsyncRetrying` for the retries of `query`."""
+    import tenacity
+
+    return kind(  # type: ignore[call-arg]
+        retry=tenacity.retry_if_exception(_retryable(query)),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+        stop=tenacity.stop_after_attempt(_RETRY_STOP_AFTER - 1),
+        reraise=True,
+    )
 
 
 # invalid_schema_name, undefined_function, undefined_table, undefined_object: on one of
@@ -242,6 +249,8 @@ class Database(_Shell):
         # in the background, with a warning each time, for 30 s (and the caller's retries
         # around it for minutes), and the reason would reach only the log. One more
         # connect per process is what this costs.
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
         self.connect().close()
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self.dsn,
@@ -278,12 +287,9 @@ class Database(_Shell):
         except psycopg.Error as exc:
             if not _retryable(query)(exc):
                 raise
-        for attempt in Retrying(
-            retry=retry_if_exception(_retryable(query)),
-            wait=_RETRY_WAIT,
-            stop=_RETRIES,
-            reraise=True,
-        ):
+        from tenacity import Retrying
+
+        for attempt in _retrying(query, Retrying):
             with attempt, self.pool.connection() as pooled:
                 return execute(pooled, query)
         raise AssertionError("unreachable: tenacity re-raises")
@@ -489,12 +495,9 @@ class AsyncDatabase(_Shell):
         except psycopg.Error as exc:
             if not _retryable(query)(exc):
                 raise
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retryable(query)),
-            wait=_RETRY_WAIT,
-            stop=_RETRIES,
-            reraise=True,
-        ):
+        from tenacity import AsyncRetrying
+
+        async for attempt in _retrying(query, AsyncRetrying):
             with attempt:
                 return await self._run_once(conns, query, lane)
         raise AssertionError("unreachable: tenacity re-raises")
