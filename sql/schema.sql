@@ -2364,6 +2364,39 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.record_steps(p_steps jsonb) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_live text[];
+BEGIN
+    v_live := ARRAY(
+        SELECT r.current_attempt_id
+          FROM skiplock.runs r
+         WHERE r.id IN (SELECT a.run_id FROM skiplock.attempts a
+                         WHERE a.id IN (SELECT x->>'attempt_id'
+                                          FROM jsonb_array_elements(p_steps) x))
+           AND r.status = 'EXECUTING'
+         ORDER BY r.id
+           FOR NO KEY UPDATE);
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    SELECT a.run_id, s.position, 'step', s.name, s.output, v_now,
+           CASE WHEN s.seconds IS NOT NULL
+                THEN v_now - make_interval(secs => greatest(s.seconds, 0)) END
+      FROM jsonb_to_recordset(p_steps)
+           AS s (attempt_id text, position integer, name text, output jsonb,
+                 seconds double precision)
+      JOIN skiplock.attempts a ON a.id = s.attempt_id
+     WHERE s.attempt_id = ANY (v_live)
+    ON CONFLICT (run_id, position) DO NOTHING;
+    RETURN QUERY SELECT DISTINCT x->>'attempt_id' FROM jsonb_array_elements(p_steps) x
+                  WHERE NOT (x->>'attempt_id') = ANY (v_live);
+END;
+$$;
+
 CREATE FUNCTION skiplock.register_worker(p_worker_id text, p_version text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_tasks jsonb, p_lease_seconds double precision DEFAULT 30) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -3183,12 +3216,13 @@ DECLARE
     v_now      timestamptz := skiplock.now();
     v_ids      text[];
     v_expired  integer;
-    v_promoted integer;
-    v_wp       text;
-    v_waits    integer := 0;
+    v_due      record;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('skiplock.tick')) THEN
-        RETURN jsonb_build_object('skipped', true);
+        -- another caller ticks: still do (and say) what must happen on time
+        SELECT * INTO v_due FROM skiplock.wake_due(p_batch);
+        RETURN jsonb_build_object('skipped', true, 'waitpoints', v_due.waitpoints,
+                                  'promoted', v_due.promoted, 'next_in', v_due.next_in);
     END IF;
 
     -- first expiry, so that a run both due and expired never starts
@@ -3204,36 +3238,7 @@ BEGIN
     GET DIAGNOSTICS v_expired = ROW_COUNT;
     PERFORM skiplock.notify_runs(v_ids);
 
-    v_ids := ARRAY(
-        SELECT r.id FROM skiplock.runs r
-         WHERE r.status = 'DELAYED' AND r.delayed_until <= v_now
-         ORDER BY r.delayed_until
-         LIMIT p_batch
-         FOR UPDATE SKIP LOCKED);
-    UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now WHERE r.id = ANY (v_ids);
-    GET DIAGNOSTICS v_promoted = ROW_COUNT;
-    PERFORM skiplock.notify_runs(v_ids);
-    IF v_promoted > 0 THEN
-        PERFORM skiplock.wake('');
-    END IF;
-
-    -- waits whose time has come, and tokens whose timeout passed (an error result)
-    FOR v_wp IN
-        SELECT w.id FROM skiplock.waitpoints w
-         WHERE w.status = 'PENDING' AND w.type = 'DATETIME' AND w.completes_at <= v_now
-         ORDER BY w.completes_at LIMIT p_batch FOR UPDATE SKIP LOCKED
-    LOOP
-        v_waits := v_waits + skiplock.complete_waitpoint(v_wp, 'null', false)::integer;
-    END LOOP;
-    FOR v_wp IN
-        SELECT w.id FROM skiplock.waitpoints w
-         WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at <= v_now
-         ORDER BY w.timeout_at LIMIT p_batch FOR UPDATE SKIP LOCKED
-    LOOP
-        v_waits := v_waits + skiplock.complete_waitpoint(
-            v_wp, jsonb_build_object('type', 'WaitpointTimeout',
-                                     'message', format('token %s timed out', v_wp)), true)::integer;
-    END LOOP;
+    SELECT * INTO v_due FROM skiplock.wake_due(p_batch);
 
     -- registrations of sessions that are gone (killed, restarted server)
     DELETE FROM skiplock.subscribers s
@@ -3242,9 +3247,10 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = s.pid);
 
     RETURN jsonb_build_object(
-        'waitpoints', v_waits,
+        'waitpoints', v_due.waitpoints,
         'expired', v_expired,
-        'promoted', v_promoted,
+        'promoted', v_due.promoted,
+        'next_in', v_due.next_in,
         'released', skiplock.release_pending_versions(NULL, p_batch),
         'crashed', skiplock.crash_lost_workers(p_batch),
         'pruned', CASE WHEN skiplock.due('prune_registry', interval '10 minutes')
@@ -3527,6 +3533,66 @@ BEGIN
                   AND w.lease_expires_at > skiplock.now()) THEN
         PERFORM pg_notify('skiplock_wake', p_queue);
     END IF;
+END;
+$$;
+
+CREATE FUNCTION skiplock.wake_due(p_batch integer DEFAULT 1000, OUT waitpoints integer, OUT promoted integer, OUT next_in double precision) RETURNS record
+    LANGUAGE plpgsql
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_now timestamptz := skiplock.now();
+    v_ids text[];
+    v_wp  text;
+    v_n   integer := 0;
+BEGIN
+    v_ids := ARRAY(
+        SELECT r.id FROM skiplock.runs r
+         WHERE r.status = 'DELAYED' AND r.delayed_until <= v_now
+           AND (r.expires_at IS NULL OR r.expires_at > v_now)
+         ORDER BY r.delayed_until
+         LIMIT p_batch
+         FOR UPDATE SKIP LOCKED);
+    UPDATE skiplock.runs r SET status = 'QUEUED', updated_at = v_now WHERE r.id = ANY (v_ids);
+    GET DIAGNOSTICS promoted = ROW_COUNT;
+    IF promoted > 0 THEN
+        PERFORM skiplock.notify_runs(v_ids);
+        PERFORM skiplock.wake('');
+    END IF;
+
+    waitpoints := 0;
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'DATETIME' AND w.completes_at <= v_now
+         ORDER BY w.completes_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_n := v_n + 1;
+        waitpoints := waitpoints + skiplock.complete_waitpoint(v_wp, 'null', false)::integer;
+    END LOOP;
+    FOR v_wp IN
+        SELECT w.id FROM skiplock.waitpoints w
+         WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at <= v_now
+         ORDER BY w.timeout_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+    LOOP
+        v_n := v_n + 1;
+        waitpoints := waitpoints + skiplock.complete_waitpoint(
+            v_wp, jsonb_build_object('type', 'WaitpointTimeout',
+                                     'message', format('token %s timed out', v_wp)), true)::integer;
+    END LOOP;
+
+    IF promoted >= p_batch OR v_n >= p_batch THEN
+        next_in := 0;  -- more are due: call again at once
+        RETURN;
+    END IF;
+    -- the earliest of what is still pending, each the first entry of its partial index
+    -- (rows due already but locked by another caller count as due in 10 ms)
+    next_in := greatest(extract(epoch FROM least(
+        (SELECT min(r.delayed_until) FROM skiplock.runs r WHERE r.status = 'DELAYED'),
+        (SELECT min(w.completes_at) FROM skiplock.waitpoints w
+          WHERE w.status = 'PENDING' AND w.type = 'DATETIME'),
+        (SELECT min(w.timeout_at) FROM skiplock.waitpoints w
+          WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at IS NOT NULL))
+        - skiplock.clock())::double precision, 0.01);
 END;
 $$;
 

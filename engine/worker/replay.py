@@ -30,6 +30,7 @@ from ..models import Result, Run
 if TYPE_CHECKING:
     from ..api.context import TaskContext
     from ..api.engine import Engine
+    from .step_records import StepRecords
 
 T = TypeVar("T")
 
@@ -51,11 +52,20 @@ class Execution:
         ctx: TaskContext,
         loop: asyncio.AbstractEventLoop,
         before_block: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        records: StepRecords | None = None,
+        on_sleep: Callable[[float], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.engine, self.ctx, self.loop = engine, ctx, loop
         self._before_block = before_block  # e.g. write pending metadata before suspending
+        self._records = records  # the worker's group-committed step writer, if any
+        self._on_sleep = on_sleep  # told when a sleep started here ends (in seconds)
         self._position = 0
-        self._log: dict[int, dict[str, Any]] | None = None
+        # `fresh`: the run's first attempt, not resuming: nothing is recorded yet (only
+        # a durable call of an attempt writes the log, and a later claim of that run is
+        # a resumption or another attempt), so the first durable call reads nothing
+        self._log: dict[int, dict[str, Any]] | None = {} if fresh else None
         # the durable call made last: what the run waits on when it suspends (on_wait)
         self.last_call: dict[str, Any] | None = None
 
@@ -104,6 +114,12 @@ class Execution:
         if self._before_block is not None:
             await self._before_block()
 
+    def _slept(self, outcome: str, seconds: float) -> None:
+        """A sleep's outcome: the run waits `seconds` (the worker wakes it then)."""
+        if outcome == "WAITING" and self._on_sleep is not None:
+            self._on_sleep(seconds)
+        self._blocked(outcome)
+
     @staticmethod
     def _blocked(outcome: str) -> None:
         if outcome != "CONTINUE":  # WAITING: suspended; FENCED: no longer ours
@@ -137,8 +153,15 @@ class Execution:
     async def _record(self, position: int, name: str, result: Any, seconds: float) -> None:
         """Record a step's result; `seconds`, how long it ran, dates its start in the trace
         (measured here, on a monotonic clock, and sent with the result: no other write)."""
-        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result), seconds)
-        if not await self.engine.adb.run(query):
+        output = to_json(result)
+        if self._records is not None:
+            recorded = await self._records.record(
+                self.ctx.attempt_id, position, name, output, seconds
+            )
+        else:
+            query = _queries.record_step(self.ctx.attempt_id, position, name, output, seconds)
+            recorded = await self.engine.adb.run(query)
+        if not recorded:
             raise Suspended("FENCED")
 
     # -- waits --------------------------------------------------------------------------
@@ -150,7 +173,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_seconds(self.ctx.attempt_id, position, name, seconds)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), seconds)
 
     async def wait_until(self, until: datetime) -> None:
         # the name leaves the time out: code often computes it from the clock, and on
@@ -161,7 +184,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_until(self.ctx.attempt_id, position, name, until)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), until.timestamp() - time.time())
 
     async def create_token(self, options: dict[str, Any]) -> str:
         name = "create_token"

@@ -36,6 +36,7 @@ from .report import plural
 from .run_logs import RunLogWriter
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
+from .timers import Timers
 from .tracing import install as _trace_attempts
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class Worker:
             register=self._register,
         )
         self._outcomes = Outcomes(state, self._lease, engine)
+        self._timers = Timers(engine, tick_interval)
         self._executor = Executor(
             state,
             self._outcomes,
@@ -129,6 +131,7 @@ class Worker:
             self._threads,
             metadata_interval=metadata_interval,
             shutdown_grace=shutdown_grace,
+            on_sleep=self._timers.due_in,
         )
         self._claims = Claims(
             state,
@@ -249,7 +252,7 @@ class Worker:
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
-            asyncio.create_task(self._tick(), name="skiplock-tick"),
+            asyncio.create_task(self._timers.run(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
             asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
             asyncio.create_task(_memory.trim_when_idle(state), name="skiplock-trim"),
@@ -387,15 +390,6 @@ class Worker:
                 await self._executor.interrupt(attempt.ctx)
         if interrupted:
             await asyncio.wait(interrupted, timeout=self.lease_timeout)
-
-    async def _tick(self) -> None:
-        """Drive time-based transitions; the SQL side lets one caller work at a time."""
-        while True:
-            try:
-                await self.engine.adb.run(_queries.tick())
-            except psycopg.Error:
-                log.warning("tick failed", exc_info=True)
-            await asyncio.sleep(self.tick_interval)
 
     # -- signals from the database ----------------------------------------------------------
 

@@ -329,6 +329,45 @@ BEGIN
 END;
 $$;
 
+-- record_steps: record_step for many attempts in one statement (and one commit): a
+-- worker groups the steps that finished while its previous batch was being written.
+-- p_steps: [{attempt_id, position, name, output, seconds}, ...]. Fenced as record_step:
+-- only attempts still current and EXECUTING write. Locks: their runs, FOR NO KEY UPDATE,
+-- in id order (a batch never deadlocks with another). Returns the attempt ids that were
+-- no longer current (their steps were not recorded).
+CREATE OR REPLACE FUNCTION skiplock.record_steps(p_steps jsonb)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET enable_seqscan = off SET jit = off
+AS $$
+DECLARE
+    v_now  timestamptz := skiplock.now();
+    v_live text[];
+BEGIN
+    v_live := ARRAY(
+        SELECT r.current_attempt_id
+          FROM skiplock.runs r
+         WHERE r.id IN (SELECT a.run_id FROM skiplock.attempts a
+                         WHERE a.id IN (SELECT x->>'attempt_id'
+                                          FROM jsonb_array_elements(p_steps) x))
+           AND r.status = 'EXECUTING'
+         ORDER BY r.id
+           FOR NO KEY UPDATE);
+    INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, created_at, started_at)
+    SELECT a.run_id, s.position, 'step', s.name, s.output, v_now,
+           CASE WHEN s.seconds IS NOT NULL
+                THEN v_now - make_interval(secs => greatest(s.seconds, 0)) END
+      FROM jsonb_to_recordset(p_steps)
+           AS s (attempt_id text, position integer, name text, output jsonb,
+                 seconds double precision)
+      JOIN skiplock.attempts a ON a.id = s.attempt_id
+     WHERE s.attempt_id = ANY (v_live)
+    ON CONFLICT (run_id, position) DO NOTHING;
+    RETURN QUERY SELECT DISTINCT x->>'attempt_id' FROM jsonb_array_elements(p_steps) x
+                  WHERE NOT (x->>'attempt_id') = ANY (v_live);
+END;
+$$;
+
 -- run_log: the durable call log of a run, with each waitpoint's state, for replay.
 CREATE OR REPLACE FUNCTION skiplock.run_log(p_run_id text)
 RETURNS TABLE (step integer, kind text, name text, output jsonb, waitpoint_id text,
