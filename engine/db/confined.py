@@ -43,11 +43,16 @@ class Session:
         self.pending: list[Item] = []
         self.turn = asyncio.Lock()  # held while the session's connection is in use
 
-    def take(self) -> list[Item]:
-        """The queries to send now: all waiting (one if not batched), oldest first."""
-        live = [item for item in self.pending if not item[1].done()]
-        count = len(live) if self.batched else min(1, len(live))
-        taken, self.pending = live[:count], live[count:]
+    def take(self, own: Item) -> list[Item]:
+        """The queries to send now, oldest first: all those waiting if batched, else the
+        caller's own. Either way the caller's own is among them: whoever holds the turn
+        leaves no query of its own behind (a query left waiting is its caller's, still
+        waiting for its turn)."""
+        if not self.batched:
+            self.pending.remove(own)
+            return [own]
+        taken = [item for item in self.pending if not item[1].done()]
+        self.pending = []
         return taken
 
 
@@ -86,5 +91,7 @@ def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         return
     if ok:
         future.set_result(value)
+    elif isinstance(value, asyncio.CancelledError):  # the batch was cancelled (loop ending)
+        future.cancel()
     else:
         future.set_exception(value)

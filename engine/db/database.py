@@ -427,12 +427,20 @@ class AsyncDatabase(_Shell):
         name = conns.session(lane)
         session = conns.turns[name]
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        session.pending.append((query, future))
-        async with session.turn:
+        own: Item = (query, future)
+        session.pending.append(own)
+        try:
+            await session.turn.acquire()
+        except BaseException:  # cancelled while waiting: the query is not to be sent
+            future.cancel()
+            if own in session.pending:
+                session.pending.remove(own)
+            raise
+        try:
             if not future.done():  # else sent with an earlier caller's batch
-                batch = session.take()
-                if batch:
-                    await _uncancellable(self._run_batch(conns, name, batch))
+                await _uncancellable(self._run_batch(conns, name, session.take(own)))
+        finally:
+            session.turn.release()
         return await future
 
     async def _run_batch(self, conns: _LoopConnections, lane: str, batch: list[Item]) -> None:
@@ -444,17 +452,20 @@ class AsyncDatabase(_Shell):
             except BaseException as exc:
                 settle(future, False, exc)
             return
-        async with conns.slots:
-            conn = await self._checkout(conns, lane)
-            try:
-                outcomes = await run_batch(conn, batch, _execute_async)
-            except BaseException as exc:
-                conns.open -= 1
-                await conn.close()  # its state is unknown: never reuse it
-                for _, future in batch:
-                    settle(future, False, exc)
-                return
-            conns.idle[lane].append(conn)
+        try:
+            async with conns.slots:
+                conn = await self._checkout(conns, lane)
+                try:
+                    outcomes = await run_batch(conn, batch, _execute_async)
+                except BaseException:
+                    conns.open -= 1
+                    await conn.close()  # its state is unknown: never reuse it
+                    raise
+                conns.idle[lane].append(conn)
+        except BaseException as exc:  # every caller of the batch gets it (no connection...)
+            for _, future in batch:
+                settle(future, False, exc)
+            return
         for future, ok, value in outcomes:
             settle(future, ok, value)
 

@@ -4,13 +4,15 @@ Behind a transaction-mode pooler and on small hosted plans, connections are the 
 resource; a worker holds a fixed number of them:
 
 * the process's LISTEN connection (engine/db/listener.py), for wake-ups and cancels;
-* `claims`: the claim loop's and the completions' session (lanes "claim" and
-  "complete"), the two statements a drain sends over and over, each on a session that
-  has its functions compiled and its plans cached;
-* `calls`: everything else on the worker's loop, in turn: heartbeats, ticks, the steps,
-  waits, logs and metadata of the running attempts, alerts, and the API calls of task
-  code, both `async def` tasks' (on the loop) and `def` tasks' (their threads block
-  while the loop runs the query: `Database.route`).
+* `claims`: the engine's own short statements (lanes "claim", "complete", "heartbeat"):
+  claims, completions and step records, the statements a drain sends over and over, on
+  a session that has their functions compiled and plans cached; and the heartbeat,
+  which must never wait behind task code's queries (the lease would lapse);
+* `calls`: everything else on the worker's loop, in turn: ticks, the log reads, waits,
+  logs and metadata of the running attempts, alerts, and the API calls of task code,
+  both `async def` tasks' (on the loop) and `def` tasks' (their threads block while the
+  loop runs the query: `Database.route`). The queries waiting for it are sent in one
+  transaction (engine/db/confined.py).
 
 `Engine(pool_size=N)` bounds the connections of everything else in the process (the
 blocking API's pool, other event loops); the worker's loop takes two sessions, or one for
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..api.engine import Engine
 
-SESSIONS = {"claim": "claims", "complete": "claims"}
+SESSIONS = {"claim": "claims", "complete": "claims", "heartbeat": "claims"}
 DEFAULT_SESSION = "calls"
 
 
