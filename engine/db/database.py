@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import re
 import threading
 import weakref
@@ -199,33 +200,29 @@ class Database(_Shell):
     def _init_state(self) -> None:
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
-        # loops whose async shell runs this shell's queries from other threads (`route`)
-        self._routes: list[tuple[asyncio.AbstractEventLoop, AsyncDatabase]] = []
 
     def route(self, loop: asyncio.AbstractEventLoop, adb: AsyncDatabase) -> None:
-        """From now on, run the queries called from any thread but `loop`'s on `loop`, with
-        `adb` (the calling thread blocks until done): they share that loop's connections
-        instead of opening a pool (a worker's `def` tasks calling the API). Called from
-        the loop's own thread, a query still takes the pool: blocking the loop on
-        itself would never return."""
-        with self._lock:
-            self._routes = [*self._routes, (loop, adb)]
+        """From now on, in the current context and those copied from it (the tasks it
+        starts, and the threads they hand work to with their context: a worker's `def`
+        tasks), run this shell's queries on `loop` with `adb`, the calling thread blocking
+        until done: they share that loop's connections instead of opening a pool. Other
+        threads (an application's own) are not routed. Called on the loop's own thread, a
+        query still takes the pool: blocking the loop on itself would never return."""
+        _ROUTE.set((self, loop, adb))
 
-    def unroute(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            self._routes = [r for r in self._routes if r[0] is not loop]
+    def unroute(self) -> None:
+        """Stop routing in the current context (see `route`)."""
+        _ROUTE.set(None)
 
     def _routed(self) -> tuple[asyncio.AbstractEventLoop, AsyncDatabase] | None:
+        route = _ROUTE.get()
+        if route is None or route[0] is not self or route[1].is_closed():
+            return None
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        for loop, adb in self._routes:
-            if loop is running:
-                return None
-            if not loop.is_closed():
-                return loop, adb
-        return None
+        return None if running is route[1] else (route[1], route[2])
 
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -278,7 +275,7 @@ class Database(_Shell):
         """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
         if conn is not None:
             return execute(conn, query)
-        if self._routes and (routed := self._routed()) is not None:
+        if (routed := self._routed()) is not None:
             loop, adb = routed
             return asyncio.run_coroutine_threadsafe(adb.run(query), loop).result()
         try:  # the first try outside tenacity: its bookkeeping costs ~15 us per call
@@ -300,6 +297,11 @@ class Database(_Shell):
             self._pool.close()
             self._pool = None
 
+
+# where a context's blocking queries go instead of the pool (`Database.route`)
+_ROUTE: contextvars.ContextVar[tuple[Database, asyncio.AbstractEventLoop, AsyncDatabase] | None] = (
+    contextvars.ContextVar("skiplock_route", default=None)
+)
 
 # Databases whose pool is open, closed at exit: a pool left to the garbage collector at
 # interpreter shutdown cannot stop its threads. On Python 3.13 every `skiplock queues` or

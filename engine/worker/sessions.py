@@ -18,7 +18,9 @@ resource; a worker holds a fixed number of them:
 blocking API's pool, other event loops); the worker's loop takes two sessions, or one for
 all when `pool_size` is 1. A `def` task's blocking API calls share the worker's
 sessions; other connections are its own (an `asyncio.run(...)` in a `def` task, a blocking
-API call made on the worker's loop, a `read_dsn` replica, `app.transaction()`).
+API call made on the worker's loop, a thread the task starts itself, a `read_dsn` replica,
+`app.transaction()`); so are the application's outside the worker (an application that
+runs a worker in one of its threads keeps its pool for its own calls).
 
 Nothing holds a session while it waits for anything but its own query, so a caller
 waiting its turn always gets it: a `def` task's thread blocked on the loop never holds
@@ -39,11 +41,12 @@ DEFAULT_SESSION = "calls"
 
 async def confine(engine: Engine) -> None:
     """Confine the running loop (the worker's) to its sessions; route the blocking API's
-    queries from other threads (`def` tasks) onto it."""
+    queries made under the worker (its `def` tasks' threads: the context of the calling
+    coroutine is theirs) onto it. Call from the worker's main coroutine."""
     await engine.adb.confine(SESSIONS, DEFAULT_SESSION)
     engine.db.route(asyncio.get_running_loop(), engine.adb)
 
 
 def release(engine: Engine) -> None:
     """Stop routing the blocking API's queries to the running loop (it is ending)."""
-    engine.db.unroute(asyncio.get_running_loop())
+    engine.db.unroute()
