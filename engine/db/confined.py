@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from ..errors import SkiplockError
 
-if TYPE_CHECKING:
-    from .database import Query
-
-Item = tuple["Query[Any]", "asyncio.Future[Any]"]
+# a query (database.Query: not imported, database.py imports this) and its caller's future
+Item = tuple[Any, "asyncio.Future[Any]"]
 
 
 class Session:
@@ -59,7 +57,7 @@ class Session:
 async def run_batch(
     conn: psycopg.AsyncConnection[Any],
     batch: list[Item],
-    execute: Callable[[psycopg.AsyncConnection[Any], Query[Any]], Awaitable[Any]],
+    execute: Callable[[psycopg.AsyncConnection[Any], Any], Awaitable[Any]],
 ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
     """Send `batch` in one transaction on `conn`; return (future, ok, result or error)
     for each, once committed. When one query fails, the transaction is rolled back
