@@ -208,6 +208,17 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.batch_results(p_batch_id text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'status', r.status,
+                                                 'output', r.output, 'error', r.error)
+                              ORDER BY r.id), '[]')
+      FROM skiplock.runs r
+     WHERE r.id = ANY ((SELECT b.run_ids FROM skiplock.batches b WHERE b.id = p_batch_id)::text[])
+       AND r.batch_id = p_batch_id
+$$;
+
 CREATE FUNCTION skiplock.batch_trigger_and_wait(p_attempt_id text, p_position integer, p_task text, p_items jsonb, p_options jsonb) RETURNS TABLE(batch_id text, outcome text)
     LANGUAGE plpgsql
     AS $$
@@ -227,10 +238,11 @@ BEGIN
         RETURNING r.status)
     SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
     INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
-                                     completed_at)
+                                     completed_at, results)
     VALUES (v_wp, 'BATCH', CASE WHEN v_pending = 0 THEN 'COMPLETED'
                                 ELSE 'PENDING' END::skiplock.waitpoint_status,
-            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END);
+            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END,
+            CASE WHEN v_pending = 0 THEN skiplock.batch_results(v_batch) END);
     RETURN QUERY SELECT v_batch, skiplock.block_run(p_attempt_id, p_position, 'batch', p_task,
                                                     ARRAY[v_wp], to_jsonb(v_batch));
 END;
@@ -1991,6 +2003,10 @@ BEGIN
          WHERE w.type = 'BATCH' AND w.batch_id = NEW.batch_id AND w.status = 'PENDING'
         RETURNING * INTO v_wp;
         IF FOUND AND v_wp.pending_runs <= 0 THEN
+            -- a statement of its own: its snapshot, taken after the count-off above (which
+            -- waited for any sibling's count-off to commit), sees every child final
+            UPDATE skiplock.waitpoints w SET results = skiplock.batch_results(NEW.batch_id)
+             WHERE w.id = v_wp.id;
             PERFORM skiplock.complete_waitpoint(v_wp.id, to_jsonb(NEW.batch_id), false);
         END IF;
     END IF;
@@ -2691,10 +2707,11 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind text, name text, output jsonb, waitpoint_id text, waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb, waitpoint_is_error boolean)
+CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind text, name text, output jsonb, waitpoint_id text, waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb, waitpoint_is_error boolean, batch_results jsonb)
     LANGUAGE sql STABLE
     AS $$
-    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error
+    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error,
+           w.results
       FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
      WHERE s.run_id = p_run_id
      ORDER BY s.position
@@ -3586,13 +3603,16 @@ BEGIN
     END IF;
     -- the earliest of what is still pending, each the first entry of its partial index
     -- (rows due already but locked by another caller count as due in 10 ms)
-    next_in := greatest(extract(epoch FROM least(
+    next_in := extract(epoch FROM least(
         (SELECT min(r.delayed_until) FROM skiplock.runs r WHERE r.status = 'DELAYED'),
         (SELECT min(w.completes_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'DATETIME'),
         (SELECT min(w.timeout_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at IS NOT NULL))
-        - skiplock.clock())::double precision, 0.01);
+        - skiplock.clock());
+    IF next_in IS NOT NULL THEN  -- (greatest would turn NULL into 0.01)
+        next_in := greatest(next_in, 0.01);
+    END IF;
 END;
 $$;
 
@@ -3903,7 +3923,8 @@ CREATE TABLE skiplock.waitpoints (
     idempotency_key_expires_at timestamp with time zone,
     tags text[] DEFAULT '{}'::text[] NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    completed_at timestamp with time zone
+    completed_at timestamp with time zone,
+    results jsonb
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 

@@ -535,3 +535,10 @@ async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
     if cancelled:
         raise asyncio.CancelledError
     task.result()
+
+
+def refused(exc: BaseException) -> bool:
+    """The database refused the data sent (resending the same will not help). Any other
+    error (a connection lost, a read-only server during a failover, a function missing
+    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
+    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))
