@@ -146,7 +146,12 @@ class Claims:
                 metadata=Metadata(None if row["metadata"] == "{}" else json.loads(row["metadata"])),
             )
             attempt = RunningAttempt(
-                ctx, task, row["payload"], row["max_duration"], resumed=row["resumed"]
+                ctx,
+                task,
+                row["payload"],
+                row["max_duration"],
+                resumed=row["resumed"],
+                log=row["log"],
             )
             if traced:
                 attempt.queue, attempt.trace_context = row["queue"], row["trace_context"]

@@ -267,12 +267,14 @@ $$;
 -- whatever admission the caller did. Returns the attempts with what a worker needs, in
 -- queue order; `resumed`: the attempt continues after a wait (its hooks say on_resume);
 -- `queue` and `trace_context` (NULL if the trigger was not traced): for a worker that
--- traces (its attempt's span starts in that context), selected only by such a worker.
+-- traces (its attempt's span starts in that context), selected only by such a worker;
+-- `log`, for an attempt that resumes, the run's durable call log (run_log's rows as a
+-- jsonb array, what its replay needs: no read of its own), else NULL.
 CREATE OR REPLACE FUNCTION skiplock.begin_attempts(
     p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean, queue text, trace_context jsonb)
+               resumed boolean, queue text, trace_context jsonb, log jsonb)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
 SET plan_cache_mode = force_generic_plan
@@ -313,7 +315,9 @@ BEGIN
           FROM started s
          WHERE s.suspended AND a.id = s.current_attempt_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended, s.queue, s.trace_context
+           s.attempt_count, s.suspended, s.queue, s.trace_context,
+           CASE WHEN s.suspended THEN (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.step), '[]')
+                                         FROM skiplock.run_log(s.id) l) END
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -346,7 +350,8 @@ CREATE OR REPLACE FUNCTION skiplock.claim(
     p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean, queue text, trace_context jsonb, retry_in double precision)
+               resumed boolean, queue text, trace_context jsonb, log jsonb,
+               retry_in double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ready record := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
@@ -375,7 +380,8 @@ CREATE OR REPLACE FUNCTION skiplock.complete_and_claim(
     p_limit integer)
 RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
                max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean, queue text, trace_context jsonb, retry_in double precision)
+               resumed boolean, queue text, trace_context jsonb, log jsonb,
+               retry_in double precision)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM skiplock.worker_is_active(p_worker_id);
