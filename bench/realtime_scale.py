@@ -244,9 +244,7 @@ def finished_at(conn: Conn, ids: list[str]) -> dict[str, float]:
 def latencies(seen: dict[str, float], finished: dict[str, float]) -> list[float]:
     missing = set(finished) - set(seen)
     if missing:
-        raise BenchError(
-            f"{len(missing)} of {len(finished)} completed runs never seen COMPLETED"
-        )
+        raise BenchError(f"{len(missing)} of {len(finished)} completed runs never seen COMPLETED")
     return [(seen[i] - at) * 1000 for i, at in finished.items()]
 
 
