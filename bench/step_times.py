@@ -168,8 +168,10 @@ def run_drain(dsn: str, n: int, kind: Kind, drain: Drain, log_dir: Path) -> None
         _, busy = db_timings(conn, spawned_at)
         wait_disconnected(conn)
         row = conn.execute(
-            "SELECT total_time / calls FROM pg_stat_user_functions "
-            "WHERE schemaname = 'skiplock' AND funcname = 'record_step' AND calls > 0"
+            # per step: record_step, or record_steps (group-committed: a call per batch)
+            "SELECT sum(total_time) / %s FROM pg_stat_user_functions WHERE schemaname = "
+            "'skiplock' AND funcname IN ('record_step', 'record_steps') HAVING sum(calls) > 0",
+            (n * drain.steps or 1,),
         ).fetchone()
     kind.rates.setdefault(drain.name, []).append(n / elapsed)
     kind.busy.setdefault(drain.name, []).append(n / busy)
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         drop_database(server_dsn, name)
                     record = kind.record_ms.get(drain.name, [])
-                    extra = f", record_step {record[-1]:.4f} ms/call" if drain.steps else ""
+                    extra = f", record {record[-1]:.4f} ms/step" if drain.steps and record else ""
                     print(
                         f"#{r + 1} {drain.name:<8} {kind.name:<22} "
                         f"{kind.rates[drain.name][-1]:6.0f} runs/s, "

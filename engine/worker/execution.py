@@ -27,7 +27,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -54,6 +54,7 @@ from .state import (
     RunningAttempt,
     WorkerState,
 )
+from .step_records import StepRecords
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
@@ -75,13 +76,16 @@ class Executor:
         *,
         metadata_interval: float,
         shutdown_grace: float,
+        on_sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._state, self._outcomes, self._engine = state, outcomes, engine
+        self._on_sleep = on_sleep  # told how long a run that starts to sleep will sleep
         self._running, self._by_run = state.running, state.by_run
         self._threads = threads
         self._metadata_interval = metadata_interval
         self._shutdown_grace = shutdown_grace
         self._lifecycle = Lifecycle(engine)
+        self._steps = StepRecords(engine)
 
     async def interrupt(self, ctx: TaskContext, seconds: float | None = None) -> None:
         """The worker shuts down before the attempt finished: queue its run again, to
@@ -165,7 +169,13 @@ class Executor:
         attempt.parsed = payload
         # durable calls find their execution here (a def task's thread copies the context)
         execution = Execution(
-            self._engine, ctx, self._state.loop, lambda: self.flush_metadata(attempt)
+            self._engine,
+            ctx,
+            self._state.loop,
+            lambda: self.flush_metadata(attempt),
+            records=self._steps,
+            on_sleep=self._on_sleep,
+            fresh=ctx.attempt == 1 and not attempt.resumed,
         )
         attempt.execution = execution
         _execution_var.set(execution)

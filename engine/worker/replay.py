@@ -30,6 +30,7 @@ from ..models import Result, Run
 if TYPE_CHECKING:
     from ..api.context import TaskContext
     from ..api.engine import Engine
+    from .step_records import StepRecords
 
 T = TypeVar("T")
 
@@ -51,11 +52,20 @@ class Execution:
         ctx: TaskContext,
         loop: asyncio.AbstractEventLoop,
         before_block: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        *,
+        records: StepRecords | None = None,
+        on_sleep: Callable[[float], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.engine, self.ctx, self.loop = engine, ctx, loop
         self._before_block = before_block  # e.g. write pending metadata before suspending
+        self._records = records  # the worker's group-committed step writer, if any
+        self._on_sleep = on_sleep  # told when a sleep started here ends (in seconds)
         self._position = 0
-        self._log: dict[int, dict[str, Any]] | None = None
+        # `fresh`: the run's first attempt, not resuming: nothing is recorded yet (only
+        # a durable call of an attempt writes the log, and a later claim of that run is
+        # a resumption or another attempt), so the first durable call reads nothing
+        self._log: dict[int, dict[str, Any]] | None = {} if fresh else None
         # the durable call made last: what the run waits on when it suspends (on_wait)
         self.last_call: dict[str, Any] | None = None
 
@@ -104,6 +114,12 @@ class Execution:
         if self._before_block is not None:
             await self._before_block()
 
+    def _slept(self, outcome: str, seconds: float) -> None:
+        """A sleep's outcome: the run waits `seconds` (the worker wakes it then)."""
+        if outcome == "WAITING" and self._on_sleep is not None:
+            self._on_sleep(seconds)
+        self._blocked(outcome)
+
     @staticmethod
     def _blocked(outcome: str) -> None:
         if outcome != "CONTINUE":  # WAITING: suspended; FENCED: no longer ours
@@ -137,8 +153,15 @@ class Execution:
     async def _record(self, position: int, name: str, result: Any, seconds: float) -> None:
         """Record a step's result; `seconds`, how long it ran, dates its start in the trace
         (measured here, on a monotonic clock, and sent with the result: no other write)."""
-        query = _queries.record_step(self.ctx.attempt_id, position, name, to_json(result), seconds)
-        if not await self.engine.adb.run(query):
+        output = to_json(result)
+        if self._records is not None:
+            recorded = await self._records.record(
+                self.ctx.attempt_id, position, name, output, seconds
+            )
+        else:
+            query = _queries.record_step(self.ctx.attempt_id, position, name, output, seconds)
+            recorded = await self.engine.adb.run(query)
+        if not recorded:
             raise Suspended("FENCED")
 
     # -- waits --------------------------------------------------------------------------
@@ -150,7 +173,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_seconds(self.ctx.attempt_id, position, name, seconds)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), seconds)
 
     async def wait_until(self, until: datetime) -> None:
         # the name leaves the time out: code often computes it from the clock, and on
@@ -161,7 +184,7 @@ class Execution:
             return
         await self._suspending()
         query = _queries.wait_until(self.ctx.attempt_id, position, name, until)
-        self._blocked(await self.engine.adb.run(query))
+        self._slept(await self.engine.adb.run(query), until.timestamp() - time.time())
 
     async def create_token(self, options: dict[str, Any]) -> str:
         name = "create_token"
@@ -176,14 +199,18 @@ class Execution:
 
     async def wait_token(self, token_id: str) -> Result:
         position, entry = await self._entry("token", token_id)
-        if entry is None or entry["waitpoint_status"] != "COMPLETED":
+        if entry is not None and entry["waitpoint_status"] == "COMPLETED":
+            # replayed: the log holds the token's output (kept once complete)
+            output, is_error = entry["waitpoint_output"], entry["waitpoint_is_error"]
+        else:
             await self._suspending()
             query = _queries.block_on(self.ctx.attempt_id, position, "token", token_id, token_id)
             self._blocked(await self.engine.adb.run(query))
-        point = await self.engine.adb.run(_queries.waitpoint(token_id))
-        if point["is_error"]:
-            return Result(ok=False, error=point["output"])
-        return Result(ok=True, output=point["output"])
+            point = await self.engine.adb.run(_queries.waitpoint(token_id))
+            output, is_error = point["output"], point["is_error"]
+        if is_error:
+            return Result(ok=False, error=output)
+        return Result(ok=True, output=output)
 
     # -- child runs ---------------------------------------------------------------------
 
@@ -205,9 +232,12 @@ class Execution:
         elif entry["waitpoint_status"] != "COMPLETED":
             raise Suspended("WAITING")  # resumed early: cannot happen, but never run on
         else:
-            child = entry["output"]
-        # from the primary, never a replica (`runs.retrieve` may read one): the child's
-        # final state is what this run resumed on
+            # replayed: the child's RUN waitpoint, read with the log, holds what it ended
+            # with (skiplock.run_result), whether or not its row is still there
+            ended = entry["waitpoint_output"]
+            return _result(ended["run_id"], ended["status"], ended["output"], ended["error"], parse)
+        # the child was final already (a key found it): from the primary, never a replica
+        # (`runs.retrieve` may read one), as its final state is what this call returns
         run: Run[Any, Any] = Run.model_validate(await self.engine.adb.run(_queries.retrieve(child)))
         return _result(run.id, run.status.value, run.output, run.error, parse)
 
@@ -228,7 +258,10 @@ class Execution:
         elif entry["waitpoint_status"] != "COMPLETED":
             raise Suspended("WAITING")
         else:
-            batch = entry["output"]
+            # replayed: the BATCH waitpoint, read with the log, holds its runs' results
+            # (skiplock.batch_results, kept when it completed)
+            rows = entry["batch_results"]
+            return [_result(r["id"], r["status"], r["output"], r["error"], parse) for r in rows]
         rows = await self.engine.adb.run(_queries.batch_results(batch))
         return [_result(r["id"], r["status"], r["output"], r["error"], parse) for r in rows]
 

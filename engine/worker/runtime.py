@@ -25,6 +25,8 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from . import memory as _memory
+from . import sessions as _sessions
 from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
@@ -34,6 +36,7 @@ from .report import plural
 from .run_logs import RunLogWriter
 from .state import SHUTDOWN, WorkerState, new_worker_id, wait_any
 from .threads import DaemonThreadPool
+from .timers import Timers
 from .tracing import install as _trace_attempts
 
 if TYPE_CHECKING:
@@ -120,6 +123,7 @@ class Worker:
             register=self._register,
         )
         self._outcomes = Outcomes(state, self._lease, engine)
+        self._timers = Timers(engine, tick_interval)
         self._executor = Executor(
             state,
             self._outcomes,
@@ -127,6 +131,7 @@ class Worker:
             self._threads,
             metadata_interval=metadata_interval,
             shutdown_grace=shutdown_grace,
+            on_sleep=self._timers.due_in,
         )
         self._claims = Claims(
             state,
@@ -220,11 +225,13 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 state.loop.add_signal_handler(sig, self._on_signal)
         db = self.engine.adb
+        await _sessions.confine(self.engine)  # at most 3 connections: see sessions.py
         started = False
         try:
             started = await self._start_up()
         finally:  # stopped, or raised (an unmigrated database, a failed migration)
             if not started:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
         if not started:
@@ -238,15 +245,17 @@ class Worker:
             # bigger process: its objects alive now would never be collected either.
             gc.collect()
             gc.freeze()
+            _memory.trim()  # the imports' scratch: 0.9 MB
         listener = None if self._poll_only else Listener.for_dsn(self._listen_dsn or "")
         registrations = self._listen(listener) if listener is not None else []
         run_logs = RunLogWriter.acquire(self.engine)
         background = [
             asyncio.create_task(self._lease.heartbeat(), name="skiplock-heartbeat"),
             asyncio.create_task(self._lease.fence(), name="skiplock-fence"),
-            asyncio.create_task(self._tick(), name="skiplock-tick"),
+            asyncio.create_task(self._timers.run(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
             asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
+            asyncio.create_task(_memory.trim_when_idle(state), name="skiplock-trim"),
         ]
         flusher: asyncio.Task[None] | None = None
         try:
@@ -269,6 +278,7 @@ class Worker:
             try:
                 await db.run(_queries.stop_worker(state.id))
             finally:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
             log.info("worker %s stopped", state.id)
@@ -380,15 +390,6 @@ class Worker:
                 await self._executor.interrupt(attempt.ctx)
         if interrupted:
             await asyncio.wait(interrupted, timeout=self.lease_timeout)
-
-    async def _tick(self) -> None:
-        """Drive time-based transitions; the SQL side lets one caller work at a time."""
-        while True:
-            try:
-                await self.engine.adb.run(_queries.tick())
-            except psycopg.Error:
-                log.warning("tick failed", exc_info=True)
-            await asyncio.sleep(self.tick_interval)
 
     # -- signals from the database ----------------------------------------------------------
 

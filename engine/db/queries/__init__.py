@@ -22,6 +22,7 @@ from .attempts import (
     stop_worker,
     tick,
     update_metadata,
+    wake_due,
 )
 from .run_logs import append_run_logs, run_logs_of
 from .runs import (
@@ -66,6 +67,7 @@ from .waitpoints import (
     complete_token,
     create_token,
     record_step,
+    record_steps,
     run_log,
     run_waitpoints,
     trigger_and_wait,
@@ -105,6 +107,7 @@ __all__ = [
     "queue_stats",
     "record_alert",
     "record_step",
+    "record_steps",
     "register_worker",
     "replay",
     "reschedule",
@@ -132,6 +135,7 @@ __all__ = [
     "wait_seconds",
     "wait_until",
     "waitpoint",
+    "wake_due",
     "watch",
     "workers",
 ]

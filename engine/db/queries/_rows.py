@@ -19,6 +19,11 @@ def _as_is(rows: Rows) -> list[dict[str, Any]]:
     return rows
 
 
+def _column(rows: Rows) -> list[Any]:
+    """The first column of every row."""
+    return [next(iter(r.values())) for r in rows]
+
+
 def _scalar(rows: Rows) -> Any:
     return next(iter(rows[0].values())) if rows else None
 

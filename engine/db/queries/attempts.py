@@ -137,6 +137,11 @@ def tick() -> Query[dict[str, Any]]:
     return Query("SELECT skiplock.tick()", (), _scalar)
 
 
+def wake_due() -> Query[float | None]:
+    """Seconds until the next transition wake_due makes is due (None: none waits)."""
+    return Query("SELECT next_in FROM skiplock.wake_due()", (), _scalar)
+
+
 def update_metadata(attempt_id: str, metadata_json: str) -> Query[bool]:
     return Query(
         "SELECT skiplock.update_metadata(%s, %s::jsonb)", (attempt_id, metadata_json), _scalar

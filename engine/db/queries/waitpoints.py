@@ -7,7 +7,7 @@ from typing import Any
 
 from ...errors import TokenNotFoundError
 from ..database import Query, Rows
-from ._rows import _as_is, _json, _scalar
+from ._rows import _as_is, _column, _json, _scalar
 
 
 def run_log(run_id: str) -> Query[dict[int, dict[str, Any]]]:
@@ -27,6 +27,11 @@ def record_step(
         (attempt_id, position, name, output_json, seconds),
         _scalar,
     )
+
+
+def record_steps(steps_json: str) -> Query[list[str]]:
+    """Many step records in one statement; returns the attempts fenced off (not written)."""
+    return Query("SELECT * FROM skiplock.record_steps(%s::jsonb)", (steps_json,), _column)
 
 
 def wait_seconds(attempt_id: str, position: int, name: str, seconds: float) -> Query[str]:
