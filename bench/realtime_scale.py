@@ -92,6 +92,10 @@ FUNCTIONS = ("notify_runs", "complete_attempts")
 PROCS = [sys.executable, "-m", "bench.realtime_scale_procs"]
 SETTLE = 2.0  # seconds between a holder's READY and the drain
 STAT_PAUSE = 1.2  # seconds for the worker's session to flush its function counters
+# A throwaway cluster's max_connections: initdb's default of 100 is short of (b)'s
+# subscribers (a LISTEN connection each) plus, per database, a worker's pool and LISTEN,
+# the bench's own connections and tick()'s (about 30 in all).
+CONNECTION_SPARE = 40
 
 
 @dataclass
@@ -306,20 +310,28 @@ def many_processes(server_dsn: str, args: argparse.Namespace, log_dir: Path) -> 
         db = dbs[True]
         procs: list[common.Worker] = []
         try:
+            check_capacity(db.conn, args.procs)
             sub_dsn = make_conninfo(db.dsn, application_name="bench-sub")
+            started = time.perf_counter()
             for tag in tags:
                 procs += common.spawn([*PROCS, "tagger", tag], sub_dsn, 1, log_dir, {})
             for p in procs:
                 read_line(p, READY_PREFIX, 600)
-            common.wait_until(
-                lambda: (
-                    int(common.scalar(db.conn, "SELECT count(*) FROM skiplock.subscribers"))
-                    == len(procs)
-                ),
-                procs,
-                600,
-                "every subscriber registered",
-            )
+            sc.facts["start_s"] = round(time.perf_counter() - started, 1)
+            try:
+                common.wait_until(
+                    lambda: (
+                        int(common.scalar(db.conn, "SELECT count(*) FROM skiplock.subscribers"))
+                        == len(procs)
+                    ),
+                    procs,
+                    600,
+                    "every subscriber registered",
+                    interval=0.2,
+                )
+            except BenchError as exc:
+                raise BenchError(f"{exc}{refused(procs)}") from None
+            sc.facts["registered_s"] = round(time.perf_counter() - started, 1)
             sc.facts.update(connections(db.conn, procs))
             backends = [
                 p
@@ -347,6 +359,31 @@ def many_processes(server_dsn: str, args: argparse.Namespace, log_dir: Path) -> 
         sc.latency["tag subscriptions"] = latencies(seen, finished_at(db.conn, all_ids))
         wait_unsubscribed(db.conn)
     return sc
+
+
+def check_capacity(conn: Conn, procs: int) -> None:
+    """Fail now unless the server has a free connection for each subscriber process (and
+    some to spare): one refused LISTEN connection is retried with backoff for ever, and
+    its process never registers."""
+    row = conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    ).fetchone()
+    free = int(row[0]) if row else 0
+    if free < procs + CONNECTION_SPARE:
+        raise BenchError(
+            f"{free} connections free on the server, {procs} subscriber processes need "
+            f"{procs + CONNECTION_SPARE}: raise max_connections (without --dsn it is set)"
+        )
+
+
+def refused(procs: list[common.Worker]) -> str:
+    """What the subscribers' logs say of refused connections, for a failure message."""
+    lost = [w for w in procs if "LISTEN connection lost" in w.log_path.read_text(errors="replace")]
+    if not lost:
+        return ""
+    return f"; {len(lost)} processes could not connect, e.g.:\n{lost[0].log_tail()}"
 
 
 def connections(conn: Conn, procs: list[common.Worker]) -> dict[str, Any]:
@@ -495,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.perf_counter()
     scenarios = []
     with (
-        postgres_server(args.dsn) as server_dsn,
+        postgres_server(
+            args.dsn, {"max_connections": str(max(100, args.procs + 2 * CONNECTION_SPARE))}
+        ) as server_dsn,  # a --dsn's server is checked in (b): check_capacity
         tempfile.TemporaryDirectory(prefix="skiplock-bench-logs-") as log_dir,
     ):
         pg = common.server_facts(server_dsn)
