@@ -1950,31 +1950,63 @@ CREATE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
-    v_ids  text[];
-    v_from integer := 1;
+    v_from    integer := 1;
+    v_payload text;
 BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0
        OR NOT EXISTS (SELECT 1 FROM skiplock.subscriptions) THEN
         RETURN;
     END IF;
     IF EXISTS (SELECT 1 FROM skiplock.subscriptions s WHERE s.kind = 'all') THEN
-        v_ids := p_ids;
-    ELSE
-        v_ids := ARRAY(
-            SELECT r.id FROM skiplock.runs r
-             WHERE r.id = ANY (p_ids)
-               AND (EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                             WHERE s.kind = 'run' AND s.key = r.id OFFSET 0)
-                    OR (r.batch_id IS NOT NULL
-                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                                     WHERE s.kind = 'batch' AND s.key = r.batch_id OFFSET 0))
-                    OR (r.tags <> '{}'
-                        AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                                     WHERE s.kind = 'tag' AND s.key = ANY (r.tags)))));
+        WHILE v_from <= cardinality(p_ids) LOOP
+            PERFORM pg_notify('skiplock_runs',
+                              json_build_object('ids', p_ids[v_from:v_from + 199])::text);
+            v_from := v_from + 200;
+        END LOOP;
+        RETURN;
     END IF;
-    WHILE v_from <= cardinality(v_ids) LOOP
-        PERFORM pg_notify('skiplock_runs', array_to_string(v_ids[v_from:v_from + 199], ','));
-        v_from := v_from + 200;
+    -- each (kind, key, id) matched; its size in the payload (a group's key counted at its
+    -- first id); cut into chunks of about 6500 bytes (a group cut in two repeats its key,
+    -- a tag of at most 128 characters: under 8000 bytes in all); one JSON object a chunk
+    FOR v_payload IN
+        WITH r AS MATERIALIZED (
+            SELECT r.id, r.batch_id, r.tags FROM skiplock.runs r WHERE r.id = ANY (p_ids)
+        ), m AS (
+            SELECT 'run' AS kind, '' AS key, r.id FROM r
+             WHERE EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                            WHERE s.kind = 'run' AND s.key = r.id OFFSET 0)
+            UNION ALL
+            SELECT 'batch', r.batch_id, r.id FROM r
+             WHERE r.batch_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                            WHERE s.kind = 'batch' AND s.key = r.batch_id OFFSET 0)
+            UNION ALL
+            SELECT 'tag', t.tag, r.id
+              FROM r, unnest(r.tags) AS t(tag)
+             WHERE r.tags <> '{}'
+               AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
+                            WHERE s.kind = 'tag' AND s.key = t.tag OFFSET 0)
+        ), b AS (
+            SELECT m.kind, m.key, m.id, octet_length(m.id) + 4
+                   + CASE WHEN m.kind = 'run' OR row_number() OVER w > 1 THEN 0
+                          ELSE octet_length(to_json(m.key)::text) + 8 END AS bytes
+              FROM m WINDOW w AS (PARTITION BY m.kind, m.key ORDER BY m.id)
+        ), c AS (
+            SELECT b.kind, b.key, b.id,
+                   sum(b.bytes) OVER (ORDER BY b.kind, b.key, b.id) / 6500 AS chunk
+              FROM b
+        ), g AS (
+            SELECT c.chunk, c.kind, c.key, json_agg(c.id ORDER BY c.id) AS ids
+              FROM c GROUP BY c.chunk, c.kind, c.key
+        ), k AS (
+            SELECT g.chunk, g.kind,
+                   CASE WHEN g.kind = 'run' THEN (array_agg(g.ids))[1]
+                        ELSE json_object_agg(g.key, g.ids) END AS v
+              FROM g GROUP BY g.chunk, g.kind
+        )
+        SELECT json_object_agg(k.kind, k.v)::text FROM k GROUP BY k.chunk ORDER BY k.chunk
+    LOOP
+        PERFORM pg_notify('skiplock_runs', v_payload);
     END LOOP;
 END;
 $$;

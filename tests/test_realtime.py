@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from helpers import fetch, wait_for
 
 from engine import Engine, Run, RunStatus, TaskContext
-from engine.api.realtime import Mailbox, RunFeed
+from engine.api.realtime import Mailbox, RunFeed, Subscription, _announced
 from engine.db.listener import Listener
 from engine.errors import InvalidArgumentError, RunNotFoundError
 
@@ -232,18 +233,81 @@ def test_only_watched_runs_are_announced(app: Engine, dsn: str) -> None:
         listen.execute("SELECT skiplock.subscribe()")
         assert announced([watched]) == []  # registered, watching nothing
         listen.execute("SELECT skiplock.watch(%s, %s)", (["run", "tag"], [watched, "loud"]))
-        assert announced([watched, other, tagged]) == [f"{watched},{tagged}"]
+        [payload] = announced([watched, other, tagged])
+        assert json.loads(payload) == {"run": [watched], "tag": {"loud": [tagged]}}
         listen.execute("SELECT skiplock.watch('{all}', '{*}')")
         many = [f"run_{i:032d}" for i in range(450)]
-        payloads = announced(many)
-        assert [len(p.split(",")) for p in payloads] == [200, 200, 50]
-        assert all(len(p) < 8000 for p in payloads)
-        assert ",".join(payloads).split(",") == many
+        payloads = [json.loads(p) for p in announced(many)]
+        assert [len(p["ids"]) for p in payloads] == [200, 200, 50]
+        assert [i for p in payloads for i in p["ids"]] == many
         listen.execute("SELECT skiplock.unwatch('{all}', '{*}')")
         assert announced([other]) == []
         listen.execute("SELECT skiplock.unsubscribe()")
         assert announced([watched]) == []
         assert fetch(dsn, "SELECT count(*) FROM skiplock.subscriptions") == [(0,)]
+
+
+def test_announcements_are_grouped_by_key_and_cut_below_8000_bytes(app: Engine, dsn: str) -> None:
+    @app.task("grouped")
+    def grouped_task(x: int, ctx: TaskContext) -> int:
+        return x
+
+    # the longest tags, escaped in JSON: 40 groups over several notifications
+    tags = [f"{k:03d}" + '"' * 125 for k in range(40)]
+    ids = [grouped_task.trigger(k, tags=[tags[k % 40]]).id for k in range(400)]
+    batch = grouped_task.batch_trigger([1, 2])
+    batch_ids = [r.id for r in batch.runs]
+    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as writer:
+        listen.execute("LISTEN skiplock_runs")
+        listen.execute("SELECT skiplock.subscribe()")
+        keys = [("tag", t) for t in tags] + [("run", ids[0]), ("batch", batch.id)]
+        listen.execute(
+            "SELECT skiplock.watch(%s, %s)", ([k for k, _ in keys], [v for _, v in keys])
+        )
+        writer.execute("SELECT skiplock.notify_runs(%s)", ([*ids, *batch_ids],))
+        writer.commit()
+        payloads = [n.payload for n in listen.notifies(timeout=0.5)]
+        listen.execute("SELECT skiplock.unsubscribe()")
+    assert len(payloads) > 1 and all(len(p.encode()) < 8000 for p in payloads)
+    groups = [json.loads(p) for p in payloads]
+    by_tag: dict[str, set[str]] = {}
+    for g in groups:
+        for tag, tag_ids in g.get("tag", {}).items():
+            by_tag.setdefault(tag, set()).update(tag_ids)
+    assert by_tag == {t: set(ids[k::40]) for k, t in enumerate(tags)}
+    assert all("ids" not in g for g in groups)  # nobody watches all runs
+    assert [i for g in groups for i in g.get("run", ())] == [ids[0]]
+    assert [g["batch"] for g in groups if "batch" in g] == [{batch.id: sorted(batch_ids)}]
+
+
+def test_a_feed_skips_notifications_of_keys_it_does_not_watch(app: Engine, dsn: str) -> None:
+    @app.task("skipped")
+    def skipped_task(x: int, ctx: TaskContext) -> int:
+        return x
+
+    mine, theirs = skipped_task.trigger(1, tags=["mine"]), skipped_task.trigger(2, tags=["theirs"])
+    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as writer:
+        listen.execute("LISTEN skiplock_runs")
+        listen.execute("SELECT skiplock.subscribe()")
+        listen.execute("SELECT skiplock.watch('{tag,tag}', '{mine,theirs}')")
+        writer.execute("SELECT skiplock.notify_runs(%s)", ([theirs.id],))
+        writer.commit()
+        [payload] = [n.payload for n in listen.notifies(timeout=0.5)]
+        listen.execute("SELECT skiplock.unsubscribe()")
+    mailbox = Mailbox(lambda: None)
+    sub = Subscription("tag", "mine", mailbox, None)
+    watching_mine: dict[Any, dict[str, set[Subscription]]] = {
+        "run": {},
+        "tag": {"mine": {sub}},
+        "batch": {},
+        "all": {},
+    }
+    assert _announced([payload], watching_mine) == set()  # the feed makes no query
+    watching_theirs = {**watching_mine, "tag": {"theirs": {sub}}}
+    assert _announced([payload], watching_theirs) == {theirs.id}
+    watching_all = {**watching_mine, "all": {"*": {sub}}}
+    assert _announced([payload], watching_all) == {theirs.id}
+    assert _announced([f"{mine.id},{theirs.id}"], watching_mine) == {mine.id, theirs.id}
 
 
 def test_bad_subscriptions_raise_typed_errors(app: Engine) -> None:

@@ -4,9 +4,11 @@
 bottom of this file. Underneath, the run feed serves every run subscription of a process
 from its one LISTEN connection (engine/db/listener.py).
 
-Changed runs are announced on skiplock_runs with ids only. On each read the feed makes one
-query for the announced ids that some subscription watches (by id, tag or batch) and puts
-each row into the mailboxes of the subscriptions that watch it. Reads run on the listener's
+Changed runs are announced on skiplock_runs with ids only, grouped by the key they matched
+(a run id, tag or batch: see skiplock.notify_runs). Every LISTENing session receives every
+notification: the feed keeps the ids of the groups whose key it watches, and makes no
+query when there are none; else one query for those ids, and puts each row into the
+mailboxes of the subscriptions that watch it. Reads run on the listener's
 own connection, so a thousand subscriptions in a process still use one connection.
 
 Each subscription's key (a run id, tag, batch, or '*' for all runs) is registered with
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -199,13 +202,14 @@ class RunFeed:
                 subs = [s for by_key in self._subs.values() for ss in by_key.values() for s in ss]
             self._read_all(conn, subs, first=False)
             return
-        ids = sorted({i for p in payloads for i in p.split(",") if i})
-        # what the ids concern, looked up: no copy of every subscription per notification
         with self._lock:
             watched = self._subs
+            ids = sorted(_announced(payloads, watched))
+            if not ids:  # only others' keys: nothing to read
+                return
             run_ids = ids if watched["all"] else [i for i in ids if i in watched["run"]]
             tags, batches = list(watched["tag"]), list(watched["batch"])
-        if not ids or not (run_ids or tags or batches):
+        if not (run_ids or tags or batches):
             return
         rows = execute(conn, _queries.changed_runs(ids, run_ids, tags, batches))
         for row in rows:
@@ -242,6 +246,29 @@ class RunFeed:
                 if sub.live and not first:
                     for row in execute(conn, _queries.runs_by_id(sorted(sub.live))):
                         _deliver(sub, row)
+
+
+def _announced(payloads: list[str], watched: dict[Kind, dict[str, set[Subscription]]]) -> set[str]:
+    """The ids of skiplock_runs notifications that may concern what this process watches:
+    of each payload (see skiplock.notify_runs), the ids of the groups whose key it
+    watches, and those every session checks itself ("ids"); every id if it watches all
+    runs. A payload of plain comma-separated ids (from a schema before the groups) is
+    taken whole."""
+    ids: set[str] = set()
+    everything = bool(watched["all"])
+    for payload in payloads:
+        if not payload.startswith("{"):
+            ids.update(i for i in payload.split(",") if i)
+            continue
+        groups = json.loads(payload)
+        ids.update(groups.get("ids", ()))
+        run_ids = groups.get("run", ())
+        ids.update(run_ids if everything else (i for i in run_ids if i in watched["run"]))
+        for kind in ("tag", "batch"):
+            for key, key_ids in groups.get(kind, {}).items():
+                if everything or key in watched[kind]:
+                    ids.update(key_ids)
+    return ids
 
 
 def _watch(conn: psycopg.Connection[Any], keys: list[tuple[Kind, str]]) -> None:
