@@ -7,12 +7,13 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 from dbos import DBOSClient, EnqueueOptions
 
 from bench.common import connect, scalar
 from bench.workflow_peers.base import CONCURRENCY, Client, Peer, python_module
-from bench.workflow_peers.dbos_app import APP, POLL, QUEUE, VERSION, WAIT_QUEUE, sqlalchemy_url
+from bench.workflow_peers.dbos_app import APP, QUEUE, VERSION, WAIT_QUEUE, sqlalchemy_url
 
 WAITS = ("resume", "sleep", "wait")
 NAME = {"steps": "wf-steps", "one": "wf-one", "resume": "wf-resume", "sleep": "wf-sleep"}
@@ -55,6 +56,13 @@ class _Client(Client):
             )
         )
 
+    def failed(self) -> str | None:
+        row = self.conn.execute(
+            "SELECT name, workflow_uuid, status, error FROM dbos.workflow_status "
+            "WHERE status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED') LIMIT 1"
+        ).fetchone()
+        return None if row is None else "{} {} {}: {}".format(*row)
+
     def waiting(self, kind: str) -> int:
         """Runs whose `before` step is recorded and that are still PENDING: in DBOS.recv
         (or about to be; the benchmark lets them settle before it sends)."""
@@ -73,14 +81,26 @@ class Dbos(Peer):
     name = "dbos"
     package = "dbos"
     settings = (
-        f"`python -m bench.workflow_peers.dbos_app`: DBOS.launch() with two queues, "
-        f"`{QUEUE}` (worker_concurrency={CONCURRENCY}) for steps, drain and fan-out and "
-        f"`{WAIT_QUEUE}` (no limit: a DBOS.sleep or DBOS.recv holds its thread, so a limit "
-        f"of {CONCURRENCY} would serialise 1,000 sleeps into 20 rounds) for the waits; "
-        f"polling_interval_sec={POLL} on both (default 1.0, must be > 0: DBOS.register_queue "
-        "in dbos/_dbos.py); notifications by LISTEN/NOTIFY (use_listen_notify default True); "
-        "sync workflows and steps; enqueued by DBOSClient.enqueue from 8 threads"
+        "`python -m bench.workflow_peers.dbos_app`: DBOS.launch() with two queues, "
+        f"`{QUEUE}` (worker_concurrency={CONCURRENCY} unless the variant says otherwise) for "
+        f"steps, drain and fan-out and `{WAIT_QUEUE}` (no limit: a DBOS.sleep or DBOS.recv "
+        f"holds its thread, so a limit of {CONCURRENCY} would serialise 1,000 sleeps into 20 "
+        "rounds) for the waits; polling_interval_sec on both (default 1.0, must be > 0: "
+        "DBOS.register_queue in dbos/_dbos.py); sys_db_pool_size default 20 "
+        "(dbos/_dbos_config.py); notifications by LISTEN/NOTIFY (use_listen_notify default "
+        "True); executor threads unbounded (max_executor_threads default sys.maxsize, "
+        "dbos/_dbos.py); sync workflows and steps; enqueued by DBOSClient.enqueue from 8 threads"
     )
+    variants: ClassVar[dict[str, list[str]]] = {
+        "p10": ["--poll", "0.01"],
+        "p50": ["--poll", "0.05"],
+        "p10-pool50": ["--poll", "0.01", "--pool", "50"],
+        "p10-nolimit": ["--poll", "0.01", "--concurrency", "0"],
+    }
+    fastest: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("steps", "one", "resume", "sleep", "fanout", "wait"), "p10"
+    )
+    stop_grace = 5.0  # DBOS.destroy() returns, but threads left in DBOS.recv keep it alive
 
     def install(self, dsn: str) -> None:
         """`dbos migrate`: the system database's schema, as its docs say to before
@@ -92,7 +112,7 @@ class Dbos(Peer):
         )
 
     def worker_command(self, kind: str) -> list[str]:
-        return python_module("bench.workflow_peers.dbos_app")
+        return python_module("bench.workflow_peers.dbos_app", *self.variant_args(kind))
 
     @contextlib.contextmanager
     def client(self, dsn: str) -> Iterator[Client]:

@@ -52,6 +52,14 @@ class _Client(Client):
     def finished(self, kind: str) -> int:
         return self._count(kind, "COMPLETED")
 
+    def failed(self) -> str | None:
+        row = self.conn.execute(
+            "SELECT task_identifier, id, status, error::text FROM skiplock.runs "
+            "WHERE status IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'TIMED_OUT', 'EXPIRED', "
+            "'CANCELED') LIMIT 1"
+        ).fetchone()
+        return None if row is None else "{} run {} {}: {}".format(*row)
+
     def waiting(self, kind: str) -> int:
         return self._count(kind, "WAITING")
 
