@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import workflow_probe
 from bench.common import BenchError, Worker, connect, percentile, running, wait_until
 from bench.workflow_peers import ledger
 from bench.workflow_peers.base import SLEEP_SECONDS, Client, Peer, expected
@@ -190,6 +189,8 @@ def drain(peer: Peer, dsn: str, s: Settings, workers: int) -> Result:
 
 
 def idle(peer: Peer, dsn: str, s: Settings) -> Result:
+    from bench import workflow_probe  # psutil: the bench extra, not the test one
+
     n = s.idle
     with session(peer, dsn, "wait", s) as w:
         w.client.start("wait", list(range(n)))

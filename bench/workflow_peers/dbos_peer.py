@@ -97,9 +97,22 @@ class Dbos(Peer):
         "p10-pool50": ["--poll", "0.01", "--pool", "50"],
         "p10-nolimit": ["--poll", "0.01", "--concurrency", "0"],
     }
-    fastest: ClassVar[dict[str, str]] = dict.fromkeys(
-        ("steps", "one", "resume", "sleep", "fanout", "wait"), "p10"
-    )
+    # Measured with --quick --only dbos:p10,dbos:p50,dbos:p10-pool50,dbos:p10-nolimit (3
+    # alternated repetitions, then p10 against p50 5 more on steps, resume and fan-out;
+    # bench/RESULTS.md, "Workflow peers' variants"): polling every 50 ms beats 10 ms on
+    # wait-resume (p50 12.3 ms against 15.7, p99 27 against 90) and fan-out (2.20 s against
+    # 2.73): two queues polled every 10 ms cost the 2-core machine; 10 ms is ahead by a
+    # hair on the drain and the sleeps. A pool of 50 and no worker_concurrency limit were
+    # slower everywhere (drain 216 / 156 wf/s against 234) and the pool holds 33-46
+    # connections idle.
+    fastest: ClassVar[dict[str, str]] = {
+        "steps": "p50",
+        "one": "p10",
+        "resume": "p50",
+        "sleep": "p10",
+        "fanout": "p50",
+        "wait": "p10",
+    }
     stop_grace = 5.0  # DBOS.destroy() returns, but threads left in DBOS.recv keep it alive
 
     def install(self, dsn: str) -> None:
