@@ -110,7 +110,8 @@ class Peer(ABC):
         chosen = {k: v for k in KINDS if (v := self.variant_for(k)) is not None}
         if not chosen:
             return self.settings
-        used = ", ".join(f"{k}: {v}" for k, v in chosen.items())
+        workload = {"one": "one (drain)", "wait": "wait (idle)"}
+        used = ", ".join(f"{workload.get(k, k)}: {v}" for k, v in chosen.items())
         argv = "; ".join(
             f"{v} = `{' '.join(self.variants[v]) or '(defaults)'}`"
             for v in dict.fromkeys(chosen.values())
