@@ -153,11 +153,19 @@ class Worker:
         return [line for line in text if " ERROR " in line or "Traceback" in line]
 
 
-def spawn(cmd: list[str], dsn: str, count: int, log_dir: Path, env: dict[str, str]) -> list[Worker]:
-    """Start `count` worker subprocesses running `cmd`, with $BENCH_DSN set to `dsn`."""
+def spawn(
+    cmd: list[str],
+    dsn: str,
+    count: int,
+    log_dir: Path,
+    env: dict[str, str],
+    cwd: Path | None = None,
+) -> list[Worker]:
+    """Start `count` worker subprocesses running `cmd`, with $BENCH_DSN set to `dsn`, in
+    `cwd` (default: this tree)."""
     full_env = {**os.environ, **env, "BENCH_DSN": dsn, "PYTHONUNBUFFERED": "1"}
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+    full_env["PYTHONPATH"] = os.pathsep.join(  # a system's own tree first (a baseline's)
+        filter(None, [env.get("PYTHONPATH"), str(REPO), os.environ.get("PYTHONPATH")])
     )
     workers = []
     for k in range(count):
@@ -165,7 +173,7 @@ def spawn(cmd: list[str], dsn: str, count: int, log_dir: Path, env: dict[str, st
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 cmd,
-                cwd=REPO,
+                cwd=cwd or REPO,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -196,9 +204,10 @@ def running(
     count: int,
     log_dir: Path,
     env: dict[str, str],
+    cwd: Path | None = None,
     stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[list[Worker]]:
-    workers = spawn(cmd, dsn, count, log_dir, env)
+    workers = spawn(cmd, dsn, count, log_dir, env, cwd)
     try:
         yield workers
     finally:

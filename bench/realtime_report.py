@@ -192,12 +192,12 @@ def section(
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the "## Realtime" section of `path` (up to the next "## " heading), or put
-    it before "## Every repetition", or at the end; keep everything else."""
+def write_section(path: Path, text: str, heading: str = SECTION) -> None:
+    """Replace the `heading` section of `path` (default "## Realtime", up to the next "## "
+    heading), or put it before "## Every repetition", or at the end; keep everything else."""
     lines = path.read_text().splitlines() if path.exists() else []
     new = text.rstrip("\n").splitlines()
-    start = next((i for i, s in enumerate(lines) if s.startswith(SECTION)), None)
+    start = next((i for i, s in enumerate(lines) if s.startswith(heading)), None)
     if start is not None:
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)

@@ -94,7 +94,7 @@ def session(peer: Peer, dsn: str, kind: str, s: Settings, workers: int = 1) -> I
     ):
         env = {**peer.worker_env(dsn), ledger.ENV: d, "BENCH_KIND": kind}
         cmd = peer.worker_command(kind)
-        with running(cmd, dsn, workers, s.logs, env, peer.stop_grace) as ws:
+        with running(cmd, dsn, workers, s.logs, env, stop_timeout=peer.stop_grace) as ws:
             sess = Session(client, ws, Path(d))
             if kind != "one":
                 client.start("one", [WARM])

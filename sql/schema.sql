@@ -208,6 +208,17 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.batch_results(p_batch_id text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'status', r.status,
+                                                 'output', r.output, 'error', r.error)
+                              ORDER BY r.id), '[]')
+      FROM skiplock.runs r
+     WHERE r.id = ANY ((SELECT b.run_ids FROM skiplock.batches b WHERE b.id = p_batch_id)::text[])
+       AND r.batch_id = p_batch_id
+$$;
+
 CREATE FUNCTION skiplock.batch_trigger_and_wait(p_attempt_id text, p_position integer, p_task text, p_items jsonb, p_options jsonb) RETURNS TABLE(batch_id text, outcome text)
     LANGUAGE plpgsql
     AS $$
@@ -227,16 +238,17 @@ BEGIN
         RETURNING r.status)
     SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
     INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
-                                     completed_at)
+                                     completed_at, results)
     VALUES (v_wp, 'BATCH', CASE WHEN v_pending = 0 THEN 'COMPLETED'
                                 ELSE 'PENDING' END::skiplock.waitpoint_status,
-            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END);
+            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END,
+            CASE WHEN v_pending = 0 THEN skiplock.batch_results(v_batch) END);
     RETURN QUERY SELECT v_batch, skiplock.block_run(p_attempt_id, p_position, 'batch', p_task,
                                                     ARRAY[v_wp], to_jsonb(v_batch));
 END;
 $$;
 
-CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb)
+CREATE FUNCTION skiplock.begin_attempts(p_worker_id text, p_version text, p_run_ids text[], p_from skiplock.run_status) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, log jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET enable_hashjoin TO 'off'
@@ -268,13 +280,21 @@ BEGIN
         RETURNING r.id, r.task_identifier, r.payload, r.metadata, r.max_duration,
                   r.current_attempt_id, r.attempt_count, r.order_at, o.suspended, r.queue,
                   r.trace_context),
+    -- a new attempt: a plain INSERT (ON CONFLICT's speculative insertion cost 4-10 us a
+    -- run of backend CPU and a WAL record more); a resumed one exists: UPDATE it
     inserted AS (
-        INSERT INTO skiplock.attempts AS a (id, run_id, number, status, worker_id, started_at)
+        INSERT INTO skiplock.attempts (id, run_id, number, status, worker_id, started_at)
         SELECT s.current_attempt_id, s.id, s.attempt_count, 'EXECUTING', p_worker_id, v_now
           FROM started s
-        ON CONFLICT (id) DO UPDATE SET status = 'EXECUTING', worker_id = excluded.worker_id)
+         WHERE NOT s.suspended),
+    resumed AS (
+        UPDATE skiplock.attempts a SET status = 'EXECUTING', worker_id = p_worker_id
+          FROM started s
+         WHERE s.suspended AND a.id = s.current_attempt_id)
     SELECT s.id, s.task_identifier, s.payload, s.metadata, s.max_duration, s.current_attempt_id,
-           s.attempt_count, s.suspended, s.queue, s.trace_context
+           s.attempt_count, s.suspended, s.queue, s.trace_context,
+           CASE WHEN s.suspended THEN (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.step), '[]')
+                                         FROM skiplock.run_log(s.id) l) END
       FROM started s
      ORDER BY s.order_at, s.id;
 END;
@@ -369,7 +389,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, retry_in double precision)
+CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, log jsonb, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -425,7 +445,7 @@ CREATE FUNCTION skiplock.clock() RETURNS timestamp with time zone
                     clock_timestamp())
 $$;
 
-CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, retry_in double precision)
+CREATE FUNCTION skiplock.complete_and_claim(p_results jsonb, p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, log jsonb, retry_in double precision)
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -446,13 +466,13 @@ CREATE FUNCTION skiplock.complete_attempts(p_results jsonb) RETURNS TABLE(run_id
     SET enable_hashjoin TO 'off'
     SET enable_mergejoin TO 'off'
     SET jit TO 'off'
+    SET enable_bitmapscan TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
     v_attempts text[];
-    v_outputs  jsonb[];
-    v_metas    jsonb[];
+    v_by_id    jsonb;  -- attempt id -> [output, metadata], each JSON null for none
     v_runs     text[];
     v_done     text[];
     v_done_ids text[];
@@ -460,20 +480,30 @@ DECLARE
 BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
     -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
-    -- against the input rows, the planner scanned a whole index per call instead.
+    -- against the input rows, the planner scanned a whole index per call instead. No
+    -- bitmap scans either: the runs UPDATE's status = 'EXECUTING' matches runs_slots_idx,
+    -- and the planner ANDed a bitmap of that whole index (every run claimed since the
+    -- last vacuum: 1,810 entries 100 rounds into a drain) with the primary key's: 1.2M
+    -- index entries read in a drain of 20,000 at 50 a call, O(n^2).
+    -- Each row finds its outcome in a jsonb object by attempt id (a binary search), not
+    -- by array_position in parallel arrays, which is a linear search per row: a batch
+    -- cost O(n^2), 6.5 us a run of backend CPU at 200 a batch (bench/drain_matrix.py).
     -- (metadata over the 256 KB cap is dropped, not raised: one run must not hold up the
-    -- others' outcomes; the run keeps its last accepted metadata)
-    SELECT array_agg(x.attempt_id), array_agg(x.output),
-           array_agg(CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END)
-      INTO v_attempts, v_outputs, v_metas
+    -- others' outcomes; the run keeps its last accepted metadata. A JSON null output or
+    -- metadata is none, SQL NULL, as jsonb_to_recordset reads it.)
+    SELECT array_agg(x.attempt_id),
+           jsonb_object_agg(x.attempt_id, jsonb_build_array(
+               x.output,
+               CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END))
+      INTO v_attempts, v_by_id
       FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb, metadata jsonb);
     v_runs := ARRAY(SELECT a.run_id FROM skiplock.attempts a WHERE a.id = ANY (v_attempts));
     WITH done AS (
         UPDATE skiplock.runs r
            SET status = 'COMPLETED', error = NULL, finished_at = v_now, updated_at = v_now,
                worker_id = NULL,
-               output = v_outputs[array_position(v_attempts, r.current_attempt_id)],
-               metadata = coalesce(v_metas[array_position(v_attempts, r.current_attempt_id)],
+               output = nullif(v_by_id -> r.current_attempt_id -> 0, 'null'),
+               metadata = coalesce(nullif(v_by_id -> r.current_attempt_id -> 1, 'null'),
                                    r.metadata)
          WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
            AND r.current_attempt_id = ANY (v_attempts)
@@ -488,7 +518,7 @@ BEGIN
     RETURN QUERY
     UPDATE skiplock.attempts a
        SET status = 'COMPLETED', finished_at = v_now,
-           output = v_outputs[array_position(v_attempts, a.id)]
+           output = nullif(v_by_id -> a.id -> 0, 'null')
      WHERE a.id = ANY (v_done) AND a.status = 'EXECUTING'
     RETURNING a.run_id;
 END;
@@ -1718,15 +1748,15 @@ BEGIN
     FOR v_unit IN
         WITH RECURSIVE units AS (  -- skip scan: the head run of each unit
             (SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
-                    coalesce(r.rate_limit_key, '') AS rkey, r.order_at
+                    coalesce(r.rate_limit_key, '') AS rkey, r.order_at, r.id
                FROM skiplock.runs r WHERE r.status = 'QUEUED'
               ORDER BY r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''),
                        r.order_at, r.id
               LIMIT 1)
             UNION ALL
-            SELECT n.queue, n.ckey, n.rkey, n.order_at FROM units u CROSS JOIN LATERAL (
+            SELECT n.queue, n.ckey, n.rkey, n.order_at, n.id FROM units u CROSS JOIN LATERAL (
                 SELECT r.queue, coalesce(r.concurrency_key, '') AS ckey,
-                       coalesce(r.rate_limit_key, '') AS rkey, r.order_at
+                       coalesce(r.rate_limit_key, '') AS rkey, r.order_at, r.id
                   FROM skiplock.runs r
                  WHERE r.status = 'QUEUED'
                    AND (r.queue, coalesce(r.concurrency_key, ''), coalesce(r.rate_limit_key, ''))
@@ -1734,8 +1764,8 @@ BEGIN
                  ORDER BY r.queue, coalesce(r.concurrency_key, ''),
                           coalesce(r.rate_limit_key, ''), r.order_at, r.id
                  LIMIT 1) n)
-        SELECT u.queue, u.ckey, u.rkey, q.concurrency_limit, q.rate_limit, q.rate_period_s,
-               q.rate_burst
+        SELECT u.queue, u.ckey, u.rkey, u.order_at, u.id AS head_id, q.concurrency_limit,
+               q.rate_limit, q.rate_period_s, q.rate_burst
           FROM units u LEFT JOIN skiplock.queues q ON q.name = u.queue
          WHERE NOT coalesce(q.paused, false) AND (p_queues IS NULL OR u.queue = ANY (p_queues))
          ORDER BY u.order_at
@@ -1763,6 +1793,7 @@ BEGIN
                 SELECT r.id FROM skiplock.runs r
                  WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                    AND coalesce(r.rate_limit_key, '') = v_unit.rkey
+                   AND (r.order_at, r.id) >= (v_unit.order_at, v_unit.head_id)  -- see above
                    AND r.status = 'QUEUED' AND r.available_at <= v_now
                    AND (r.expires_at IS NULL OR r.expires_at > v_now)  -- never start an expired run
                    AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
@@ -1806,6 +1837,7 @@ BEGIN
             SELECT r.id, coalesce(r.rate_cost, 1) AS cost FROM skiplock.runs r
              WHERE r.queue = v_unit.queue AND coalesce(r.concurrency_key, '') = v_unit.ckey
                AND coalesce(r.rate_limit_key, '') = v_unit.rkey
+               AND (r.order_at, r.id) >= (v_unit.order_at, v_unit.head_id)
                AND r.status = 'QUEUED' AND r.available_at <= v_now
                AND (r.expires_at IS NULL OR r.expires_at > v_now)
                AND ((r.version IS NULL AND r.task_identifier = ANY (v_latest))
@@ -1991,6 +2023,10 @@ BEGIN
          WHERE w.type = 'BATCH' AND w.batch_id = NEW.batch_id AND w.status = 'PENDING'
         RETURNING * INTO v_wp;
         IF FOUND AND v_wp.pending_runs <= 0 THEN
+            -- a statement of its own: its snapshot, taken after the count-off above (which
+            -- waited for any sibling's count-off to commit), sees every child final
+            UPDATE skiplock.waitpoints w SET results = skiplock.batch_results(NEW.batch_id)
+             WHERE w.id = v_wp.id;
             PERFORM skiplock.complete_waitpoint(v_wp.id, to_jsonb(NEW.batch_id), false);
         END IF;
     END IF;
@@ -2691,10 +2727,11 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind text, name text, output jsonb, waitpoint_id text, waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb, waitpoint_is_error boolean)
+CREATE FUNCTION skiplock.run_log(p_run_id text) RETURNS TABLE(step integer, kind text, name text, output jsonb, waitpoint_id text, waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb, waitpoint_is_error boolean, batch_results jsonb)
     LANGUAGE sql STABLE
     AS $$
-    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error
+    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error,
+           w.results
       FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
      WHERE s.run_id = p_run_id
      ORDER BY s.position
@@ -3586,13 +3623,16 @@ BEGIN
     END IF;
     -- the earliest of what is still pending, each the first entry of its partial index
     -- (rows due already but locked by another caller count as due in 10 ms)
-    next_in := greatest(extract(epoch FROM least(
+    next_in := extract(epoch FROM least(
         (SELECT min(r.delayed_until) FROM skiplock.runs r WHERE r.status = 'DELAYED'),
         (SELECT min(w.completes_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'DATETIME'),
         (SELECT min(w.timeout_at) FROM skiplock.waitpoints w
           WHERE w.status = 'PENDING' AND w.type = 'TOKEN' AND w.timeout_at IS NOT NULL))
-        - skiplock.clock())::double precision, 0.01);
+        - skiplock.clock());
+    IF next_in IS NOT NULL THEN  -- (greatest would turn NULL into 0.01)
+        next_in := greatest(next_in, 0.01);
+    END IF;
 END;
 $$;
 
@@ -3903,7 +3943,8 @@ CREATE TABLE skiplock.waitpoints (
     idempotency_key_expires_at timestamp with time zone,
     tags text[] DEFAULT '{}'::text[] NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    completed_at timestamp with time zone
+    completed_at timestamp with time zone,
+    results jsonb
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 

@@ -86,3 +86,40 @@ def test_lanes_keep_their_sessions_within_the_bound(dsn: str) -> None:
 
     asyncio.run(scenario())
     wait_for(lambda: _open_sessions(dsn) == 0)
+
+
+def _fails_if(bad: bool) -> Query[int]:
+    sql = "SELECT txid_current() / (1 - %s::int) AS x"  # the transaction's id, or an error
+    return Query(sql, (int(bad),), lambda rows: int(rows[0]["x"]), idempotent=False)
+
+
+def test_a_confined_loop_sends_what_waits_together_each_with_its_own_outcome(dsn: str) -> None:
+    """Confined (as a worker's loop is), 30 concurrent callers share one session per
+    name; those that waited went in one transaction, and a query that fails fails alone
+    (its batch is sent again one query at a time)."""
+    db = AsyncDatabase(f"{dsn} application_name=confined", max_size=10)
+
+    def open_sessions() -> int:
+        rows = fetch(
+            dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'confined'"
+        )
+        return int(rows[0][0])
+
+    async def scenario() -> None:
+        await db.confine({"claim": "claims"}, "calls")
+        claims = await db.run(_pid(), lane="claim")
+        calls = await db.run(_pid(), lane="heartbeat")  # any other lane: "calls"
+        assert claims != calls
+        txids = await asyncio.gather(*(db.run(_fails_if(False)) for _ in range(30)))
+        assert len(set(txids)) < 30  # some shared a transaction
+        results = await asyncio.gather(
+            *(db.run(_fails_if(i == 7)) for i in range(20)), return_exceptions=True
+        )
+        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+        assert failed == [7]
+        assert await db.run(_pid()) == calls and await db.run(_pid(), lane="claim") == claims
+        assert open_sessions() == 2
+        await db.close()
+
+    asyncio.run(scenario())
+    wait_for(lambda: open_sessions() == 0)

@@ -296,3 +296,52 @@ def test_sql_files_ship_with_the_package() -> None:
         .count('"sql" = "engine/sql"')
         == 1
     )
+
+
+def test_upgrade_keeps_the_results_of_batches_completed_before(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch completed before 0031 (a replay read its runs): its BATCH waitpoint gets
+    their results, in id order, so that the log of the run that waited on it holds them."""
+    every = _migrate.sql_files()
+    before = [f for f in every if f.kind == "migration" and f.name < "0031"]
+    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
+            " max_attempts, order_at, available_at, created_at, updated_at, batch_id, output,"
+            " error) VALUES"
+            " ('run_2', 'item', 'FAILED', '1', 'q', 1, now(), now(), now(), now(), 'batch_old',"
+            ' NULL, \'{"message": "no"}\'),'
+            " ('run_1', 'item', 'COMPLETED', '0', 'q', 1, now(), now(), now(), now(),"
+            " 'batch_old', '{\"n\": 0}', NULL),"
+            " ('run_p', 'parent', 'WAITING', '0', 'q', 1, now(), now(), now(), now(), NULL,"
+            " NULL, NULL)"
+        )
+        c.execute(
+            "INSERT INTO skiplock.batches VALUES ('batch_old', 'item', 2, now(), '{run_2,run_1}')"
+        )
+        c.execute(
+            "INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, output,"
+            " created_at, completed_at) VALUES ('waitpoint_b', 'BATCH', 'COMPLETED',"
+            " 'batch_old', 0, '\"batch_old\"', now(), now())"
+        )
+        c.execute(
+            "INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, waitpoint_id,"
+            " created_at) VALUES ('run_p', 0, 'batch', 'item', '\"batch_old\"', 'waitpoint_b',"
+            " now())"
+        )
+    monkeypatch.undo()
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn) as c:
+        log = c.execute("SELECT kind, batch_results FROM skiplock.run_log('run_p')").fetchall()
+    assert log == [
+        (
+            "batch",
+            [
+                {"id": "run_1", "status": "COMPLETED", "output": {"n": 0}, "error": None},
+                {"id": "run_2", "status": "FAILED", "output": None, "error": {"message": "no"}},
+            ],
+        )
+    ]

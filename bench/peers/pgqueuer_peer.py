@@ -68,12 +68,15 @@ class _Client(Client):
 class PgQueuer(System):
     name = "pgqueuer"
     package = "pgqueuer"
-    settings = (
-        f"QueueManager.run(batch_size={BATCH_SIZE}) on one asyncpg connection "
-        f"(AsyncpgDriver), uvloop, {MANAGERS} manager(s) per process, async no-op "
-        "entrypoint; durable tables (the default)"
-    )
     batch_api = f"Queries.enqueue(lists of {BATCH})"
+
+    def __init__(self, batch_size: int = BATCH_SIZE) -> None:
+        self.batch_size = batch_size  # jobs per dequeue (and completion-log flush)
+        self.settings = (
+            f"QueueManager.run(batch_size={batch_size}) on one asyncpg connection "
+            f"(AsyncpgDriver), uvloop, {MANAGERS} manager(s) per process, async no-op "
+            "entrypoint; durable tables (the default)"
+        )
 
     def install(self, dsn: str) -> None:
         async def go() -> None:
@@ -109,7 +112,7 @@ class PgQueuer(System):
         return python_module(
             "bench.peers.pgqueuer_peer",
             "--batch-size",
-            str(BATCH_SIZE),
+            str(self.batch_size),
             "--managers",
             str(MANAGERS),
         )

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -39,16 +43,29 @@ class _Client(Client):
 class Skiplock(System):
     name = "skiplock"
     package = "skiplock"
-    settings = (
-        f"`python -m engine.cli worker bench.noop_app:app --concurrency {CONCURRENCY} "
-        f"--version {VERSION}` (each call records the attempts that finished "
-        f"and claims up to {CONCURRENCY} runs, one durable commit), async no-op task"
-    )
     batch_api = f"task.batch_trigger() of {BATCH}"
+
+    def __init__(
+        self, concurrency: int = CONCURRENCY, tree: Path | None = None, name: str = "skiplock"
+    ) -> None:
+        self.concurrency = concurrency  # the worker's --concurrency: runs claimed per call
+        # another checkout of skiplock (a baseline): its engine and SQL, not this tree's
+        self.tree, self.name = tree, name
+        self.settings = (
+            f"`python -m engine.cli worker bench.noop_app:app --concurrency {concurrency} "
+            f"--version {VERSION}` (each call records the attempts that finished "
+            f"and claims up to {concurrency} runs, one durable commit), async no-op task"
+        )
 
     def install(self, dsn: str) -> None:
         """Migrate, then deploy the tasks at VERSION through the SQL API (a worker that
-        registers and stops at once), so that triggered runs are QUEUED, not PENDING_VERSION."""
+        registers and stops at once), so that triggered runs are QUEUED, not PENDING_VERSION.
+        With another tree, its own install, in a process of its own."""
+        if self.tree is not None:
+            code = f"from bench.peers.skiplock_peer import Skiplock; Skiplock().install({dsn!r})"
+            env = {**os.environ, "PYTHONPATH": str(self.tree)}
+            subprocess.run([sys.executable, "-c", code], cwd=self.tree, env=env, check=True)
+            return
         engine = Engine(dsn)
         engine.migrate()
         entries = [define(engine).deployment_entry(), define_pickup(engine).deployment_entry()]
@@ -79,14 +96,15 @@ class Skiplock(System):
             "worker",
             "bench.noop_app:app",
             "--concurrency",
-            str(CONCURRENCY),
+            str(self.concurrency),
             "--version",
             VERSION,
             "--quiet",  # no line per run: the peers print none either
         )
 
     def worker_env(self, dsn: str) -> dict[str, str]:
-        return {"SKIPLOCK_DATABASE_URL": dsn}
+        env = {"SKIPLOCK_DATABASE_URL": dsn}
+        return env if self.tree is None else {**env, "PYTHONPATH": str(self.tree)}
 
     def completed(self, conn: Conn, n: int) -> int:
         return int(scalar(conn, COMPLETED_COUNT))

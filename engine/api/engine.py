@@ -66,7 +66,9 @@ class Engine:
     `pooled=True` (else $SKIPLOCK_POOLED=1, else implied by a `listen_dsn`, else detected)
     says so. Pooled with no `listen_dsn`: poll-only (see `poll_only`). `read_dsn` (else
     $SKIPLOCK_READ_URL): a replica that `runs.list`, `runs.retrieve` and `runs.children`
-    read from."""
+    read from. `pool_size`: the most connections the blocking API's pool, and each event
+    loop's async calls, may open; a worker's loop holds two whatever its concurrency (one
+    if `pool_size` is 1), besides the LISTEN connection (engine/worker/sessions.py)."""
 
     def __init__(
         self,

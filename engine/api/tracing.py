@@ -20,33 +20,53 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-try:
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # the extra is not installed: nothing is traced, at no cost
-    otel_trace = None  # type: ignore[assignment]
-
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
 
-
+# opentelemetry, once imported (`_load`): until the application imports it, it cannot have
+# set a provider, and a process that never does (a worker that does not trace) never
+# loads it (0.6 MB of RSS)
+otel_trace: Any = None
+otel_context: Any = None
+_PROPAGATOR: Any = None
 _tracer: Tracer | None = None
 _UNKNOWN = object()
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
-_PROPAGATOR = TraceContextTextMapPropagator() if otel_trace is not None else None
+
+
+def _load() -> bool:
+    """Import opentelemetry if a provider may be set: the application imported
+    `opentelemetry.trace`, or $OTEL_PYTHON_TRACER_PROVIDER names one. False: not traced
+    (not installed, or not imported by anyone yet)."""
+    global otel_trace, otel_context, _PROPAGATOR
+    if otel_trace is not None:
+        return True
+    if "opentelemetry.trace" not in sys.modules and not _PROVIDER_FROM_ENV:
+        return False
+    try:
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    except ImportError:  # the extra is not installed: nothing is traced, at no cost
+        return False
+    otel_context, _PROPAGATOR, otel_trace = context, TraceContextTextMapPropagator(), trace
+    return True
 
 
 def available() -> bool:
     """Whether `opentelemetry-api` is installed."""
-    return otel_trace is not None
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def tracer() -> Tracer | None:
@@ -55,8 +75,9 @@ def tracer() -> Tracer | None:
     once per process, so the tracer, once found, is kept."""
     global _tracer
     if _tracer is not None:
+        _load()  # set from outside (tests): what its spans use must be there
         return _tracer
-    if otel_trace is None:
+    if not _load():
         return None
     # While none is set, get_tracer_provider() looks $OTEL_PYTHON_TRACER_PROVIDER up in
     # the environment on every call: most of what tracing cost a trigger without a
@@ -90,12 +111,13 @@ def carrier(span: Span) -> dict[str, str] | None:
 def parent_context(stored: dict[str, Any] | None) -> Context:
     """The context a run's attempt span starts in: the one stored with the run (its
     trigger's span), else an empty one (the attempt's span starts a trace)."""
-    empty = otel_context.Context()
+    empty: Context = otel_context.Context()
     if _PROPAGATOR is None or not stored:
         return empty
-    return _PROPAGATOR.extract(
+    extracted: Context = _PROPAGATOR.extract(
         {k: v for k, v in stored.items() if isinstance(v, str)}, context=empty
     )
+    return extracted
 
 
 def record_error(span: Span, error: BaseException) -> None:

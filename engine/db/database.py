@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, LiteralString, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, LiteralString, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from ..errors import SQLSTATE_ERRORS, InvalidArgumentError, SchemaNotMigratedError, SkiplockError
+from .confined import Item, Session, run_batch, settle
 from .dsn import DEFAULT_CONNECT_TIMEOUT, Address
+
+# psycopg_pool and tenacity are imported when first needed: a worker never opens a pool
+# (0.4 MB of RSS), and tenacity (0.4 MB) is for retries, after a first try failed
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 T = TypeVar("T")
 Rows = list[DictRow]
@@ -64,9 +63,19 @@ def _retryable(query: Query[Any]) -> Callable[[BaseException], bool]:
     return check
 
 
-_RETRY_WAIT = wait_exponential(multiplier=0.05, max=2.0)
 _RETRY_STOP_AFTER = 4  # tries in all: the first one outside tenacity, then the retries
-_RETRIES = stop_after_attempt(_RETRY_STOP_AFTER - 1)
+
+
+def _retrying(query: Query[Any], kind: type[T]) -> T:
+    """tenacity's `Retrying` or `AsyncRetrying` for the retries of `query`."""
+    import tenacity
+
+    return kind(  # type: ignore[call-arg]
+        retry=tenacity.retry_if_exception(_retryable(query)),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+        stop=tenacity.stop_after_attempt(_RETRY_STOP_AFTER - 1),
+        reraise=True,
+    )
 
 
 # invalid_schema_name, undefined_function, undefined_table, undefined_object: on one of
@@ -192,6 +201,29 @@ class Database(_Shell):
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._lock = threading.Lock()
 
+    def route(self, loop: asyncio.AbstractEventLoop, adb: AsyncDatabase) -> None:
+        """From now on, in the current context and those copied from it (the tasks it
+        starts, and the threads they hand work to with their context: a worker's `def`
+        tasks), run this shell's queries on `loop` with `adb`, the calling thread blocking
+        until done: they share that loop's connections instead of opening a pool. Other
+        threads (an application's own) are not routed. Called on the loop's own thread, a
+        query still takes the pool: blocking the loop on itself would never return."""
+        _ROUTE.set((self, loop, adb))
+
+    def unroute(self) -> None:
+        """Stop routing in the current context (see `route`)."""
+        _ROUTE.set(None)
+
+    def _routed(self) -> tuple[asyncio.AbstractEventLoop, AsyncDatabase] | None:
+        route = _ROUTE.get()
+        if route is None or route[0] is not self or route[1].is_closed():
+            return None
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        return None if running is route[1] else (route[1], route[2])
+
     @property
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         if self._pool is None:
@@ -214,6 +246,8 @@ class Database(_Shell):
         # in the background, with a warning each time, for 30 s (and the caller's retries
         # around it for minutes), and the reason would reach only the log. One more
         # connect per process is what this costs.
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
         self.connect().close()
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self.dsn,
@@ -241,18 +275,18 @@ class Database(_Shell):
         """Run `query`; with `conn`, inside the caller's transaction (never retried)."""
         if conn is not None:
             return execute(conn, query)
+        if (routed := self._routed()) is not None:
+            loop, adb = routed
+            return asyncio.run_coroutine_threadsafe(adb.run(query), loop).result()
         try:  # the first try outside tenacity: its bookkeeping costs ~15 us per call
             with self.pool.connection() as pooled:
                 return execute(pooled, query)
         except psycopg.Error as exc:
             if not _retryable(query)(exc):
                 raise
-        for attempt in Retrying(
-            retry=retry_if_exception(_retryable(query)),
-            wait=_RETRY_WAIT,
-            stop=_RETRIES,
-            reraise=True,
-        ):
+        from tenacity import Retrying
+
+        for attempt in _retrying(query, Retrying):
             with attempt, self.pool.connection() as pooled:
                 return execute(pooled, query)
         raise AssertionError("unreachable: tenacity re-raises")
@@ -263,6 +297,11 @@ class Database(_Shell):
             self._pool.close()
             self._pool = None
 
+
+# where a context's blocking queries go instead of the pool (`Database.route`)
+_ROUTE: contextvars.ContextVar[tuple[Database, asyncio.AbstractEventLoop, AsyncDatabase] | None] = (
+    contextvars.ContextVar("skiplock_route", default=None)
+)
 
 # Databases whose pool is open, closed at exit: a pool left to the garbage collector at
 # interpreter shutdown cannot stop its threads. On Python 3.13 every `skiplock queues` or
@@ -278,13 +317,26 @@ def _close_open_pools() -> None:
 
 class _LoopConnections:
     """Connections of one event loop: the idle ones by lane, and a bound (`max_size`) on
-    how many are open, idle or in use, over all lanes."""
+    how many are open, idle or in use, over all lanes.
+
+    A confined loop (`AsyncDatabase.confine`) maps every lane onto one of a few sessions,
+    each a single connection that its callers take in turn (`turns`, confined.py): as many
+    connections as sessions, whatever the number of callers, and never one closed to
+    open another (each session keeps its connection)."""
 
     def __init__(self, max_size: int) -> None:
         self.idle: dict[str, list[psycopg.AsyncConnection[Any]]] = {}
         self.slots = asyncio.Semaphore(max_size)  # held while a connection is in use
         self.max_size = max_size
         self.open = 0
+        self.sessions: dict[str, str] | None = None  # confined: lane -> its session
+        self.default_session = ""
+        self.turns: dict[str, Session] = {}  # confined: one holder per session
+
+    def session(self, lane: str) -> str:
+        if self.sessions is None:
+            return lane
+        return self.sessions.get(lane, self.default_session)
 
     def idle_elsewhere(self, lane: str) -> psycopg.AsyncConnection[Any] | None:
         """An idle connection of another lane (to close: each lane keeps its own sessions)."""
@@ -352,7 +404,74 @@ class AsyncDatabase(_Shell):
         self._connected = True
         return conn
 
+    async def confine(self, sessions: dict[str, str], default: str) -> None:
+        """From now on, the running loop's queries take one of a few sessions, a single
+        connection each: lane `l` the session `sessions[l]`, every other lane `default`.
+        Queries wait their turn for their session's connection: as many connections as
+        sessions, however many callers (a single one for all if the shell's `max_size` is
+        lower than the number of sessions). The loop's idle connections are closed. For a
+        loop that must hold a fixed number of connections: the worker's."""
+        conns = self._for_loop()
+        names = {*sessions.values(), default}
+        if len(names) > conns.max_size:  # not enough for one each: a single session
+            sessions, names = {}, {default}
+        stale = [conn for idle in conns.idle.values() for conn in idle]
+        conns.idle = {}
+        conns.open -= len(stale)
+        conns.sessions, conns.default_session = dict(sessions), default
+        conns.turns = {name: Session(batched=name == default) for name in names}
+        for conn in stale:
+            await conn.close()
+
     async def _run_once(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
+        if conns.sessions is None:
+            return await self._run_on(conns, query, lane)
+        name = conns.session(lane)
+        session = conns.turns[name]
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        own: Item = (query, future)
+        session.pending.append(own)
+        try:
+            await session.turn.acquire()
+        except BaseException:  # cancelled while waiting: the query is not to be sent
+            future.cancel()
+            if own in session.pending:
+                session.pending.remove(own)
+            raise
+        try:
+            if not future.done():  # else sent with an earlier caller's batch
+                await _uncancellable(self._run_batch(conns, name, session.take(own)))
+        finally:
+            session.turn.release()
+        return await future
+
+    async def _run_batch(self, conns: _LoopConnections, lane: str, batch: list[Item]) -> None:
+        """Send `batch` on the session's connection and settle its futures."""
+        if len(batch) == 1:
+            query, future = batch[0]
+            try:
+                settle(future, True, await self._run_on(conns, query, lane))
+            except BaseException as exc:
+                settle(future, False, exc)
+            return
+        try:
+            async with conns.slots:
+                conn = await self._checkout(conns, lane)
+                try:
+                    outcomes = await run_batch(conn, batch, _execute_async)
+                except BaseException:
+                    conns.open -= 1
+                    await conn.close()  # its state is unknown: never reuse it
+                    raise
+                conns.idle[lane].append(conn)
+        except BaseException as exc:  # every caller of the batch gets it (no connection...)
+            for _, future in batch:
+                settle(future, False, exc)
+            return
+        for future, ok, value in outcomes:
+            settle(future, ok, value)
+
+    async def _run_on(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
         async with conns.slots:
             conn = await self._checkout(conns, lane)
             try:
@@ -389,12 +508,9 @@ class AsyncDatabase(_Shell):
         except psycopg.Error as exc:
             if not _retryable(query)(exc):
                 raise
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retryable(query)),
-            wait=_RETRY_WAIT,
-            stop=_RETRIES,
-            reraise=True,
-        ):
+        from tenacity import AsyncRetrying
+
+        async for attempt in _retrying(query, AsyncRetrying):
             with attempt:
                 return await self._run_once(conns, query, lane)
         raise AssertionError("unreachable: tenacity re-raises")
@@ -404,3 +520,25 @@ class AsyncDatabase(_Shell):
         for idle in conns.idle.values() if conns is not None else ():
             while idle:
                 await idle.pop().close()
+
+
+async def _uncancellable(work: Coroutine[Any, Any, None]) -> None:
+    """Await `work` to its end even if the caller is cancelled meanwhile (then re-raise):
+    it settles other callers' queries, on a connection no one else may take until then."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+def refused(exc: BaseException) -> bool:
+    """The database refused the data sent (resending the same will not help). Any other
+    error (a connection lost, a read-only server during a failover, a function missing
+    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
+    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))

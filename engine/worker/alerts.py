@@ -20,13 +20,9 @@ delivery cut short by the worker's exit is delivered again after its lease.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import inspect
 import json
 import logging
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -47,8 +43,6 @@ log = logging.getLogger("skiplock.alerts")
 
 CHANNEL = "skiplock_alerts"
 _ERROR_CHARS = 2000  # of an alert's last_error
-_BODY_CHARS = 200  # of a webhook's answer quoted in an error
-_USER_AGENT = "skiplock-alerts"
 
 
 class AlertDelivery:
@@ -185,6 +179,8 @@ class AlertDelivery:
         assert self._threads is not None
         if isinstance(sink, Webhook):
             body = json.dumps(webhook_body(alert, run)).encode()
+            from .webhooks import post_webhook  # urllib and hmac: 1.2 MB of RSS, if needed
+
             await self._threads.submit(post_webhook, sink, body, alert.id)
             return
         args = (run, alert)[: positional_arity(sink)]
@@ -194,43 +190,3 @@ class AlertDelivery:
         result = await self._threads.submit(sink, *args)
         if inspect.isawaitable(result):
             await result
-
-
-def post_webhook(hook: Webhook, body: bytes, alert_id: str) -> None:
-    """POST `body` (JSON) to the webhook; raise unless it answers 2xx within its timeout."""
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": _USER_AGENT,
-        "Idempotency-Key": alert_id,
-        **hook.headers,
-    }
-    if hook.secret is not None:
-        digest = hmac.new(hook.secret.encode(), body, hashlib.sha256).hexdigest()
-        headers["X-Skiplock-Signature"] = f"sha256={digest}"
-    request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
-    try:
-        with _OPENER.open(request, timeout=hook.timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:  # answered, but not 2xx
-        try:
-            text = exc.read(_BODY_CHARS).decode(errors="replace")
-        except OSError:
-            text = ""
-        raise WebhookError(f"HTTP {exc.code} from {hook.url}: {text}".rstrip(": ")) from None
-    if not 200 <= status < 300:
-        raise WebhookError(f"HTTP {status} from {hook.url}")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer that is not 2xx: urllib would follow it as a GET without
-    the body, and take that GET's 200 for a delivery."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-class WebhookError(Exception):
-    """A webhook answered, but not with 2xx."""

@@ -28,12 +28,13 @@ import psycopg
 
 from ..api.context import Metadata, TaskContext
 from ..db import queries as _queries
+from ..db.database import refused
 from ..errors import SkiplockError
 from . import run_logs
 from .execution import Executor, start_task
 from .faults import checkpoint
 from .lease import Lease
-from .outcomes import Completion, Outcomes, completions_json, refused
+from .outcomes import Completion, Outcomes, completions_json
 from .state import RunningAttempt, WorkerState, wait_any
 from .tracing import tracing_attempts
 
@@ -145,7 +146,12 @@ class Claims:
                 metadata=Metadata(None if row["metadata"] == "{}" else json.loads(row["metadata"])),
             )
             attempt = RunningAttempt(
-                ctx, task, row["payload"], row["max_duration"], resumed=row["resumed"]
+                ctx,
+                task,
+                row["payload"],
+                row["max_duration"],
+                resumed=row["resumed"],
+                log=row["log"],
             )
             if traced:
                 attempt.queue, attempt.trace_context = row["queue"], row["trace_context"]

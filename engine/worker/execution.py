@@ -180,11 +180,12 @@ class Executor:
         attempt.execution = execution
         _execution_var.set(execution)
         checkpoint("executing")
+        wait = None
+        if attempt.resumed:  # the replay reads the run's log: the claim brought it
+            wait = execution.preload({entry["step"]: entry for entry in attempt.log or ()})
+            attempt.log = None
         if self._lifecycle.is_plain(task):
             return await self._run(attempt, payload)
-        wait = None
-        if attempt.resumed:  # the replay reads the run's log anyway: read it now, once
-            wait = execution.preload(await self._engine.adb.run(_queries.run_log(ctx.run_id)))
         async with self._lifecycle.around(attempt, payload, wait):
             return await self._run(attempt, payload)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ..db import queries as _queries
-from ..db.database import Query
+from ..db.database import Query, refused
 from ..errors import InvalidArgumentError, SkiplockError
 from . import report, run_logs
 from .faults import checkpoint
@@ -276,13 +276,6 @@ class Outcomes:
 
 def _value(status: RunStatus | None) -> str | None:
     return None if status is None else status.value
-
-
-def refused(exc: BaseException) -> bool:
-    """The database refused the data sent (resending the same will not help). Any other
-    error (a connection lost, a read-only server during a failover, a function missing
-    mid-upgrade) may pass: outcomes are sent again until their lease runs out."""
-    return isinstance(exc, (psycopg.DataError, InvalidArgumentError))
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:

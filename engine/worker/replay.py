@@ -199,14 +199,18 @@ class Execution:
 
     async def wait_token(self, token_id: str) -> Result:
         position, entry = await self._entry("token", token_id)
-        if entry is None or entry["waitpoint_status"] != "COMPLETED":
+        if entry is not None and entry["waitpoint_status"] == "COMPLETED":
+            # replayed: the log holds the token's output (kept once complete)
+            output, is_error = entry["waitpoint_output"], entry["waitpoint_is_error"]
+        else:
             await self._suspending()
             query = _queries.block_on(self.ctx.attempt_id, position, "token", token_id, token_id)
             self._blocked(await self.engine.adb.run(query))
-        point = await self.engine.adb.run(_queries.waitpoint(token_id))
-        if point["is_error"]:
-            return Result(ok=False, error=point["output"])
-        return Result(ok=True, output=point["output"])
+            point = await self.engine.adb.run(_queries.waitpoint(token_id))
+            output, is_error = point["output"], point["is_error"]
+        if is_error:
+            return Result(ok=False, error=output)
+        return Result(ok=True, output=output)
 
     # -- child runs ---------------------------------------------------------------------
 
@@ -228,9 +232,12 @@ class Execution:
         elif entry["waitpoint_status"] != "COMPLETED":
             raise Suspended("WAITING")  # resumed early: cannot happen, but never run on
         else:
-            child = entry["output"]
-        # from the primary, never a replica (`runs.retrieve` may read one): the child's
-        # final state is what this run resumed on
+            # replayed: the child's RUN waitpoint, read with the log, holds what it ended
+            # with (skiplock.run_result), whether or not its row is still there
+            ended = entry["waitpoint_output"]
+            return _result(ended["run_id"], ended["status"], ended["output"], ended["error"], parse)
+        # the child was final already (a key found it): from the primary, never a replica
+        # (`runs.retrieve` may read one), as its final state is what this call returns
         run: Run[Any, Any] = Run.model_validate(await self.engine.adb.run(_queries.retrieve(child)))
         return _result(run.id, run.status.value, run.output, run.error, parse)
 
@@ -251,7 +258,10 @@ class Execution:
         elif entry["waitpoint_status"] != "COMPLETED":
             raise Suspended("WAITING")
         else:
-            batch = entry["output"]
+            # replayed: the BATCH waitpoint, read with the log, holds its runs' results
+            # (skiplock.batch_results, kept when it completed)
+            rows = entry["batch_results"]
+            return [_result(r["id"], r["status"], r["output"], r["error"], parse) for r in rows]
         rows = await self.engine.adb.run(_queries.batch_results(batch))
         return [_result(r["id"], r["status"], r["output"], r["error"], parse) for r in rows]
 

@@ -25,6 +25,8 @@ import psycopg
 from ..db import queries as _queries
 from ..db.listener import Listener, Registration
 from ..errors import DatabaseUnreachableError, InvalidArgumentError
+from . import memory as _memory
+from . import sessions as _sessions
 from .alerts import AlertDelivery
 from .claims import Claims
 from .execution import Executor
@@ -223,11 +225,13 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 state.loop.add_signal_handler(sig, self._on_signal)
         db = self.engine.adb
+        await _sessions.confine(self.engine)  # at most 3 connections: see sessions.py
         started = False
         try:
             started = await self._start_up()
         finally:  # stopped, or raised (an unmigrated database, a failed migration)
             if not started:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
         if not started:
@@ -241,6 +245,7 @@ class Worker:
             # bigger process: its objects alive now would never be collected either.
             gc.collect()
             gc.freeze()
+            _memory.trim()  # the imports' scratch: 0.9 MB
         listener = None if self._poll_only else Listener.for_dsn(self._listen_dsn or "")
         registrations = self._listen(listener) if listener is not None else []
         run_logs = RunLogWriter.acquire(self.engine)
@@ -250,6 +255,7 @@ class Worker:
             asyncio.create_task(self._timers.run(), name="skiplock-tick"),
             asyncio.create_task(self._executor.metadata_flusher(), name="skiplock-metadata"),
             asyncio.create_task(AlertDelivery(state, self.engine).run(), name="skiplock-alerts"),
+            asyncio.create_task(_memory.trim_when_idle(state), name="skiplock-trim"),
         ]
         flusher: asyncio.Task[None] | None = None
         try:
@@ -272,6 +278,7 @@ class Worker:
             try:
                 await db.run(_queries.stop_worker(state.id))
             finally:
+                _sessions.release(self.engine)
                 self._threads.shutdown()
                 await db.close()
             log.info("worker %s stopped", state.id)

@@ -40,6 +40,7 @@ class RunningAttempt:
     future: asyncio.Task[None] | None = None
     metadata_flushed: int = 0  # the metadata version last written
     resumed: bool = False  # continues after a wait (else a fresh attempt)
+    log: list[dict[str, Any]] | None = None  # a resumed attempt's run log, from its claim
     parsed: Any = None  # the payload, as the task's type, once parsed (for hooks)
     output: Any = None  # what the task function returned (for on_success)
     execution: Any = None  # its replay.Execution (what it waits on, for on_wait)

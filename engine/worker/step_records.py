@@ -21,7 +21,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..db import queries as _queries
-from .outcomes import refused
+from ..db.database import refused
 
 if TYPE_CHECKING:
     from ..api.engine import Engine

@@ -59,7 +59,7 @@ class Timers:
                     answer = await self._engine.adb.run(_queries.tick())
                     next_in = answer.get("next_in") if answer else None
                 else:
-                    next_in = await self._engine.adb.run(_queries.wake_due())
+                    next_in = await self._engine.adb.run(_queries.wake_due(), lane="timers")
             except (psycopg.Error, SkiplockError):
                 log.warning("tick failed", exc_info=True)
             self._next = next_tick

@@ -32,12 +32,6 @@ from .lifecycle import OBSERVERS
 from .replay import NonDeterministic, Suspended
 from .state import CANCELED, LEASE_LOST, SHUTDOWN, TIMED_OUT, RunningAttempt
 
-try:
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace as otel_trace
-except ImportError:  # without the extra, `install` never registers the observer
-    pass
-
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
@@ -71,6 +65,10 @@ def observe(attempt: RunningAttempt) -> AbstractAsyncContextManager[None]:
 
 @contextlib.asynccontextmanager
 async def _attempt_span(tracer: Tracer, attempt: RunningAttempt) -> AsyncIterator[None]:
+    # imported already: the tracer came from it (api/tracing.py imports it lazily)
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+
     ctx, task = attempt.ctx, attempt.task
     stored = json.loads(attempt.trace_context) if attempt.trace_context else None
     span = tracer.start_span(

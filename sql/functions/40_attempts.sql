@@ -12,13 +12,12 @@ CREATE OR REPLACE FUNCTION skiplock.complete_attempts(p_results jsonb)
 RETURNS TABLE (run_id text)
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
-SET plan_cache_mode = force_generic_plan
+SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now      timestamptz := skiplock.now();
     v_attempts text[];
-    v_outputs  jsonb[];
-    v_metas    jsonb[];
+    v_by_id    jsonb;  -- attempt id -> [output, metadata], each JSON null for none
     v_runs     text[];
     v_done     text[];
     v_done_ids text[];
@@ -26,20 +25,30 @@ DECLARE
 BEGIN
     -- No joins: every statement reads its table through "id = ANY (array)" on the primary
     -- key, the one plan that stays right with stale statistics (see lock_ready). Joined
-    -- against the input rows, the planner scanned a whole index per call instead.
+    -- against the input rows, the planner scanned a whole index per call instead. No
+    -- bitmap scans either: the runs UPDATE's status = 'EXECUTING' matches runs_slots_idx,
+    -- and the planner ANDed a bitmap of that whole index (every run claimed since the
+    -- last vacuum: 1,810 entries 100 rounds into a drain) with the primary key's: 1.2M
+    -- index entries read in a drain of 20,000 at 50 a call, O(n^2).
+    -- Each row finds its outcome in a jsonb object by attempt id (a binary search), not
+    -- by array_position in parallel arrays, which is a linear search per row: a batch
+    -- cost O(n^2), 6.5 us a run of backend CPU at 200 a batch (bench/drain_matrix.py).
     -- (metadata over the 256 KB cap is dropped, not raised: one run must not hold up the
-    -- others' outcomes; the run keeps its last accepted metadata)
-    SELECT array_agg(x.attempt_id), array_agg(x.output),
-           array_agg(CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END)
-      INTO v_attempts, v_outputs, v_metas
+    -- others' outcomes; the run keeps its last accepted metadata. A JSON null output or
+    -- metadata is none, SQL NULL, as jsonb_to_recordset reads it.)
+    SELECT array_agg(x.attempt_id),
+           jsonb_object_agg(x.attempt_id, jsonb_build_array(
+               x.output,
+               CASE WHEN octet_length(x.metadata::text) <= 262144 THEN x.metadata END))
+      INTO v_attempts, v_by_id
       FROM jsonb_to_recordset(p_results) AS x(attempt_id text, output jsonb, metadata jsonb);
     v_runs := ARRAY(SELECT a.run_id FROM skiplock.attempts a WHERE a.id = ANY (v_attempts));
     WITH done AS (
         UPDATE skiplock.runs r
            SET status = 'COMPLETED', error = NULL, finished_at = v_now, updated_at = v_now,
                worker_id = NULL,
-               output = v_outputs[array_position(v_attempts, r.current_attempt_id)],
-               metadata = coalesce(v_metas[array_position(v_attempts, r.current_attempt_id)],
+               output = nullif(v_by_id -> r.current_attempt_id -> 0, 'null'),
+               metadata = coalesce(nullif(v_by_id -> r.current_attempt_id -> 1, 'null'),
                                    r.metadata)
          WHERE r.id = ANY (v_runs) AND r.status = 'EXECUTING'
            AND r.current_attempt_id = ANY (v_attempts)
@@ -54,7 +63,7 @@ BEGIN
     RETURN QUERY
     UPDATE skiplock.attempts a
        SET status = 'COMPLETED', finished_at = v_now,
-           output = v_outputs[array_position(v_attempts, a.id)]
+           output = nullif(v_by_id -> a.id -> 0, 'null')
      WHERE a.id = ANY (v_done) AND a.status = 'EXECUTING'
     RETURNING a.run_id;
 END;

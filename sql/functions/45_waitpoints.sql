@@ -242,6 +242,21 @@ BEGIN
 END;
 $$;
 
+-- batch_results: what the runs of batch p_batch_id ended with (id, status, output, error),
+-- in id order. A BATCH waitpoint keeps them when it completes, so a replayed
+-- batch_trigger_and_wait reads them with the run's log (run_log): no query of its own,
+-- and no need for its children's rows to exist still. STABLE: it sees what the calling
+-- statement sees, so call it in a statement begun after the last child's count-off.
+CREATE OR REPLACE FUNCTION skiplock.batch_results(p_batch_id text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'status', r.status,
+                                                 'output', r.output, 'error', r.error)
+                              ORDER BY r.id), '[]')
+      FROM skiplock.runs r
+     WHERE r.id = ANY ((SELECT b.run_ids FROM skiplock.batches b WHERE b.id = p_batch_id)::text[])
+       AND r.batch_id = p_batch_id
+$$;
+
 -- batch_trigger_and_wait: durable call p_position triggers a batch of child runs and
 -- waits for all of them (a BATCH waitpoint counting the runs not final yet).
 -- Returns (batch id, block_run's answer).
@@ -265,10 +280,11 @@ BEGIN
         RETURNING r.status)
     SELECT count(*) FILTER (WHERE NOT skiplock.is_final(m.status)) INTO v_pending FROM marked m;
     INSERT INTO skiplock.waitpoints (id, type, status, batch_id, pending_runs, created_at,
-                                     completed_at)
+                                     completed_at, results)
     VALUES (v_wp, 'BATCH', CASE WHEN v_pending = 0 THEN 'COMPLETED'
                                 ELSE 'PENDING' END::skiplock.waitpoint_status,
-            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END);
+            v_batch, v_pending, skiplock.now(), CASE WHEN v_pending = 0 THEN skiplock.now() END,
+            CASE WHEN v_pending = 0 THEN skiplock.batch_results(v_batch) END);
     RETURN QUERY SELECT v_batch, skiplock.block_run(p_attempt_id, p_position, 'batch', p_task,
                                                     ARRAY[v_wp], to_jsonb(v_batch));
 END;
@@ -297,6 +313,10 @@ BEGIN
          WHERE w.type = 'BATCH' AND w.batch_id = NEW.batch_id AND w.status = 'PENDING'
         RETURNING * INTO v_wp;
         IF FOUND AND v_wp.pending_runs <= 0 THEN
+            -- a statement of its own: its snapshot, taken after the count-off above (which
+            -- waited for any sibling's count-off to commit), sees every child final
+            UPDATE skiplock.waitpoints w SET results = skiplock.batch_results(NEW.batch_id)
+             WHERE w.id = v_wp.id;
             PERFORM skiplock.complete_waitpoint(v_wp.id, to_jsonb(NEW.batch_id), false);
         END IF;
     END IF;
@@ -368,13 +388,17 @@ BEGIN
 END;
 $$;
 
--- run_log: the durable call log of a run, with each waitpoint's state, for replay.
+-- run_log: the durable call log of a run, with each waitpoint's state, for replay: all a
+-- replay needs, so that a resume reads it once whatever the number of calls. A token's
+-- waitpoint holds its output; a child run's RUN waitpoint, what the child ended with
+-- (run_result); a batch's BATCH waitpoint, its runs' results (batch_results).
 CREATE OR REPLACE FUNCTION skiplock.run_log(p_run_id text)
 RETURNS TABLE (step integer, kind text, name text, output jsonb, waitpoint_id text,
                waitpoint_status skiplock.waitpoint_status, waitpoint_output jsonb,
-               waitpoint_is_error boolean)
+               waitpoint_is_error boolean, batch_results jsonb)
 LANGUAGE sql STABLE AS $$
-    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error
+    SELECT s.position, s.kind, s.name, s.output, s.waitpoint_id, w.status, w.output, w.is_error,
+           w.results
       FROM skiplock.run_steps s LEFT JOIN skiplock.waitpoints w ON w.id = s.waitpoint_id
      WHERE s.run_id = p_run_id
      ORDER BY s.position

@@ -49,12 +49,12 @@ def dequeue(
 # and decodes metadata only when there is some
 _CLAIM = (
     "SELECT run_id, task_identifier, payload::text AS payload, "
-    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, retry_in "
-    "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)"
+    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, log, "
+    "retry_in FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)"
 )
 _CLAIM_TRACED = (
     "SELECT run_id, task_identifier, payload::text AS payload, "
-    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, "
+    "metadata::text AS metadata, max_duration, attempt_id, attempt_number, resumed, log, "
     "queue, trace_context::text AS trace_context, retry_in "
     "FROM skiplock.complete_and_claim(%s::jsonb, %s, %s, %s, %s, %s)"
 )
@@ -71,7 +71,8 @@ def complete_and_claim(
 ) -> Query[list[dict[str, Any]]]:
     """Record finished attempts (JSON as complete_attempts takes, or None) and claim up
     to `limit` runs, in one durable commit. `traced`: with each run's queue and trace
-    context (JSON text, or None), for the attempts' spans. A last row with `run_id` None,
+    context (JSON text, or None), for the attempts' spans. `log`: a resumed attempt's
+    run log (run_log's rows, decoded), else None. A last row with `run_id` None,
     when present, is no run: its `retry_in` says in how many seconds a run a rate limit
     held back may start (see skiplock.claim)."""
     return Query(
