@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from dbos import DBOSClient, EnqueueOptions
+from dbos._serialization import DefaultSerializer
 
 from bench.common import connect, scalar
 from bench.workflow_peers.base import CONCURRENCY, Client, Peer, python_module
@@ -58,10 +59,17 @@ class _Client(Client):
 
     def failed(self) -> str | None:
         row = self.conn.execute(
-            "SELECT name, workflow_uuid, status, error FROM dbos.workflow_status "
-            "WHERE status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED') LIMIT 1"
+            "SELECT w.name, w.workflow_uuid, w.status, coalesce(w.error, (SELECT o.error "
+            " FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid "
+            " AND o.error IS NOT NULL LIMIT 1)) FROM dbos.workflow_status w "
+            "WHERE w.status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED') LIMIT 1"
         ).fetchone()
-        return None if row is None else "{} {} {}: {}".format(*row)
+        if row is None:
+            return None
+        error = row[3]
+        with contextlib.suppress(Exception):  # DBOS's default serializer: pickle, base64
+            error = repr(DefaultSerializer().deserialize(error))  # our own database
+        return f"{row[0]} {row[1]} {row[2]}: {error}"
 
     def waiting(self, kind: str) -> int:
         """Runs whose `before` step is recorded and that are still PENDING: in DBOS.recv
