@@ -1964,10 +1964,10 @@ BEGIN
             SELECT r.id FROM skiplock.runs r
              WHERE r.id = ANY (p_ids)
                AND (EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                             WHERE s.kind = 'run' AND s.key = r.id)
+                             WHERE s.kind = 'run' AND s.key = r.id OFFSET 0)
                     OR (r.batch_id IS NOT NULL
                         AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                                     WHERE s.kind = 'batch' AND s.key = r.batch_id))
+                                     WHERE s.kind = 'batch' AND s.key = r.batch_id OFFSET 0))
                     OR (r.tags <> '{}'
                         AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
                                      WHERE s.kind = 'tag' AND s.key = ANY (r.tags)))));

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import uuid
 import warnings
@@ -20,6 +21,10 @@ from helpers import RunningWorker, wait_for
 from psycopg import sql
 
 from engine import Engine, Worker
+
+# the tests of the benchmarks' own logic import `bench`, which is not installed: the
+# checkout's root goes last on the path, so that `engine` stays the installed package
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
 

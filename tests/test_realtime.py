@@ -14,7 +14,7 @@ import pytest
 from helpers import fetch, wait_for
 
 from engine import Engine, Run, RunStatus, TaskContext
-from engine.api.realtime import RunFeed
+from engine.api.realtime import Mailbox, RunFeed
 from engine.db.listener import Listener
 from engine.errors import InvalidArgumentError, RunNotFoundError
 
@@ -282,3 +282,55 @@ def test_a_change_that_missed_the_registration_is_caught_up(app: Engine) -> None
         assert not seen.ended.is_set()  # the writer has not committed yet
     # committed now, with no notification ever sent for it
     assert seen.ended.wait(10), "the change was never seen"
+
+
+def test_a_mailbox_wakes_its_reader_when_it_turns_non_empty() -> None:
+    """The reader takes until empty before it waits: one wake per empty -> non-empty."""
+    wakes: list[int] = []
+    box = Mailbox(lambda: wakes.append(1))
+    box.put("a", {"id": "a"})
+    box.put("b", {"id": "b"})
+    box.put("a", {"id": "a", "v": 2})  # a waiting run keeps its place, latest state
+    assert len(wakes) == 1
+    assert box.take() == {"id": "a", "v": 2}
+    assert box.take() == {"id": "b"}
+    assert box.take() is None
+    box.put("c", {"id": "c"})
+    assert len(wakes) == 2
+
+
+def test_ended_subscriptions_are_unwatched_together(app: Engine, dsn: str) -> None:
+    """Keys whose last subscription ended are unwatched in one statement; a key subscribed
+    to again before that runs stays watched, and its subscription is served."""
+
+    @app.task("unwatched")
+    def unwatched(x: int, ctx: TaskContext) -> int:
+        return x
+
+    handles = [unwatched.trigger(i, delay="1h") for i in range(50)]
+    its = [app.runs.subscribe_to_run(h.id) for h in handles]
+    for it in its:
+        next(it)  # subscribed: its first snapshot
+    wait_for(lambda: fetch(dsn, "SELECT count(*) FROM skiplock.subscriptions") == [(50,)])
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_conn: Any) -> None:
+        held.set()
+        release.wait(20)
+
+    Listener.for_dsn(dsn).call(hold)  # nothing else runs on the listener thread meanwhile
+    assert held.wait(10)
+    for it in its[:-1]:
+        it.close()
+    again = Collector(app.runs.subscribe_to_run(handles[0].id))
+    release.set()
+    wait_for(
+        lambda: (
+            fetch(dsn, "SELECT kind, key FROM skiplock.subscriptions ORDER BY key")
+            == sorted([("run", handles[0].id), ("run", handles[-1].id)], key=lambda r: r[1])
+        )
+    )
+    app.runs.cancel(handles[0].id)
+    assert again.ended.wait(20) and again.runs[-1].status is RunStatus.CANCELED
+    its[-1].close()
+    wait_for(lambda: fetch(dsn, "SELECT count(*) FROM skiplock.subscriptions") == [(0,)])
