@@ -183,14 +183,15 @@ def spawn(
     return workers
 
 
-def stop(workers: list[Worker]) -> None:
-    """SIGTERM every worker and wait; kill those that do not stop in time."""
+def stop(workers: list[Worker], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM every worker and wait; kill those that do not stop within `timeout`."""
     for w in workers:
         if w.process.poll() is None:
             w.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
     for w in workers:
         try:
-            w.process.wait(timeout=STOP_TIMEOUT)
+            w.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             w.process.kill()
             w.process.wait()
@@ -204,12 +205,13 @@ def running(
     log_dir: Path,
     env: dict[str, str],
     cwd: Path | None = None,
+    stop_timeout: float = STOP_TIMEOUT,
 ) -> Iterator[list[Worker]]:
     workers = spawn(cmd, dsn, count, log_dir, env, cwd)
     try:
         yield workers
     finally:
-        stop(workers)
+        stop(workers, stop_timeout)
 
 
 def wait_until(

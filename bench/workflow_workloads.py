@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import workflow_probe
 from bench.common import BenchError, Worker, connect, percentile, running, wait_until
 from bench.workflow_peers import ledger
 from bench.workflow_peers.base import SLEEP_SECONDS, Client, Peer, expected
 
 WARM = 999_999  # the warm-up workflow one-999999: proves the workers are serving
 POLL = 0.02
+FAILED_EVERY = 0.5  # seconds between two looks for a failed workflow while waiting
 TIMEOUT = 600.0
 Values = dict[str, float]
 Result = tuple[Values, str]
@@ -35,6 +35,25 @@ class Settings:
     logs: Path
 
 
+def rows(workload: str, s: Settings, workers: int = 1) -> list[str]:
+    """The table rows a measurement of `workload` fills, in its values' order (a failed
+    measurement is shown as FAILED in each)."""
+    if workload == "drain":
+        return [f"drain {s.drain:,}, {workers} worker{'s' if workers > 1 else ''}"]
+    return {
+        "steps": [f"{s.steps:,} workflows x 3 steps"],
+        "resume": ["wait-resume p50", "wait-resume p99"],
+        "sleep": [f"{s.sleeps:,} sleeping {SLEEP_SECONDS:g} s"]
+        + [f"sleep lateness {x}" for x in ("p50", "p99", "max")],
+        "fanout": [f"fan-out of {s.children}"],
+        "idle": [f"worker {x}, {s.idle:,} waiting" for x in ("RSS", "connections")],
+    }[workload]
+
+
+def named(workload: str, s: Settings, *values: float, workers: int = 1) -> Values:
+    return dict(zip(rows(workload, s, workers), values, strict=True))
+
+
 @dataclass
 class Session:
     client: Client
@@ -42,7 +61,21 @@ class Session:
     ledger_dir: Path
 
     def until(self, done: Callable[[], bool], what: str) -> float:
-        return wait_until(done, self.workers, TIMEOUT, what, POLL)
+        """Wait for `done`; fail at once when a workflow of the system failed (its status
+        table, looked at every FAILED_EVERY s) rather than after TIMEOUT."""
+        looked = time.perf_counter()
+
+        def ready() -> bool:
+            nonlocal looked
+            if done():
+                return True
+            if time.perf_counter() - looked >= FAILED_EVERY:
+                looked = time.perf_counter()
+                if (why := self.client.failed()) is not None:
+                    raise BenchError(f"a workflow failed while waiting for {what}: {why}")
+            return False
+
+        return wait_until(ready, self.workers, TIMEOUT, what, POLL)
 
     def check(self, kind: str, n: int, warm: bool = True) -> int:
         want = expected(kind, n) | ({f"one-{WARM}": ("s0",)} if warm else {})
@@ -60,7 +93,8 @@ def session(peer: Peer, dsn: str, kind: str, s: Settings, workers: int = 1) -> I
         peer.client(dsn) as client,
     ):
         env = {**peer.worker_env(dsn), ledger.ENV: d, "BENCH_KIND": kind}
-        with running(peer.worker_command(kind), dsn, workers, s.logs, env) as ws:
+        cmd = peer.worker_command(kind)
+        with running(cmd, dsn, workers, s.logs, env, stop_timeout=peer.stop_grace) as ws:
             sess = Session(client, ws, Path(d))
             if kind != "one":
                 client.start("one", [WARM])
@@ -76,8 +110,9 @@ def steps(peer: Peer, dsn: str, s: Settings) -> Result:
         started = time.perf_counter()
         t1 = w.until(lambda: w.client.finished("steps") >= s.steps, "all workflows")
         lines = w.check("steps", s.steps)
-    row = f"{s.steps:,} workflows x 3 steps"
-    return {row: t1 - t0}, f"{t1 - t0:.2f} s (starting took {started - t0:.2f} s); {lines} ledger"
+    return named(
+        "steps", s, t1 - t0
+    ), f"{t1 - t0:.2f} s (starting took {started - t0:.2f} s); {lines} ledger"
 
 
 def resume(peer: Peer, dsn: str, s: Settings) -> Result:
@@ -97,7 +132,7 @@ def resume(peer: Peer, dsn: str, s: Settings) -> Result:
     ms = [(after[wf] - t) * 1000 for wf, t in called.items()]
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
     return (
-        {"wait-resume p50": p50, "wait-resume p99": p99},
+        named("resume", s, p50, p99),
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(ms):.1f} ms; {lines} ledger",
     )
 
@@ -113,14 +148,8 @@ def sleep(peer: Peer, dsn: str, s: Settings) -> Result:
     start, woke = ledger.times(read, "start"), ledger.times(read, "woke")
     late = [(woke[wf] - start[wf] - SLEEP_SECONDS) * 1000 for wf in start]
     p50, p99, worst = percentile(late, 50), percentile(late, 99), max(late)
-    row = f"{n:,} sleeping {SLEEP_SECONDS:g} s"
     return (
-        {
-            row: t1 - t0,
-            "sleep lateness p50": p50,
-            "sleep lateness p99": p99,
-            "sleep lateness max": worst,
-        },
+        named("sleep", s, t1 - t0, p50, p99, worst),
         f"{t1 - t0:.2f} s; late p50 {p50:.0f} / p99 {p99:.0f} / max {worst:.0f} ms; {lines} ledger",
     )
 
@@ -131,7 +160,7 @@ def fanout(peer: Peer, dsn: str, s: Settings) -> Result:
         w.client.start("fanout", [s.children])
         t1 = w.until(lambda: w.client.finished("fanout") >= 1, "the parent")
         lines = w.check("fanout", s.children)
-    return {f"fan-out of {s.children}": t1 - t0}, f"{t1 - t0:.2f} s; {lines} ledger"
+    return named("fanout", s, t1 - t0), f"{t1 - t0:.2f} s; {lines} ledger"
 
 
 def fill_drain(peer: Peer, dsn: str, s: Settings) -> str:
@@ -153,14 +182,15 @@ def drain(peer: Peer, dsn: str, s: Settings, workers: int) -> Result:
         lines = w.check("one", n, warm=False)
         first = min(line.at for line in ledger.read(w.ledger_dir))
     rate = n / (done - first)
-    row = f"drain {n:,}, {workers} worker{'s' if workers > 1 else ''}"
-    return {row: rate}, (
+    return named("drain", s, rate, workers=workers), (
         f"{rate:.0f} wf/s after start-up, {n / (done - spawned):.0f} wf/s with it "
         f"(start-up {first - spawned:.2f} s); {lines} ledger"
     )
 
 
 def idle(peer: Peer, dsn: str, s: Settings) -> Result:
+    from bench import workflow_probe  # psutil: the bench extra, not the test one
+
     n = s.idle
     with session(peer, dsn, "wait", s) as w:
         w.client.start("wait", list(range(n)))
@@ -172,6 +202,6 @@ def idle(peer: Peer, dsn: str, s: Settings) -> Result:
             conns = workflow_probe.connections(conn, pid)
         lines = w.check("wait", n)
     return (
-        {f"worker RSS, {n:,} waiting": rss, f"worker connections, {n:,} waiting": conns},
+        named("idle", s, rss, conns),
         f"RSS {rss:.0f} MB, {conns} PostgreSQL connections; {lines} ledger",
     )

@@ -6,9 +6,12 @@ PostgreSQL 18 cluster the benchmark starts itself, a fresh database per measurem
                               [--write-results [PATH]]
 
 Install the peers first: pip install -e '.[bench]'. Each system runs real worker
-processes at its fastest documented setting (concurrency 50, polling 10 ms where it
-polls; the settings are printed in the report). Within a repetition the systems take
-turns, workload by workload; figures are medians over repetitions. Every step of every
+processes at its fastest documented setting for the workload (concurrency 50, polling
+10 ms where it polls; the peer's `fastest` variant per workflow kind, printed in the
+report). `--only absurd:threads,absurd:async` compares a peer's variants instead (names
+in each peer's `variants`); a workflow that fails ends its measurement at once. Within a
+repetition the systems take turns, workload by workload; figures are medians over
+repetitions. Every step of every
 workflow appends a ledger line, and a measurement counts only if each expected
 (workflow, step) appears exactly once.
 """
@@ -42,7 +45,7 @@ from bench.common import (  # noqa: E402
     server_facts,
 )
 from bench.report import started_at  # noqa: E402
-from bench.workflow_peers import NAMES, peers  # noqa: E402
+from bench.workflow_peers import NAMES, peer  # noqa: E402
 from bench.workflow_peers.base import Peer  # noqa: E402
 from bench.workflows_report import Results, section, table, write_section  # noqa: E402
 
@@ -51,23 +54,25 @@ RESULTS_MD = REPO / "bench" / "RESULTS.md"
 Measure = Callable[[Peer, str, wl.Settings], wl.Result]
 
 
-def plan(wanted: list[str]) -> list[tuple[str, Measure]]:
-    every: list[tuple[str, Measure]] = [
-        ("steps", wl.steps),
-        ("resume", wl.resume),
-        ("sleep", wl.sleep),
-        ("fanout", wl.fanout),
-        ("drain", partial(wl.drain, workers=1)),
-        ("drain", partial(wl.drain, workers=2)),
-        ("idle", wl.idle),
+def plan(wanted: list[str]) -> list[tuple[str, int, Measure]]:
+    """(workload, worker processes, measurement), in the order they run."""
+    every: list[tuple[str, int, Measure]] = [
+        ("steps", 1, wl.steps),
+        ("resume", 1, wl.resume),
+        ("sleep", 1, wl.sleep),
+        ("fanout", 1, wl.fanout),
+        ("drain", 1, partial(wl.drain, workers=1)),
+        ("drain", 2, partial(wl.drain, workers=2)),
+        ("idle", 1, wl.idle),
     ]
-    return [(w, m) for w, m in every if w in wanted]
+    return [x for x in every if x[0] in wanted]
 
 
 def one(
     server: str,
     peer: Peer,
-    label: str,
+    workload: str,
+    workers: int,
     measure: Measure,
     s: wl.Settings,
     res: Results,
@@ -76,6 +81,7 @@ def one(
 ) -> None:
     checkpoint_and_settle(server)
     db = f"wf_{peer.name}_{os.getpid()}"
+    label = workload if workload != "drain" else f"drain x{workers}"
     started = time.perf_counter()
     try:
         if template is not None:
@@ -88,15 +94,15 @@ def one(
                 values, detail = measure(peer, dsn, s)
     except Exception as exc:
         why = str(exc) if isinstance(exc, BenchError) else traceback.format_exc()
-        res.failures[(label, peer.name)] = why.strip().splitlines()[-1][:300]
-        res.note(f"{label:<16} {peer.name:<9} #{rep + 1}: FAILED {why.strip()[:3000]}")
+        for row in wl.rows(workload, s, workers):
+            res.failures[(row, peer.label)] = why.strip().splitlines()[-1][:300]
+        res.note(f"{label:<16} {peer.label:<9} #{rep + 1}: FAILED {why.strip()[:3000]}")
         return
     for row, value in values.items():
-        res.add(row, peer.name, value)
+        res.add(row, peer.label, value)
     res.ledger_lines += int(detail.rsplit("; ", 1)[-1].split()[0])
-    res.note(
-        f"{label:<16} {peer.name:<9} #{rep + 1}: {detail} [{time.perf_counter() - started:.0f}s]"
-    )
+    took = time.perf_counter() - started
+    res.note(f"{label:<16} {peer.label:<9} #{rep + 1}: {detail} [{took:.0f}s]")
 
 
 def template_for(server: str, peer: Peer, s: wl.Settings, res: Results) -> str:
@@ -114,21 +120,19 @@ def template_for(server: str, peer: Peer, s: wl.Settings, res: Results) -> str:
 
 
 def run(args: argparse.Namespace, server: str, s: wl.Settings, res: Results) -> None:
-    every = peers()
-    chosen = [every[n] for n in res.systems]
+    chosen = [peer(spec) for spec in res.systems]
     templates: dict[str, str] = {}
     try:
-        for workload, measure in plan(args.workloads):
-            label = workload if workload != "drain" else f"drain x{measure.keywords['workers']}"  # type: ignore[attr-defined]
+        for workload, workers, measure in plan(args.workloads):
             for rep in range(args.repeat):
                 order = chosen if rep % 2 == 0 else chosen[::-1]  # alternate who goes first
-                for peer in order:
+                for system in order:
                     template = None
-                    if workload == "drain":
-                        if peer.name not in templates:
-                            templates[peer.name] = template_for(server, peer, s, res)
-                        template = templates[peer.name]
-                    one(server, peer, label, measure, s, res, template, rep)
+                    if workload == "drain":  # variants of one peer share its template
+                        if system.name not in templates:
+                            templates[system.name] = template_for(server, system, s, res)
+                        template = templates[system.name]
+                    one(server, system, workload, workers, measure, s, res, template, rep)
     finally:
         for t in templates.values():
             drop_database(server, t)
@@ -157,8 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
     args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]
     for x in args.only:
-        if x not in NAMES:
+        if x.partition(":")[0] not in NAMES:
             p.error(f"unknown system {x!r}")
+        try:
+            peer(x)
+        except ValueError as exc:
+            p.error(str(exc))
     for x in args.workloads:
         if x not in WORKLOADS:
             p.error(f"unknown workload {x!r}")
@@ -168,7 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    res = Results([n for n in NAMES if n in args.only])
+    res = Results(sorted(args.only, key=lambda x: NAMES.index(x.partition(":")[0])))
     started = started_at()
     with cluster(args.dsn) as server, tempfile.TemporaryDirectory(prefix="wf-logs-") as logs:
         q = args.quick
@@ -193,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(res))
     if args.write_results:
-        every = peers()
-        versions = ", ".join(f"{n} {every[n].version()}" for n in res.systems)
+        every = {n: peer(n) for n in res.systems}
+        versions = ", ".join(dict.fromkeys(f"{p.name} {p.version()}" for p in every.values()))
         command = "python bench/workflows.py " + " ".join(sys.argv[1:] if argv is None else argv)
         facts = [
             f"Run from {started} to {started_at()} on {machine['cpus']} cores "
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 res,
                 command=command,
                 facts=facts,
-                settings={n: every[n].settings for n in res.systems},
+                settings={n: every[n].describe() for n in res.systems},
             ),
         )
         print(f"\nwrote {args.write_results}")

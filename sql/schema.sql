@@ -2712,6 +2712,11 @@ $$;
 
 CREATE FUNCTION skiplock.resume_if_ready(p_run_id text) RETURNS boolean
     LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET jit TO 'off'
     AS $$
 DECLARE
     v_run skiplock.runs;

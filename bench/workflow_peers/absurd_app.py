@@ -1,10 +1,21 @@
 """Absurd's benchmark workflows (bench/workflow_peers/base.py) and its worker process:
-`python -m bench.workflow_peers.absurd_app` runs the SDK's own worker loop
-(`Absurd.start_worker`, threads) on queue QUEUE, and with $BENCH_KIND=fanout a second one
-on CHILDREN (Absurd refuses await_task_result on the parent's own queue), until SIGTERM."""
+`python -m bench.workflow_peers.absurd_app [--mode threads|async] [--batch N] [--poll S]`
+runs one of the SDK's two worker loops on queue QUEUE, and with $BENCH_KIND=fanout a
+second one on CHILDREN (Absurd refuses await_task_result on the parent's own queue),
+until SIGTERM:
+
+* threads: `Absurd.start_worker(concurrency, batch_size, poll_interval)`, a thread pool of
+  `concurrency` sharing the client's one psycopg Connection; it claims up to
+  min(batch, free threads) whenever a thread is free.
+* async: `AsyncAbsurd.start_worker(...)` (bench/workflow_peers/absurd_async_app.py).
+
+Both documented in docs/sdks/python.md ("Starting a Worker") of earendil-works/absurd.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import signal
 import threading
@@ -73,12 +84,27 @@ def define_children(app: Absurd) -> None:
         ctx.step("s0", lambda: ledger.record(f"child-{p['i']}", "s0"))
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=("threads", "async"), default="threads")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    p.add_argument("--batch", type=int, default=None, help="claim size (SDK default: concurrency)")
+    p.add_argument("--poll", type=float, default=POLL)
+    return p.parse_args(argv)
+
+
 def main() -> None:
+    args = parse()
     dsn = os.environ["BENCH_DSN"]
-    apps = [Absurd(dsn, queue_name=QUEUE)]
+    queues = [QUEUE, CHILDREN] if os.environ.get("BENCH_KIND") == "fanout" else [QUEUE]
+    if args.mode == "async":
+        from bench.workflow_peers.absurd_async_app import serve
+
+        asyncio.run(serve(dsn, queues, args.concurrency, args.batch, args.poll))
+        return
+    apps = [Absurd(dsn, queue_name=q) for q in queues]
     define(apps[0])
-    if os.environ.get("BENCH_KIND") == "fanout":
-        apps.append(Absurd(dsn, queue_name=CHILDREN))
+    if len(apps) > 1:
         define_children(apps[1])
 
     def stop(*_: object) -> None:
@@ -86,12 +112,12 @@ def main() -> None:
             a.stop_worker()
 
     signal.signal(signal.SIGTERM, stop)
-    threads = [
-        threading.Thread(
-            target=a.start_worker, kwargs={"concurrency": CONCURRENCY, "poll_interval": POLL}
-        )
-        for a in apps
-    ]
+    options = {
+        "concurrency": args.concurrency,
+        "batch_size": args.batch,
+        "poll_interval": args.poll,
+    }
+    threads = [threading.Thread(target=a.start_worker, kwargs=options) for a in apps]
     for t in threads:
         t.start()
     for t in threads:

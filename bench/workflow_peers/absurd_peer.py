@@ -8,12 +8,13 @@ import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from threading import local
+from typing import ClassVar
 
 import absurdctl
 from absurd_sdk import Absurd
 
 from bench.common import connect, scalar
-from bench.workflow_peers.absurd_app import CHILDREN, POLL, QUEUE
+from bench.workflow_peers.absurd_app import CHILDREN, QUEUE
 from bench.workflow_peers.base import CONCURRENCY, Client, Peer, python_module
 
 NAME = {"steps": "wf-steps", "one": "wf-one", "resume": "wf-resume", "sleep": "wf-sleep"}
@@ -59,6 +60,19 @@ class _Client(Client):
     def finished(self, kind: str) -> int:
         return self._count(kind, "completed")
 
+    def failed(self) -> str | None:
+        """A failed run (attempt): Absurd would retry it (max_attempts 5), but a benchmark
+        workflow that fails once is already wrong."""
+        for q in (QUEUE, CHILDREN):
+            row = self.conn.execute(
+                f"SELECT t.task_name, r.run_id, r.state, r.failure_reason::text "
+                f"FROM absurd.r_{q} r JOIN absurd.t_{q} t USING (task_id) "
+                "WHERE r.state IN ('failed', 'cancelled') LIMIT 1"
+            ).fetchone()
+            if row is not None:
+                return "{} run {} {}: {}".format(*row)
+        return None
+
     def waiting(self, kind: str) -> int:
         return self._count(kind, "sleeping")
 
@@ -72,15 +86,37 @@ class AbsurdPeer(Peer):
     name = "absurd"
     package = "absurd-sdk"
     settings = (
-        f"`python -m bench.workflow_peers.absurd_app`: the SDK's `Absurd.start_worker("
-        f"concurrency={CONCURRENCY}, poll_interval={POLL})` (threads sharing the client's one "
-        "connection; batch_size defaults to concurrency; poll_interval default 0.25 s, "
-        "absurd_sdk/__init__.py), a second worker loop on queue "
-        f"`{CHILDREN}` for the fan-out (await_task_result refuses the parent's own queue); "
-        "schema: the SQL bundled in absurdctl 0.5.1 (absurdctl.BUNDLED_SCHEMA_SQL, what "
-        "`absurdctl init` applies), then absurd.create_queue; sync handlers, `ctx.step`, "
-        "`ctx.await_event`, `ctx.sleep_for`, `ctx.await_task_result`; spawned from 8 threads"
+        "`python -m bench.workflow_peers.absurd_app`: one of the SDK's two documented worker "
+        f'loops (docs/sdks/python.md, "Starting a Worker"), concurrency={CONCURRENCY}, '
+        "one connection per client (the SDK takes one psycopg connection, no pool): "
+        "`Absurd.start_worker` (threads sharing the connection, claiming min(batch, free "
+        "threads) as threads free up) or `AsyncAbsurd.start_worker` (claims a batch, runs it "
+        "as asyncio tasks, claims again when all are done); batch_size defaults to "
+        "concurrency, poll_interval to 0.25 s (absurd_sdk/__init__.py); a second loop on "
+        f"queue `{CHILDREN}` for the fan-out (await_task_result refuses the parent's own "
+        "queue); schema: absurdctl 0.5.1's bundled SQL (what `absurdctl init` applies), then "
+        "absurd.create_queue; spawned from 8 threads"
     )
+    variants: ClassVar[dict[str, list[str]]] = {
+        "threads": ["--mode", "threads", "--poll", "0.01"],
+        "threads-p50": ["--mode", "threads", "--poll", "0.05"],
+        "async": ["--mode", "async", "--poll", "0.01"],
+        "async-b10": ["--mode", "async", "--batch", "10", "--poll", "0.01"],
+    }
+    # Measured with --quick --only absurd:threads,absurd:threads-p50,absurd:async,
+    # absurd:async-b10, 3 to 5 alternated repetitions (bench/RESULTS.md, "Workflow peers'
+    # variants"): the async loop is ahead on steps (2.68 s against 3.33) and drain (2
+    # workers 677 wf/s against 464; 1 worker ~450 against ~335 on a quiet machine), a
+    # claim of 10 cuts the sleepers' lateness (p50 25 ms against 100) and is 1 MB leaner;
+    # resume and fan-out are within noise, taken by median.
+    fastest: ClassVar[dict[str, str]] = {
+        "steps": "async-b10",
+        "one": "async",
+        "resume": "async",
+        "sleep": "async-b10",
+        "fanout": "async",
+        "wait": "async-b10",
+    }
 
     def install(self, dsn: str) -> None:
         with connect(dsn) as conn:
@@ -89,10 +125,7 @@ class AbsurdPeer(Peer):
             conn.execute("SELECT absurd.create_queue(%s)", (CHILDREN,))
 
     def worker_command(self, kind: str) -> list[str]:
-        return python_module("bench.workflow_peers.absurd_app")
-
-    def worker_env(self, dsn: str) -> dict[str, str]:
-        return {}
+        return python_module("bench.workflow_peers.absurd_app", *self.variant_args(kind))
 
     @contextlib.contextmanager
     def client(self, dsn: str) -> Iterator[Client]:

@@ -22,6 +22,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from importlib import metadata
+from typing import ClassVar
 
 CONCURRENCY = 50
 SLEEP_SECONDS = 2.0
@@ -62,18 +63,60 @@ class Client(ABC):
         """How many workflows of `kind` have finished successfully (fanout: the parent)."""
 
     @abstractmethod
+    def failed(self) -> str | None:
+        """A workflow (any kind) or attempt of one that failed, described with its error,
+        or None: a benchmark workflow never fails, so one that does ends the measurement."""
+
+    @abstractmethod
     def waiting(self, kind: str) -> int:
         """How many workflows of `kind` are suspended in their wait (or, where the system
         cannot tell, have at least reached it)."""
 
 
 class Peer(ABC):
+    """One system. `variants` names the worker settings tried (variant -> extra worker
+    argv); `fastest` says which the benchmark uses for each workflow kind (measured with
+    `--only name:variant,...`, see bench/RESULTS.md). Peer(variant) pins one variant for
+    every kind; its results are then labelled `name:variant`."""
+
     name: str
     package: str  # distribution whose version is reported
     settings: str  # one line for the report: worker settings and where they are documented
+    variants: ClassVar[dict[str, list[str]]] = {}
+    fastest: ClassVar[dict[str, str]] = {}  # kind -> variant (kinds not listed: no extra argv)
+    stop_grace = 60.0  # seconds from SIGTERM to SIGKILL when the workers are stopped
+
+    def __init__(self, variant: str | None = None) -> None:
+        if variant is not None and variant not in self.variants:
+            raise ValueError(f"{self.name} has no variant {variant!r}: {sorted(self.variants)}")
+        self.variant = variant
+
+    @property
+    def label(self) -> str:
+        return self.name if self.variant is None else f"{self.name}:{self.variant}"
+
+    def variant_for(self, kind: str) -> str | None:
+        return self.variant or self.fastest.get(kind)
+
+    def variant_args(self, kind: str) -> list[str]:
+        v = self.variant_for(kind)
+        return list(self.variants[v]) if v is not None else []
 
     def version(self) -> str:
         return metadata.version(self.package)
+
+    def describe(self) -> str:
+        """settings, then the variant each kind ran with and that variant's worker argv."""
+        chosen = {k: v for k in KINDS if (v := self.variant_for(k)) is not None}
+        if not chosen:
+            return self.settings
+        workload = {"one": "one (drain)", "wait": "wait (idle)"}
+        used = ", ".join(f"{workload.get(k, k)}: {v}" for k, v in chosen.items())
+        argv = "; ".join(
+            f"{v} = `{' '.join(self.variants[v]) or '(defaults)'}`"
+            for v in dict.fromkeys(chosen.values())
+        )
+        return f"{self.settings}. Variant by workflow kind: {used} ({argv})"
 
     @abstractmethod
     def install(self, dsn: str) -> None:

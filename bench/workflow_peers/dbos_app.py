@@ -1,9 +1,15 @@
 """DBOS Transact's benchmark workflows (bench/workflow_peers/base.py) and its worker
-process: `python -m bench.workflow_peers.dbos_app` launches DBOS on $BENCH_DSN, which
-dequeues from the two queues below, until SIGTERM."""
+process: `python -m bench.workflow_peers.dbos_app [--poll S] [--concurrency N] [--pool N]`
+launches DBOS on $BENCH_DSN, which dequeues from the two queues below, until SIGTERM.
+
+--poll: polling_interval_sec of both queues (DBOS.register_queue, dbos/_dbos.py: "how often
+the worker thread wakes up to look for runnable workflows"; default 1.0, must be > 0);
+--concurrency: worker_concurrency of QUEUE (0: no limit); --pool: sys_db_pool_size
+(DBOSConfig, dbos/_dbos_config.py; default 20 connections)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
@@ -83,24 +89,35 @@ def sqlalchemy_url(dsn: str) -> str:
     return f"postgresql+psycopg://{auth}@/{dbname}?" + urlencode(params)
 
 
-def config(dsn: str) -> DBOSConfig:
-    return {
+def config(dsn: str, pool: int | None = None) -> DBOSConfig:
+    c: DBOSConfig = {
         "name": APP,
         "system_database_url": sqlalchemy_url(dsn),
         "application_version": VERSION,
         "log_level": "WARNING",
     }
+    if pool:
+        c["sys_db_pool_size"] = pool
+    return c
 
 
 def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--poll", type=float, default=POLL)
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="0: no limit")
+    p.add_argument("--pool", type=int, default=None, help="sys_db_pool_size (default 20)")
+    args = p.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    DBOS(config=config(os.environ["BENCH_DSN"]))
+    DBOS(config=config(os.environ["BENCH_DSN"], args.pool))
     DBOS.launch()
-    DBOS.register_queue(QUEUE, worker_concurrency=CONCURRENCY, polling_interval_sec=POLL)
-    DBOS.register_queue(WAIT_QUEUE, polling_interval_sec=POLL)
+    limit = args.concurrency or None
+    DBOS.register_queue(QUEUE, worker_concurrency=limit, polling_interval_sec=args.poll)
+    DBOS.register_queue(WAIT_QUEUE, polling_interval_sec=args.poll)
     stop.wait()
-    DBOS.destroy()
+    # Workflows still waiting (the idle row's 1,000 in DBOS.recv) are left to recovery;
+    # the benchmark kills the process if it has not stopped STOP_GRACE seconds after SIGTERM.
+    DBOS.destroy(workflow_completion_timeout_sec=0)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,19 @@ class _Client(Client):
     def finished(self, kind: str) -> int:
         return self._count(kind, "COMPLETED")
 
+    def failed(self) -> str | None:
+        """A run that ended badly, or a failed attempt of one (which a retry may follow:
+        a benchmark workflow that fails once is already wrong)."""
+        row = self.conn.execute(
+            "(SELECT r.task_identifier, r.id, 'attempt ' || a.status, a.error::text "
+            " FROM skiplock.attempts a JOIN skiplock.runs r ON r.id = a.run_id "
+            " WHERE a.status IN ('FAILED', 'CRASHED', 'TIMED_OUT') LIMIT 1) "
+            "UNION ALL (SELECT task_identifier, id, status::text, error::text "
+            " FROM skiplock.runs WHERE status IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', "
+            " 'TIMED_OUT', 'EXPIRED', 'CANCELED') LIMIT 1) LIMIT 1"
+        ).fetchone()
+        return None if row is None else "{} run {} {}: {}".format(*row)
+
     def waiting(self, kind: str) -> int:
         return self._count(kind, "WAITING")
 
