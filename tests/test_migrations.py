@@ -345,3 +345,42 @@ def test_upgrade_keeps_the_results_of_batches_completed_before(
             ],
         )
     ]
+
+
+def test_upgrade_marks_the_edges_of_pending_waitpoints(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run waiting before 0033: its edge to a pending waitpoint is marked pending, those
+    to completed ones are not, and completing the pending one resumes the run."""
+    every = _migrate.sql_files()
+    before = [f for f in every if f.kind == "migration" and f.name < "0033"]
+    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
+            " max_attempts, order_at, available_at, created_at, updated_at) VALUES"
+            " ('run_w', 'parent', 'WAITING', '0', 'q', 1, now(), now(), now(), now())"
+        )
+        c.execute(
+            "INSERT INTO skiplock.waitpoints (id, type, status, created_at, completed_at)"
+            " VALUES ('waitpoint_1', 'TOKEN', 'COMPLETED', now(), now()),"
+            " ('waitpoint_2', 'DATETIME', 'COMPLETED', now(), now()),"
+            " ('waitpoint_3', 'TOKEN', 'COMPLETED', now(), now()),"
+            " ('waitpoint_open', 'TOKEN', 'PENDING', now(), NULL)"
+        )
+        c.execute(
+            "INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at)"
+            " SELECT 'run_w', w.id, now() FROM skiplock.waitpoints w"
+        )
+    monkeypatch.undo()
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        pending = c.execute(
+            "SELECT waitpoint_id FROM skiplock.run_waitpoints WHERE pending"
+        ).fetchall()
+        assert pending == [("waitpoint_open",)]
+        assert c.execute("SELECT skiplock.resume_if_ready('run_w')").fetchone() == (False,)
+        c.execute("SELECT skiplock.complete_token('waitpoint_open', '1')")
+        status = c.execute("SELECT status FROM skiplock.runs WHERE id = 'run_w'").fetchone()
+        assert status == ("QUEUED",)

@@ -160,3 +160,45 @@ def test_cancel_racing_completion_gives_one_final_status(app: Engine) -> None:
         )
         assert point == [("COMPLETED", final is RunStatus.CANCELED, final.value)]
         assert app.runs.retrieve(run_id).status is RunStatus.QUEUED  # resumed exactly once
+
+
+def test_the_waitpoints_of_one_wait_completed_at_once_resume_the_run_once(app: Engine) -> None:
+    parent, _ = define(app)
+    worker = deploy(app, lease=3600)
+    for _ in range(10):
+        run_id, attempt = started_parent(app, worker, parent)
+        tokens = [app.waitpoints.create_token().id for _ in range(4)]
+        blocked = sql(
+            app.dsn, "SELECT skiplock.block_run(%s, 0, 'token', 'all', %s)", attempt, tokens
+        )
+        assert blocked == "WAITING"
+        results = race(*(lambda t=t: app.waitpoints.complete_token(t, t) for t in tokens))
+        assert results == [True] * 4
+        assert app.runs.retrieve(run_id).status is RunStatus.QUEUED
+        resumes = fetch(
+            app.dsn,
+            "SELECT count(*) FROM skiplock.runs WHERE id = %s AND status = 'QUEUED'",
+            run_id,
+        )
+        assert resumes == [(1,)]
+
+
+def test_purging_a_canceled_run_racing_its_token_completion_does_not_deadlock(
+    app: Engine,
+) -> None:
+    """A cancelled run keeps its pending edge; the completion locks the run before the
+    edge, as the purge's delete and its cascade do."""
+    parent, _ = define(app)
+    worker = deploy(app, lease=3600)
+    for _ in range(15):
+        run_id, attempt = started_parent(app, worker, parent)
+        token = app.waitpoints.create_token()
+        assert app.db.run(_queries.block_on(attempt, 0, "token", token.id, token.id)) == "WAITING"
+        app.runs.cancel(run_id)
+        completed, purged = race(
+            lambda: app.waitpoints.complete_token(token, None),
+            lambda: sql(app.dsn, "SELECT skiplock.delete_runs(ARRAY[%s])", run_id),
+        )
+        assert completed is True
+        assert purged == 1
+        assert fetch(app.dsn, "SELECT 1 FROM skiplock.runs WHERE id = %s", run_id) == []

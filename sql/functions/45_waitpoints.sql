@@ -3,22 +3,23 @@
 -- Lock order, the same for every caller (so no two can deadlock):
 --   1. the run being finished (completion, failure, cancel: its own functions);
 --   2. waitpoint rows: UPDATE to complete one; FOR SHARE, in id order, to block on one;
---   3. the run being resumed or blocked, FOR NO KEY UPDATE.
+--   3. the run being resumed or blocked, FOR NO KEY UPDATE;
+--   4. that run's blocking edges (run_waitpoints), as a run's delete cascades to them.
 -- A child's trigger takes its parent FOR KEY SHARE, which conflicts with none of these.
 -- Blocking takes the waitpoints FOR SHARE before inserting its edges: a completion either
 -- committed before (the pending count sees it, and the run does not suspend) or waits for
 -- the blocker's commit and then sees its edge (and resumes the run). No lost wake-up.
+-- An edge is `pending` while its waitpoint is: block_run sets it from the waitpoint it
+-- holds, complete_waitpoint (the one place a waitpoint completes) clears it. Only pending
+-- edges are in the partial index run_waitpoints_pending_idx (migration 0033).
 
--- resume_if_ready: a WAITING run none of whose waitpoints is pending goes back to QUEUED,
--- keeping its order_at (ahead of runs queued after it first was). Returns true if resumed.
--- The pending check probes each of the run's edges by primary key: with many runs of
--- many edges, the planner had turned it into a seq scan of the pending waitpoints (70 to
--- 100 ms a call instead of 6 ms for a run of 1,000 edges), hence the settings.
+-- resume_if_ready: a WAITING run none of whose blocking edges is pending goes back to
+-- QUEUED, keeping its order_at (ahead of runs queued after it first was). Returns true if
+-- resumed. It reads the run's pending edges only (those of the wait it is in), not every
+-- edge of its past waits: a run of 1,000 past waits and child calls had its 1,000 edges
+-- probed (6 ms), or scanned when the planner chose so (70 to 100 ms).
 CREATE OR REPLACE FUNCTION skiplock.resume_if_ready(p_run_id text) RETURNS boolean
-LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-SET enable_bitmapscan = off SET jit = off
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_run skiplock.runs;
 BEGIN
@@ -26,9 +27,7 @@ BEGIN
     IF NOT FOUND OR v_run.status <> 'WAITING' THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e
-                 JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
-                WHERE e.run_id = p_run_id AND w.status = 'PENDING') THEN
+    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e WHERE e.run_id = p_run_id AND e.pending) THEN
         RETURN false;
     END IF;
     UPDATE skiplock.runs SET status = 'QUEUED', available_at = skiplock.now(),
@@ -41,8 +40,10 @@ END;
 $$;
 
 -- complete_waitpoint: complete a pending waitpoint once (a second completion keeps the
--- first output and returns false), then resume every run it was the last pending
--- waitpoint of. Locks: the waitpoint, then the blocked runs.
+-- first output and returns false), clear its edges' pending flag, and resume every run it
+-- was the last pending waitpoint of. Locks: the waitpoint, then each blocked run in id
+-- order, then that run's edge (the order of a run's delete and its cascade: locking the
+-- edges first could deadlock with the purge of a cancelled run that still had one).
 CREATE OR REPLACE FUNCTION skiplock.complete_waitpoint(
     p_id text, p_output jsonb, p_is_error boolean DEFAULT false)
 RETURNS boolean
@@ -58,7 +59,10 @@ BEGIN
         RETURN false;
     END IF;
     FOR v_run IN SELECT e.run_id FROM skiplock.run_waitpoints e
-                  WHERE e.waitpoint_id = p_id ORDER BY e.run_id LOOP
+                  WHERE e.waitpoint_id = p_id AND e.pending ORDER BY e.run_id LOOP
+        UPDATE skiplock.run_waitpoints e SET pending = false
+          FROM (SELECT r.id FROM skiplock.runs r WHERE r.id = v_run FOR NO KEY UPDATE) r
+         WHERE e.run_id = r.id AND e.waitpoint_id = p_id;
         PERFORM skiplock.resume_if_ready(v_run);
     END LOOP;
     RETURN true;
@@ -156,8 +160,10 @@ BEGIN
     INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, waitpoint_id, created_at)
     VALUES (v_run.id, p_position, p_kind, p_name, p_output, p_waitpoint_ids[1], v_now)
     ON CONFLICT (run_id, position) DO NOTHING;
-    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at)
-    SELECT v_run.id, w, v_now FROM unnest(p_waitpoint_ids) w
+    -- an unknown id gets an edge too, which its foreign key refuses
+    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at, pending)
+    SELECT v_run.id, u.id, v_now, coalesce(w.status = 'PENDING', false)
+      FROM unnest(p_waitpoint_ids) u(id) LEFT JOIN skiplock.waitpoints w ON w.id = u.id
     ON CONFLICT DO NOTHING;
     IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints w
                     WHERE w.id = ANY (p_waitpoint_ids) AND w.status = 'PENDING') THEN

@@ -97,8 +97,7 @@ BEGIN
         RETURN NULL;
     WHEN 'WAITING' THEN
         SELECT count(*) INTO v_count FROM skiplock.run_waitpoints e
-          JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
-         WHERE e.run_id = p_run_id AND w.status = 'PENDING';
+         WHERE e.run_id = p_run_id AND e.pending;
         RETURN format('waiting on %s pending waitpoint%s', v_count,
                       CASE WHEN v_count = 1 THEN '' ELSE 's' END);
     ELSE
