@@ -316,8 +316,10 @@ BEGIN
     INSERT INTO skiplock.run_steps (run_id, position, kind, name, output, waitpoint_id, created_at)
     VALUES (v_run.id, p_position, p_kind, p_name, p_output, p_waitpoint_ids[1], v_now)
     ON CONFLICT (run_id, position) DO NOTHING;
-    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at)
-    SELECT v_run.id, w, v_now FROM unnest(p_waitpoint_ids) w
+    -- an unknown id gets an edge too, which its foreign key refuses
+    INSERT INTO skiplock.run_waitpoints (run_id, waitpoint_id, created_at, pending)
+    SELECT v_run.id, u.id, v_now, coalesce(w.status = 'PENDING', false)
+      FROM unnest(p_waitpoint_ids) u(id) LEFT JOIN skiplock.waitpoints w ON w.id = u.id
     ON CONFLICT DO NOTHING;
     IF NOT EXISTS (SELECT 1 FROM skiplock.waitpoints w
                     WHERE w.id = ANY (p_waitpoint_ids) AND w.status = 'PENDING') THEN
@@ -549,7 +551,10 @@ BEGIN
         RETURN false;
     END IF;
     FOR v_run IN SELECT e.run_id FROM skiplock.run_waitpoints e
-                  WHERE e.waitpoint_id = p_id ORDER BY e.run_id LOOP
+                  WHERE e.waitpoint_id = p_id AND e.pending ORDER BY e.run_id LOOP
+        UPDATE skiplock.run_waitpoints e SET pending = false
+          FROM (SELECT r.id FROM skiplock.runs r WHERE r.id = v_run FOR NO KEY UPDATE) r
+         WHERE e.run_id = r.id AND e.waitpoint_id = p_id;
         PERFORM skiplock.resume_if_ready(v_run);
     END LOOP;
     RETURN true;
@@ -2712,11 +2717,6 @@ $$;
 
 CREATE FUNCTION skiplock.resume_if_ready(p_run_id text) RETURNS boolean
     LANGUAGE plpgsql
-    SET enable_seqscan TO 'off'
-    SET enable_hashjoin TO 'off'
-    SET enable_mergejoin TO 'off'
-    SET enable_bitmapscan TO 'off'
-    SET jit TO 'off'
     AS $$
 DECLARE
     v_run skiplock.runs;
@@ -2725,9 +2725,7 @@ BEGIN
     IF NOT FOUND OR v_run.status <> 'WAITING' THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e
-                 JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
-                WHERE e.run_id = p_run_id AND w.status = 'PENDING') THEN
+    IF EXISTS (SELECT 1 FROM skiplock.run_waitpoints e WHERE e.run_id = p_run_id AND e.pending) THEN
         RETURN false;
     END IF;
     UPDATE skiplock.runs SET status = 'QUEUED', available_at = skiplock.now(),
@@ -2998,8 +2996,7 @@ BEGIN
         RETURN NULL;
     WHEN 'WAITING' THEN
         SELECT count(*) INTO v_count FROM skiplock.run_waitpoints e
-          JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id
-         WHERE e.run_id = p_run_id AND w.status = 'PENDING';
+         WHERE e.run_id = p_run_id AND e.pending;
         RETURN format('waiting on %s pending waitpoint%s', v_count,
                       CASE WHEN v_count = 1 THEN '' ELSE 's' END);
     ELSE
@@ -3931,7 +3928,8 @@ CREATE TABLE skiplock.run_steps (
 CREATE TABLE skiplock.run_waitpoints (
     run_id text NOT NULL,
     waitpoint_id text NOT NULL,
-    created_at timestamp with time zone NOT NULL
+    created_at timestamp with time zone NOT NULL,
+    pending boolean DEFAULT false NOT NULL
 )
 WITH (autovacuum_vacuum_scale_factor='0.05', autovacuum_analyze_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
 
@@ -4079,6 +4077,8 @@ CREATE INDEX debounces_run_idx ON skiplock.debounces USING btree (run_id);
 CREATE INDEX deployment_tasks_latest_idx ON skiplock.deployment_tasks USING btree (task_identifier, deployed_at DESC);
 
 CREATE INDEX run_steps_waitpoint_idx ON skiplock.run_steps USING btree (waitpoint_id) WHERE (waitpoint_id IS NOT NULL);
+
+CREATE INDEX run_waitpoints_pending_idx ON skiplock.run_waitpoints USING btree (run_id) WHERE pending;
 
 CREATE INDEX run_waitpoints_waitpoint_idx ON skiplock.run_waitpoints USING btree (waitpoint_id);
 
