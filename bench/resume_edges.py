@@ -104,7 +104,8 @@ def _fill(conn: Any, runs: int, edges: int) -> None:
     ).fetchone()
     if has_flag:
         conn.execute(MARK)
-    # each run waits on its `_xopen` token (its id sorts after the others, as a newer gen_id does); `complete` rolls its completion back
+    # each run waits on its `_xopen` token (its id sorts last, as a newer gen_id does);
+    # `complete` rolls its completion back
     conn.execute("VACUUM ANALYZE skiplock.run_waitpoints")
     conn.execute("VACUUM ANALYZE skiplock.waitpoints")
     conn.execute("ANALYZE skiplock.runs")

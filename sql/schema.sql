@@ -1949,14 +1949,20 @@ $$;
 CREATE FUNCTION skiplock.notify_runs(p_ids text[]) RETURNS void
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
-    SET enable_hashjoin TO 'off'
-    SET enable_mergejoin TO 'off'
     SET jit TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     v_from    integer := 1;
-    v_payload text;
+    v_group   record;
+    v_payload text;    -- the payload being written, without its closing brackets
+    v_kind    text;    -- its last group's kind and key
+    v_key     text;
+    v_open    text;    -- the group's member opened: "kind":[ or "kind":{"key":[
+    v_piece   integer;
+    v_ids     text;    -- a piece's ids, JSON strings separated by commas
+    v_add     text;
+    v_close   text;    -- what closes the last member: ] or ]}
 BEGIN
     IF coalesce(cardinality(p_ids), 0) = 0
        OR NOT EXISTS (SELECT 1 FROM skiplock.subscriptions) THEN
@@ -1970,49 +1976,54 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    -- each (kind, key, id) matched; its size in the payload (a group's key counted at its
-    -- first id); cut into chunks of about 6500 bytes (a group cut in two repeats its key,
-    -- a tag of at most 128 characters: under 8000 bytes in all); one JSON object a chunk
-    FOR v_payload IN
+    FOR v_group IN
         WITH r AS MATERIALIZED (
             SELECT r.id, r.batch_id, r.tags FROM skiplock.runs r WHERE r.id = ANY (p_ids)
-        ), m AS (
-            SELECT 'run' AS kind, '' AS key, r.id FROM r
-             WHERE EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                            WHERE s.kind = 'run' AND s.key = r.id OFFSET 0)
+        ), k AS MATERIALIZED (  -- every key a run of p_ids may be watched by
+            SELECT 'run' AS kind, r.id AS key, r.id FROM r
             UNION ALL
-            SELECT 'batch', r.batch_id, r.id FROM r
-             WHERE r.batch_id IS NOT NULL
-               AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                            WHERE s.kind = 'batch' AND s.key = r.batch_id OFFSET 0)
+            SELECT 'batch', r.batch_id, r.id FROM r WHERE r.batch_id IS NOT NULL
             UNION ALL
-            SELECT 'tag', t.tag, r.id
-              FROM r, unnest(r.tags) AS t(tag)
-             WHERE r.tags <> '{}'
-               AND EXISTS (SELECT 1 FROM skiplock.subscriptions s
-                            WHERE s.kind = 'tag' AND s.key = t.tag OFFSET 0)
-        ), b AS (
-            SELECT m.kind, m.key, m.id, octet_length(m.id) + 4
-                   + CASE WHEN m.kind = 'run' OR row_number() OVER w > 1 THEN 0
-                          ELSE octet_length(to_json(m.key)::text) + 8 END AS bytes
-              FROM m WINDOW w AS (PARTITION BY m.kind, m.key ORDER BY m.id)
-        ), c AS (
-            SELECT b.kind, b.key, b.id,
-                   sum(b.bytes) OVER (ORDER BY b.kind, b.key, b.id) / 6500 AS chunk
-              FROM b
-        ), g AS (
-            SELECT c.chunk, c.kind, c.key, json_agg(c.id ORDER BY c.id) AS ids
-              FROM c GROUP BY c.chunk, c.kind, c.key
-        ), k AS (
-            SELECT g.chunk, g.kind,
-                   CASE WHEN g.kind = 'run' THEN (array_agg(g.ids))[1]
-                        ELSE json_object_agg(g.key, g.ids) END AS v
-              FROM g GROUP BY g.chunk, g.kind
+            SELECT 'tag', t.tag, r.id FROM r, unnest(r.tags) AS t(tag)
+        ), w AS MATERIALIZED (  -- those watched: one scan of the index for them all
+            SELECT DISTINCT s.kind, s.key FROM skiplock.subscriptions s
+             WHERE s.kind IN ('run', 'batch', 'tag') AND s.key = ANY (ARRAY(SELECT k.key FROM k))
         )
-        SELECT json_object_agg(k.kind, k.v)::text FROM k GROUP BY k.chunk ORDER BY k.chunk
+        SELECT k.kind, CASE WHEN k.kind = 'run' THEN '' ELSE k.key END AS key,
+               array_agg(k.id ORDER BY k.id) AS ids
+          FROM k JOIN w ON w.kind = k.kind AND w.key = k.key
+         GROUP BY 1, 2
+         ORDER BY 1, 2
     LOOP
-        PERFORM pg_notify('skiplock_runs', v_payload);
+        -- the group, in pieces of at most 100 ids, continues the payload: in the array of
+        -- the same key, in the object of the same kind, or as a new member; if that would
+        -- reach 8000 bytes, the payload goes and the piece starts the next
+        v_open := to_json(v_group.kind)::text || ':'
+                  || CASE WHEN v_group.kind = 'run' THEN '['
+                          ELSE '{' || to_json(v_group.key)::text || ':[' END;
+        FOR v_piece IN 0 .. (cardinality(v_group.ids) - 1) / 100 LOOP
+            v_ids := array_to_json(v_group.ids[v_piece * 100 + 1 : v_piece * 100 + 100])::text;
+            v_ids := substr(v_ids, 2, length(v_ids) - 2);
+            v_add := CASE WHEN v_payload IS NULL THEN '{' || v_open
+                          WHEN v_kind <> v_group.kind THEN v_close || ',' || v_open
+                          WHEN v_key <> v_group.key
+                              THEN '],' || to_json(v_group.key)::text || ':['
+                          ELSE ',' END || v_ids;
+            IF v_payload IS NOT NULL
+               AND octet_length(v_payload) + octet_length(v_add) + 3 > 7999 THEN
+                PERFORM pg_notify('skiplock_runs', v_payload || v_close || '}');
+                v_add := '{' || v_open || v_ids;
+                v_payload := '';
+            END IF;
+            v_payload := coalesce(v_payload, '') || v_add;
+            v_kind := v_group.kind;
+            v_key := v_group.key;
+            v_close := CASE WHEN v_group.kind = 'run' THEN ']' ELSE ']}' END;
+        END LOOP;
     END LOOP;
+    IF v_payload IS NOT NULL THEN
+        PERFORM pg_notify('skiplock_runs', v_payload || v_close || '}');
+    END IF;
 END;
 $$;
 

@@ -398,3 +398,30 @@ def test_ended_subscriptions_are_unwatched_together(app: Engine, dsn: str) -> No
     assert again.ended.wait(20) and again.runs[-1].status is RunStatus.CANCELED
     its[-1].close()
     wait_for(lambda: fetch(dsn, "SELECT count(*) FROM skiplock.subscriptions") == [(0,)])
+
+
+def test_a_large_group_is_cut_without_repeating_a_key_in_a_payload(app: Engine, dsn: str) -> None:
+    @app.task("crowd")
+    def crowd_task(x: int, ctx: TaskContext) -> int:
+        return x
+
+    ids = [h.id for h in crowd_task.batch_trigger([1] * 450, tags=["many"]).runs]
+
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), f"a key twice in one object: {keys}"
+        return dict(pairs)
+
+    with psycopg.connect(dsn, autocommit=True) as listen, psycopg.connect(dsn) as writer:
+        listen.execute("LISTEN skiplock_runs")
+        listen.execute("SELECT skiplock.subscribe()")
+        listen.execute("SELECT skiplock.watch(%s, %s)", (["tag"] + ["run"] * 450, ["many", *ids]))
+        writer.execute("SELECT skiplock.notify_runs(%s)", ([*ids, *ids[:10]],))
+        writer.commit()
+        payloads = [n.payload for n in listen.notifies(timeout=0.5)]
+        listen.execute("SELECT skiplock.unsubscribe()")
+    assert len(payloads) > 1 and all(len(p.encode()) < 8000 for p in payloads)
+    groups = [json.loads(p, object_pairs_hook=no_repeats) for p in payloads]
+    runs = [i for g in groups for i in g.get("run", ())]
+    tagged = [i for g in groups for i in g.get("tag", {}).get("many", ())]
+    assert sorted(runs) == sorted(tagged) == sorted(ids)  # each once, duplicates folded
