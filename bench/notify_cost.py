@@ -39,8 +39,8 @@ INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue, max_atte
                            order_at, available_at, created_at, updated_at, tags, batch_id)
 SELECT 'run_' || lpad(to_hex(g), 32, '0'), 'notify', 'QUEUED', 'null', 'bench', 1,
        now(), now(), now(), now(),
-       CASE WHEN g % 2 = 0 THEN ARRAY['tag' || (g % 100)] ELSE '{}' END,
-       CASE WHEN g % 5 = 0 THEN 'batch_' || (g / 50) END
+       CASE WHEN g %% 2 = 0 THEN ARRAY['tag' || (g %% 100)] ELSE '{}' END,
+       CASE WHEN g %% 5 = 0 THEN 'batch_' || (g / 50) END
   FROM generate_series(1, %(runs)s) g;
 INSERT INTO skiplock.subscribers (pid) VALUES (1), (2);
 INSERT INTO skiplock.subscriptions (kind, key, pid)
