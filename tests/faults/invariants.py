@@ -208,6 +208,14 @@ def check(
             "                WHERE l.run_id = r.id AND l.kind = 'effect') ORDER BY r.id",
         )
         fenced = fenced_writes(conn)
+        # a blocking edge is pending while its waitpoint is (migration 0033): one that
+        # says otherwise would keep its run waiting, or resume it early
+        stale_edges = _rows(
+            conn,
+            "SELECT e.run_id, e.waitpoint_id, e.pending, w.status::text "
+            "FROM skiplock.run_waitpoints e JOIN skiplock.waitpoints w ON w.id = e.waitpoint_id "
+            "WHERE e.pending <> (w.status = 'PENDING') ORDER BY 1, 2",
+        )
         # a waiting task records 'start' when entered: once, and once more when its wait
         # (a duration or a child run) resumes it, all within one attempt (a resume
         # continues the suspended attempt; a retry or a crash makes a new one). A third
@@ -248,6 +256,7 @@ def check(
         ),
         Check("COMPLETED runs without an effect", no_effect),
         Check("waitpoints resumed twice (an attempt entered 3+ times)", resumed_twice),
+        Check("blocking edges pending or not unlike their waitpoint", stale_edges),
         Check("writes accepted from a fenced attempt or lost worker", fenced),
         # a side effect cannot be fenced: a frozen or partitioned worker's task may finish
         # its effect after the database crashed its run (reported, not a failure)
