@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    common.add_dsn(p)
     p.add_argument("--baseline", type=Path, required=True)
     args = p.parse_args(argv)
     new = Kind("this checkout", REPO, True)
