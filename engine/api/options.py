@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from .._durations import Duration, delay_options, parse_seconds
 from ..errors import InvalidArgumentError
-from ..models import Debounce, Queue
+from ..values import Debounce, Queue
 
 
 class TriggerOptions(TypedDict, total=False):
