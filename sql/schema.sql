@@ -1327,14 +1327,19 @@ END;
 $$;
 
 CREATE FUNCTION skiplock.executing_run(p_attempt_id text) RETURNS skiplock.runs
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET jit TO 'off'
     AS $$
-    SELECT r.* FROM skiplock.runs r
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
      WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
        AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE
+       FOR UPDATE;
+    RETURN v_run;
+END;
 $$;
 
 CREATE FUNCTION skiplock.fail_attempt(p_attempt_id text, p_error jsonb, p_status skiplock.run_status DEFAULT 'FAILED'::skiplock.run_status, p_retry_delay double precision DEFAULT NULL::double precision) RETURNS skiplock.run_status
@@ -2304,7 +2309,9 @@ $$;
 CREATE FUNCTION skiplock.purge_at(p_finished_at timestamp with time zone, p_retention_s double precision, p_key_expires_at timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT greatest(p_finished_at + p_retention_s * interval '1 second', p_key_expires_at)
+    SELECT greatest(((p_finished_at AT TIME ZONE 'UTC') + p_retention_s * interval '1 second')
+                    AT TIME ZONE 'UTC',
+                    p_key_expires_at)
 $$;
 
 CREATE FUNCTION skiplock.purge_runs(p_before timestamp with time zone, p_statuses skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_limit integer DEFAULT 1000, p_dry_run boolean DEFAULT false) RETURNS bigint
@@ -3732,11 +3739,13 @@ CREATE FUNCTION skiplock.watch(p_kinds text[], p_keys text[]) RETURNS void
 $$;
 
 CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
-    SELECT EXISTS (SELECT 1 FROM skiplock.workers w
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM skiplock.workers w
                     WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL
-                      FOR SHARE)
+                      FOR SHARE);
+END;
 $$;
 
 CREATE TABLE skiplock.alerts (
