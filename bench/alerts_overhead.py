@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import uuid
@@ -38,9 +37,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cluster, fresh_database  # noqa: E402
-from engine import Engine  # noqa: E402
-from engine.db import queries  # noqa: E402
+from bench.common import add_dsn, cluster, fresh_database
+from engine import Engine
+from engine.db import queries
 
 TASK = "bench-noop"
 
@@ -198,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--runs", type=int, default=3000, help="runs a drain")
-    parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(parser)
     args = parser.parse_args()
     with cluster(args.dsn) as c, fresh_database(c.dsn, "skiplock_bench_alerts") as dsn:
         Engine(dsn).migrate()

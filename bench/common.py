@@ -3,6 +3,7 @@ the pickup-latency tables, statistics and machine facts."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -27,8 +28,29 @@ from psycopg.conninfo import make_conninfo
 REPO = Path(__file__).resolve().parent.parent
 PG_VERSION = 18
 STOP_TIMEOUT = 60.0
+RESULTS_MD = REPO / "bench" / "RESULTS.md"
+DSN_HELP = "server to use, needs CREATEDB (default $SKIPLOCK_BENCH_DSN, else a throwaway one)"
 
 Conn = psycopg.Connection[Any]
+
+
+def add_dsn(p: argparse.ArgumentParser, help_text: str = DSN_HELP) -> None:
+    """--dsn: the server a bench creates its databases on, by default $SKIPLOCK_BENCH_DSN
+    (None: a throwaway cluster, see `cluster`)."""
+    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"), help=help_text)
+
+
+def add_write_results(p: argparse.ArgumentParser, what: str) -> None:
+    """--write-results [PATH]: where the bench writes its report (`what` it writes), by
+    default bench/RESULTS.md; None when not given (the report is only printed)."""
+    p.add_argument(
+        "--write-results",
+        nargs="?",
+        const=str(RESULTS_MD),
+        default=None,
+        metavar="PATH",
+        help=f"{what} (default path {RESULTS_MD})",
+    )
 
 
 class BenchError(Exception):

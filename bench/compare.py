@@ -31,6 +31,8 @@ from bench import ceiling, workloads  # noqa: E402
 from bench.common import (  # noqa: E402
     BenchError,
     Cluster,
+    add_dsn,
+    add_write_results,
     checkpoint_and_settle,
     cluster,
     connect,
@@ -45,7 +47,6 @@ from bench.report import CEILING, Results, markdown, started_at, table, versions
 from bench.workloads import PICKUP_ROWS, Result, Settings, backlog_row, drain_row  # noqa: E402
 
 WORKLOADS = ("enqueue", "drain", "pickup", "backlog")
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
 
 Measure = Callable[[str], Result]  # database DSN -> result
 Fill = Callable[[str], str]  # database DSN -> detail (fills a template database)
@@ -205,19 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(WORKLOADS),
         help=f"workloads to run (default all: {','.join(WORKLOADS)})",
     )
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("SKIPLOCK_BENCH_DSN"),
-        help="use this server (needs CREATEDB) instead of a throwaway cluster",
-    )
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f"write the report (default path {RESULTS_MD})",
-    )
+    add_dsn(p)
+    add_write_results(p, "write the report")
     args = p.parse_args(argv)
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
     args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]

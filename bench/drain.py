@@ -498,11 +498,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=20000, help="runs per measurement (default 20000)")
     p.add_argument("--repeat", type=int, default=3, help="repetitions of each (default 3)")
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("SKIPLOCK_BENCH_DSN"),
-        help="server to use, needs CREATEDB (default $SKIPLOCK_BENCH_DSN, else a throwaway one)",
-    )
+    common.add_dsn(p)
     p.add_argument(
         "--analyze",
         action="store_true",

@@ -41,6 +41,8 @@ if str(REPO) not in sys.path:  # `python bench/drain_matrix.py` puts bench/, not
 
 from bench.common import (  # noqa: E402
     Conn,
+    add_dsn,
+    add_write_results,
     checkpoint_and_settle,
     cluster,
     connect,
@@ -56,7 +58,6 @@ from bench.peers.skiplock_peer import Skiplock  # noqa: E402
 from bench.report import versions  # noqa: E402
 from bench.workloads import POLL, db_clock, finish_time  # noqa: E402
 
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
 SECTION = "## Queue drain against PgQueuer at equal batch (bench/drain_matrix.py)"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -277,19 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="TREE",
         help="another checkout of skiplock, measured as a third system (skiplock@base)",
     )
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("SKIPLOCK_BENCH_DSN"),
-        help="use this server (needs CREATEDB) instead of a throwaway cluster",
-    )
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f"write this Python version's part of the section (default path {RESULTS_MD})",
-    )
+    add_dsn(p)
+    add_write_results(p, "write this Python version's part of the section")
     args = p.parse_args(argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.workers = [int(x) for x in args.workers.split(",")]

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from bench.common import add_dsn
 from bench.drain import (
     fresh_database,
     noop_task,
@@ -75,7 +76,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--limit", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(parser)
     args = parser.parse_args()
     results: dict[str, list[float]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="skiplock-bench-logs-"))

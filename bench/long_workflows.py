@@ -299,17 +299,17 @@ def write_section(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.common import add_dsn, add_write_results
+
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--sizes", default="10,100,1000", help="recorded calls before the waits")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--resumes", type=int, default=3, help="resumes per run (median taken)")
     p.add_argument("--baseline", type=Path, help="another checkout to measure alongside")
     p.add_argument("--quick", action="store_true", help="sizes 10,100; 2 repetitions")
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(p)
     p.add_argument("--measure", metavar="DSN", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--write-results", nargs="?", const=str(REPO / "bench" / "RESULTS.md"), metavar="PATH"
-    )
+    add_write_results(p, "write the report")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.measure:

@@ -103,14 +103,15 @@ print(json.dumps({"overhead_us": per_call, "trigger_us": trigger_us, "drain": dr
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.common import add_dsn, cluster, fresh_database
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--triggers", type=int, default=1000, help="single triggers timed")
-    parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(parser)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from bench.common import cluster, fresh_database
 
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import add_dsn  # noqa: E402
 from bench.drain import postgres_server, server_facts  # noqa: E402
 from engine.db.migrate import sql_files  # noqa: E402
 
@@ -292,7 +293,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--calls", type=int, default=300, help="held-back claims timed")
     parser.add_argument("--base", default="main", help="git ref of the schema without")
-    parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(parser)
     args = parser.parse_args()
     base = sql_at(args.base)
     figures: dict[str, list[float]] = {}

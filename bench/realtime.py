@@ -118,8 +118,6 @@ from bench.realtime_report import (  # noqa: E402
 from bench.realtime_subscriber import subscriber_main  # noqa: E402
 from bench.realtime_throughput import THROUGHPUT  # noqa: E402
 
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
-
 
 def run_all(server_dsn: str, args: argparse.Namespace, log_dir: Path) -> Results:
     res = Results()
@@ -160,19 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latency-runs", type=int, default=200, help="runs per latency phase (default 200)"
     )
     p.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
-    p.add_argument(
-        "--dsn",
-        default=os.environ.get("SKIPLOCK_BENCH_DSN"),
-        help="server to use, needs CREATEDB (default $SKIPLOCK_BENCH_DSN, else a throwaway one)",
-    )
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f'replace or add the "{SECTION}" section of PATH (default {RESULTS_MD})',
-    )
+    common.add_dsn(p)
+    common.add_write_results(p, f'replace or add the "{SECTION}" section of PATH')
     p.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if min(args.runs, args.drain_runs, args.latency_runs, args.repeat) < 1:

@@ -84,7 +84,6 @@ from bench.drain import (  # noqa: E402
 from bench.realtime_scale_procs import READY_PREFIX, STATS_PREFIX  # noqa: E402
 from bench.realtime_subscriber import cpu_seconds, wait_unsubscribed  # noqa: E402
 
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
 SECTION = "## Realtime at scale (bench/realtime_scale.py)"
 HOLDER_TAGS = 10
 WARM_UP = 200
@@ -507,15 +506,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="alternated pairs (default 5)")
     p.add_argument("--quick", action="store_true", help="2,000 subs, 20 processes, 2 pairs")
     p.add_argument("--only", choices=("a", "b"), help="one scenario only")
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f'replace or add the "{SECTION}" section of PATH (default {RESULTS_MD})',
-    )
+    common.add_dsn(p)
+    common.add_write_results(p, f'replace or add the "{SECTION}" section of PATH')
     args = p.parse_args(argv)
     if args.quick:
         args.subs, args.procs, args.proc_runs, args.repeat = 2000, 20, 2000, 2

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=20000)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    common.add_dsn(p)
     p.add_argument("--baseline", type=Path, help="a checkout of skiplock without the lines")
     args = p.parse_args(argv)
     args.analyze = False  # for drain.environment()

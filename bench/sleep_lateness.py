@@ -2,6 +2,7 @@
 
     python bench/sleep_lateness.py --baseline DIR [--runs 1000] [--seconds 2]
                                    [--repeat 3] [--dsn postgresql://...]
+                                   [--write-results [PATH]]
 
 DIR is a checkout to compare with (e.g. `git archive COMMIT | tar -x -C DIR`). Each
 repetition, for each checkout in alternating order: a fresh database migrated by that
@@ -22,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -32,10 +35,12 @@ if str(REPO) not in sys.path:
 
 from bench import common, sleep_app  # noqa: E402
 from bench.drain import WORKER_CONCURRENCY, WORKER_VERSION, postgres_server  # noqa: E402
+from bench.realtime_report import write_section  # noqa: E402
 from bench.step_times import Drain, Kind, _env, drop_database, fresh_database  # noqa: E402
 from engine import Engine  # noqa: E402
 
 DRAIN = Drain("sleep", "sleep_app:app", sleep_app.define, 0)  # type: ignore[arg-type]
+SECTION = "## Sleep lateness (bench/sleep_lateness.py)"
 
 
 def measure(dsn: str, kind: Kind, n: int, seconds: float, log_dir: Path) -> dict[str, float]:
@@ -91,13 +96,51 @@ def measure(dsn: str, kind: Kind, n: int, seconds: float, log_dir: Path) -> dict
     }
 
 
+def section(
+    results: dict[str, dict[str, list[float]]], command: str, setting: str, args: Any
+) -> str:
+    """The RESULTS.md section: the medians of each checkout, and how they were taken."""
+
+    def med(figures: dict[str, list[float]], key: str) -> float:
+        return statistics.median(figures[key])
+
+    rows = []
+    for name, figures in results.items():
+        rows.append(
+            f"| {name} | {med(figures, 'wake p50 ms'):.1f} / {med(figures, 'wake p99 ms'):.1f}"
+            f" / {med(figures, 'wake max ms'):.1f} | {med(figures, 'resume p50 ms'):.1f} / "
+            f"{med(figures, 'resume p99 ms'):.1f} | {med(figures, 'all done s'):.1f} |"
+        )
+    return "\n".join(
+        [
+            SECTION,
+            "",
+            f"`{command}` ({setting}). {args.runs:,} runs each sleep {args.seconds:g} s "
+            '(`wait.for_`), triggered at once. "wake": the DATETIME waitpoint\'s completion '
+            'after its due time (the database\'s clock); "resume": the task going on after '
+            "the sleep (the worker's clock), which adds the queueing of the runs resumed at "
+            f"once for {WORKER_CONCURRENCY} slots. Medians of {args.repeat} alternated "
+            "repetitions.",
+            "",
+            "| | wake p50 / p99 / max, ms | resume p50 / p99, ms | all done, s |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "Issue #25's target: p99 lateness under 50 ms, with no busy polling. Between ticks "
+            "the worker calls `wake_due` only when the next due time says, or when a run of its "
+            "own starts a sleep that ends sooner.",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    common.add_dsn(p)
     p.add_argument("--baseline", type=Path, required=True)
+    common.add_write_results(p, f'replace or add the "{SECTION}" section of PATH')
     args = p.parse_args(argv)
     new = Kind("this checkout", REPO, True)
     base = Kind(f"baseline ({args.baseline.name})", args.baseline.resolve(), False)
@@ -106,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         postgres_server(args.dsn) as server_dsn,
         tempfile.TemporaryDirectory(prefix="skiplock-bench-logs-") as log_dir,
     ):
-        print("load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+        load_start = os.getloadavg()[0]
+        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        facts = common.server_facts(server_dsn)
+        print(f"load average: {load_start:.2f}", flush=True)
         for r in range(args.repeat):
             for kind in (new, base) if r % 2 == 0 else (base, new):
                 name = f"skiplock_sleep_{os.getpid()}_{r}"
@@ -128,7 +174,23 @@ def main(argv: list[str] | None = None) -> int:
             f"  {kind_name:24} "
             + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in figures.items())
         )
-    print("load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    load_end = os.getloadavg()[0]
+    print(f"load average: {load_end:.2f}")
+    if args.write_results:
+        command = "python bench/sleep_lateness.py " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
+        setting = (
+            f"PostgreSQL {facts.get('server_version', '?')}, durability on; one worker, "
+            f"`--concurrency {WORKER_CONCURRENCY}`, default tick 1 s; {os.cpu_count()} CPUs, "
+            f"load average {load_start:.1f} at the start, {load_end:.1f} at the end; {when}"
+        )
+        write_section(
+            Path(args.write_results),
+            section(results, command.strip(), setting, args),
+            heading=SECTION,
+        )
+        print(f"wrote the {SECTION!r} section of {args.write_results}")
     return 0
 
 

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=20000, help="no-op runs per drain")
     p.add_argument("--step-runs", type=int, default=2000, help="3-step runs per drain")
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    common.add_dsn(p)
     p.add_argument("--baseline", type=Path, required=True, help="a checkout without step starts")
     p.add_argument(
         "--drains", default="no-op,3 steps", help="which drains (default: 'no-op,3 steps')"

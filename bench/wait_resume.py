@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from bench.common import add_dsn
 from bench.drain import REPO, fresh_database, postgres_server, server_facts
 from engine import Engine
 
@@ -100,7 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
+    add_dsn(parser)
     args = parser.parse_args()
     per_rep: list[dict[str, float]] = []
     with postgres_server(args.dsn) as server:

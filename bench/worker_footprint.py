@@ -50,7 +50,6 @@ from bench.realtime_report import write_section  # noqa: E402
 from engine import Engine  # noqa: E402
 
 SECTION = "## Worker footprint (bench/worker_footprint.py)"
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
 VERSION = "bench"
 SETTLE = 5.0  # seconds between reaching a state and measuring it
 SAMPLE_EVERY = 0.02
@@ -257,15 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--baseline", type=Path, help="another checkout to measure alongside")
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f'replace or add the "{SECTION}" section of PATH (default {RESULTS_MD})',
-    )
+    common.add_dsn(p)
+    common.add_write_results(p, f'replace or add the "{SECTION}" section of PATH')
     return p.parse_args(argv)
 
 

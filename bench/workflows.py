@@ -35,6 +35,8 @@ if str(REPO) not in sys.path:  # `python bench/workflows.py` puts bench/, not th
 from bench import workflow_workloads as wl  # noqa: E402
 from bench.common import (  # noqa: E402
     BenchError,
+    add_dsn,
+    add_write_results,
     checkpoint_and_settle,
     cluster,
     connect,
@@ -50,7 +52,6 @@ from bench.workflow_peers.base import Peer  # noqa: E402
 from bench.workflows_report import Results, section, table, write_section  # noqa: E402
 
 WORKLOADS = ("steps", "resume", "sleep", "fanout", "drain", "idle")
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
 Measure = Callable[[Peer, str, wl.Settings], wl.Result]
 
 
@@ -148,15 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workloads", default=",".join(WORKLOADS), help=f"default all: {','.join(WORKLOADS)}"
     )
-    p.add_argument("--dsn", default=os.environ.get("SKIPLOCK_BENCH_DSN"))
-    p.add_argument(
-        "--write-results",
-        nargs="?",
-        const=str(RESULTS_MD),
-        default=None,
-        metavar="PATH",
-        help=f"replace or add this benchmark's section of PATH (default {RESULTS_MD})",
-    )
+    add_dsn(p)
+    add_write_results(p, "replace or add this benchmark's section of PATH")
     args = p.parse_args(argv)
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
     args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]

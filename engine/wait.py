@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._durations import Duration, parse_seconds
 from .api import options as _options
 from .api.durable import DurableExecution, Work, call_async, call_sync
 from .errors import InvalidArgumentError, InvalidDurationError
-from .models import Result, Token
+from .values import Token
+
+if TYPE_CHECKING:
+    from .models import Result
 
 
 def _for(seconds: float, minutes: float, hours: float, days: float) -> Work[None]:

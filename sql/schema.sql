@@ -602,11 +602,16 @@ CREATE FUNCTION skiplock.create_schedule(p_task text, p_cron text, p_timezone te
     AS $$
 DECLARE
     v_now  timestamptz := skiplock.now();
+    c_keys CONSTANT text[] := ARRAY['external_id', 'deduplication_key', 'payload', 'catch_up',
+                                    'active'];
     v_opts jsonb := coalesce(p_options, '{}');
     v      skiplock.schedules;
 BEGIN
     IF jsonb_typeof(v_opts) <> 'object' THEN
         PERFORM skiplock.invalid('options must be a JSON object');
+    END IF;
+    IF v_opts - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'schedule option'));
     END IF;
     v.id := skiplock.gen_id('sched');
     v.task_identifier := p_task;
@@ -645,9 +650,16 @@ CREATE FUNCTION skiplock.create_token(p_options jsonb DEFAULT '{}'::jsonb) RETUR
 DECLARE
     v_now  timestamptz := skiplock.now();
     v_opts jsonb := coalesce(p_options, '{}');
+    c_keys CONSTANT text[] := ARRAY['timeout', 'idempotency_key', 'idempotency_key_ttl', 'tags'];
     v_key  text := v_opts->>'idempotency_key';
     v_id   text;
 BEGIN
+    IF jsonb_typeof(v_opts) <> 'object' THEN
+        PERFORM skiplock.invalid('options must be a JSON object');
+    END IF;
+    IF v_opts - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'token option'));
+    END IF;
     IF (v_opts->>'timeout')::double precision <= 0 THEN
         PERFORM skiplock.invalid('token timeout must be positive');
     END IF;
@@ -1132,6 +1144,7 @@ CREATE FUNCTION skiplock.debounce_trigger(p_task text, p_payload jsonb, p_option
     AS $$
 DECLARE
     v_now   timestamptz := skiplock.now();
+    c_keys  CONSTANT text[] := ARRAY['key', 'delay', 'mode', 'max_delay'];
     v_spec  jsonb := p_options->'debounce';
     v_key   text := v_spec->>'key';
     v_mode  text := coalesce(v_spec->>'mode', 'trailing');
@@ -1148,6 +1161,9 @@ BEGIN
        OR jsonb_typeof(v_spec->'max_delay') NOT IN ('number', 'null') THEN
         PERFORM skiplock.invalid('debounce must be {"key": text, "delay": seconds, '
                                  '"mode": "trailing" | "leading", "max_delay": seconds}');
+    END IF;
+    IF v_spec - c_keys <> '{}' THEN  -- a misspelt key ("max_wait") is not ignored
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_spec, c_keys, 'debounce option'));
     END IF;
     v_delay := (v_spec->>'delay')::double precision;
     v_max := (v_spec->>'max_delay')::double precision;
@@ -1316,14 +1332,19 @@ END;
 $$;
 
 CREATE FUNCTION skiplock.executing_run(p_attempt_id text) RETURNS skiplock.runs
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     SET jit TO 'off'
     AS $$
-    SELECT r.* FROM skiplock.runs r
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
      WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
        AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE
+       FOR UPDATE;
+    RETURN v_run;
+END;
 $$;
 
 CREATE FUNCTION skiplock.fail_attempt(p_attempt_id text, p_error jsonb, p_status skiplock.run_status DEFAULT 'FAILED'::skiplock.run_status, p_retry_delay double precision DEFAULT NULL::double precision) RETURNS skiplock.run_status
@@ -2085,11 +2106,21 @@ $$;
 CREATE FUNCTION skiplock.option_type_problem(p_opts jsonb) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $$
+DECLARE
+    c_known CONSTANT text[] := ARRAY[
+        'batch_id', 'concurrency_key', 'debounce', 'default_retention', 'delay_seconds',
+        'delay_until', 'idempotency_key', 'idempotency_key_ttl', 'max_attempts',
+        'max_duration', 'metadata', 'parent_id', 'priority', 'queue', 'rate_cost',
+        'rate_limit_key', 'retention', 'schedule_id', 'schedule_slot', 'tags',
+        'trace_context', 'ttl', 'version'];
 BEGIN
     -- this runs on every trigger: PL/pgSQL's simple-expression path, no query unless tags
-    -- are given (as a SQL function, the call alone cost ~14 us)
+    -- are given or a key is unknown (as a SQL function, the call alone cost ~14 us)
     IF jsonb_typeof(p_opts) <> 'object' THEN
         RETURN 'options must be a JSON object';
+    END IF;
+    IF p_opts - c_known <> '{}' THEN
+        RETURN skiplock.unknown_keys_problem(p_opts, c_known, 'trigger option');
     END IF;
     IF p_opts ? 'tags' THEN
         IF jsonb_typeof(p_opts->'tags') <> 'array' THEN
@@ -2294,7 +2325,9 @@ $$;
 CREATE FUNCTION skiplock.purge_at(p_finished_at timestamp with time zone, p_retention_s double precision, p_key_expires_at timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT greatest(p_finished_at + p_retention_s * interval '1 second', p_key_expires_at)
+    SELECT greatest(((p_finished_at AT TIME ZONE 'UTC') + p_retention_s * interval '1 second')
+                    AT TIME ZONE 'UTC',
+                    p_key_expires_at)
 $$;
 
 CREATE FUNCTION skiplock.purge_runs(p_before timestamp with time zone, p_statuses skiplock.run_status[] DEFAULT NULL::skiplock.run_status[], p_tasks text[] DEFAULT NULL::text[], p_limit integer DEFAULT 1000, p_dry_run boolean DEFAULT false) RETURNS bigint
@@ -3474,6 +3507,9 @@ DECLARE
     v_queues text[];
     v_ids   text[];
     v_statuses skiplock.run_status[];
+    c_item_keys CONSTANT text[] := ARRAY['payload', 'options'];
+    v_own     boolean;
+    v_problem text;
 BEGIN
     IF v_count > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'SL005',
@@ -3485,9 +3521,16 @@ BEGIN
     IF p_task IS NULL OR length(p_task) NOT BETWEEN 1 AND 256 THEN
         PERFORM skiplock.invalid('task id must be 1 to 256 characters');
     END IF;
-    IF NOT v_opts ? 'idempotency_key' AND NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(p_items) i
-         WHERE i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']) THEN
+    -- one pass over the items: is any of them keyed, versioned or parented on its own, and
+    -- does any have a key beside payload and options (a misspelt "option": SL004)
+    SELECT coalesce(bool_or(i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']),
+                    false),
+           min(skiplock.unknown_keys_problem(i, c_item_keys, 'batch item key'))
+               FILTER (WHERE jsonb_typeof(i) = 'object' AND i - c_item_keys <> '{}')
+      INTO v_own, v_problem
+      FROM jsonb_array_elements(p_items) i;
+    PERFORM skiplock.assert_valid(v_problem);
+    IF NOT v_opts ? 'idempotency_key' AND NOT v_own THEN
         SELECT array_agg(i.run_id ORDER BY i.run_id), array_agg(i.run_status ORDER BY i.run_id),
                array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
           INTO v_ids, v_statuses, v_queues
@@ -3517,6 +3560,15 @@ BEGIN
     INSERT INTO skiplock.batches (id, task_identifier, run_count, created_at, run_ids)
     VALUES (v_batch, p_task, v_count, skiplock.now(), v_ids);
 END;
+$$;
+
+CREATE FUNCTION skiplock.unknown_keys_problem(p_obj jsonb, p_known text[], p_what text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT format('unknown %s(s): %s; valid: %s', p_what, string_agg(k, ', ' ORDER BY k),
+                  array_to_string(p_known, ', '))
+      FROM jsonb_object_keys(p_obj - p_known) k
+    HAVING count(*) > 0
 $$;
 
 CREATE FUNCTION skiplock.unsubscribe() RETURNS void
@@ -3557,6 +3609,8 @@ CREATE FUNCTION skiplock.update_schedule(p_id text, p_changes jsonb) RETURNS ski
     LANGUAGE plpgsql
     AS $$
 DECLARE
+    c_keys CONSTANT text[] := ARRAY['cron', 'timezone', 'task', 'external_id', 'payload',
+                                    'catch_up'];
     v_now timestamptz := skiplock.now();
     v_old skiplock.schedules := skiplock.schedule_for_update(p_id);
     v     skiplock.schedules := v_old;
@@ -3567,6 +3621,9 @@ BEGIN
     END IF;
     IF jsonb_typeof(p_changes) IS DISTINCT FROM 'object' THEN
         PERFORM skiplock.invalid('changes must be a JSON object');
+    END IF;
+    IF p_changes - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(p_changes, c_keys, 'schedule change'));
     END IF;
     IF p_changes ? 'cron' THEN v.cron := btrim(p_changes->>'cron'); END IF;
     IF p_changes ? 'timezone' THEN v.timezone := p_changes->>'timezone'; END IF;
@@ -3690,11 +3747,13 @@ CREATE FUNCTION skiplock.watch(p_kinds text[], p_keys text[]) RETURNS void
 $$;
 
 CREATE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
-    SELECT EXISTS (SELECT 1 FROM skiplock.workers w
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM skiplock.workers w
                     WHERE w.id = p_worker_id AND w.lost_at IS NULL AND w.stopped_at IS NULL
-                      FOR SHARE)
+                      FOR SHARE);
+END;
 $$;
 
 CREATE TABLE skiplock.alerts (

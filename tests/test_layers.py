@@ -15,6 +15,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 LAYERS: list[tuple[str, int]] = [
     ("engine.errors", 0),
     ("engine.models", 0),
+    ("engine.values", 0),
     ("engine._durations", 0),
     ("engine._jsonb", 0),
     ("engine.db", 1),

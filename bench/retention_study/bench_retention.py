@@ -3,8 +3,8 @@ API, with or without a concurrent purge, sampled every --sample seconds.
 
 Run from /work/main with its venv:
   .venv/bin/python bench/retention_study/bench_retention.py --dsn DSN --variant NAME \
-      --purge {none,index,id} --limit 1000 --retention 60 --duration 240 [--hold-at 90 --hold-for 120]
-      [--autovac tuned|default] [--fresh]
+      --purge {none,index,id} --limit 1000 --retention 60 --duration 240 \
+      [--hold-at 90 --hold-for 120] [--autovac tuned|default] [--fresh]
 
 Workload: one producer keeps 10k-30k QUEUED runs (skiplock.insert_runs, 1000 a call, as
 trigger_batch does); --workers connections loop complete_and_claim(batch 100) (the Python
@@ -64,8 +64,10 @@ def setup(dsn: str, args) -> None:
             c.execute("DROP INDEX IF EXISTS skiplock.runs_purge_idx")
         for t in ("runs", "attempts"):
             if args.autovac == "tuned":
-                c.execute(f"""ALTER TABLE skiplock.{t} SET (autovacuum_vacuum_scale_factor = {args.av_scale},
-                    autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = {args.av_scale},
+                c.execute(f"""ALTER TABLE skiplock.{t} SET (
+                    autovacuum_vacuum_scale_factor = {args.av_scale},
+                    autovacuum_vacuum_threshold = 1000,
+                    autovacuum_analyze_scale_factor = {args.av_scale},
                     autovacuum_vacuum_insert_scale_factor = {args.av_scale},
                     autovacuum_vacuum_cost_delay = 0)""")
             else:

@@ -8,16 +8,23 @@ import sys
 from pathlib import Path
 
 d = Path(__file__).parent / "results"
-print(
-    "| variant | rate before (median, runs/s) | rate during hold | during/before | rate after release | purge ms p50 / max before | during | after | runs+attempts MB at hold start -> hold end -> end |"
-)
-print("|---|---|---|---|---|---|---|---|---|")
-for v in sys.argv[1:]:
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open() as f:
+        return list(csv.reader(f))
+
+
+def samples(path: Path) -> list[dict[str, float]]:
+    with path.open() as f:
+        return [{k: float(x) for k, x in r.items()} for r in csv.DictReader(f)]
+
+
+def row(v: str) -> str:
+    """The table's row of variant `v`."""
     s = json.loads((d / f"{v}.summary.json").read_text())
     h0, h1 = s["marks"]["hold_start"], s["marks"]["hold_end"]
-    rows = [
-        {k: float(x) for k, x in r.items()} for r in csv.DictReader(open(d / f"{v}.samples.csv"))
-    ]
+    rows = samples(d / f"{v}.samples.csv")
 
     def med(f):
         xs = [r["rate"] for r in rows if f(r["t"])]
@@ -26,9 +33,7 @@ for v in sys.argv[1:]:
     before = med(lambda t: 20 <= t <= h0 + 1)
     during = med(lambda t: h0 + 20 <= t <= h1 + 1)
     after = med(lambda t: t > h1 + 15)
-    pl = [
-        (float(a), int(b), float(c)) for a, b, c in list(csv.reader(open(d / f"{v}.purge.csv")))[1:]
-    ]
+    pl = [(float(a), int(b), float(c)) for a, b, c in read_csv(d / f"{v}.purge.csv")[1:]]
     t0 = pl[0][0] if pl else 0
 
     # purge.csv ts are absolute; the run started about when the first purge call was made
@@ -42,8 +47,18 @@ for v in sys.argv[1:]:
             r["runs_heap_mb"] + r["runs_idx_mb"] + r["attempts_heap_mb"] + r["attempts_idx_mb"]
         )
 
-    print(
+    return (
         f"| {v} | {before:,.0f} | {during:,.0f} | {during / before:.2f} | {after:,.0f} | "
         f"{pst(lambda t: t < h0)} | {pst(lambda t: h0 <= t < h1)} | {pst(lambda t: t >= h1)} | "
         f"{size(h0)} -> {size(h1)} -> {size(rows[-1]['t'])} |"
     )
+
+
+print(
+    "| variant | rate before (median, runs/s) | rate during hold | during/before "
+    "| rate after release | purge ms p50 / max before | during | after "
+    "| runs+attempts MB at hold start -> hold end -> end |"
+)
+print("|---|---|---|---|---|---|---|---|---|")
+for v in sys.argv[1:]:
+    print(row(v))

@@ -16,12 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import InvalidArgumentError
-from ..models import Run, RunStatus
+from ..values import RunStatus
 from .hooks import Hook
+
+if TYPE_CHECKING:
+    from ..models import Run
 
 ALERTED_STATUSES = frozenset(
     {RunStatus.FAILED, RunStatus.CRASHED, RunStatus.SYSTEM_FAILURE, RunStatus.TIMED_OUT}

@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast
-
-from pydantic import TypeAdapter
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ..errors import DurableCallError
-from ..models import Result
+from .codec import ANY
+
+if TYPE_CHECKING:
+    from ..models import Result
 
 T = TypeVar("T")
-_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class DurableExecution(Protocol):
@@ -86,4 +86,4 @@ def call_sync(name: str, work: Work[T]) -> T:
 
 
 def to_json(value: Any) -> str:
-    return _JSON.dump_json(value).decode()
+    return ANY.to_json(value)

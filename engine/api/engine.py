@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, overload
 
 import psycopg
 
@@ -17,20 +18,24 @@ from ..db import migrate as migrations
 from ..db import queries
 from ..db.database import AsyncDatabase, Database, Query
 from ..errors import InvalidArgumentError, UnknownTaskWarning
-from ..models import Queue, Retry, RunHandle, RunStatus
+from ..values import Queue, Retry, RunHandle, RunStatus
 from . import options as trigger_options
 from . import tracing
 from .alerts import Alerts
 from .connections import Connections
 from .hooks import Hook, Hooks
 from .options import TriggerOptions
-from .queues import Queues
-from .runs import Runs
-from .schedules import Schedules
 from .tasks import ANY_PAYLOAD, Task, encode_payload
 from .twins import Plan, twin
-from .waitpoints import Waitpoints
-from .worker_status import TableHealth, Workers
+
+if TYPE_CHECKING:
+    # pydantic's models and the modules that declare them: imported on first use (a
+    # worker of untyped tasks never does, see bench/worker_footprint.py)
+    from .queues import Queues
+    from .runs import Runs
+    from .schedules import Schedules
+    from .waitpoints import Waitpoints
+    from .worker_status import TableHealth, Workers
 
 H = TypeVar("H", bound=Hook)
 
@@ -94,11 +99,38 @@ class Engine:
             dsn, pool_size=pool_size, listen_dsn=listen_dsn, read_dsn=read_dsn, pooled=pooled
         )
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self.runs = Runs(self._conns)
-        self.queues = Queues(self._conns)
-        self.waitpoints = Waitpoints(self._conns)
-        self.workers = Workers(self._conns)
-        self.schedules = Schedules(self._conns)
+
+    # -- the API objects, made on first use ----------------------------------------------
+
+    @functools.cached_property
+    def runs(self) -> Runs:
+        from .runs import Runs
+
+        return Runs(self._conns)
+
+    @functools.cached_property
+    def queues(self) -> Queues:
+        from .queues import Queues
+
+        return Queues(self._conns)
+
+    @functools.cached_property
+    def waitpoints(self) -> Waitpoints:
+        from .waitpoints import Waitpoints
+
+        return Waitpoints(self._conns)
+
+    @functools.cached_property
+    def workers(self) -> Workers:
+        from .worker_status import Workers
+
+        return Workers(self._conns)
+
+    @functools.cached_property
+    def schedules(self) -> Schedules:
+        from .schedules import Schedules
+
+        return Schedules(self._conns)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -145,6 +177,8 @@ class Engine:
     def table_health(self) -> Plan[list[TableHealth]]:
         """Each skiplock table's size, dead tuples and last vacuum and analyze (the view
         `skiplock.table_health`), largest first: are the tables staying small?"""
+        from .worker_status import TableHealth
+
         return [TableHealth.model_validate(r) for r in (yield queries.table_health())]
 
     table_health_async = table_health.aio

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from .._durations import Duration, delay_options, parse_seconds
 from ..errors import InvalidArgumentError
-from ..models import Debounce, Queue
+from ..values import Debounce, Queue
 
 
 class TriggerOptions(TypedDict, total=False):
@@ -57,7 +57,10 @@ def build(options: Mapping[str, Any], defaults: dict[str, Any] | None = None) ->
     Raises `InvalidArgumentError` (or a subclass) naming the bad option."""
     unknown = set(options) - _KNOWN
     if unknown:
-        raise InvalidArgumentError(f"unknown trigger option(s): {', '.join(sorted(unknown))}")
+        raise InvalidArgumentError(
+            f"unknown trigger option(s): {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(_KNOWN))}"
+        )
     merged = {**(defaults or {}), **{k: v for k, v in options.items() if v is not None}}
     out: dict[str, Any] = {}
     out.update(delay_options(merged.get("delay")))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..db import queries
 from ..errors import InvalidArgumentError
-from ..models import RateLimit
+from ..values import RateLimit
 from .connections import Connections
 from .twins import Plan, twin
 

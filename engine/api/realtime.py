@@ -46,7 +46,8 @@ from ..db import queries as _queries
 from ..db.database import Query, execute
 from ..db.listener import Listener, Registration
 from ..errors import RunNotFoundError
-from ..models import FINAL_STATUSES, Run
+from ..models import Run
+from ..values import FINAL_STATUSES
 
 Kind = Literal["run", "tag", "batch", "all"]
 Item = dict[str, Any] | BaseException

@@ -13,7 +13,8 @@ from .._durations import Duration, delay_options, parse_seconds
 from ..db import queries
 from ..db.database import Query
 from ..errors import InvalidArgumentError
-from ..models import FINAL_STATUSES, LogRecord, Run, RunHandle, RunStatus
+from ..models import LogRecord, Run
+from ..values import FINAL_STATUSES, RunHandle, RunStatus
 from . import realtime, run_logs
 from .connections import Connections
 from .twins import Plan, replica_twin, twin

@@ -8,18 +8,17 @@ import typing
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 import psycopg
-from pydantic import TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
 
 from .._durations import UNSET, Duration, Unset, parse_seconds, retention_seconds
 from .._jsonb import has_nul
 from ..db import queries as _queries
 from ..db.database import Query
 from ..errors import BatchTooLargeError, InvalidArgumentError, PayloadValidationError
-from ..models import BatchHandle, Queue, Result, Retry, RunHandle
+from ..values import BatchHandle, Queue, Retry, RunHandle
+from . import codec as _codec
 from . import options as _options
 from . import tracing as _tracing
 from .connections import Connections
@@ -27,24 +26,32 @@ from .durable import Work, call_async, call_sync
 from .hooks import Hooks
 from .options import TriggerOptions
 
+if TYPE_CHECKING:
+    from ..models import Result
+
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
 
 MAX_BATCH = 1000
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # as Trigger.dev; the runs table checks it too
-ANY_PAYLOAD: TypeAdapter[Any] = TypeAdapter(Any)
+ANY_PAYLOAD = _codec.ANY
 
 
-def encode_payload(adapter: TypeAdapter[Any], payload: Any, task_id: str) -> str:
-    """`payload` validated by `adapter` and encoded as JSON, or `PayloadValidationError`."""
+def encode_payload(codec: _codec.Codec, payload: Any, task_id: str) -> str:
+    """`payload` validated by `codec` and encoded as JSON, or `PayloadValidationError`."""
     try:
-        encoded = adapter.dump_json(adapter.validate_python(payload)).decode()
-    except ValidationError as exc:
-        raise PayloadValidationError(f"payload for task {task_id!r} is invalid: {exc}") from None
-    except PydanticSerializationError as exc:
-        raise PayloadValidationError(
-            f"payload for task {task_id!r} is not JSON-serialisable: {exc}"
-        ) from None
+        encoded = codec.to_json(payload)
+    except Exception as exc:
+        kind = _codec.error_kind(exc)
+        if kind == "invalid":
+            raise PayloadValidationError(
+                f"payload for task {task_id!r} is invalid: {exc}"
+            ) from None
+        if kind == "unserialisable":
+            raise PayloadValidationError(
+                f"payload for task {task_id!r} is not JSON-serialisable: {exc}"
+            ) from None
+        raise
     if len(encoded) > MAX_PAYLOAD_BYTES:
         raise PayloadValidationError(
             f"payload for task {task_id!r} is {len(encoded):,} bytes of JSON; "
@@ -117,9 +124,10 @@ class Task(Generic[P, O]):
         params = list(inspect.signature(fn).parameters)
         self.payload_type: Any = hints.get(params[0], Any) if params else Any
         self.output_type: Any = hints.get("return", Any)
-        self.payload_adapter: TypeAdapter[Any] = TypeAdapter(self.payload_type)
-        self.output_adapter: TypeAdapter[Any] = TypeAdapter(self.output_type)
-        self._entries_adapter: TypeAdapter[list[dict[str, Any]]] | None = None  # _entries_json
+        # pydantic only for typed payloads and outputs (engine/api/codec.py)
+        self.payload_codec = _codec.Codec(self.payload_type)
+        self.output_codec = _codec.Codec(self.output_type)
+        self._entries_codec: _codec.Codec | None = None  # _entries_json
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -169,33 +177,38 @@ class Task(Generic[P, O]):
 
     def payload_json(self, payload: Any) -> str:
         """Validate `payload` against the task's payload type and return it as JSON."""
-        return encode_payload(self.payload_adapter, payload, self.id)
+        return encode_payload(self.payload_codec, payload, self.id)
 
     def _entries_json(self, payloads: list[Any]) -> str | None:
         """A batch's items without options of their own, `[{"payload": ...}, ...]`, validated
         and encoded in one call (0.5 us an item instead of 1.3 one call per payload), or
         None when a payload is invalid or the whole is over the size limit of one payload:
         then the caller encodes item by item, and its error names the payload."""
-        if self._entries_adapter is None:
+        plain = [self.payload_codec.plain_json(p) for p in payloads]
+        if all(text is not None for text in plain):
+            joined = ",".join(f'{{"payload":{text}}}' for text in plain)
+            return f"[{joined}]" if len(joined) + 2 <= MAX_PAYLOAD_BYTES else None
+        if self._entries_codec is None:
             entry_type: Any = dict[str, self.payload_type]  # type: ignore[name-defined]
-            self._entries_adapter = TypeAdapter(list[entry_type])
-        adapter = self._entries_adapter
+            self._entries_codec = _codec.Codec(list[entry_type])
         try:
-            encoded = adapter.dump_json(adapter.validate_python([{"payload": p} for p in payloads]))
-        except (ValidationError, PydanticSerializationError):
+            text = self._entries_codec.to_json([{"payload": p} for p in payloads])
+        except Exception as exc:
+            if _codec.error_kind(exc) is None:
+                raise
             return None
-        return encoded.decode() if len(encoded) <= MAX_PAYLOAD_BYTES else None
+        return text if len(text) <= MAX_PAYLOAD_BYTES else None
 
     def parse_payload(self, payload_json: str) -> P:
         """The stored payload (JSON text) as the task's payload type: parsed and validated
         in one pass (pydantic's JSON mode), not decoded to Python first."""
-        parsed: P = self.payload_adapter.validate_json(payload_json)
+        parsed: P = self.payload_codec.from_json(payload_json)
         return parsed
 
     def output_json(self, output: Any) -> str:
         """The task's return value as JSON text, checked against its type and against
         what jsonb can store."""
-        text = self.output_adapter.dump_json(self.output_adapter.validate_python(output)).decode()
+        text = self.output_codec.to_json(output)
         if has_nul(text):
             raise InvalidArgumentError(
                 "the task's output holds a NUL character (\\u0000), which PostgreSQL "
@@ -285,7 +298,7 @@ class Task(Generic[P, O]):
     # -- from inside another task: trigger and wait ---------------------------------------
 
     def _parse_output(self, output: Any) -> Any:
-        return self.output_adapter.validate_python(output)
+        return self.output_codec.validate(output)
 
     def _child_work(self, payload: P, options: TriggerOptions) -> Work[Result]:
         payload_json = self.payload_json(payload)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from .._durations import Duration
 from ..db import queries
 from ..errors import InvalidArgumentError
-from ..models import Token
+from ..values import Token
 from ..wait import token_options
 from .connections import Connections
 from .durable import to_json

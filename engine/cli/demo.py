@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from ..api.context import TaskContext
 from ..api.engine import Engine
-from ..models import Retry
+from ..values import Retry
 
 app = Engine()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError, SkiplockError
-from ..models import RateLimit, RunStatus
+from ..values import RateLimit, RunStatus
 from ..worker.report import plural
 from . import output
 from . import schedules as schedules_cli

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..models import LogRecord, Run
+if TYPE_CHECKING:
+    from ..models import LogRecord, Run
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

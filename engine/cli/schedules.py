@@ -6,12 +6,14 @@ import argparse
 import json
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError
-from ..models import Schedule
 from . import output
+
+if TYPE_CHECKING:
+    from ..models import Schedule
 
 ACTIONS = {
     "list": "list schedules: task, cron, zone, next slot, active (the default)",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..api.engine import Engine
 from ..errors import InvalidArgumentError
-from ..models import Run
 from .output import table
+
+if TYPE_CHECKING:
+    from ..models import Run
 
 _COLUMNS = ["ID", "TASK", "STATUS", "ATTEMPTS", "UPDATED", "METADATA"]
 _MAX_ROWS = 40

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from ..models import FINAL_STATUSES, Run, RunStatus
+from ..models import Run
+from ..values import FINAL_STATUSES, RunStatus
 
 CALL_LIMIT = 500  # durable calls drawn; a note says how many more there are
 LOG_LIMIT = 300  # newest log records drawn as marks

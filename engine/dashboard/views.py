@@ -22,7 +22,8 @@ from ..errors import (
     SchemaNotMigratedError,
     SkiplockError,
 )
-from ..models import RateLimit, Run, RunStatus
+from ..models import Run
+from ..values import RateLimit, RunStatus
 from . import trace
 from .security import Csrf
 from .timeline import timeline

@@ -13,7 +13,7 @@ import contextvars
 import re
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, LiteralString, NoReturn, TypeVar
 
@@ -455,15 +455,10 @@ class AsyncDatabase(_Shell):
                 settle(future, False, exc)
             return
         try:
-            async with conns.slots:
-                conn = await self._checkout(conns, lane)
-                try:
-                    outcomes = await run_batch(conn, batch, _execute_async)
-                except BaseException:
-                    conns.open -= 1
-                    await conn.close()  # its state is unknown: never reuse it
-                    raise
-                conns.idle[lane].append(conn)
+            # run_batch raises a typed error only when the connection broke: it is closed
+            outcomes = await self._on_connection(
+                conns, lane, lambda conn: run_batch(conn, batch, _execute_async), keeps=()
+            )
         except BaseException as exc:  # every caller of the batch gets it (no connection...)
             for _, future in batch:
                 settle(future, False, exc)
@@ -472,16 +467,33 @@ class AsyncDatabase(_Shell):
             settle(future, ok, value)
 
     async def _run_on(self, conns: _LoopConnections, query: Query[T], lane: str) -> T:
+        # a typed error from SQL (one statement, autocommit): the connection is fine
+        return await self._on_connection(
+            conns, lane, lambda conn: _execute_async(conn, query), keeps=(SkiplockError,)
+        )
+
+    async def _on_connection(
+        self,
+        conns: _LoopConnections,
+        lane: str,
+        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+        *,
+        keeps: tuple[type[BaseException], ...],
+    ) -> T:
+        """`work` on a connection of `lane`, holding a slot: checked out, then back to the
+        lane's idle ones. If `work` raises, the connection is closed (its state is unknown:
+        never reused), unless the error is one of `keeps` (the caller knows the connection
+        is fine then)."""
         async with conns.slots:
             conn = await self._checkout(conns, lane)
             try:
-                result = await _execute_async(conn, query)
-            except SkiplockError:
-                conns.idle[lane].append(conn)  # a typed error from SQL: the connection is fine
+                result = await work(conn)
+            except keeps:
+                conns.idle[lane].append(conn)
                 raise
             except BaseException:
                 conns.open -= 1
-                await conn.close()  # its state is unknown: never reuse it
+                await conn.close()
                 raise
             conns.idle[lane].append(conn)
             return result

@@ -32,12 +32,13 @@ from ..api.hooks import Hook, positional_arity
 from ..db import queries as _queries
 from ..db.listener import Listener
 from ..errors import RunNotFoundError, SkiplockError
-from ..models import Run, RunStatus
+from ..values import RunStatus
 from .state import WorkerState, wait_any
 from .threads import DaemonThreadPool
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
+    from ..models import Run
 
 log = logging.getLogger("skiplock.alerts")
 
@@ -119,6 +120,8 @@ class AlertDelivery:
         try:
             # from the primary, never a replica (`runs.retrieve` may read one): a run
             # missing there would drop its alert as purged
+            from ..models import Run
+
             run: Run[Any, Any] = Run.model_validate(
                 await self._engine.adb.run(_queries.retrieve(alert.run_id))
             )

@@ -32,6 +32,7 @@ from ..errors import InvalidArgumentError, SkiplockError
 from . import report, run_logs
 from .faults import checkpoint
 from .lease import Lease
+from .refusals import each_alone
 from .state import WorkerState
 
 if TYPE_CHECKING:
@@ -155,11 +156,9 @@ class Outcomes:
         attempt go, and the database releases it as a lost attempt at the next heartbeat.
         Returns the outcomes left for a later try (any other error)."""
         left: list[Completion] = []
-        for item in batch:
+        async for item, exc in each_alone(batch, self.send, (psycopg.Error, SkiplockError)):
             attempt_id, _, _, ctx, seconds = item
-            try:
-                await self.send([item])
-            except (psycopg.Error, SkiplockError) as exc:
+            if exc is not None:
                 if not refused(exc):
                     left.append(item)
                     continue

@@ -21,7 +21,7 @@ import json
 from typing import TYPE_CHECKING
 
 from ..db import queries as _queries
-from ..db.database import refused
+from .refusals import send_or_split
 
 if TYPE_CHECKING:
     from ..api.engine import Engine
@@ -48,33 +48,23 @@ class StepRecords:
         return await done
 
     async def _write(self) -> None:
-        """Write batches until none is pending: what arrives during a write is the next."""
+        """Write batches until none is pending: what arrives during a write is the next.
+        A batch refused as a whole is written one record at a time (refusals.py)."""
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                if not await self._settle(batch) and len(batch) > 1:
-                    for item in batch:  # refused as a whole: one at a time
-                        await self._settle([item], last_try=True)
+                async for records, fenced in send_or_split(batch, self._send, (Exception,)):
+                    if isinstance(fenced, Exception):
+                        _fail(records, fenced)
+                        continue
+                    for attempt_id, *_, done in records:
+                        if not done.done():
+                            done.set_result(attempt_id not in fenced)
         finally:
             self._writing = None
             if self._pending:  # cancelled with records waiting: they fail, never hang
                 _fail(self._pending, asyncio.CancelledError())
                 self._pending = []
-
-    async def _settle(self, batch: list[_Record], *, last_try: bool = False) -> bool:
-        """Send `batch` and settle its futures; False, settling nothing, when the database
-        refused its data and the batch may be split (not `last_try`)."""
-        try:
-            fenced = await self._send(batch)
-        except Exception as exc:
-            if refused(exc) and not last_try and len(batch) > 1:
-                return False
-            _fail(batch, exc)
-            return True
-        for attempt_id, *_, done in batch:
-            if not done.done():
-                done.set_result(attempt_id not in fenced)
-        return True
 
     async def _send(self, batch: list[_Record]) -> set[str]:
         steps = ",".join(

@@ -48,6 +48,20 @@ BEGIN
 END;
 $$;
 
+-- unknown_keys_problem: NULL when every key of the JSON object p_obj is one of p_known;
+-- else the SL004 message for it, naming the unknown keys and listing the valid ones
+-- ("unknown trigger option(s): delay; valid: ..."), p_what naming what the keys are.
+-- Callers test `p_obj - p_known <> '{}'` first (no query, ~0.3 us) and call this only
+-- for bad input; p_obj must be an object.
+CREATE OR REPLACE FUNCTION skiplock.unknown_keys_problem(p_obj jsonb, p_known text[], p_what text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('unknown %s(s): %s; valid: %s', p_what, string_agg(k, ', ' ORDER BY k),
+                  array_to_string(p_known, ', '))
+      FROM jsonb_object_keys(p_obj - p_known) k
+    HAVING count(*) > 0
+$$;
+
 -- run_for_update: lock a run row, or raise SL001 when there is no such run.
 CREATE OR REPLACE FUNCTION skiplock.run_for_update(p_run_id text) RETURNS skiplock.runs
 LANGUAGE plpgsql AS $$

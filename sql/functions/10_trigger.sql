@@ -101,8 +101,8 @@ $$;
 
 -- trigger: create a run of p_task with p_payload, or return the live run that holds
 -- the same (task, idempotency key).
--- Options (all optional): delay_seconds | delay_until, ttl (s), idempotency_key,
---   idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
+-- Options (all optional; any other key is SL004, see option_type_problem): delay_seconds
+--   | delay_until, ttl (s), idempotency_key, idempotency_key_ttl (s), tags, metadata, queue, concurrency_key, priority (s),
 --   max_attempts, max_duration (s), version, batch_id, parent_id, retention (s, null:
 --   forever) and default_retention (s, null: forever; see run_retention); schedule_id and
 --   schedule_slot (set by fire_schedule: one run per schedule and slot); debounce
@@ -220,16 +220,28 @@ BEGIN
 END;
 $$;
 
--- option_type_problem: what is wrong with the JSON types of trigger options, or NULL.
--- Checked before any option is read, so that a wrong type is SL004 with its name rather
--- than whatever error a cast of it raises.
+-- option_type_problem: what is wrong with the keys and JSON types of trigger options, or
+-- NULL. Checked before any option is read, so that a wrong type is SL004 with its name
+-- rather than whatever error a cast of it raises, and a misspelt option (`delay` for
+-- `delay_seconds`) is SL004 naming it rather than ignored. c_known lists every option
+-- trigger() reads (see its comment): an option added there goes here too.
 CREATE OR REPLACE FUNCTION skiplock.option_type_problem(p_opts jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    c_known CONSTANT text[] := ARRAY[
+        'batch_id', 'concurrency_key', 'debounce', 'default_retention', 'delay_seconds',
+        'delay_until', 'idempotency_key', 'idempotency_key_ttl', 'max_attempts',
+        'max_duration', 'metadata', 'parent_id', 'priority', 'queue', 'rate_cost',
+        'rate_limit_key', 'retention', 'schedule_id', 'schedule_slot', 'tags',
+        'trace_context', 'ttl', 'version'];
 BEGIN
     -- this runs on every trigger: PL/pgSQL's simple-expression path, no query unless tags
-    -- are given (as a SQL function, the call alone cost ~14 us)
+    -- are given or a key is unknown (as a SQL function, the call alone cost ~14 us)
     IF jsonb_typeof(p_opts) <> 'object' THEN
         RETURN 'options must be a JSON object';
+    END IF;
+    IF p_opts - c_known <> '{}' THEN
+        RETURN skiplock.unknown_keys_problem(p_opts, c_known, 'trigger option');
     END IF;
     IF p_opts ? 'tags' THEN
         IF jsonb_typeof(p_opts->'tags') <> 'array' THEN
@@ -428,8 +440,8 @@ END;
 $$;
 
 -- trigger_batch: create up to 1,000 runs of p_task in one call, grouped under a new
--- batch id. p_items is a JSON array of {"payload": ..., "options": {...}}; each item's
--- options override p_options. All or nothing: one bad item writes no run. Items without
+-- batch id. p_items is a JSON array of {"payload": ..., "options": {...}} (no other key);
+-- each item's options override p_options. All or nothing: one bad item writes no run. Items without
 -- idempotency keys, versions or parents of their own go in one set-based INSERT.
 -- The batch's row lists the runs it created (run_ids: its runs are read by primary key).
 -- Returns (batch_id, run_id, run_status, is_cached) in item order. SL005 over 1,000.
@@ -445,6 +457,9 @@ DECLARE
     v_queues text[];
     v_ids   text[];
     v_statuses skiplock.run_status[];
+    c_item_keys CONSTANT text[] := ARRAY['payload', 'options'];
+    v_own     boolean;
+    v_problem text;
 BEGIN
     IF v_count > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'SL005',
@@ -456,9 +471,16 @@ BEGIN
     IF p_task IS NULL OR length(p_task) NOT BETWEEN 1 AND 256 THEN
         PERFORM skiplock.invalid('task id must be 1 to 256 characters');
     END IF;
-    IF NOT v_opts ? 'idempotency_key' AND NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(p_items) i
-         WHERE i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']) THEN
+    -- one pass over the items: is any of them keyed, versioned or parented on its own, and
+    -- does any have a key beside payload and options (a misspelt "option": SL004)
+    SELECT coalesce(bool_or(i->'options' ?| ARRAY['idempotency_key', 'version', 'parent_id']),
+                    false),
+           min(skiplock.unknown_keys_problem(i, c_item_keys, 'batch item key'))
+               FILTER (WHERE jsonb_typeof(i) = 'object' AND i - c_item_keys <> '{}')
+      INTO v_own, v_problem
+      FROM jsonb_array_elements(p_items) i;
+    PERFORM skiplock.assert_valid(v_problem);
+    IF NOT v_opts ? 'idempotency_key' AND NOT v_own THEN
         SELECT array_agg(i.run_id ORDER BY i.run_id), array_agg(i.run_status ORDER BY i.run_id),
                array_agg(DISTINCT i.run_queue) FILTER (WHERE i.run_status = 'QUEUED')
           INTO v_ids, v_statuses, v_queues

@@ -16,6 +16,7 @@ RETURNS TABLE (run_id text, run_status skiplock.run_status, is_cached boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now   timestamptz := skiplock.now();
+    c_keys  CONSTANT text[] := ARRAY['key', 'delay', 'mode', 'max_delay'];
     v_spec  jsonb := p_options->'debounce';
     v_key   text := v_spec->>'key';
     v_mode  text := coalesce(v_spec->>'mode', 'trailing');
@@ -32,6 +33,9 @@ BEGIN
        OR jsonb_typeof(v_spec->'max_delay') NOT IN ('number', 'null') THEN
         PERFORM skiplock.invalid('debounce must be {"key": text, "delay": seconds, '
                                  '"mode": "trailing" | "leading", "max_delay": seconds}');
+    END IF;
+    IF v_spec - c_keys <> '{}' THEN  -- a misspelt key ("max_wait") is not ignored
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_spec, c_keys, 'debounce option'));
     END IF;
     v_delay := (v_spec->>'delay')::double precision;
     v_max := (v_spec->>'max_delay')::double precision;

@@ -72,15 +72,21 @@ $$;
 -- executing_run: the run whose current attempt is p_attempt_id, locked, if it is EXECUTING
 -- (else a row of NULLs: the attempt is no longer current, its outcome is fenced off).
 -- Locks: the run row.
+-- (PL/pgSQL for its cached plan: see worker_is_active.)
 CREATE OR REPLACE FUNCTION skiplock.executing_run(p_attempt_id text)
 RETURNS skiplock.runs
-LANGUAGE sql
+LANGUAGE plpgsql
 SET enable_seqscan = off SET jit = off
 AS $$
-    SELECT r.* FROM skiplock.runs r
+DECLARE
+    v_run skiplock.runs;
+BEGIN
+    SELECT r.* INTO v_run FROM skiplock.runs r
      WHERE r.id = (SELECT a.run_id FROM skiplock.attempts a WHERE a.id = p_attempt_id)
        AND r.current_attempt_id = p_attempt_id AND r.status = 'EXECUTING'
-       FOR UPDATE
+       FOR UPDATE;
+    RETURN v_run;
+END;
 $$;
 
 -- fail_attempt: record a failed attempt. p_status is FAILED, TIMED_OUT or SYSTEM_FAILURE

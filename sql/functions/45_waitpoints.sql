@@ -84,7 +84,8 @@ END;
 $$;
 
 -- create_token: a TOKEN waitpoint. Options: timeout (s), idempotency_key,
--- idempotency_key_ttl (s), tags. With a live key, the existing token is returned.
+-- idempotency_key_ttl (s), tags; any other key is SL004. With a live key, the existing
+-- token is returned.
 -- Returns (waitpoint_id, is_cached).
 CREATE OR REPLACE FUNCTION skiplock.create_token(p_options jsonb DEFAULT '{}')
 RETURNS TABLE (waitpoint_id text, is_cached boolean)
@@ -92,9 +93,16 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now  timestamptz := skiplock.now();
     v_opts jsonb := coalesce(p_options, '{}');
+    c_keys CONSTANT text[] := ARRAY['timeout', 'idempotency_key', 'idempotency_key_ttl', 'tags'];
     v_key  text := v_opts->>'idempotency_key';
     v_id   text;
 BEGIN
+    IF jsonb_typeof(v_opts) <> 'object' THEN
+        PERFORM skiplock.invalid('options must be a JSON object');
+    END IF;
+    IF v_opts - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'token option'));
+    END IF;
     IF (v_opts->>'timeout')::double precision <= 0 THEN
         PERFORM skiplock.invalid('token timeout must be positive');
     END IF;

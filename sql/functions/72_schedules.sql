@@ -72,11 +72,16 @@ RETURNS skiplock.schedules
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now  timestamptz := skiplock.now();
+    c_keys CONSTANT text[] := ARRAY['external_id', 'deduplication_key', 'payload', 'catch_up',
+                                    'active'];
     v_opts jsonb := coalesce(p_options, '{}');
     v      skiplock.schedules;
 BEGIN
     IF jsonb_typeof(v_opts) <> 'object' THEN
         PERFORM skiplock.invalid('options must be a JSON object');
+    END IF;
+    IF v_opts - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'schedule option'));
     END IF;
     v.id := skiplock.gen_id('sched');
     v.task_identifier := p_task;
@@ -110,13 +115,15 @@ END;
 $$;
 
 -- update_schedule: change schedule p_id's cron, timezone, task, external_id, payload or
--- catch_up (keys of p_changes; others stay). A declarative schedule changes in code
--- only (SL004). Its next slot is recomputed when the cron or zone changes. SL009 when
+-- catch_up (keys of p_changes, any other key is SL004; what it leaves out stays). A
+-- declarative schedule changes in code only (SL004). Its next slot is recomputed when the cron or zone changes. SL009 when
 -- there is no such schedule. Returns the schedule.
 CREATE OR REPLACE FUNCTION skiplock.update_schedule(p_id text, p_changes jsonb)
 RETURNS skiplock.schedules
 LANGUAGE plpgsql AS $$
 DECLARE
+    c_keys CONSTANT text[] := ARRAY['cron', 'timezone', 'task', 'external_id', 'payload',
+                                    'catch_up'];
     v_now timestamptz := skiplock.now();
     v_old skiplock.schedules := skiplock.schedule_for_update(p_id);
     v     skiplock.schedules := v_old;
@@ -127,6 +134,9 @@ BEGIN
     END IF;
     IF jsonb_typeof(p_changes) IS DISTINCT FROM 'object' THEN
         PERFORM skiplock.invalid('changes must be a JSON object');
+    END IF;
+    IF p_changes - c_keys <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(p_changes, c_keys, 'schedule change'));
     END IF;
     IF p_changes ? 'cron' THEN v.cron := btrim(p_changes->>'cron'); END IF;
     IF p_changes ? 'timezone' THEN v.timezone := p_changes->>'timezone'; END IF;

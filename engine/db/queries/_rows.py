@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...models import RunHandle, RunStatus
+from ...values import RunHandle, RunStatus
 from ..database import Rows
 
 

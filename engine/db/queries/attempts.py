@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models import RunStatus
+from ...values import RunStatus
 from ..database import Query
 from ._rows import _as_is, _json, _scalar, _status_or_none
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from ...errors import RunNotFoundError, UnknownQueueError
-from ...models import BatchHandle, RunHandle, RunStatus
+from ...values import BatchHandle, RunHandle, RunStatus
 from ..database import Query, Rows
 from ._rows import _as_is, _handle, _json, _scalar
 
