@@ -28,8 +28,7 @@ def test_purge_at_is_inlined(conn: psycopg.Connection[Any]) -> None:
     plan = "\n".join(
         r[0]
         for r in conn.execute(
-            "EXPLAIN (VERBOSE) SELECT skiplock.purge_at(f, 3600, NULL) "
-            "FROM (VALUES (now())) v(f)"
+            "EXPLAIN (VERBOSE) SELECT skiplock.purge_at(f, 3600, NULL) FROM (VALUES (now())) v(f)"
         )
     )
     assert "purge_at" not in plan, plan
