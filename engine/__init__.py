@@ -8,7 +8,17 @@ from .api.engine import Engine
 from .api.hooks import NoRetry, RetryAt, RetryNow
 from .api.tasks import BatchItem, Task
 from .errors import AbortTaskRunError, InvalidCronError, WaitFailedError
-from .values import BatchHandle, Debounce, Queue, RateLimit, Retry, RunHandle, RunStatus, Token
+from .values import (
+    BatchHandle,
+    Debounce,
+    Queue,
+    RateLimit,
+    Result,
+    Retry,
+    RunHandle,
+    RunStatus,
+    Token,
+)
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -17,7 +27,7 @@ if TYPE_CHECKING:
     from .api.runs import Page
     from .api.schedules import SchedulePage
     from .api.waitpoints import Waitpoint
-    from .models import Attempt, LogRecord, Result, Run, Schedule, ScheduledPayload
+    from .models import Attempt, LogRecord, Run, Schedule, ScheduledPayload
 
 # pydantic's models and the API modules that declare them, imported on first access
 # (PEP 562): a worker whose tasks are untyped never loads pydantic
@@ -27,7 +37,6 @@ _LAZY = {
     "LogRecord": ".models",
     "Page": ".api.runs",
     "QueueInfo": ".api.queues",
-    "Result": ".models",
     "Run": ".models",
     "Schedule": ".models",
     "SchedulePage": ".api.schedules",

@@ -11,7 +11,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import WaitFailedError
 from .values import (
     EXECUTING_STATUSES,
     FAILED_STATUSES,
@@ -21,6 +20,7 @@ from .values import (
     Debounce,
     Queue,
     RateLimit,
+    Result,
     Retry,
     RunHandle,
     RunStatus,
@@ -148,23 +148,6 @@ class Run(BaseModel, Generic[P, O]):
     def is_completed(self) -> bool:
         """True for any final status: the run will never change again."""
         return self.status in FINAL_STATUSES
-
-
-class Result(BaseModel):
-    """The outcome of a wait on a token or a child run: `ok` with `output`, or an `error`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    ok: bool
-    output: Any = None
-    error: Any = None
-    run_id: str | None = None
-
-    def unwrap(self) -> Any:
-        """The output, or `WaitFailedError` carrying the error."""
-        if not self.ok:
-            raise WaitFailedError(self.error, self.run_id)
-        return self.output
 
 
 class ScheduledPayload(BaseModel):

@@ -1,6 +1,6 @@
-"""The data model's plain values: statuses, handles, retry policies, queues, rate limits
-and debounces. Dataclasses and enums only: a worker imports them without pydantic, whose
-models (runs, results, schedules) are in engine.models.
+"""The data model's plain values: statuses, handles, results of waits, retry policies,
+queues, rate limits and debounces. Dataclasses and enums only: a worker imports them
+without pydantic, whose models (runs, attempts, schedules) are in engine.models.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from ._durations import UNSET, Duration, Unset, parse_seconds, retention_seconds
-from .errors import InvalidArgumentError, InvalidDurationError
+from .errors import InvalidArgumentError, InvalidDurationError, WaitFailedError
 
 
 class RunStatus(StrEnum):
@@ -68,6 +68,26 @@ class Token:
 class BatchHandle:
     id: str
     runs: list[RunHandle] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """The outcome of a wait on a token or a child run: `ok` with `output`, or an `error`.
+
+    A plain frozen dataclass, not a pydantic model: a worker resuming from a wait builds
+    one, and importing pydantic then (80-110 ms, once per process) showed as the p99 of
+    wait-resume latency (bench/workflows.py)."""
+
+    ok: bool
+    output: Any = None
+    error: Any = None
+    run_id: str | None = None
+
+    def unwrap(self) -> Any:
+        """The output, or `WaitFailedError` carrying the error."""
+        if not self.ok:
+            raise WaitFailedError(self.error, self.run_id)
+        return self.output
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .errors import InvalidArgumentError, InvalidDurationError
 from .values import Token
 
 if TYPE_CHECKING:
-    from .models import Result
+    from .values import Result
 
 
 def _for(seconds: float, minutes: float, hours: float, days: float) -> Work[None]:

@@ -81,6 +81,7 @@ def test_a_worker_of_untyped_tasks_runs_them_without_pydantic(dsn: str, tmp_path
         outputs: list[dict[str, Any]] = [row[0] for row in rows]
         assert sorted(o["n"] for o in outputs) == sorted(list(range(5)) * 3)
         assert [o for o in outputs if o["after"] or o.get("before")] == []
+        assert sorted(o["twice"] for o in outputs if "twice" in o) == [0, 2, 4, 6, 8]
     finally:
         worker.terminate()
         worker.wait(30)

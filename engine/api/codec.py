@@ -51,6 +51,12 @@ class Codec:
             self._adapter = TypeAdapter(self.type)
         return self._adapter
 
+    def warm(self) -> None:
+        """Build the adapter now if the type needs one (a worker starting: not in the middle
+        of its first run, where importing pydantic and building it took 80-110 ms)."""
+        if self.kind is None:
+            self.adapter  # noqa: B018 (built and kept by the property)
+
     def plain_json(self, value: Any) -> str | None:
         """`value` as JSON text when it is plain JSON of the declared shape, else None."""
         kind = self.kind

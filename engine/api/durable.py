@@ -16,7 +16,7 @@ from ..errors import DurableCallError
 from .codec import ANY
 
 if TYPE_CHECKING:
-    from ..models import Result
+    from ..values import Result
 
 T = TypeVar("T")
 

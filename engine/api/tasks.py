@@ -27,7 +27,7 @@ from .hooks import Hooks
 from .options import TriggerOptions
 
 if TYPE_CHECKING:
-    from ..models import Result
+    from ..values import Result
 
 P = TypeVar("P")
 O = TypeVar("O")  # noqa: E741
@@ -131,6 +131,11 @@ class Task(Generic[P, O]):
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
+
+    def warm(self) -> None:
+        """Build what a typed payload or output needs (pydantic's adapters) now."""
+        self.payload_codec.warm()
+        self.output_codec.warm()
 
     # -- what a worker registers -------------------------------------------------------
 

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..api.hooks import Hook, Hooks, NoRetry, RetryAt, RetryNow, positional_arity
+from ..values import Result
 
 if TYPE_CHECKING:
     from ..api.context import TaskContext
@@ -152,17 +153,13 @@ class Lifecycle:
 
     async def succeeded(self, attempt: RunningAttempt, payload: Any, output: Any) -> None:
         await self.run_hooks("on_success", attempt, payload, output)
-        if self.hooks(attempt.task).on_complete:  # a Result is a pydantic model: only then
-            from ..models import Result
-
+        if self.hooks(attempt.task).on_complete:
             await self.run_hooks("on_complete", attempt, payload, Result(ok=True, output=output))
 
     async def failed(self, attempt: RunningAttempt, payload: Any, error: BaseException) -> None:
         """The run failed for good (no retry left, or none wanted)."""
         await self.run_hooks("on_failure", attempt, payload, error)
         if self.hooks(attempt.task).on_complete:
-            from ..models import Result
-
             failure = {"type": type(error).__name__, "message": str(error)}
             await self.run_hooks("on_complete", attempt, payload, Result(ok=False, error=failure))
 

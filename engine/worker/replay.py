@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..api import tracing as _tracing
 from ..api.durable import to_json
 from ..db import queries as _queries
+from ..values import Result
 
 if TYPE_CHECKING:
     from ..api.context import TaskContext
     from ..api.engine import Engine
-    from ..models import Result
     from .step_records import StepRecords
 
 T = TypeVar("T")
@@ -208,7 +208,6 @@ class Execution:
             self._blocked(await self.engine.adb.run(query))
             point = await self.engine.adb.run(_queries.waitpoint(token_id))
             output, is_error = point["output"], point["is_error"]
-        from ..models import Result  # pydantic: loaded by the first wait that gives one
 
         if is_error:
             return Result(ok=False, error=output)
@@ -273,8 +272,6 @@ class Execution:
 def _result(
     run_id: str, status: str, output: Any, error: Any, parse: Callable[[Any], Any]
 ) -> Result:
-    from ..models import Result
-
     if status == "COMPLETED":
         return Result(ok=True, output=parse(output), run_id=run_id)
     return Result(

@@ -237,6 +237,8 @@ class Worker:
         if not started:
             return
         _trace_attempts()  # spans for attempts, if the application set a TracerProvider
+        for task in self.engine.tasks.values():
+            task.warm()  # typed tasks' pydantic adapters: at start-up, not in a first run
         if self.freeze_gc:
             # Everything alive now (modules, the app, pydantic's schemas: some 10^5
             # objects) lives as long as the process: out of the collector's sight, a full
