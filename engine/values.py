@@ -89,6 +89,10 @@ class Result:
             raise WaitFailedError(self.error, self.run_id)
         return self.output
 
+    def model_dump(self) -> dict[str, Any]:
+        """Its fields as a dict, as when it was a pydantic model."""
+        return {"ok": self.ok, "output": self.output, "error": self.error, "run_id": self.run_id}
+
 
 @dataclass(frozen=True)
 class Retry:
