@@ -549,3 +549,32 @@ def test_attempts_still_running_after_the_grace_period_continue_on_the_next_work
     assert run.status is RunStatus.COMPLETED and run.output == "done"
     assert run.attempt_count == 1 and [a.status for a in run.attempts] == ["COMPLETED"]
     assert executions == [1, 1]  # attempt 1, continued
+
+
+@pytest.mark.parametrize("concurrency", [3, 6, 7])
+def test_a_worker_runs_at_most_its_concurrency_and_fills_it(
+    app: Engine, start_worker: Callable[..., Worker], concurrency: int
+) -> None:
+    """Claimed in one lane (under 4) or two (each at most half the slots a call): never
+    more attempts at once than `concurrency`, and, with enough runs queued, all of it."""
+    lock = threading.Lock()
+    now = [0]
+    most = [0]
+
+    @app.task(f"held-{concurrency}")
+    async def held(p: int, ctx: TaskContext) -> int:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        await asyncio.sleep(0.005 * (p % 4))
+        with lock:
+            now[0] -= 1
+        return p
+
+    held.batch_trigger(list(range(120)))
+    start_worker(concurrency=concurrency)
+    done = (
+        "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
+    )
+    wait_for(lambda: fetch(app.dsn, done, held.id)[0][0] == 120, 60)
+    assert most[0] == concurrency
