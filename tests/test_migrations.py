@@ -84,13 +84,23 @@ def test_a_changed_function_file_is_reapplied(empty_dsn: str) -> None:
         assert c.execute("SELECT skiplock.tick()").fetchone() is not None
 
 
+def _migrated_before(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, name: str
+) -> tuple[list[Any], list[Any]]:
+    """Migrate `dsn` with the migrations before `name` only (a database made by an older
+    release), keeping that view of the files until `monkeypatch.undo()`; every file, and
+    those applied."""
+    every = _migrate.sql_files()
+    before = [f for f in every if f.kind == "migration" and f.name < name]
+    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
+    Engine(dsn).migrate()
+    return every, before
+
+
 def test_upgrade_keeps_what_runs_hold(empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database made before 0011 (batches found through an index on runs.batch_id):
     after the upgrade its batches list their runs, by batches.run_ids."""
-    every = _migrate.sql_files()
-    before = [f for f in every if f.kind == "migration" and f.name < "0011"]
-    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
-    Engine(empty_dsn).migrate()
+    every, before = _migrated_before(empty_dsn, monkeypatch, "0011")
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         c.execute(
             "INSERT INTO skiplock.batches VALUES ('batch_old', 'old-task', 3, now()),"
@@ -303,10 +313,7 @@ def test_upgrade_keeps_the_results_of_batches_completed_before(
 ) -> None:
     """A batch completed before 0031 (a replay read its runs): its BATCH waitpoint gets
     their results, in id order, so that the log of the run that waited on it holds them."""
-    every = _migrate.sql_files()
-    before = [f for f in every if f.kind == "migration" and f.name < "0031"]
-    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
-    Engine(empty_dsn).migrate()
+    _migrated_before(empty_dsn, monkeypatch, "0031")
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         c.execute(
             "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
@@ -352,10 +359,7 @@ def test_upgrade_marks_the_edges_of_pending_waitpoints(
 ) -> None:
     """A run waiting before 0033: its edge to a pending waitpoint is marked pending, those
     to completed ones are not, and completing the pending one resumes the run."""
-    every = _migrate.sql_files()
-    before = [f for f in every if f.kind == "migration" and f.name < "0033"]
-    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
-    Engine(empty_dsn).migrate()
+    _migrated_before(empty_dsn, monkeypatch, "0033")
     with psycopg.connect(empty_dsn, autocommit=True) as c:
         c.execute(
             "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
