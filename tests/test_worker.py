@@ -449,6 +449,11 @@ def test_worker_only_takes_its_queues(app: Engine, start_worker: StartWorker) ->
     assert app.runs.retrieve(b).status is RunStatus.QUEUED
 
 
+def test_claim_lanes_are_one_or_two(app: Engine) -> None:
+    with pytest.raises(InvalidArgumentError, match="claim_lanes"):
+        app.worker(claim_lanes=3)
+
+
 def test_concurrency_must_be_positive(app: Engine) -> None:
     with pytest.raises(InvalidArgumentError):
         app.worker(concurrency=0)
@@ -551,17 +556,18 @@ def test_attempts_still_running_after_the_grace_period_continue_on_the_next_work
     assert executions == [1, 1]  # attempt 1, continued
 
 
-@pytest.mark.parametrize("concurrency", [3, 6, 7])
+@pytest.mark.parametrize(("concurrency", "lanes"), [(3, 1), (6, 1), (3, 2), (6, 2), (7, 2)])
 def test_a_worker_runs_at_most_its_concurrency_and_fills_it(
-    app: Engine, start_worker: Callable[..., Worker], concurrency: int
+    app: Engine, start_worker: Callable[..., Worker], concurrency: int, lanes: int
 ) -> None:
-    """Claimed in one lane (under 4) or two (each at most half the slots a call): never
-    more attempts at once than `concurrency`, and, with enough runs queued, all of it."""
+    """Claimed in one lane, or two (`claim_lanes=2`, from concurrency 4: each at most half
+    the slots a call, on two sessions): never more attempts at once than `concurrency`,
+    and, with enough runs queued, all of it."""
     lock = threading.Lock()
     now = [0]
     most = [0]
 
-    @app.task(f"held-{concurrency}")
+    @app.task(f"held-{concurrency}-{lanes}")
     async def held(p: int, ctx: TaskContext) -> int:
         with lock:
             now[0] += 1
@@ -573,8 +579,6 @@ def test_a_worker_runs_at_most_its_concurrency_and_fills_it(
 
     held.batch_trigger(list(range(120)))
     start_worker(concurrency=concurrency)
-    done = (
-        "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
-    )
+    done = "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
     wait_for(lambda: fetch(app.dsn, done, held.id)[0][0] == 120, 60)
     assert most[0] == concurrency

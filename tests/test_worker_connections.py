@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from helpers import SKIPLOCK, TESTS, count, fetch, wait_for
 
 from engine import Engine
@@ -48,13 +49,23 @@ class Sessions:
         self._thread.join()
 
 
-def test_worker_holds_at_most_three_connections(dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", ["1", "2"])
+def test_worker_holds_at_most_three_connections(dsn: str, tmp_path: Path, lanes: str) -> None:
+    cases = int(lanes)  # how many cases ran on the module's database, this one included
     appname = f"skiplock-test-{uuid.uuid4().hex[:8]}"
     sessions = Sessions(dsn, appname)
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [SKIPLOCK, "worker", "connections_app:app", "--concurrency", "50"],
+            [
+                SKIPLOCK,
+                "worker",
+                "connections_app:app",
+                "--concurrency",
+                "50",
+                "--claim-lanes",
+                lanes,
+            ],
             cwd=TESTS,
             env={**os.environ, "SKIPLOCK_DATABASE_URL": dsn, "PGAPPNAME": appname},
             stdout=out,
@@ -71,14 +82,14 @@ def test_worker_holds_at_most_three_connections(dsn: str, tmp_path: Path) -> Non
         parents = "task_identifier IN ('conn-async', 'conn-sync')"
         done = f"{parents} AND status = 'COMPLETED'"
         try:
-            wait_for(lambda: count(dsn, done) == 2 * RUNS, 120)
+            wait_for(lambda: count(dsn, done) == 2 * RUNS * cases, 120)
         except AssertionError:
             raise AssertionError(log.read_text()[-5000:]) from None
         assert count(dsn, f"{parents} AND status <> 'COMPLETED'") == 0
         # the plain trigger is no durable call: made again by each of the 3 executions
         # (before the wait, after it, after the child), plus the child waited for
         children = "task_identifier = 'conn-child' AND status = 'COMPLETED'"
-        assert count(dsn, children) == 2 * RUNS * 4
+        assert count(dsn, children) == 2 * RUNS * 4 * cases
         outputs = fetch(dsn, f"SELECT payload, output FROM skiplock.runs WHERE {parents}")
         assert all(output == 4 * payload for payload, output in outputs)
     finally:

@@ -69,6 +69,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         metrics_database=args.metrics_database,
+        claim_lanes=args.claim_lanes,
     ).run()
 
 
@@ -306,6 +307,14 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker for the tasks of MODULE:APP")
     w.add_argument("app", help="the Engine to serve, as MODULE:ATTRIBUTE")
     w.add_argument("--concurrency", type=int, default=10)
+    w.add_argument(
+        "--claim-lanes",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="2: claim in two lanes on two sessions (faster for one worker with a core to "
+        "spare, slower on busy cores)",
+    )
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")
     w.add_argument(

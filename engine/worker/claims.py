@@ -9,7 +9,7 @@ commit, so under load many runs share a commit. Guarantees:
   twice. Sharing that commit with the completions keeps its cost (a WAL flush) to one
   per round, as a completion needs one anyway.
 * No more attempts run than `concurrency`.
-* A claim never overlaps a heartbeat (the lease's `claim_lock`).
+* A claim never overlaps a heartbeat (the lease's `claim_lock`, a `ClaimGate`).
 * Completions that could not be sent are sent again (they are fenced by attempt), and
   handed to the outcomes' flusher when the loop stops.
 * A run held back by its queue's rate limit becomes claimable at a time nothing
@@ -17,14 +17,17 @@ commit, so under load many runs share a commit. Guarantees:
   clock), and the loop sleeps at most until then, so a rate-limited queue runs at its
   limit without polling. Claims of queues without a rate limit carry no such row.
 
-Two lanes (a worker of concurrency 4 or more that listens): two such loops, each
-claiming at most half the slots a call, on the one claims session. While one lane's call
-is in the database, the attempts the other lane started run, and their completions are
-ready to go the moment the session is free: the database and the worker's Python work
-overlap instead of taking turns. With one lane a drain of no-op runs alternated 3-5 ms
-of database work and about 2.5 ms of Python a round of 50 (bench/drain_matrix.py). The
-slots a lane's call may fill are reserved before it is sent, so both lanes together
-never start more than `concurrency` attempts.
+Two lanes (`Worker(claim_lanes=2)`, for a worker of concurrency 4 or more that
+listens): two such loops, each claiming at most half the slots a call, the second on
+the worker's calls session. While one lane's call is in the database, the attempts the
+other lane started run, and the two calls may run at once in two backends. With one lane
+a drain of no-op runs alternates 3-5 ms of database work and about 2.5 ms of Python a
+round of 50. Two lanes pay the fixed cost of a call twice as often: worth it for one
+worker with a core to spare (1.07-1.23x), not on busy cores (0.85x with two workers on
+two cores). Both lanes on the claims session were slower still: the calls stayed serial
+in one backend. The slots a lane's call may fill are reserved before it is sent, so the
+lanes together never start more than `concurrency` attempts, and the lease's
+`ClaimGate` lets claims overlap each other but never a heartbeat.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ POLL_ONLY_MIN_INTERVAL = 0.05
 LANES_FROM = 4
 """The least concurrency for which a worker claims in two lanes."""
 
+LANE_NAMES = ("claim", "claim2")
+"""The lanes' database lanes: the claims session, and the calls session (sessions.py),
+so that both lanes' calls run at once, in two backends."""
+
 
 class Claims:
     """The claim loop of one worker (`run`), and the start of what it claims."""
@@ -75,6 +82,7 @@ class Claims:
         queues: list[str] | None,
         concurrency: int,
         poll_interval: float,
+        lanes: int = 1,
     ) -> None:
         self._state, self._lease, self._outcomes = state, lease, outcomes
         self._executor, self._engine = executor, engine
@@ -83,12 +91,13 @@ class Claims:
         # no NOTIFY wakes the loop (a pooled DSN, nothing to LISTEN on): poll adaptively
         self.poll_only = False
         self._reserved = 0  # slots the lanes' calls in flight may fill
+        self._lanes = lanes
 
     async def run(self) -> None:
         """Until the worker stops: the claim lanes (see the module's docstring)."""
-        lanes = 1 if self.poll_only or self._concurrency < LANES_FROM else 2
+        lanes = 1 if self.poll_only or self._concurrency < LANES_FROM else self._lanes
         cap = -(-self._concurrency // lanes)  # at most this many runs claimed a call
-        tasks = [asyncio.create_task(self._lane(cap)) for _ in range(lanes)]
+        tasks = [asyncio.create_task(self._lane(cap, LANE_NAMES[i])) for i in range(lanes)]
         try:
             await asyncio.gather(*tasks)
         finally:  # one lane failed (or the worker is cancelled): the others end too
@@ -96,17 +105,17 @@ class Claims:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _lane(self, cap: int) -> None:
+    async def _lane(self, cap: int, name: str) -> None:
         """One lane: record finished attempts and claim runs for up to `cap` of the free
         slots, in one call; start what was claimed; until the worker stops. Completions
         taken and not recorded go back to the outcomes' flusher, however the lane ends."""
         done: list[Completion] = []  # taken from the queue, not recorded
         try:
-            await self._claim_until_stopped(cap, done)
+            await self._claim_until_stopped(cap, done, name)
         finally:
             self._outcomes.give_back(done)
 
-    async def _claim_until_stopped(self, cap: int, done: list[Completion]) -> None:
+    async def _claim_until_stopped(self, cap: int, done: list[Completion], name: str) -> None:
         state, outcomes, claim_lock = self._state, self._outcomes, self._lease.claim_lock
         stopping, wake, running = state.stopping, state.wake, state.running
         db = self._engine.adb
@@ -135,7 +144,7 @@ class Claims:
                         traced,
                     )
                     async with claim_lock:
-                        rows = await db.run(query, lane="claim")
+                        rows = await db.run(query, lane=name)
                         if rows and rows[-1]["run_id"] is None:  # no run: a rate's time
                             retry_in = rows.pop()["retry_in"]
                         if done:

@@ -20,8 +20,9 @@ maintenance crashes the worker's started runs and requeues the rest. Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -34,6 +35,35 @@ if TYPE_CHECKING:
     from ..api.engine import Engine
 
 log = logging.getLogger("skiplock.worker")
+
+
+class ClaimGate:
+    """Claims and heartbeats never overlap; claims may overlap each other (the claim
+    lanes, engine/worker/claims.py). `async with gate:` for a claim, `async with
+    gate.alone():` for a heartbeat, which waits for the claims in flight and holds back
+    new ones until it is done."""
+
+    def __init__(self) -> None:
+        self._turn = asyncio.Lock()  # held by a heartbeat, and briefly by a claim entering
+        self._claims = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> None:
+        async with self._turn:
+            self._claims += 1
+            self._idle.clear()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._claims -= 1
+        if self._claims == 0:
+            self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._turn:
+            await self._idle.wait()
+            yield
 
 
 class Lease:
@@ -54,7 +84,7 @@ class Lease:
         self.renewed_at = 0.0  # loop time of the last successful heartbeat
         # a claim and a heartbeat never overlap: a heartbeat lists every attempt held, so
         # the database may release runs of this worker it does not list (see heartbeat)
-        self.claim_lock = asyncio.Lock()
+        self.claim_lock = ClaimGate()
         self._background: set[asyncio.Future[None]] = set()  # fire-and-forget checks
         # poll-only: seconds between heartbeats while attempts run (see heartbeat)
         self.cancel_poll: float | None = None
@@ -71,7 +101,7 @@ class Lease:
     async def check_current(self) -> None:
         """Renew the lease, and stop attempts the database no longer considers current."""
         state = self._state
-        async with self.claim_lock:
+        async with self.claim_lock.alone():
             held = [*state.running, *state.unrecorded]
             # the lease is renewed at some moment after this: counting from here, the
             # worker's idea of its lease never outlasts the database's

@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..api.engine import Engine
 
-SESSIONS = {"claim": "claims", "complete": "claims", "heartbeat": "claims", "timers": "claims"}
+SESSIONS = {
+    "claim": "claims",
+    "complete": "claims",
+    "heartbeat": "claims",
+    "timers": "claims",
+    "claim2": "calls",  # the second claim lane (claims.py)
+}
 DEFAULT_SESSION = "calls"
 
 
