@@ -168,9 +168,15 @@ class Cell:
 
 
 def measure(
-    server_dsn: str, cell: Cell, pairs: int, jobs: int, log_dir: Path, baseline: Path | None
+    server_dsn: str,
+    cell: Cell,
+    pairs: int,
+    jobs: int,
+    log_dir: Path,
+    baseline: Path | None,
+    worker_args: tuple[str, ...] = (),
 ) -> None:
-    systems: list[System] = [Skiplock(cell.batch), PgQueuer(cell.batch)]
+    systems: list[System] = [Skiplock(cell.batch, worker_args=worker_args), PgQueuer(cell.batch)]
     if baseline is not None:
         systems.append(Skiplock(cell.batch, baseline, BASE))
         cell.runs[BASE] = []
@@ -272,6 +278,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=5, help="alternated pairs per cell (5)")
     p.add_argument("--jobs", type=int, default=20000, help="jobs per drain (20000)")
     p.add_argument(
+        "--worker-args",
+        default="",
+        help='more options for this checkout\'s `skiplock worker`, e.g. "--claim-lanes 2"',
+    )
+    p.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -298,7 +309,15 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for cell in cells:
-            measure(server.dsn, cell, args.pairs, args.jobs, Path(logs), args.baseline)
+            measure(
+                server.dsn,
+                cell,
+                args.pairs,
+                args.jobs,
+                Path(logs),
+                args.baseline,
+                tuple(args.worker_args.split()),
+            )
     command = "python bench/drain_matrix.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = part(cells, command.strip(), pg, (load_start, os.getloadavg()[0]))
     print()

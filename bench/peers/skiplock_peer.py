@@ -46,11 +46,16 @@ class Skiplock(System):
     batch_api = f"task.batch_trigger() of {BATCH}"
 
     def __init__(
-        self, concurrency: int = CONCURRENCY, tree: Path | None = None, name: str = "skiplock"
+        self,
+        concurrency: int = CONCURRENCY,
+        tree: Path | None = None,
+        name: str = "skiplock",
+        worker_args: tuple[str, ...] = (),
     ) -> None:
         self.concurrency = concurrency  # the worker's --concurrency: runs claimed per call
         # another checkout of skiplock (a baseline): its engine and SQL, not this tree's
         self.tree, self.name = tree, name
+        self.worker_args = worker_args  # more `skiplock worker` options (--claim-lanes 2)
         self.settings = (
             f"`python -m engine.cli worker bench.noop_app:app --concurrency {concurrency} "
             f"--version {VERSION}` (each call records the attempts that finished "
@@ -100,6 +105,7 @@ class Skiplock(System):
             "--version",
             VERSION,
             "--quiet",  # no line per run: the peers print none either
+            *self.worker_args,
         )
 
     def worker_env(self, dsn: str) -> dict[str, str]:
