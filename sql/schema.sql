@@ -366,6 +366,19 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.check_keys(p_obj jsonb, p_known text[], p_noun text, p_what text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF jsonb_typeof(p_obj) IS DISTINCT FROM 'object' THEN
+        PERFORM skiplock.invalid(p_noun || ' must be a JSON object');
+    END IF;
+    IF p_obj - p_known <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(p_obj, p_known, p_what));
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION skiplock.checked_schedule(p_s skiplock.schedules, p_now timestamp with time zone) RETURNS skiplock.schedules
     LANGUAGE plpgsql
     AS $$
@@ -607,12 +620,7 @@ DECLARE
     v_opts jsonb := coalesce(p_options, '{}');
     v      skiplock.schedules;
 BEGIN
-    IF jsonb_typeof(v_opts) <> 'object' THEN
-        PERFORM skiplock.invalid('options must be a JSON object');
-    END IF;
-    IF v_opts - c_keys <> '{}' THEN
-        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'schedule option'));
-    END IF;
+    PERFORM skiplock.check_keys(v_opts, c_keys, 'options', 'schedule option');
     v.id := skiplock.gen_id('sched');
     v.task_identifier := p_task;
     v.cron := btrim(p_cron);
@@ -654,12 +662,7 @@ DECLARE
     v_key  text := v_opts->>'idempotency_key';
     v_id   text;
 BEGIN
-    IF jsonb_typeof(v_opts) <> 'object' THEN
-        PERFORM skiplock.invalid('options must be a JSON object');
-    END IF;
-    IF v_opts - c_keys <> '{}' THEN
-        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'token option'));
-    END IF;
+    PERFORM skiplock.check_keys(v_opts, c_keys, 'options', 'token option');
     IF (v_opts->>'timeout')::double precision <= 0 THEN
         PERFORM skiplock.invalid('token timeout must be positive');
     END IF;
@@ -3619,12 +3622,7 @@ BEGIN
         PERFORM skiplock.invalid(format(
             'schedule %s is declared in code (task %s): change it there', p_id, v_old.task_identifier));
     END IF;
-    IF jsonb_typeof(p_changes) IS DISTINCT FROM 'object' THEN
-        PERFORM skiplock.invalid('changes must be a JSON object');
-    END IF;
-    IF p_changes - c_keys <> '{}' THEN
-        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(p_changes, c_keys, 'schedule change'));
-    END IF;
+    PERFORM skiplock.check_keys(p_changes, c_keys, 'changes', 'schedule change');
     IF p_changes ? 'cron' THEN v.cron := btrim(p_changes->>'cron'); END IF;
     IF p_changes ? 'timezone' THEN v.timezone := p_changes->>'timezone'; END IF;
     IF p_changes ? 'task' THEN v.task_identifier := p_changes->>'task'; END IF;

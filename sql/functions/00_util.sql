@@ -62,6 +62,22 @@ LANGUAGE sql IMMUTABLE AS $$
     HAVING count(*) > 0
 $$;
 
+-- check_keys: SL004 unless p_obj is a JSON object whose keys are all in p_known: "<p_noun>
+-- must be a JSON object", or unknown_keys_problem's message, p_what naming the keys.
+CREATE OR REPLACE FUNCTION skiplock.check_keys(
+    p_obj jsonb, p_known text[], p_noun text, p_what text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF jsonb_typeof(p_obj) IS DISTINCT FROM 'object' THEN
+        PERFORM skiplock.invalid(p_noun || ' must be a JSON object');
+    END IF;
+    IF p_obj - p_known <> '{}' THEN
+        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(p_obj, p_known, p_what));
+    END IF;
+END;
+$$;
+
 -- run_for_update: lock a run row, or raise SL001 when there is no such run.
 CREATE OR REPLACE FUNCTION skiplock.run_for_update(p_run_id text) RETURNS skiplock.runs
 LANGUAGE plpgsql AS $$

@@ -97,12 +97,7 @@ DECLARE
     v_key  text := v_opts->>'idempotency_key';
     v_id   text;
 BEGIN
-    IF jsonb_typeof(v_opts) <> 'object' THEN
-        PERFORM skiplock.invalid('options must be a JSON object');
-    END IF;
-    IF v_opts - c_keys <> '{}' THEN
-        PERFORM skiplock.invalid(skiplock.unknown_keys_problem(v_opts, c_keys, 'token option'));
-    END IF;
+    PERFORM skiplock.check_keys(v_opts, c_keys, 'options', 'token option');
     IF (v_opts->>'timeout')::double precision <= 0 THEN
         PERFORM skiplock.invalid('token timeout must be positive');
     END IF;
