@@ -331,3 +331,24 @@ def machine_facts() -> dict[str, str]:
         "load": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         "executable": sys.executable,
     }
+
+
+def write_section(path: Path, text: str, heading: str) -> None:
+    """Replace the `heading` section of `path` (up to the next "## " heading), or put it
+    before "## Every repetition", or at the end; keep everything else. What every bench's
+    `--write-results` does with its section of bench/RESULTS.md."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    new = text.rstrip("\n").splitlines()
+    start = next((i for i, s in enumerate(lines) if s.startswith(heading)), None)
+    if start is not None:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        lines[start:end] = [*new, ""] if end < len(lines) else new
+    else:
+        at = next((i for i, s in enumerate(lines) if s.startswith("## Every repetition")), None)
+        if at is None:
+            lines += ["", *new] if lines else new
+        else:
+            lines[at:at] = [*new, ""]
+    path.write_text("\n".join(lines) + "\n")

@@ -282,26 +282,6 @@ def report(results: dict[str, list[list[dict[str, Any]]]], sizes: list[int]) -> 
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of `path` (up to the next "## " heading), or put it
-    before "## Every repetition", or at the end; keep everything else."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    new = text.rstrip("\n").splitlines()
-    start = next((i for i, s in enumerate(lines) if s.startswith(SECTION)), None)
-    if start is not None:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = [*new, ""] if end < len(lines) else new
-    else:
-        at = next((i for i, s in enumerate(lines) if s.startswith("## Every repetition")), None)
-        if at is None:
-            lines += ["", *new] if lines else new
-        else:
-            lines[at:at] = [*new, ""]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["--measure"]:
@@ -317,7 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if str(REPO) not in sys.path:  # `python bench/long_workflows.py` puts bench/ on it
         sys.path.insert(0, str(REPO))
-    from bench.common import add_dsn, add_write_results, cluster, machine_facts, server_facts
+    from bench.common import (
+        add_dsn,
+        add_write_results,
+        cluster,
+        machine_facts,
+        server_facts,
+        write_section,
+    )
 
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--sizes", default="10,100,1000", help="recorded calls before the waits")
@@ -373,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 table,
             ]
         )
-        write_section(Path(args.write_results), text)
+        write_section(Path(args.write_results), text, SECTION)
         print(f"wrote the {SECTION!r} section of {args.write_results}")
     return 0
 

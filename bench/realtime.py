@@ -113,7 +113,6 @@ from bench.realtime_report import (  # noqa: E402
     latency_table,
     section,
     throughput_table,
-    write_section,
 )
 from bench.realtime_subscriber import subscriber_main  # noqa: E402
 from bench.realtime_throughput import THROUGHPUT  # noqa: E402
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_results:
         command = "python bench/realtime.py " + " ".join(sys.argv[1:] if argv is None else argv)
         text = section(res, args, pg, machine, command.strip(), started, commit)
-        write_section(Path(args.write_results), text)
+        common.write_section(Path(args.write_results), text, SECTION)
         print(f"wrote the {SECTION!r} section of {args.write_results}")
     return 0
 

@@ -8,7 +8,6 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bench.drain import WORKER_CONCURRENCY
 from bench.realtime_latency import (
@@ -190,23 +189,3 @@ def section(
             "",
         ]
     )
-
-
-def write_section(path: Path, text: str, heading: str = SECTION) -> None:
-    """Replace the `heading` section of `path` (default "## Realtime", up to the next "## "
-    heading), or put it before "## Every repetition", or at the end; keep everything else."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    new = text.rstrip("\n").splitlines()
-    start = next((i for i, s in enumerate(lines) if s.startswith(heading)), None)
-    if start is not None:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = [*new, ""] if end < len(lines) else new
-    else:
-        at = next((i for i, s in enumerate(lines) if s.startswith("## Every repetition")), None)
-        if at is None:
-            lines += ["", *new] if lines else new
-        else:
-            lines[at:at] = [*new, ""]
-    path.write_text("\n".join(lines) + "\n")

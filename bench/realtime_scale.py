@@ -478,26 +478,6 @@ def git_commit() -> str:
     return out.stdout.strip() or "?"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace SECTION of `path` (up to the next "## " heading), or put it before
-    "## Every repetition", or at the end."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    new = text.rstrip("\n").splitlines()
-    start = next((i for i, s in enumerate(lines) if s.startswith(SECTION)), None)
-    if start is not None:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        lines[start : end if end is not None else len(lines)] = (
-            [*new, ""] if end is not None else new
-        )
-    else:
-        at = next((i for i, s in enumerate(lines) if s.startswith("## Every repetition")), None)
-        if at is None:
-            lines += ["", *new]
-        else:
-            lines[at:at] = [*new, ""]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--subs", type=int, default=10000, help="(a) run subscriptions (10000)")
@@ -558,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 *[table(sc) for sc in scenarios],
             ]
         )
-        write_section(Path(args.write_results), text)
+        common.write_section(Path(args.write_results), text, SECTION)
         print(f"wrote the {SECTION!r} section of {args.write_results}")
     return 0
 

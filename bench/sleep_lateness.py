@@ -35,7 +35,6 @@ if str(REPO) not in sys.path:
 
 from bench import common, sleep_app  # noqa: E402
 from bench.drain import WORKER_CONCURRENCY, WORKER_VERSION, postgres_server  # noqa: E402
-from bench.realtime_report import write_section  # noqa: E402
 from bench.step_times import Drain, Kind, _env, drop_database, fresh_database  # noqa: E402
 from engine import Engine  # noqa: E402
 
@@ -169,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in figures.items():
                     results[kind.name].setdefault(k, []).append(v)
     print(f"\n{args.runs} runs sleeping {args.seconds:g} s, medians of {args.repeat}:")
-    for kind_name, figures in results.items():
+    for kind_name, values in results.items():
         print(
             f"  {kind_name:24} "
-            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in figures.items())
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in values.items())
         )
     load_end = os.getloadavg()[0]
     print(f"load average: {load_end:.2f}")
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             f"`--concurrency {WORKER_CONCURRENCY}`, default tick 1 s; {os.cpu_count()} CPUs, "
             f"load average {load_start:.1f} at the start, {load_end:.1f} at the end; {when}"
         )
-        write_section(
+        common.write_section(
             Path(args.write_results),
             section(results, command.strip(), setting, args),
             heading=SECTION,

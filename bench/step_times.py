@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 import psycopg
@@ -99,12 +99,19 @@ DRAINS = [
 ]
 
 
-def _env(kind: Kind, dsn: str) -> dict[str, str]:
+class Checkout(Protocol):
+    """What the helpers below need of a measured checkout (this bench's Kind, or
+    worker_footprint's)."""
+
+    root: Path
+
+
+def _env(kind: Checkout, dsn: str) -> dict[str, str]:
     path = os.pathsep.join([str(kind.root), str(REPO / "bench")])
     return {**os.environ, "SKIPLOCK_DATABASE_URL": dsn, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-def fresh_database(server_dsn: str, name: str, kind: Kind, drain: Drain) -> str:
+def fresh_database(server_dsn: str, name: str, kind: Checkout, drain: Drain) -> str:
     """A new database migrated by `kind`'s code, with the drain's task deployed."""
     ident = sql.Identifier(name)
     with psycopg.connect(server_dsn, autocommit=True) as conn:

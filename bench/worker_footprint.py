@@ -36,21 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/worker_footprint.py` puts bench/ on it
     sys.path.insert(0, str(REPO))
 
 from bench import common, footprint_app  # noqa: E402
-from bench.drain import BenchError, postgres_server, server_facts  # noqa: E402
-from bench.realtime_report import write_section  # noqa: E402
+from bench.drain import WORKER_VERSION, BenchError, postgres_server, server_facts  # noqa: E402
+from bench.step_times import Drain, drop_database, fresh_database  # noqa: E402
 from engine import Engine  # noqa: E402
 
 SECTION = "## Worker footprint (bench/worker_footprint.py)"
-VERSION = "bench"
+VERSION = WORKER_VERSION  # what fresh_database deploys the task at
+FOOTPRINT = Drain("footprint", "footprint_app:app", footprint_app.define, 0)
 SETTLE = 5.0  # seconds between reaching a state and measuring it
 SAMPLE_EVERY = 0.02
 FIGURES = ("idle MB", "waiting MB", "peak MB", "idle conns", "waiting conns", "peak conns")
@@ -75,33 +73,6 @@ def _env(kind: Kind, dsn: str, appname: str = "") -> dict[str, str]:
     if appname:
         env["PGAPPNAME"] = appname
     return env
-
-
-def fresh_database(server_dsn: str, name: str, kind: Kind) -> str:
-    """A new database migrated by `kind`'s code, with the task deployed at VERSION."""
-    ident = sql.Identifier(name)
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    dsn = make_conninfo(server_dsn, dbname=name)
-    migrate = "import os, engine; engine.Engine(os.environ['SKIPLOCK_DATABASE_URL']).migrate()"
-    subprocess.run([sys.executable, "-c", migrate], cwd=kind.root, env=_env(kind, dsn), check=True)
-    with Engine(dsn) as engine:
-        entry = footprint_app.define(engine).deployment_entry()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT skiplock.register_worker(%s, %s, 'bench', 0, NULL, 1, %s::jsonb)",
-            ("worker_bench_registrar", VERSION, Jsonb([entry])),
-        )
-        conn.execute("SELECT skiplock.stop_worker('worker_bench_registrar')")
-    return dsn
-
-
-def drop_database(server_dsn: str, name: str) -> None:
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def proc_status_kb(pid: int, key: str) -> int:
@@ -275,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             for kind in kinds if r % 2 == 0 else kinds[::-1]:
                 name = f"skiplock_footprint_{os.getpid()}_{r}"
-                dsn = fresh_database(server_dsn, name, kind)
+                dsn = fresh_database(server_dsn, name, kind, FOOTPRINT)
                 try:
                     measure(dsn, kind, args, Path(log_dir))
                 except BenchError as exc:
@@ -295,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         command = "python bench/worker_footprint.py " + " ".join(
             sys.argv[1:] if argv is None else argv
         )
-        write_section(
+        common.write_section(
             Path(args.write_results),
             section(text, command.strip(), facts, started),
             heading=SECTION,

@@ -45,11 +45,12 @@ from bench.common import (  # noqa: E402
     fresh_database,
     machine_facts,
     server_facts,
+    write_section,
 )
 from bench.report import started_at  # noqa: E402
 from bench.workflow_peers import NAMES, peer  # noqa: E402
 from bench.workflow_peers.base import Peer  # noqa: E402
-from bench.workflows_report import Results, section, table, write_section  # noqa: E402
+from bench.workflows_report import SECTION, Results, section, table  # noqa: E402
 
 WORKLOADS = ("steps", "resume", "sleep", "fanout", "drain", "idle")
 Measure = Callable[[Peer, str, wl.Settings], wl.Result]
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 facts=facts,
                 settings={n: every[n].describe() for n in res.systems},
             ),
+            SECTION,
         )
         print(f"\nwrote {args.write_results}")
     return 1 if res.failures else 0

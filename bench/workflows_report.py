@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 SECTION = "## Workflows against DBOS and Absurd (bench/workflows.py)"
 
@@ -113,18 +112,3 @@ def section(res: Results, *, command: str, facts: list[str], settings: dict[str,
         "",
     ]
     return "\n".join(parts)
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace SECTION in `path` (up to the next "## " heading) or append it."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    new = text.rstrip("\n").splitlines()
-    start = next((i for i, s in enumerate(lines) if s.startswith(SECTION)), None)
-    if start is None:
-        lines += ["", *new]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
-        lines[start : end if end is not None else len(lines)] = (
-            [*new, ""] if end is not None else new
-        )
-    path.write_text("\n".join(lines) + "\n")
