@@ -154,8 +154,6 @@ class Claims:
                         found = len(rows)
                         if rows:
                             checkpoint("claimed")
-                        self._reserved -= limit
-                        limit = 0
                         self._start(rows, traced)
                 except (psycopg.Error, SkiplockError) as exc:
                     # completions are fenced by attempt: sent again in the next round
@@ -165,7 +163,9 @@ class Claims:
                     await wait_any(stopping, timeout=self._poll_interval)
                     continue
                 finally:
-                    self._reserved -= limit  # a call that failed or was cancelled
+                    # the slots held for this call: now counted in `running` by _start
+                    # (nothing awaited in between), or not taken (it failed)
+                    self._reserved -= limit
             if found < min(free, cap) or free <= 0:
                 # nothing more to take: sleep until a NOTIFY, a freed slot, the time a
                 # rate-limited run may start, or the poll
