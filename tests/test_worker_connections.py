@@ -51,7 +51,13 @@ class Sessions:
 
 @pytest.mark.parametrize("lanes", ["1", "2"])
 def test_worker_holds_at_most_three_connections(dsn: str, tmp_path: Path, lanes: str) -> None:
-    cases = int(lanes)  # how many cases ran on the module's database, this one included
+    parents = "task_identifier IN ('conn-async', 'conn-sync')"
+    done = f"{parents} AND status = 'COMPLETED'"
+    # the plain trigger is no durable call: made again by each of the 3 executions
+    # (before the wait, after it, after the child), plus the child waited for
+    children = "task_identifier = 'conn-child' AND status = 'COMPLETED'"
+    # the module's database: the runs of the cases before this one stay
+    done_before, children_before = count(dsn, done), count(dsn, children)
     appname = f"skiplock-test-{uuid.uuid4().hex[:8]}"
     sessions = Sessions(dsn, appname)
     log = tmp_path / "worker.log"
@@ -79,17 +85,12 @@ def test_worker_holds_at_most_three_connections(dsn: str, tmp_path: Path, lanes:
             for task_id in ("conn-async", "conn-sync"):
                 for n in range(RUNS):
                     client.trigger(task_id, n)
-        parents = "task_identifier IN ('conn-async', 'conn-sync')"
-        done = f"{parents} AND status = 'COMPLETED'"
         try:
-            wait_for(lambda: count(dsn, done) == 2 * RUNS * cases, 120)
+            wait_for(lambda: count(dsn, done) == done_before + 2 * RUNS, 120)
         except AssertionError:
             raise AssertionError(log.read_text()[-5000:]) from None
         assert count(dsn, f"{parents} AND status <> 'COMPLETED'") == 0
-        # the plain trigger is no durable call: made again by each of the 3 executions
-        # (before the wait, after it, after the child), plus the child waited for
-        children = "task_identifier = 'conn-child' AND status = 'COMPLETED'"
-        assert count(dsn, children) == 2 * RUNS * 4 * cases
+        assert count(dsn, children) == children_before + 2 * RUNS * 4
         outputs = fetch(dsn, f"SELECT payload, output FROM skiplock.runs WHERE {parents}")
         assert all(output == 4 * payload for payload, output in outputs)
     finally:
