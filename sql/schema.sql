@@ -2238,6 +2238,14 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION skiplock.peer_workers(p_worker_id text) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT count(*)::integer FROM skiplock.workers w
+     WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND w.lease_expires_at > skiplock.now()
+       AND w.id <> p_worker_id
+$$;
+
 CREATE FUNCTION skiplock.prune_registry(p_keep interval DEFAULT '1 day'::interval, p_batch integer DEFAULT 100) RETURNS jsonb
     LANGUAGE plpgsql
     AS $$
@@ -2584,6 +2592,7 @@ BEGIN
 
     PERFORM skiplock.sync_declared_schedules(p_version, p_tasks);
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
+    PERFORM pg_notify('skiplock_workers', p_worker_id);  -- see peer_workers
     RETURN v_dep;
 END;
 $$;
@@ -3259,6 +3268,7 @@ DECLARE
     v_now timestamptz := skiplock.now();
 BEGIN
     UPDATE skiplock.workers SET stopped_at = v_now, last_heartbeat_at = v_now WHERE id = p_worker_id;
+    PERFORM pg_notify('skiplock_workers', p_worker_id);  -- see peer_workers
     RETURN skiplock.release_worker_runs(p_worker_id, jsonb_build_object(
         'type', 'WorkerStopped',
         'message', format('worker %s stopped without recording this attempt', p_worker_id)));

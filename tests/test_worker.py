@@ -449,7 +449,7 @@ def test_worker_only_takes_its_queues(app: Engine, start_worker: StartWorker) ->
     assert app.runs.retrieve(b).status is RunStatus.QUEUED
 
 
-def test_claim_lanes_are_one_or_two(app: Engine) -> None:
+def test_claim_lanes_are_one_two_or_automatic(app: Engine) -> None:
     with pytest.raises(InvalidArgumentError, match="claim_lanes"):
         app.worker(claim_lanes=3)
 
@@ -556,9 +556,11 @@ def test_attempts_still_running_after_the_grace_period_continue_on_the_next_work
     assert executions == [1, 1]  # attempt 1, continued
 
 
-@pytest.mark.parametrize(("concurrency", "lanes"), [(3, 1), (6, 1), (3, 2), (6, 2), (7, 2)])
+@pytest.mark.parametrize(
+    ("concurrency", "lanes"), [(3, 1), (6, 1), (3, 2), (6, 2), (7, 2), (7, None)]
+)
 def test_a_worker_runs_at_most_its_concurrency_and_fills_it(
-    app: Engine, start_worker: Callable[..., Worker], concurrency: int, lanes: int
+    app: Engine, start_worker: Callable[..., Worker], concurrency: int, lanes: int | None
 ) -> None:
     """Claimed in one lane, or two (`claim_lanes=2`, from concurrency 4: each at most half
     the slots a call, on two sessions): never more attempts at once than `concurrency`,
@@ -578,7 +580,10 @@ def test_a_worker_runs_at_most_its_concurrency_and_fills_it(
         return p
 
     held.batch_trigger(list(range(120)))
-    start_worker(concurrency=concurrency)
+    worker = start_worker(concurrency=concurrency, claim_lanes=lanes)
+    if lanes is None:  # automatic: alone, unless a worker of an earlier test holds a lease
+        peers = fetch(app.dsn, "SELECT skiplock.peer_workers(%s)", worker.id)[0][0]
+        wait_for(lambda: worker.claim_lanes_active == (2 if peers == 0 else 1))
     done = "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
     wait_for(lambda: fetch(app.dsn, done, held.id)[0][0] == 120, 60)
     assert most[0] == concurrency

@@ -69,7 +69,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         metrics_database=args.metrics_database,
-        claim_lanes=args.claim_lanes,
+        claim_lanes=None if args.claim_lanes == "auto" else int(args.claim_lanes),
     ).run()
 
 
@@ -309,11 +309,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int, default=10)
     w.add_argument(
         "--claim-lanes",
-        type=int,
-        default=1,
-        choices=(1, 2),
-        help="2: claim in two lanes on two sessions (faster for one worker with a core to "
-        "spare, slower on busy cores)",
+        default="auto",
+        choices=("1", "2", "auto"),
+        help="claim loops that overlap, on two sessions (default auto: two while no other "
+        "worker holds a lease, one otherwise)",
     )
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")

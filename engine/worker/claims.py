@@ -17,15 +17,18 @@ commit, so under load many runs share a commit. Guarantees:
   clock), and the loop sleeps at most until then, so a rate-limited queue runs at its
   limit without polling. Claims of queues without a rate limit carry no such row.
 
-Two lanes (`Worker(claim_lanes=2)`, for a worker of concurrency 4 or more that
-listens): two such loops, each claiming at most half the slots a call, the second on
+Two lanes: two such loops, each claiming at most half the slots a call, the second on
 the worker's calls session. While one lane's call is in the database, the attempts the
 other lane started run, and the two calls may run at once in two backends. With one lane
 a drain of no-op runs alternates 3-5 ms of database work and about 2.5 ms of Python a
 round of 50. Two lanes pay the fixed cost of a call twice as often: worth it for one
-worker with a core to spare (1.07-1.23x), not on busy cores (0.85x with two workers on
-two cores). Both lanes on the claims session were slower still: the calls stayed serial
-in one backend. The slots a lane's call may fill are reserved before it is sent, so the
+worker (1.07-1.23x), not for several sharing busy cores (0.85x with two workers on two
+cores), whose calls overlap each other's Python already. Hence the default
+(`claim_lanes=None`, automatic): two lanes while no other worker holds a lease
+(skiplock.peer_workers, counted at start, when a worker registers or stops: NOTIFY
+skiplock_workers, and every heartbeat interval), one otherwise; `claim_lanes=1` or `2`
+fixes it. Both lanes on the claims session were slower still: the calls stayed serial in
+one backend. The slots a lane's call may fill are reserved before it is sent, so the
 lanes together never start more than `concurrency` attempts, and the lease's
 `ClaimGate` lets claims overlap each other but never a heartbeat.
 """
@@ -48,6 +51,7 @@ from .execution import Executor, start_task
 from .faults import checkpoint
 from .lease import Lease
 from .outcomes import Completion, Outcomes, completions_json
+from .report import plural
 from .state import RunningAttempt, WorkerState, wait_any
 from .tracing import tracing_attempts
 
@@ -82,7 +86,8 @@ class Claims:
         queues: list[str] | None,
         concurrency: int,
         poll_interval: float,
-        lanes: int = 1,
+        lanes: int | None = None,
+        peer_interval: float = 5.0,
     ) -> None:
         self._state, self._lease, self._outcomes = state, lease, outcomes
         self._executor, self._engine = executor, engine
@@ -91,37 +96,91 @@ class Claims:
         # no NOTIFY wakes the loop (a pooled DSN, nothing to LISTEN on): poll adaptively
         self.poll_only = False
         self._reserved = 0  # slots the lanes' calls in flight may fill
-        self._lanes = lanes
+        self._lanes = lanes  # None: automatic (see the module's docstring)
+        self._peer_interval = peer_interval  # automatic lanes: seconds between counts
+        self._two_lanes = asyncio.Event()  # set: both lanes claim, each half the slots
+        self.peers_changed = asyncio.Event()  # a worker registered or stopped: count again
 
     async def run(self) -> None:
         """Until the worker stops: the claim lanes (see the module's docstring)."""
-        lanes = 1 if self.poll_only or self._concurrency < LANES_FROM else self._lanes
-        cap = -(-self._concurrency // lanes)  # at most this many runs claimed a call
-        tasks = [asyncio.create_task(self._lane(cap, LANE_NAMES[i])) for i in range(lanes)]
+        lanes = 1 if self.poll_only or self._concurrency < LANES_FROM else self._lanes or 2
+        tasks = [asyncio.create_task(self._lane(LANE_NAMES[i])) for i in range(lanes)]
+        watcher = None
+        if lanes == 2 and self._lanes is None:
+            watcher = asyncio.create_task(self._watch_peers())
+        else:
+            self._split(lanes == 2)
         try:
             await asyncio.gather(*tasks)
         finally:  # one lane failed (or the worker is cancelled): the others end too
-            for task in tasks:
+            for task in [*tasks, watcher] if watcher is not None else tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *([watcher] if watcher else []), return_exceptions=True)
 
-    async def _lane(self, cap: int, name: str) -> None:
-        """One lane: record finished attempts and claim runs for up to `cap` of the free
-        slots, in one call; start what was claimed; until the worker stops. Completions
-        taken and not recorded go back to the outcomes' flusher, however the lane ends."""
+    @property
+    def lanes_active(self) -> int:
+        """How many lanes claim now."""
+        return 2 if self._two_lanes.is_set() else 1
+
+    def _split(self, two: bool) -> None:
+        """Claim in two lanes from now on, or in the first alone."""
+        if two:
+            self._two_lanes.set()
+        else:
+            self._two_lanes.clear()
+
+    def _cap(self, name: str) -> int:
+        """The most runs lane `name` may claim a call now (0: the lane rests)."""
+        if self._two_lanes.is_set():
+            return -(-self._concurrency // 2)
+        return self._concurrency if name == LANE_NAMES[0] else 0
+
+    async def _watch_peers(self) -> None:
+        """Automatic lanes: count the other workers holding a lease now, when a worker
+        registers or stops (`peers_changed`), and every `peer_interval`; two lanes while
+        there is none. Until cancelled."""
+        db, state = self._engine.adb, self._state
+        peers: int | None = None
+        while True:
+            self.peers_changed.clear()
+            try:
+                counted = await db.run(_queries.peer_workers(state.id))
+            except (psycopg.Error, SkiplockError):
+                log.warning("could not count the other workers; lanes unchanged", exc_info=True)
+            else:
+                if counted != peers and (peers is None or (counted == 0) != (peers == 0)):
+                    log.info(
+                        "claiming in %s",
+                        "two lanes (no other worker)"
+                        if counted == 0
+                        else f"one lane ({plural(counted, 'other worker')})",
+                    )
+                peers = counted
+                self._split(counted == 0)
+            await wait_any(self.peers_changed, timeout=self._peer_interval)
+
+    async def _lane(self, name: str) -> None:
+        """One lane: record finished attempts and claim runs for up to its cap of the
+        free slots, in one call; start what was claimed; until the worker stops.
+        Completions taken and not recorded go back to the outcomes' flusher, however the
+        lane ends."""
         done: list[Completion] = []  # taken from the queue, not recorded
         try:
-            await self._claim_until_stopped(cap, done, name)
+            await self._claim_until_stopped(done, name)
         finally:
             self._outcomes.give_back(done)
 
-    async def _claim_until_stopped(self, cap: int, done: list[Completion], name: str) -> None:
+    async def _claim_until_stopped(self, done: list[Completion], name: str) -> None:
         state, outcomes, claim_lock = self._state, self._outcomes, self._lease.claim_lock
         stopping, wake, running = state.stopping, state.wake, state.running
         db = self._engine.adb
         task_ids = list(self._engine.tasks)
         idle_wait = self._poll_interval  # poll-only: the wait before the next look
         while not stopping.is_set():
+            cap = self._cap(name)
+            if cap == 0:  # the second lane, while the first claims alone
+                await wait_any(self._two_lanes, stopping, timeout=self._peer_interval)
+                continue
             free = self._concurrency - len(running) - self._reserved
             limit = max(min(free, cap), 0)
             traced = tracing_attempts()  # then claims bring what the attempts' spans need

@@ -70,11 +70,11 @@ class Worker:
     while it runs (worker/metrics.py; needs `skiplock[metrics]`), with the database-wide
     figures too if `metrics_database`. A port taken fails `run()` at once.
 
-    `claim_lanes=2` claims in two lanes, the second on the worker's other session, so
-    that one lane's call is in the database while the other lane's attempts run
-    (engine/worker/claims.py): for one worker on a host with a core to spare, a drain of
-    short runs 1.07-1.23x faster; where the cores are busy (two workers on two cores),
-    0.85x (bench/RESULTS.md, "Drain with one worker"). Default 1.
+    `claim_lanes` (default None, automatic): how many claim loops overlap, each the
+    database's for one call while the other's attempts run (engine/worker/claims.py).
+    Automatic: two while no other worker holds a lease, one otherwise: for one worker a
+    drain of short runs goes 1.07-1.23x faster in two, while two workers on two cores go
+    0.85x slower (bench/RESULTS.md, "Drain with one worker"). 1 or 2 fixes it.
 
     The settings are read when the worker is made: change them on a new `Worker`."""
 
@@ -97,12 +97,14 @@ class Worker:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         metrics_database: bool = False,
-        claim_lanes: int = 1,
+        claim_lanes: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, got {concurrency}")
-        if claim_lanes not in (1, 2):
-            raise InvalidArgumentError(f"claim_lanes must be 1 or 2, got {claim_lanes}")
+        if claim_lanes not in (None, 1, 2):
+            raise InvalidArgumentError(
+                f"claim_lanes must be 1, 2 or None (automatic), got {claim_lanes}"
+            )
         if not 0 < heartbeat_interval < lease_timeout:
             raise InvalidArgumentError(
                 f"need 0 < heartbeat_interval ({heartbeat_interval}) < lease_timeout "
@@ -153,6 +155,7 @@ class Worker:
             concurrency=concurrency,
             poll_interval=poll_interval,
             lanes=claim_lanes,
+            peer_interval=heartbeat_interval,
         )
         # where LISTEN goes, or poll-only: known once started (see _start_up)
         self._listen_dsn: str | None = None
@@ -176,6 +179,11 @@ class Worker:
         """The worker's id; a worker that registers anew (see `_start_up`, and the lease's
         being declared lost) takes a new one."""
         return self._state.id
+
+    @property
+    def claim_lanes_active(self) -> int:
+        """How many claim lanes claim now: 2 or 1 (see `claim_lanes`)."""
+        return self._claims.lanes_active
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -424,7 +432,16 @@ class Worker:
             for run_id in payloads or ():
                 loop.call_soon_threadsafe(state.stop_run, run_id)
 
-        return [listener.add("skiplock_wake", on_wake), listener.add("skiplock_cancel", on_cancel)]
+        def on_workers(payloads: list[str] | None, _conn: object) -> None:
+            # another worker registered or stopped: the automatic claim lanes count again
+            if payloads is None or any(p != state.id for p in payloads):
+                loop.call_soon_threadsafe(self._claims.peers_changed.set)
+
+        return [
+            listener.add("skiplock_wake", on_wake),
+            listener.add("skiplock_cancel", on_cancel),
+            listener.add("skiplock_workers", on_workers),
+        ]
 
     def _on_wake(self, reconnected: bool) -> None:
         self._state.wake.set()

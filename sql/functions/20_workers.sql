@@ -117,6 +117,7 @@ BEGIN
 
     PERFORM skiplock.sync_declared_schedules(p_version, p_tasks);
     PERFORM skiplock.release_pending_versions(v_tasks, NULL);
+    PERFORM pg_notify('skiplock_workers', p_worker_id);  -- see peer_workers
     RETURN v_dep;
 END;
 $$;
@@ -256,10 +257,23 @@ DECLARE
     v_now timestamptz := skiplock.now();
 BEGIN
     UPDATE skiplock.workers SET stopped_at = v_now, last_heartbeat_at = v_now WHERE id = p_worker_id;
+    PERFORM pg_notify('skiplock_workers', p_worker_id);  -- see peer_workers
     RETURN skiplock.release_worker_runs(p_worker_id, jsonb_build_object(
         'type', 'WorkerStopped',
         'message', format('worker %s stopped without recording this attempt', p_worker_id)));
 END;
+$$;
+
+-- peer_workers: how many workers other than p_worker_id hold a current lease (neither
+-- stopped nor lost, lease not lapsed). A worker whose claim lanes are automatic claims in
+-- two lanes while it has no peer (engine/worker/claims.py); registering and stopping
+-- NOTIFY channel skiplock_workers (payload: the worker's id) so that the others count
+-- again at once; a lost worker drops out of the count when its lease lapses.
+CREATE OR REPLACE FUNCTION skiplock.peer_workers(p_worker_id text) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)::integer FROM skiplock.workers w
+     WHERE w.stopped_at IS NULL AND w.lost_at IS NULL AND w.lease_expires_at > skiplock.now()
+       AND w.id <> p_worker_id
 $$;
 
 -- release_pending_versions: PENDING_VERSION runs whose task (at its pinned version, if

@@ -130,6 +130,11 @@ def heartbeat(worker_id: str, attempt_ids: list[str]) -> Query[list[str] | None]
     return Query("SELECT skiplock.heartbeat(%s, %s)", (worker_id, attempt_ids), _scalar)
 
 
+def peer_workers(worker_id: str) -> Query[int]:
+    """How many other workers hold a current lease (automatic claim lanes)."""
+    return Query("SELECT skiplock.peer_workers(%s)", (worker_id,), _scalar)
+
+
 def stop_worker(worker_id: str) -> Query[int]:
     return Query("SELECT skiplock.stop_worker(%s)", (worker_id,), _scalar)
 
