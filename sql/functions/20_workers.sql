@@ -10,7 +10,7 @@
 -- worker being declared lost makes the claim wait, then find it lost.
 -- PL/pgSQL, not SQL: a SQL function that cannot be inlined (this one locks) is planned
 -- anew at every call, 90-100 us here against 17 with PL/pgSQL's cached plan, and every
--- claim calls it twice (bench/drain_matrix.py).
+-- claim calls it (bench/drain_matrix.py).
 CREATE OR REPLACE FUNCTION skiplock.worker_is_active(p_worker_id text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
