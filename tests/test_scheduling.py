@@ -331,8 +331,19 @@ def test_shutdown_does_not_hang_on_completions_it_cannot_record(
         return "done"
 
     worker = start_worker(heartbeat_interval=0.2, lease_timeout=1.5)
-    # completions fail from now on (a real fault: the function is gone)
-    conn.execute("ALTER FUNCTION skiplock.complete_attempts(jsonb) RENAME TO complete_off")
+    # completions of this task fail from now on, with an error that is not a refusal of
+    # the data (undefined_function, as when a function is missing mid-upgrade): the worker
+    # keeps them to send again, in complete_and_claim and in complete_attempts alike
+    conn.execute(
+        "CREATE FUNCTION public.completions_off() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION USING ERRCODE = 'undefined_function', "
+        "MESSAGE = 'completions are off'; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER completions_off BEFORE UPDATE ON skiplock.runs FOR EACH ROW "
+        "WHEN (NEW.status = 'COMPLETED' AND OLD.task_identifier = 'unrecordable') "
+        "EXECUTE FUNCTION public.completions_off()"
+    )
     try:
         h = quick.trigger(None)
         wait_for(lambda: app.runs.retrieve(h).status is RunStatus.EXECUTING)
@@ -342,6 +353,7 @@ def test_shutdown_does_not_hang_on_completions_it_cannot_record(
         wait_for(lambda: worker._loop is None or worker._loop.is_closed(), timeout=15)
         assert time.monotonic() - began < 10
     finally:
-        conn.execute("ALTER FUNCTION skiplock.complete_off(jsonb) RENAME TO complete_attempts")
+        conn.execute("DROP TRIGGER completions_off ON skiplock.runs")
+        conn.execute("DROP FUNCTION public.completions_off()")
     run = wait_for(lambda: (r := app.runs.retrieve(h)).is_completed and r)
     assert run.status is RunStatus.CRASHED  # its lease lapsed with the result unrecorded
