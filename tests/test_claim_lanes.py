@@ -1,7 +1,7 @@
-"""Automatic claim lanes (engine/worker/claims.py): a worker claims in two lanes while no
-other worker holds a lease, in one otherwise, and hears at once (NOTIFY skiplock_workers)
-when a worker registers or stops. Own module: a fresh database, no worker of another
-test holding a lease."""
+"""Automatic claim lanes (engine/worker/claims.py): a worker records completions apart from
+its claims, on its second session, while no other worker holds a lease; beside another,
+its claims carry them; it hears at once (NOTIFY skiplock_workers) when a worker registers
+or stops. Own module: a fresh database, no worker of another test holding a lease."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SLOW_HEARTBEAT: dict[str, Any] = {"heartbeat_interval": 30.0, "lease_timeout": 6
 SWITCH = 5.0
 
 
-def test_two_lanes_alone_one_beside_another_worker(
+def test_completions_apart_alone_carried_by_claims_beside_another_worker(
     app: Engine, start_worker: Callable[..., Worker]
 ) -> None:
     @app.task("lanes-noop")
@@ -28,15 +28,15 @@ def test_two_lanes_alone_one_beside_another_worker(
 
     first = start_worker(concurrency=8, **SLOW_HEARTBEAT)
     wait_for(lambda: first.claim_lanes_active == 2, SWITCH)
+    noop.batch_trigger(list(range(200)))  # completions apart
+    done = "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
+    wait_for(lambda: fetch(app.dsn, done, noop.id)[0][0] == 200, 60)
 
     second = RunningWorker(app.worker(concurrency=8, **SLOW_HEARTBEAT))
     with second as other:
         wait_for(lambda: first.claim_lanes_active == 1 and other.claim_lanes_active == 1, SWITCH)
-        noop.batch_trigger(list(range(200)))  # both still run work, in one lane each
-        done = (
-            "SELECT count(*) FROM skiplock.runs WHERE task_identifier = %s AND status = 'COMPLETED'"
-        )
-        wait_for(lambda: fetch(app.dsn, done, noop.id)[0][0] == 200, 60)
+        noop.batch_trigger(list(range(200)))  # claims carrying the completions
+        wait_for(lambda: fetch(app.dsn, done, noop.id)[0][0] == 400, 60)
     # the second stopped: the first is alone again
     wait_for(lambda: first.claim_lanes_active == 2, SWITCH)
 

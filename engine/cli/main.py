@@ -311,8 +311,9 @@ def parser() -> argparse.ArgumentParser:
         "--claim-lanes",
         default="auto",
         choices=("1", "2", "auto"),
-        help="claim loops that overlap, on two sessions (default auto: two while no other "
-        "worker holds a lease, one otherwise)",
+        help="auto (default): completions recorded apart from claims, on the second "
+        "session, while no other worker holds a lease; 1: claims carry them; 2: two claim "
+        "lanes, each half the slots",
     )
     w.add_argument("--queues", help="comma-separated queue names (default: all)")
     w.add_argument("--version", help="deployment version (default: $SKIPLOCK_VERSION or 'dev')")

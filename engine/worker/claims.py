@@ -11,26 +11,38 @@ commit, so under load many runs share a commit. Guarantees:
 * No more attempts run than `concurrency`.
 * A claim never overlaps a heartbeat (the lease's `claim_lock`, a `ClaimGate`).
 * Completions that could not be sent are sent again (they are fenced by attempt), and
-  handed to the outcomes' flusher when the loop stops.
+  handed to the outcomes' flusher when the loop stops. A completion recorded apart
+  (below) is committed on its own, and a claim no longer sees the slots of a limited
+  queue it frees until then (the completion's commit wakes the queue's workers).
 * A run held back by its queue's rate limit becomes claimable at a time nothing
   announces (no NOTIFY): the claim says when (its last row, computed by the database's
   clock), and the loop sleeps at most until then, so a rate-limited queue runs at its
   limit without polling. Claims of queues without a rate limit carry no such row.
 
-Two lanes: two such loops, each claiming at most half the slots a call, the second on
-the worker's calls session. While one lane's call is in the database, the attempts the
-other lane started run, and the two calls may run at once in two backends. With one lane
-a drain of no-op runs alternates 3-5 ms of database work and about 2.5 ms of Python a
-round of 50. Two lanes pay the fixed cost of a call twice as often: worth it for one
-worker (1.07-1.23x), not for several sharing busy cores (0.85x with two workers on two
-cores), whose calls overlap each other's Python already. Hence the default
-(`claim_lanes=None`, automatic): two lanes while no other worker holds a lease
+With one loop carrying both, a drain of no-op runs alternates 3-5 ms of database work
+and about 2.5 ms of Python a round of 50: nothing overlaps. Two ways to use the worker's
+second session (its calls session) for that:
+
+* Completions apart (automatic, while no other worker holds a lease): the claims carry
+  no completions, and `_complete_apart` records them on the calls session as they come,
+  while the next claim is in the database. The claim's round gets shorter by the
+  completion's part and the two run at once in two backends, at the price of a second
+  commit. One worker, against two claim lanes (bench/drain_matrix.py, 5 pairs): 1.04x
+  at batch 50 and 1.00x at 200 on Python 3.11, 1.15x and 1.00x on 3.12, with 0.88x of
+  the database's CPU a job.
+* Two claim lanes (`claim_lanes=2`): two claim loops, each claiming at most half the
+  slots a call, the second on the calls session, so that one lane's call is in the
+  database while the other lane's attempts run. They pay the fixed cost of a call twice
+  as often. The slots a lane's call may fill are reserved before it is sent, so the
+  lanes together never start more than `concurrency` attempts, and the lease's
+  `ClaimGate` lets claims overlap each other but never a heartbeat.
+
+Either costs CPU that busy cores do not have: two workers on two cores went 0.85x with
+two lanes each, their calls overlapping each other's Python already. Hence the default
+(`claim_lanes=None`, automatic): completions apart while no other worker holds a lease
 (skiplock.peer_workers, counted at start, when a worker registers or stops: NOTIFY
-skiplock_workers, and every heartbeat interval), one otherwise; `claim_lanes=1` or `2`
-fixes it. Both lanes on the claims session were slower still: the calls stayed serial in
-one backend. The slots a lane's call may fill are reserved before it is sent, so the
-lanes together never start more than `concurrency` attempts, and the lease's
-`ClaimGate` lets claims overlap each other but never a heartbeat.
+skiplock_workers, and every heartbeat interval), one loop carrying both otherwise;
+`claim_lanes=1` or `2` fixes it.
 """
 
 from __future__ import annotations
@@ -66,6 +78,9 @@ POLL_ONLY_MIN_INTERVAL = 0.05
 LANES_FROM = 4
 """The least concurrency for which a worker claims in two lanes."""
 
+COMPLETE_APART = "complete2"
+"""The database lane of completions recorded apart from claims: the calls session."""
+
 LANE_NAMES = ("claim", "claim2")
 """The lanes' database lanes: the claims session, and the calls session (sessions.py),
 so that both lanes' calls run at once, in two backends."""
@@ -98,42 +113,84 @@ class Claims:
         self._reserved = 0  # slots the lanes' calls in flight may fill
         self._lanes = lanes  # None: automatic (see the module's docstring)
         self._peer_interval = peer_interval  # automatic lanes: seconds between counts
-        self._two_lanes = asyncio.Event()  # set: both lanes claim, each half the slots
+        self._halves = False  # two claim lanes, each half the slots (claim_lanes=2)
+        # set: the second session is in use (two claim lanes, or completions apart)
+        self._second = asyncio.Event()
         self.peers_changed = asyncio.Event()  # a worker registered or stopped: count again
 
     async def run(self) -> None:
         """Until the worker stops: the claim lanes (see the module's docstring)."""
-        lanes = 1 if self.poll_only or self._concurrency < LANES_FROM else self._lanes or 2
-        tasks = [asyncio.create_task(self._lane(LANE_NAMES[i])) for i in range(lanes)]
-        watcher = None
-        if lanes == 2 and self._lanes is None:
-            watcher = asyncio.create_task(self._watch_peers())
-        else:
-            self._split(lanes == 2)
+        one = self.poll_only or self._concurrency < LANES_FROM or self._lanes == 1
+        self._halves = not one and self._lanes == 2
+        self._use_second(self._halves)
+        names = LANE_NAMES if self._halves else LANE_NAMES[:1]
+        lanes = [asyncio.create_task(self._lane(name)) for name in names]
+        helpers = []  # end when the lanes do
+        if not one and self._lanes is None:
+            # automatic: completions apart while no other worker holds a lease
+            helpers.append(asyncio.create_task(self._watch_peers()))
+            helpers.append(asyncio.create_task(self._complete_apart()))
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*lanes)
+            if helpers:  # stopping: the completions in flight are recorded, not cut off
+                await helpers[-1]
         finally:  # one lane failed (or the worker is cancelled): the others end too
-            for task in [*tasks, watcher] if watcher is not None else tasks:
+            for task in [*lanes, *helpers]:
                 task.cancel()
-            await asyncio.gather(*tasks, *([watcher] if watcher else []), return_exceptions=True)
+            await asyncio.gather(*lanes, *helpers, return_exceptions=True)
 
     @property
     def lanes_active(self) -> int:
-        """How many lanes claim now."""
-        return 2 if self._two_lanes.is_set() else 1
+        """How many sessions the claim loop uses now: 2 with two claim lanes or with the
+        completions recorded apart, else 1."""
+        return 2 if self._second.is_set() else 1
 
-    def _split(self, two: bool) -> None:
-        """Claim in two lanes from now on, or in the first alone."""
-        if two:
-            self._two_lanes.set()
+    def _use_second(self, on: bool) -> None:
+        """Use the second session from now on (automatic: completions apart), or not."""
+        if on:
+            self._second.set()
         else:
-            self._two_lanes.clear()
+            self._second.clear()
 
-    def _cap(self, name: str) -> int:
-        """The most runs lane `name` may claim a call now (0: the lane rests)."""
-        if self._two_lanes.is_set():
-            return -(-self._concurrency // 2)
-        return self._concurrency if name == LANE_NAMES[0] else 0
+    async def _complete_apart(self) -> None:
+        """Automatic lanes, while the second session is in use: record the completions
+        on it, apart from the claims (which then carry none), as soon as they come,
+        whatever finished while a batch was in flight in the next one. Until the worker
+        stops (a batch in flight is sent to the end) or the task is cancelled;
+        completions taken and not recorded go back to the queue (the outcomes' flusher
+        takes over once the claim loop has stopped)."""
+        state, outcomes = self._state, self._outcomes
+        batch: list[Completion] = []
+        try:
+            while not state.stopping.is_set():
+                if not self._second.is_set():
+                    await wait_any(self._second, state.stopping, timeout=self._peer_interval)
+                    continue
+                if not batch:
+                    outcomes.take(batch)
+                if not batch:  # wait for one, or for the stop
+                    item = asyncio.ensure_future(outcomes.queue.get())
+                    stop = asyncio.ensure_future(state.stopping.wait())
+                    await asyncio.wait([item, stop], return_when=asyncio.FIRST_COMPLETED)
+                    stop.cancel()
+                    if not item.done():
+                        item.cancel()
+                        continue
+                    batch.append(item.result())
+                outcomes.take(batch)
+                try:
+                    await outcomes.send(batch, lane=COMPLETE_APART)
+                except (psycopg.Error, SkiplockError) as exc:
+                    log.exception("could not record %s; retrying", plural(len(batch), "completion"))
+                    if refused(exc):
+                        batch = await outcomes.record_each(batch)
+                    await wait_any(state.stopping, timeout=self._poll_interval)
+                    continue
+                checkpoint("completed")
+                outcomes.recorded(batch)
+                batch = []
+        finally:
+            outcomes.give_back(batch)
 
     async def _watch_peers(self) -> None:
         """Automatic lanes: count the other workers holding a lease now, when a worker
@@ -150,13 +207,13 @@ class Claims:
             else:
                 if counted != peers and (peers is None or (counted == 0) != (peers == 0)):
                     log.info(
-                        "claiming in %s",
-                        "two lanes (no other worker)"
+                        "%s",
+                        "recording completions apart from claims (no other worker)"
                         if counted == 0
-                        else f"one lane ({plural(counted, 'other worker')})",
+                        else f"claims carry completions ({plural(counted, 'other worker')})",
                     )
                 peers = counted
-                self._split(counted == 0)
+                self._use_second(counted == 0)
             await wait_any(self.peers_changed, timeout=self._peer_interval)
 
     async def _lane(self, name: str) -> None:
@@ -176,15 +233,14 @@ class Claims:
         db = self._engine.adb
         task_ids = list(self._engine.tasks)
         idle_wait = self._poll_interval  # poll-only: the wait before the next look
+        # at most this many runs a call: two lanes take half the slots each
+        cap = -(-self._concurrency // 2) if self._halves else self._concurrency
         while not stopping.is_set():
-            cap = self._cap(name)
-            if cap == 0:  # the second lane, while the first claims alone
-                await wait_any(self._two_lanes, stopping, timeout=self._peer_interval)
-                continue
             free = self._concurrency - len(running) - self._reserved
             limit = max(min(free, cap), 0)
             traced = tracing_attempts()  # then claims bring what the attempts' spans need
-            outcomes.take(done)
+            if not self._second.is_set() or self._halves:  # else _complete_apart has them
+                outcomes.take(done)
             found = 0
             retry_in: float | None = None  # when a rate-limited run may start
             if free > 0 or done:

@@ -142,12 +142,10 @@ class Outcomes:
                 "its run" if left == 1 else "their runs",
             )
 
-    async def send(self, batch: list[Completion]) -> None:
+    async def send(self, batch: list[Completion], lane: str = "complete") -> None:
         """Record the outcomes in `batch` alone (no claim), on the lane of their own."""
         await self._logs_first()
-        await self._engine.adb.run(
-            _queries.complete_attempts(completions_json(batch)), lane="complete"
-        )
+        await self._engine.adb.run(_queries.complete_attempts(completions_json(batch)), lane=lane)
 
     async def record_each(self, batch: list[Completion]) -> list[Completion]:
         """The database refused the data of a batch of outcomes: record them one by one,

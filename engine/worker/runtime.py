@@ -70,11 +70,12 @@ class Worker:
     while it runs (worker/metrics.py; needs `skiplock[metrics]`), with the database-wide
     figures too if `metrics_database`. A port taken fails `run()` at once.
 
-    `claim_lanes` (default None, automatic): how many claim loops overlap, each the
-    database's for one call while the other's attempts run (engine/worker/claims.py).
-    Automatic: two while no other worker holds a lease, one otherwise: for one worker a
-    drain of short runs goes 1.07-1.23x faster in two, while two workers on two cores go
-    0.85x slower (bench/RESULTS.md, "Drain with one worker"). 1 or 2 fixes it.
+    `claim_lanes` (default None, automatic) says how the claim loop uses the worker's
+    second session (engine/worker/claims.py). Automatic: while no other worker holds a
+    lease, it records completions there, apart from the claims, so that the two overlap;
+    beside other workers, the claims carry the completions (one commit a round), as
+    their calls overlap each other's already. `claim_lanes=1` always carries them;
+    `claim_lanes=2` claims in two lanes, each half the slots, on the two sessions.
 
     The settings are read when the worker is made: change them on a new `Worker`."""
 
@@ -182,7 +183,8 @@ class Worker:
 
     @property
     def claim_lanes_active(self) -> int:
-        """How many claim lanes claim now: 2 or 1 (see `claim_lanes`)."""
+        """How many sessions the claim loop uses now: 2 (completions apart, or two claim
+        lanes) or 1 (see `claim_lanes`)."""
         return self._claims.lanes_active
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ SESSIONS = {
     "heartbeat": "claims",
     "timers": "claims",
     "claim2": "calls",  # the second claim lane (claims.py)
+    "complete2": "calls",  # completions recorded apart from claims (claims.py)
 }
 DEFAULT_SESSION = "calls"
 
