@@ -76,7 +76,8 @@ POLL_ONLY_MIN_INTERVAL = 0.05
 """Poll-only mode: seconds before the next look for work after a claim found some."""
 
 LANES_FROM = 4
-"""The least concurrency for which a worker claims in two lanes."""
+"""The least concurrency for which a worker uses its second session (completions apart,
+or two claim lanes)."""
 
 COMPLETE_APART = "complete2"
 """The database lane of completions recorded apart from claims: the calls session."""
@@ -184,7 +185,8 @@ class Claims:
                     log.exception("could not record %s; retrying", plural(len(batch), "completion"))
                     if refused(exc):
                         batch = await outcomes.record_each(batch)
-                    await wait_any(state.stopping, timeout=self._poll_interval)
+                    if batch:  # fenced and idempotent: sent again after a pause
+                        await wait_any(state.stopping, timeout=self._poll_interval)
                     continue
                 checkpoint("completed")
                 outcomes.recorded(batch)
@@ -194,8 +196,8 @@ class Claims:
 
     async def _watch_peers(self) -> None:
         """Automatic lanes: count the other workers holding a lease now, when a worker
-        registers or stops (`peers_changed`), and every `peer_interval`; two lanes while
-        there is none. Until cancelled."""
+        registers or stops (`peers_changed`), and every `peer_interval`; completions
+        apart while there is none. Until cancelled."""
         db, state = self._engine.adb, self._state
         peers: int | None = None
         while True:

@@ -265,10 +265,11 @@ END;
 $$;
 
 -- peer_workers: how many workers other than p_worker_id hold a current lease (neither
--- stopped nor lost, lease not lapsed). A worker whose claim lanes are automatic claims in
--- two lanes while it has no peer (engine/worker/claims.py); registering and stopping
--- NOTIFY channel skiplock_workers (payload: the worker's id) so that the others count
--- again at once; a lost worker drops out of the count when its lease lapses.
+-- stopped nor lost, lease not lapsed). A worker whose claim lanes are automatic records
+-- its completions apart from its claims while it has no peer (engine/worker/claims.py);
+-- registering and stopping NOTIFY channel skiplock_workers (payload: the worker's id) so
+-- that the others count again at once; a lost worker drops out of the count when its
+-- lease lapses.
 CREATE OR REPLACE FUNCTION skiplock.peer_workers(p_worker_id text) RETURNS integer
 LANGUAGE sql STABLE AS $$
     SELECT count(*)::integer FROM skiplock.workers w
