@@ -29,7 +29,9 @@ second session (its calls session) for that:
   completion's part and the two run at once in two backends, at the price of a second
   commit. One worker, against two claim lanes (bench/drain_matrix.py, 5 pairs): 1.04x
   at batch 50 and 1.00x at 200 on Python 3.11, 1.15x and 1.00x on 3.12, with 0.88x of
-  the database's CPU a job.
+  the database's CPU a job. It sends two realtime notifications a round instead of
+  one: a process with 10,000 subscriptions saw updates p99 208 ms late instead of 38
+  (bench/RESULTS.md), hence `claim_lanes=1` for a worker feeding that many.
 * Two claim lanes (`claim_lanes=2`): two claim loops, each claiming at most half the
   slots a call, the second on the calls session, so that one lane's call is in the
   database while the other lane's attempts run. They pay the fixed cost of a call twice

@@ -74,7 +74,8 @@ class Worker:
     second session (engine/worker/claims.py). Automatic: while no other worker holds a
     lease, it records completions there, apart from the claims, so that the two overlap;
     beside other workers, the claims carry the completions (one commit a round), as
-    their calls overlap each other's already. `claim_lanes=1` always carries them;
+    their calls overlap each other's already. `claim_lanes=1` always carries them (one
+    realtime notification a round, not two: for a worker feeding many subscribers);
     `claim_lanes=2` claims in two lanes, each half the slots, on the two sessions.
 
     The settings are read when the worker is made: change them on a new `Worker`."""
