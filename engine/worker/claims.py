@@ -129,14 +129,15 @@ class Claims:
         names = LANE_NAMES if self._halves else LANE_NAMES[:1]
         lanes = [asyncio.create_task(self._lane(name)) for name in names]
         helpers = []  # end when the lanes do
+        completer = None
         if not one and self._lanes is None:
             # automatic: completions apart while no other worker holds a lease
-            helpers.append(asyncio.create_task(self._watch_peers()))
-            helpers.append(asyncio.create_task(self._complete_apart()))
+            completer = asyncio.create_task(self._complete_apart())
+            helpers = [asyncio.create_task(self._watch_peers()), completer]
         try:
             await asyncio.gather(*lanes)
-            if helpers:  # stopping: the completions in flight are recorded, not cut off
-                await helpers[-1]
+            if completer is not None:  # stopping: its batch in flight is recorded, not cut off
+                await completer
         finally:  # one lane failed (or the worker is cancelled): the others end too
             for task in [*lanes, *helpers]:
                 task.cancel()
@@ -181,18 +182,9 @@ class Claims:
                         continue
                     batch.append(item.result())
                 outcomes.take(batch)
-                try:
-                    await outcomes.send(batch, lane=COMPLETE_APART)
-                except (psycopg.Error, SkiplockError) as exc:
-                    log.exception("could not record %s; retrying", plural(len(batch), "completion"))
-                    if refused(exc):
-                        batch = await outcomes.record_each(batch)
-                    if batch:  # fenced and idempotent: sent again after a pause
-                        await wait_any(state.stopping, timeout=self._poll_interval)
-                    continue
-                checkpoint("completed")
-                outcomes.recorded(batch)
-                batch = []
+                batch = await outcomes.record(batch, lane=COMPLETE_APART)
+                if batch:  # fenced and idempotent: sent again after a pause
+                    await wait_any(state.stopping, timeout=self._poll_interval)
         finally:
             outcomes.give_back(batch)
 

@@ -110,21 +110,21 @@ class Outcomes:
         while True:
             batch = [await self.queue.get()]
             self.take(batch)
-            while batch:
-                try:
-                    await self.send(batch)
-                    checkpoint("completed")
-                    self.recorded(batch)
-                    break
-                except (psycopg.Error, SkiplockError) as exc:
-                    # fenced and idempotent: safe to resend until the database is back
-                    log.exception(
-                        "could not record %s; retrying", report.plural(len(batch), "completion")
-                    )
-                    if refused(exc):
-                        batch = await self.record_each(batch)
-                    if batch:
-                        await asyncio.sleep(1.0)
+            while batch := await self.record(batch):
+                await asyncio.sleep(1.0)  # fenced and idempotent: resent once it is back
+
+    async def record(self, batch: list[Completion], lane: str = "complete") -> list[Completion]:
+        """Send `batch` alone (`send`) and mark it recorded; return what is left to send
+        again: nothing, or, when the call failed, the batch (any error but a refusal) or
+        the outcomes `record_each` could not record one by one (a refusal)."""
+        try:
+            await self.send(batch, lane)
+        except (psycopg.Error, SkiplockError) as exc:
+            log.exception("could not record %s; retrying", report.plural(len(batch), "completion"))
+            return await self.record_each(batch) if refused(exc) else batch
+        checkpoint("completed")
+        self.recorded(batch)
+        return []
 
     async def wait_recorded(self) -> None:
         """Wait for `flush` to record every finished attempt, but not past the lease:
