@@ -405,18 +405,10 @@ END;
 $$;
 
 CREATE FUNCTION skiplock.claim(p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer) RETURNS TABLE(run_id text, task_identifier text, payload jsonb, metadata jsonb, max_duration double precision, attempt_id text, attempt_number integer, resumed boolean, queue text, trace_context jsonb, log jsonb, retry_in double precision)
-    LANGUAGE plpgsql
+    LANGUAGE sql
     AS $$
-DECLARE
-    v_ready record := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
-BEGIN
-    RETURN QUERY SELECT b.*, NULL::double precision
-                   FROM skiplock.begin_attempts(p_worker_id, p_version, v_ready.ids, 'QUEUED') b;
-    IF v_ready.retry_in IS NOT NULL THEN
-        retry_in := v_ready.retry_in;  -- every other column NULL
-        RETURN NEXT;
-    END IF;
-END;
+    SELECT * FROM skiplock.complete_and_claim(NULL, p_worker_id, p_version, p_tasks, p_queues,
+                                              p_limit)
 $$;
 
 CREATE FUNCTION skiplock.claim_alerts(p_worker_id text, p_limit integer, p_lease double precision, p_max_age double precision DEFAULT 86400) RETURNS TABLE(id text, run_id text, task_identifier text, status skiplock.run_status, created_at timestamp with time zone, attempts integer, delivered_to text[])
@@ -1923,7 +1915,8 @@ BEGIN
             CONTINUE;
         END IF;
         -- the time of the admission, not of the transaction's start: attempts are stamped
-        -- after it (skiplock.clock, begin_attempts), so their start times keep its spacing
+        -- after it (skiplock.clock, in complete_and_claim), so their start times keep its
+        -- spacing
         v_clock := skiplock.clock();
         SELECT b.tat INTO v_tat FROM skiplock.rate_buckets b
          WHERE b.queue = v_unit.queue AND b.key = v_key;

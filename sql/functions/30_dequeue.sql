@@ -171,7 +171,8 @@ BEGIN
             CONTINUE;
         END IF;
         -- the time of the admission, not of the transaction's start: attempts are stamped
-        -- after it (skiplock.clock, begin_attempts), so their start times keep its spacing
+        -- after it (skiplock.clock, in complete_and_claim), so their start times keep its
+        -- spacing
         v_clock := skiplock.clock();
         SELECT b.tat INTO v_tat FROM skiplock.rate_buckets b
          WHERE b.queue = v_unit.queue AND b.key = v_key;
@@ -338,44 +339,17 @@ LANGUAGE sql AS $$
       FROM skiplock.begin_attempts(p_worker_id, NULL, p_run_ids, 'DEQUEUED') b
 $$;
 
--- claim: dequeue and start attempts in one call (QUEUED -> EXECUTING; DEQUEUED is never
--- visible outside the transaction), for a worker that starts what it takes at once.
--- One commit and one row version per run instead of two of each: the worker's hot path.
--- Locks: as lock_ready. Returns each started attempt with its run's task, payload,
--- metadata and max_duration, in queue order; then, when a rate limit held a run back, one
--- more row without a run (run_id NULL) whose retry_in says in how many seconds it may
--- start (see lock_ready): no NOTIFY comes then, so the caller claims again at that time.
--- retry_in is NULL in the rows of attempts.
-CREATE OR REPLACE FUNCTION skiplock.claim(
-    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
-RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
-               max_duration double precision, attempt_id text, attempt_number integer,
-               resumed boolean, queue text, trace_context jsonb, log jsonb,
-               retry_in double precision)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_ready record := skiplock.lock_ready(p_version, p_tasks, p_queues, p_limit);
-BEGIN
-    RETURN QUERY SELECT b.*, NULL::double precision
-                   FROM skiplock.begin_attempts(p_worker_id, p_version, v_ready.ids, 'QUEUED') b;
-    IF v_ready.retry_in IS NOT NULL THEN
-        retry_in := v_ready.retry_in;  -- every other column NULL
-        RETURN NEXT;
-    END IF;
-END;
-$$;
-
 -- complete_and_claim: a worker's hot path, one transaction: record the successes in
--- p_results (as complete_attempts; NULL for none), then claim up to p_limit runs (as
--- claim). The worker starts what it claimed once this commits, so the claim must be as
--- durable as any other commit: lost to a server crash, it would leave the run queued
--- while the worker runs it, and run it twice. One commit (one WAL flush) for both halves
--- makes that cheap. Completing first frees the slots of limited queues for the claim.
--- The statements of complete_attempts and of claim (begin_attempts from QUEUED) are
--- written out here, not called: each function called costs its own SET clauses (saved
--- and restored at every call) and a copy of the rows it returns, and one notify_runs
--- call serves both halves. Backend CPU a run of a drain, 20,000 runs at 50 a call,
--- alternated (PostgreSQL 15): 0.90x; at 25 a call (two claim lanes) 0.94x.
+-- p_results (as complete_attempts; NULL for none), then claim up to p_limit runs (claim
+-- is this with no completions). The worker starts what it claimed once this commits, so
+-- the claim must be as durable as any other commit: lost to a server crash, it would
+-- leave the run queued while the worker runs it, and run it twice. One commit (one WAL
+-- flush) for both halves makes that cheap. Completing first frees the slots of limited
+-- queues for the claim. The statements of complete_attempts and of begin_attempts (from
+-- QUEUED) are written out here, not called: each function called costs its own SET
+-- clauses (saved and restored at every call) and a copy of the rows it returns, and one
+-- notify_runs call serves both halves. Backend CPU a run of a drain, 20,000 runs at 50 a
+-- call, alternated (PostgreSQL 15): 0.90x; at 25 a call (two claim lanes) 0.94x.
 -- tests/test_sql_api.py drives the called functions; the worker drives this one.
 -- Locks: the worker row FOR SHARE first (see worker_is_active; taken before the runs the
 -- completions lock, in the order crash_lost_workers takes them, so the two cannot
@@ -477,4 +451,24 @@ BEGIN
         RETURN NEXT;
     END IF;
 END;
+$$;
+
+-- claim: dequeue and start attempts in one call (QUEUED -> EXECUTING; DEQUEUED is never
+-- visible outside the transaction), for a worker that starts what it takes at once.
+-- One commit and one row version per run instead of two of each. complete_and_claim
+-- with no completions: the worker's way, for drivers in other languages.
+-- Locks: as complete_and_claim. Returns each started attempt with its run's task,
+-- payload, metadata and max_duration, in queue order; then, when a rate limit held a run
+-- back, one more row without a run (run_id NULL) whose retry_in says in how many seconds
+-- it may start (see lock_ready): no NOTIFY comes then, so the caller claims again at that
+-- time. retry_in is NULL in the rows of attempts. A worker no longer active claims nothing.
+CREATE OR REPLACE FUNCTION skiplock.claim(
+    p_worker_id text, p_version text, p_tasks text[], p_queues text[], p_limit integer)
+RETURNS TABLE (run_id text, task_identifier text, payload jsonb, metadata jsonb,
+               max_duration double precision, attempt_id text, attempt_number integer,
+               resumed boolean, queue text, trace_context jsonb, log jsonb,
+               retry_in double precision)
+LANGUAGE sql AS $$
+    SELECT * FROM skiplock.complete_and_claim(NULL, p_worker_id, p_version, p_tasks, p_queues,
+                                              p_limit)
 $$;
