@@ -64,20 +64,20 @@ CREATE TYPE skiplock.waitpoint_type AS ENUM (
 );
 
 CREATE TABLE skiplock.schedules (
-    id text NOT NULL,
-    task_identifier text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
     cron text NOT NULL,
     timezone text DEFAULT 'UTC'::text NOT NULL,
-    type text NOT NULL,
-    external_id text,
-    deduplication_key text,
+    type text NOT NULL COLLATE pg_catalog."C",
+    external_id text COLLATE pg_catalog."C",
+    deduplication_key text COLLATE pg_catalog."C",
     payload jsonb,
-    catch_up text DEFAULT 'latest'::text NOT NULL,
+    catch_up text DEFAULT 'latest'::text NOT NULL COLLATE pg_catalog."C",
     active boolean DEFAULT true NOT NULL,
-    declared_version text,
+    declared_version text COLLATE pg_catalog."C",
     next_slot timestamp with time zone,
     last_slot timestamp with time zone,
-    last_run_id text,
+    last_run_id text COLLATE pg_catalog."C",
     last_error text,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
@@ -1141,31 +1141,31 @@ END;
 $_$;
 
 CREATE TABLE skiplock.runs (
-    id text NOT NULL,
-    task_identifier text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
     status skiplock.run_status NOT NULL,
     payload jsonb NOT NULL,
     output jsonb,
     error jsonb,
     metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
-    idempotency_key text,
+    tags text[] DEFAULT '{}'::text[] NOT NULL COLLATE pg_catalog."C",
+    idempotency_key text COLLATE pg_catalog."C",
     idempotency_key_expires_at timestamp with time zone,
     idempotency_key_released boolean DEFAULT false NOT NULL,
-    batch_id text,
-    parent_id text,
-    root_id text,
+    batch_id text COLLATE pg_catalog."C",
+    parent_id text COLLATE pg_catalog."C",
+    root_id text COLLATE pg_catalog."C",
     depth integer DEFAULT 0 NOT NULL,
-    queue text NOT NULL,
-    concurrency_key text,
+    queue text NOT NULL COLLATE pg_catalog."C",
+    concurrency_key text COLLATE pg_catalog."C",
     priority integer DEFAULT 0 NOT NULL,
-    version text,
+    version text COLLATE pg_catalog."C",
     version_pinned boolean DEFAULT false NOT NULL,
     max_attempts integer NOT NULL,
     max_duration double precision,
     attempt_count integer DEFAULT 0 NOT NULL,
-    current_attempt_id text,
-    worker_id text,
+    current_attempt_id text COLLATE pg_catalog."C",
+    worker_id text COLLATE pg_catalog."C",
     order_at timestamp with time zone NOT NULL,
     available_at timestamp with time zone NOT NULL,
     created_at timestamp with time zone NOT NULL,
@@ -1180,10 +1180,10 @@ CREATE TABLE skiplock.runs (
     waited_on boolean DEFAULT false NOT NULL,
     interruptions integer DEFAULT 0 NOT NULL,
     retention_s double precision,
-    schedule_id text,
+    schedule_id text COLLATE pg_catalog."C",
     schedule_slot timestamp with time zone,
     trace_context jsonb,
-    rate_limit_key text,
+    rate_limit_key text COLLATE pg_catalog."C",
     rate_cost integer,
     CONSTRAINT runs_concurrency_key_check CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
     CONSTRAINT runs_max_attempts_check CHECK ((max_attempts >= 1)),
@@ -1705,11 +1705,11 @@ END;
 $$;
 
 CREATE TABLE skiplock.attempts (
-    id text NOT NULL,
-    run_id text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    run_id text NOT NULL COLLATE pg_catalog."C",
     number integer NOT NULL,
     status skiplock.attempt_status NOT NULL,
-    worker_id text NOT NULL,
+    worker_id text NOT NULL COLLATE pg_catalog."C",
     started_at timestamp with time zone NOT NULL,
     finished_at timestamp with time zone,
     output jsonb,
@@ -2478,7 +2478,7 @@ CREATE FUNCTION skiplock.purgeable(p_run skiplock.runs, p_before timestamp with 
 $$;
 
 CREATE TABLE skiplock.queues (
-    name text NOT NULL,
+    name text NOT NULL COLLATE pg_catalog."C",
     concurrency_limit integer,
     paused boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -2922,9 +2922,9 @@ END;
 $$;
 
 CREATE TABLE skiplock.deployment_tasks (
-    task_identifier text NOT NULL,
-    version text NOT NULL,
-    queue text NOT NULL,
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
+    version text NOT NULL COLLATE pg_catalog."C",
+    queue text NOT NULL COLLATE pg_catalog."C",
     max_attempts integer NOT NULL,
     max_duration double precision,
     ttl double precision,
@@ -3838,15 +3838,15 @@ END;
 $$;
 
 CREATE TABLE skiplock.alerts (
-    id text NOT NULL,
-    run_id text NOT NULL,
-    task_identifier text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
     status skiplock.run_status NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    state text DEFAULT 'PENDING'::text NOT NULL,
+    state text DEFAULT 'PENDING'::text NOT NULL COLLATE pg_catalog."C",
     available_at timestamp with time zone NOT NULL,
     attempts integer DEFAULT 0 NOT NULL,
-    claimed_by text,
+    claimed_by text COLLATE pg_catalog."C",
     delivered_to text[] DEFAULT '{}'::text[] NOT NULL,
     last_error text,
     finished_at timestamp with time zone,
@@ -3854,18 +3854,18 @@ CREATE TABLE skiplock.alerts (
 );
 
 CREATE TABLE skiplock.batches (
-    id text NOT NULL,
-    task_identifier text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
     run_count integer NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    run_ids text[] DEFAULT '{}'::text[] NOT NULL
+    run_ids text[] DEFAULT '{}'::text[] NOT NULL COLLATE pg_catalog."C"
 );
 
 CREATE TABLE skiplock.debounces (
-    task_identifier text NOT NULL,
-    key text NOT NULL,
-    run_id text NOT NULL,
-    mode text NOT NULL,
+    task_identifier text NOT NULL COLLATE pg_catalog."C",
+    key text NOT NULL COLLATE pg_catalog."C",
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    mode text NOT NULL COLLATE pg_catalog."C",
     first_at timestamp with time zone NOT NULL,
     until_at timestamp with time zone NOT NULL,
     deadline timestamp with time zone,
@@ -3875,10 +3875,10 @@ CREATE TABLE skiplock.debounces (
 );
 
 CREATE TABLE skiplock.deployments (
-    id text NOT NULL,
-    version text NOT NULL,
-    worker_id text,
-    tasks text[] NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    version text NOT NULL COLLATE pg_catalog."C",
+    worker_id text COLLATE pg_catalog."C",
+    tasks text[] NOT NULL COLLATE pg_catalog."C",
     created_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
@@ -3897,12 +3897,12 @@ CREATE TABLE skiplock.maintenance (
 );
 
 CREATE TABLE skiplock.workers (
-    id text NOT NULL,
-    version text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
+    version text NOT NULL COLLATE pg_catalog."C",
     hostname text NOT NULL,
     pid integer NOT NULL,
-    queues text[],
-    tasks text[] NOT NULL,
+    queues text[] COLLATE pg_catalog."C",
+    tasks text[] NOT NULL COLLATE pg_catalog."C",
     concurrency integer NOT NULL,
     started_at timestamp with time zone NOT NULL,
     last_heartbeat_at timestamp with time zone NOT NULL,
@@ -4004,8 +4004,8 @@ CREATE TABLE skiplock.migrations (
 );
 
 CREATE TABLE skiplock.rate_buckets (
-    queue text NOT NULL,
-    key text NOT NULL,
+    queue text NOT NULL COLLATE pg_catalog."C",
+    key text NOT NULL COLLATE pg_catalog."C",
     tat timestamp with time zone NOT NULL
 )
 WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
@@ -4052,7 +4052,7 @@ CREATE VIEW skiplock.queue_stats AS
           WHERE ((s.queue = q.name) AND (s.budget_left = 0))) k ON ((q.rate_limit IS NOT NULL)));
 
 CREATE TABLE skiplock.run_logs (
-    run_id text NOT NULL,
+    run_id text NOT NULL COLLATE pg_catalog."C",
     seq bigint NOT NULL,
     attempt integer NOT NULL,
     at timestamp with time zone NOT NULL,
@@ -4065,20 +4065,20 @@ CREATE TABLE skiplock.run_logs (
 );
 
 CREATE TABLE skiplock.run_steps (
-    run_id text NOT NULL,
+    run_id text NOT NULL COLLATE pg_catalog."C",
     "position" integer NOT NULL,
-    kind text NOT NULL,
-    name text NOT NULL,
+    kind text NOT NULL COLLATE pg_catalog."C",
+    name text NOT NULL COLLATE pg_catalog."C",
     output jsonb,
-    waitpoint_id text,
+    waitpoint_id text COLLATE pg_catalog."C",
     created_at timestamp with time zone NOT NULL,
     started_at timestamp with time zone,
     CONSTRAINT run_steps_kind_check CHECK ((kind = ANY (ARRAY['step'::text, 'wait'::text, 'token'::text, 'run'::text, 'batch'::text])))
 );
 
 CREATE TABLE skiplock.run_waitpoints (
-    run_id text NOT NULL,
-    waitpoint_id text NOT NULL,
+    run_id text NOT NULL COLLATE pg_catalog."C",
+    waitpoint_id text NOT NULL COLLATE pg_catalog."C",
     created_at timestamp with time zone NOT NULL,
     pending boolean DEFAULT false NOT NULL
 )
@@ -4090,8 +4090,8 @@ CREATE UNLOGGED TABLE skiplock.subscribers (
 );
 
 CREATE UNLOGGED TABLE skiplock.subscriptions (
-    kind text NOT NULL,
-    key text NOT NULL,
+    kind text NOT NULL COLLATE pg_catalog."C",
+    key text NOT NULL COLLATE pg_catalog."C",
     pid integer NOT NULL,
     CONSTRAINT subscriptions_kind_check CHECK ((kind = ANY (ARRAY['run'::text, 'tag'::text, 'batch'::text, 'all'::text, 'logs'::text])))
 );
@@ -4115,19 +4115,19 @@ CREATE VIEW skiplock.table_health AS
   WHERE ((n.nspname = 'skiplock'::name) AND (c.relkind = ANY (ARRAY['r'::"char", 'p'::"char"])));
 
 CREATE TABLE skiplock.waitpoints (
-    id text NOT NULL,
+    id text NOT NULL COLLATE pg_catalog."C",
     type skiplock.waitpoint_type NOT NULL,
     status skiplock.waitpoint_status DEFAULT 'PENDING'::skiplock.waitpoint_status NOT NULL,
-    run_id text,
-    batch_id text,
+    run_id text COLLATE pg_catalog."C",
+    batch_id text COLLATE pg_catalog."C",
     pending_runs integer,
     completes_at timestamp with time zone,
     timeout_at timestamp with time zone,
     output jsonb,
     is_error boolean DEFAULT false NOT NULL,
-    idempotency_key text,
+    idempotency_key text COLLATE pg_catalog."C",
     idempotency_key_expires_at timestamp with time zone,
-    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL COLLATE pg_catalog."C",
     created_at timestamp with time zone NOT NULL,
     completed_at timestamp with time zone,
     results jsonb

@@ -388,3 +388,62 @@ def test_upgrade_marks_the_edges_of_pending_waitpoints(
         c.execute("SELECT skiplock.complete_token('waitpoint_open', '1')")
         status = c.execute("SELECT status FROM skiplock.runs WHERE id = 'run_w'").fetchone()
         assert status == ("QUEUED",)
+
+
+def test_upgrade_compares_identifiers_as_bytes(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made before 0035, its views and functions in place: the upgrade collates
+    the identifier columns "C" (hot-path indexes compare bytes, not strcoll), applies every
+    function, view and trigger file again (the views were dropped for the type change),
+    and keeps the runs, which the runs API still lists and looks up by index."""
+    every = _migrate.sql_files()
+    before = [f for f in every if f.kind != "migration" or f.name < "0035"]
+    monkeypatch.setattr(_migrate, "sql_files", lambda root=None: before)
+    Engine(empty_dsn).migrate()
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO skiplock.runs (id, task_identifier, status, payload, queue,"
+            " max_attempts, order_at, available_at, created_at, updated_at, tags)"
+            " SELECT 'run_' || i, 'old-task', 'COMPLETED', '{}', 'q', 1, now(), now(), now(),"
+            " now(), '{Blue}' FROM generate_series(1, 3) i"
+        )
+    monkeypatch.undo()
+    applied = Engine(empty_dsn).migrate()
+    assert applied == ["0035_identifiers_collate_c.sql"] + [
+        f.name for f in every if f.kind != "migration"
+    ]
+    with psycopg.connect(empty_dsn) as c:
+        collations = dict(
+            c.execute(
+                "SELECT a.attname, coalesce(l.collname, '') FROM pg_attribute a"
+                " LEFT JOIN pg_collation l ON l.oid = a.attcollation"
+                " WHERE a.attrelid = 'skiplock.runs'::regclass AND a.attnum > 0"
+                " AND a.atttypid IN ('text'::regtype, 'text[]'::regtype)"
+            ).fetchall()
+        )
+        assert set(collations.values()) == {"C"}, collations
+        # every column that names a run, an attempt or a worker, in every table: one
+        # left in the default collation would lose its index in joins with runs
+        mixed = c.execute(
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'skiplock' AND c.relkind = 'r' AND a.attnum > 0"
+            " AND (a.attname IN ('id', 'run_id', 'worker_id', 'task_identifier', 'queue',"
+            "                    'version', 'waitpoint_id', 'batch_id', 'key')"
+            "      OR a.attname LIKE '%\\_id')"
+            " AND a.atttypid = 'text'::regtype AND c.relname <> 'migrations'"
+            " AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation"
+        ).fetchall()
+        assert mixed == []
+        listed = c.execute("SELECT id FROM skiplock.list_runs(p_tasks := '{old-task}')")
+        assert [r[0] for r in listed.fetchall()] == ["run_3", "run_2", "run_1"]
+        assert c.execute("SELECT count(*) FROM skiplock.queue_stats").fetchone() is not None
+        c.execute("SET enable_seqscan = off")
+        plan = c.execute(
+            "EXPLAIN SELECT * FROM skiplock.runs r JOIN skiplock.attempts a"
+            " ON a.run_id = r.id WHERE r.id = ANY (%s)",
+            (["run_1"],),
+        ).fetchall()
+        assert "runs_pkey" in " ".join(r[0] for r in plan)

@@ -7,9 +7,10 @@ The other files hold only CREATE OR REPLACE statements of one kind each (functio
 views, triggers: tests/test_migrations.py checks it) and are re-applied when their
 checksum changes, after every migration, so a migration can drop what a changed file
 then creates anew: a function whose arguments or return type change, which CREATE OR
-REPLACE cannot do. Views and triggers come after the functions they call. Everything
-runs in one transaction under an advisory lock, so concurrent migrators serialise and
-each file is applied exactly once.
+REPLACE cannot do. A migration that drops what an unchanged file creates deletes that
+file's ledger row: the ledger is read again after the migrations. Views and triggers
+come after the functions they call. Everything runs in one transaction under an advisory
+lock, so concurrent migrators serialise and each file is applied exactly once.
 
 sql/schema.sql is not applied: it shows the schema a fresh migrate makes
 (engine.db.schema_dump writes it).
@@ -92,9 +93,13 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute("CREATE SCHEMA IF NOT EXISTS skiplock")
         conn.execute(_LEDGER)
-        rows = conn.execute("SELECT name, checksum FROM skiplock.migrations").fetchall()
-        ledger: dict[str, str] = {name: checksum for name, checksum in rows}
+        ledger = _ledger(conn)
+        migrated = False
         for f in sql_files():
+            if f.kind != "migration" and migrated:
+                # a migration may drop what a file creates and forget that file (a view,
+                # before its columns change type: 0035): read the ledger again
+                ledger, migrated = _ledger(conn), False
             recorded = ledger.get(f.name)
             if recorded == f.checksum:
                 continue
@@ -110,7 +115,13 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
                 (f.name, f.kind, f.checksum),
             )
             applied_now.append(f.name)
+            migrated = migrated or f.kind == "migration"
     return applied_now
+
+
+def _ledger(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    rows = conn.execute("SELECT name, checksum FROM skiplock.migrations").fetchall()
+    return {name: checksum for name, checksum in rows}
 
 
 def check_applied(applied: set[str]) -> None:
