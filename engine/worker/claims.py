@@ -170,8 +170,7 @@ class Claims:
                 if not self._second.is_set():
                     await wait_any(self._second, state.stopping, timeout=self._peer_interval)
                     continue
-                if not batch:
-                    outcomes.take(batch)
+                outcomes.take(batch)
                 if not batch:  # wait for one, or for the stop
                     item = asyncio.ensure_future(outcomes.queue.get())
                     stop = asyncio.ensure_future(state.stopping.wait())
@@ -181,7 +180,7 @@ class Claims:
                         item.cancel()
                         continue
                     batch.append(item.result())
-                outcomes.take(batch)
+                    outcomes.take(batch)
                 batch = await outcomes.record(batch, lane=COMPLETE_APART)
                 if batch:  # fenced and idempotent: sent again after a pause
                     await wait_any(state.stopping, timeout=self._poll_interval)
